@@ -1,0 +1,196 @@
+"""Every exception taskloom raises or records, in one tree.
+
+```
+TaskloomError                   anything taskloom raises on purpose
+├── UserError                   the API was used wrongly; fix the calling code
+│   ├── ToolDefinitionError     a function cannot become a Tool
+│   ├── EditError               a live edit touched a task that has started
+│   └── ConfigError             a setting or file given to taskloom is invalid
+├── PlanError                   a plan is malformed; carries task id and position
+├── RunError                    one task's failure, recorded on the task as data
+│   ├── ToolFailed              the tool raised
+│   ├── ToolTimedOut            the tool ran past its timeout
+│   ├── BadArguments            resolved arguments do not fit the tool's schema
+│   ├── BadOutput               the tool returned something that is not JSON-able
+│   ├── DependencyFailed        a task this one needs did not produce an output
+│   └── TaskCancelled           the task or its run was cancelled
+└── ModelError                  a chat model could not be reached or misbehaved
+```
+
+Constructors take facts and build the message; nothing here logs. `RunError`s
+are values: the scheduler stores them on `TaskResult.error` and keeps going.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadArguments",
+    "BadOutput",
+    "ConfigError",
+    "DependencyFailed",
+    "EditError",
+    "ModelError",
+    "PlanError",
+    "Position",
+    "RunError",
+    "TaskCancelled",
+    "TaskloomError",
+    "ToolDefinitionError",
+    "ToolFailed",
+    "ToolTimedOut",
+    "UserError",
+]
+
+from dataclasses import dataclass
+
+
+class TaskloomError(Exception):
+    """Base of every exception taskloom raises on purpose."""
+
+
+class UserError(TaskloomError):
+    """The API was used in a way it does not support."""
+
+
+class ToolDefinitionError(UserError):
+    """A function cannot be turned into a Tool (missing hints, bad options...)."""
+
+
+class ConfigError(UserError):
+    """A setting, flag or file given to taskloom is invalid."""
+
+
+class EditError(UserError):
+    """A live edit touched a task that can no longer change."""
+
+    def __init__(self, task_id: str, state: str, action: str) -> None:
+        self.task_id = task_id
+        self.state = state
+        self.action = action
+        super().__init__(
+            f"cannot {action} task {task_id}: it is {state}; "
+            "only tasks that have not started may be edited"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where in a plan's text something is, counted from 1."""
+
+    line: int
+    """Line number, from 1."""
+    column: int
+    """Column number in characters, from 1."""
+
+    def __str__(self) -> str:
+        return f"line {self.line}, column {self.column}"
+
+
+class PlanError(TaskloomError):
+    """A plan is malformed: it cannot be parsed, or it does not fit the tools.
+
+    The message names the task, the position in the text and what is wrong,
+    in words that can be handed back to an LLM for repair.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        task_id: str | None = None,
+        position: Position | None = None,
+        line_text: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.task_id = task_id
+        self.position = position
+        self.line_text = line_text
+        where = []
+        if task_id is not None:
+            where.append(f"task {task_id}")
+        if position is not None:
+            where.append(str(position))
+        prefix = f"{', '.join(where)}: " if where else ""
+        message = prefix + reason
+        if line_text is not None:
+            shown = line_text if len(line_text) <= 200 else line_text[:200] + "..."
+            message += f"\n    {shown}"
+        super().__init__(message)
+
+
+class RunError(TaskloomError):
+    """A task did not produce an output; stored on its `TaskResult.error`."""
+
+    def __init__(self, task_id: str, message: str) -> None:
+        self.task_id = task_id
+        super().__init__(message)
+
+
+class ToolFailed(RunError):
+    """The tool raised an exception."""
+
+    def __init__(self, task_id: str, tool: str, cause: BaseException) -> None:
+        self.tool = tool
+        self.cause_type = type(cause).__name__
+        self.cause_message = str(cause)
+        super().__init__(task_id, f"{tool} raised {self.cause_type}: {self.cause_message}")
+
+
+class ToolTimedOut(RunError):
+    """The tool ran longer than its timeout."""
+
+    def __init__(self, task_id: str, tool: str, timeout: float, *, thread_abandoned: bool) -> None:
+        self.tool = tool
+        self.timeout = timeout
+        self.thread_abandoned = thread_abandoned
+        note = " (its worker thread was abandoned)" if thread_abandoned else ""
+        super().__init__(task_id, f"{tool} did not finish within {timeout:g}s{note}")
+
+
+class BadArguments(RunError):
+    """The resolved arguments do not fit the tool's schema."""
+
+    def __init__(self, task_id: str, tool: str, problem: str) -> None:
+        self.tool = tool
+        self.problem = problem
+        super().__init__(task_id, f"bad arguments for {tool}: {problem}")
+
+
+class BadOutput(RunError):
+    """The tool returned a value that cannot be serialised to JSON."""
+
+    def __init__(self, task_id: str, tool: str, type_name: str) -> None:
+        self.tool = tool
+        self.type_name = type_name
+        super().__init__(
+            task_id, f"{tool} returned a {type_name}, which cannot be serialised to JSON"
+        )
+
+
+class DependencyFailed(RunError):
+    """A task this one depends on did not produce an output, so it was skipped."""
+
+    def __init__(self, task_id: str, dependency: str, cause: str) -> None:
+        self.dependency = dependency
+        self.cause = cause
+        super().__init__(task_id, f"skipped because task {dependency} did not finish: {cause}")
+
+
+class TaskCancelled(RunError):
+    """The task, an ancestor of it, or its whole run was cancelled."""
+
+    def __init__(self, task_id: str, reason: str, *, thread_abandoned: bool = False) -> None:
+        self.reason = reason
+        self.thread_abandoned = thread_abandoned
+        note = " (its worker thread was abandoned)" if thread_abandoned else ""
+        super().__init__(task_id, f"cancelled: {reason}{note}")
+
+
+class ModelError(TaskloomError):
+    """A chat model could not be reached, timed out, or answered with garbage."""
+
+    def __init__(self, model: str, problem: str, *, retryable: bool = False) -> None:
+        self.model = model
+        self.problem = problem
+        self.retryable = retryable
+        super().__init__(f"model {model}: {problem}")

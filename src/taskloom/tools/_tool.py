@@ -1,0 +1,293 @@
+"""Tool: a typed function with a schema and a call policy."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
+
+import anyio.to_thread
+import pydantic
+
+from taskloom.errors import ToolDefinitionError
+
+__all__ = ["CallPolicy", "Tool", "tool"]
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CallPolicy:
+    """How the scheduler calls a tool."""
+
+    idempotent: bool = False
+    """Calling twice with the same arguments is harmless. Only such tools are retried."""
+    timeout: float | None = None
+    """Seconds one attempt may take before it is cancelled and recorded as timed out."""
+    retries: int = 0
+    """Extra attempts after a failure (idempotent tools only)."""
+    backoff: float = 0.05
+    """Delay before the first retry, in seconds; doubled each time, with jitter."""
+    max_backoff: float = 5.0
+    """Upper bound on one retry delay, in seconds."""
+    max_concurrency: int | None = None
+    """At most this many calls of the tool run at once in one scheduler."""
+    rate_limit: float | None = None
+    """At most this many calls start per second (evenly spaced)."""
+    cacheable: bool = False
+    """Results may be memoised by (name, version, arguments)."""
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and self.timeout <= 0:
+            raise ToolDefinitionError(f"timeout must be positive, got {self.timeout}")
+        if self.retries < 0:
+            raise ToolDefinitionError(f"retries must be >= 0, got {self.retries}")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ToolDefinitionError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ToolDefinitionError(f"rate_limit must be positive, got {self.rate_limit}")
+
+    @property
+    def attempts(self) -> int:
+        """How many times one task may call the tool in all."""
+        return 1 + self.retries if self.idempotent else 1
+
+
+class Tool:
+    """A function the scheduler can call, with its argument schema and call policy.
+
+    Build one with the `@taskloom.tool` decorator rather than directly.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        policy: CallPolicy | None = None,
+        version: str = "1",
+    ) -> None:
+        """Wrap `fn`, reading its signature, type hints and docstring.
+
+        Raises:
+            ToolDefinitionError: if the name is not an identifier, a parameter has
+                no type hint, or the function takes *args/**kwargs.
+        """
+        self.fn = fn
+        self.name = name or fn.__name__
+        if not self.name or self.name[0].isdigit() or not set(self.name) <= _NAME_CHARS:
+            raise ToolDefinitionError(f"tool name {self.name!r} must be a Python identifier")
+        self.description = inspect.cleandoc(description or fn.__doc__ or "").strip()
+        self.policy = policy or CallPolicy()
+        self.version = version
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._model = _arguments_model(fn, self.name)
+        fields = self._model.model_fields
+        self._positional = tuple(fields)
+        self._required = frozenset(n for n, f in fields.items() if f.is_required())
+        self._adapters: dict[str, pydantic.TypeAdapter[Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name}>"
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Parameter names, in declaration order."""
+        return self._positional
+
+    @functools.cached_property
+    def schema(self) -> dict[str, Any]:
+        """JSON Schema of the arguments object."""
+        schema = self._model.model_json_schema()
+        schema.pop("title", None)
+        return schema
+
+    def signature(self) -> str:
+        """A one-line call signature, as shown to planners: `city(name: str)`."""
+        props = self.schema.get("properties", {})
+        parts = []
+        for param in self._positional:
+            kind = props.get(param, {}).get("type", "any")
+            parts.append(f"{param}: {kind}" if param in self._required else f"{param}: {kind}=...")
+        return f"{self.name}({', '.join(parts)})"
+
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Map positional and keyword arguments to parameter names.
+
+        Returns:
+            The arguments by parameter name (values are not validated yet).
+
+        Raises:
+            ValueError: too many positional arguments, an unknown keyword, a
+                parameter given twice, or a required parameter missing.
+        """
+        if len(args) > len(self._positional):
+            raise ValueError(
+                f"{self.name} takes at most {len(self._positional)} positional "
+                f"argument(s) ({', '.join(self._positional) or 'none'}), got {len(args)}"
+            )
+        bound = dict(zip(self._positional, args, strict=False))
+        for key, value in kwargs.items():
+            if key not in self._model.model_fields:
+                raise ValueError(
+                    f"{self.name} has no parameter {key!r}; "
+                    f"its parameters are: {', '.join(self._positional) or 'none'}"
+                )
+            if key in bound:
+                raise ValueError(f"{self.name} got parameter {key!r} twice")
+            bound[key] = value
+        missing = [p for p in self._positional if p in self._required and p not in bound]
+        if missing:
+            raise ValueError(f"{self.name} is missing required argument(s): {', '.join(missing)}")
+        return bound
+
+    def check_value(self, parameter: str, value: Any) -> str | None:
+        """Validate one literal argument against its parameter's type.
+
+        Returns:
+            None when the value fits, else a short description of the problem.
+        """
+        adapter = self._adapters.get(parameter)
+        if adapter is None:
+            field = self._model.model_fields[parameter]
+            adapter = pydantic.TypeAdapter(field.annotation)
+            self._adapters[parameter] = adapter
+        try:
+            adapter.validate_python(value)
+        except pydantic.ValidationError as exc:
+            return f"{parameter}={value!r}: {_first_problem(exc)}"
+        return None
+
+    def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Check and coerce arguments by name with the tool's schema.
+
+        Raises:
+            ValueError: with a readable description of the first problems.
+        """
+        try:
+            model = self._model.model_validate(arguments)
+        except pydantic.ValidationError as exc:
+            raise ValueError(_problems(exc)) from exc
+        return {name: getattr(model, name) for name in self._positional}
+
+    async def call(self, arguments: Mapping[str, Any]) -> Any:
+        """Call the function with validated arguments; sync functions run in a thread."""
+        if self.is_async:
+            return await self.fn(**arguments)
+        # abandon_on_cancel: a timeout or cancellation frees the run at once; the
+        # thread finishes on its own and its result is dropped.
+        return await anyio.to_thread.run_sync(
+            functools.partial(self.fn, **arguments), abandon_on_cancel=True
+        )
+
+
+def _arguments_model(fn: Callable[..., Any], tool_name: str) -> type[pydantic.BaseModel]:
+    try:
+        signature = inspect.signature(fn)
+        hints = _type_hints(fn)
+    except (TypeError, ValueError, NameError) as exc:
+        raise ToolDefinitionError(f"cannot read the signature of {tool_name}: {exc}") from exc
+    fields: dict[str, Any] = {}
+    for param in signature.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ToolDefinitionError(f"tool {tool_name} may not take *{param.name} or **kwargs")
+        if param.name not in hints:
+            raise ToolDefinitionError(f"parameter {param.name!r} of tool {tool_name} needs a type hint")
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (hints[param.name], default)
+    config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    return pydantic.create_model(f"{tool_name}_arguments", __config__=config, **fields)
+
+
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(fn, include_extras=True)
+
+
+def _first_problem(exc: pydantic.ValidationError) -> str:
+    return str(exc.errors(include_url=False)[0]["msg"])
+
+
+def _problems(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "arguments"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    idempotent: bool | None = None,
+    timeout: float | None = None,
+    retries: int = 0,
+    max_concurrency: int | None = None,
+    rate_limit: float | None = None,
+    cacheable: bool = False,
+    version: str = "1",
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    idempotent: bool | None = None,
+    timeout: float | None = None,
+    retries: int = 0,
+    max_concurrency: int | None = None,
+    rate_limit: float | None = None,
+    cacheable: bool = False,
+    version: str = "1",
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Turn a typed function, sync or async, into a Tool.
+
+    Use bare (`@tool`) or with options (`@tool(timeout=10, retries=2)`).
+
+    Args:
+        fn: the function, when used bare.
+        name: the tool's name; defaults to the function's.
+        description: defaults to the function's docstring.
+        idempotent: safe to call twice with the same arguments. Defaults to
+            `cacheable`: a tool whose results may be reused is assumed to have
+            no side effects; otherwise to False.
+        timeout: seconds per attempt.
+        retries: extra attempts on failure, with exponential backoff and
+            jitter; applied only when the tool is idempotent.
+        max_concurrency: calls of this tool running at once, per scheduler.
+        rate_limit: calls started per second.
+        cacheable: results may be memoised across runs.
+        version: bump when the tool's behaviour changes, to invalidate caches.
+
+    Returns:
+        A Tool, or a decorator that makes one.
+
+    Raises:
+        ToolDefinitionError: if the function or the options are unusable.
+    """
+    policy = CallPolicy(
+        idempotent=cacheable if idempotent is None else idempotent,
+        timeout=timeout,
+        retries=retries,
+        max_concurrency=max_concurrency,
+        rate_limit=rate_limit,
+        cacheable=cacheable,
+    )
+
+    def make(f: Callable[..., Any]) -> Tool:
+        return Tool(f, name=name, description=description, policy=policy, version=version)
+
+    return make(fn) if fn is not None else make
