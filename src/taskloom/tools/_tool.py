@@ -50,6 +50,11 @@ class CallPolicy:
             raise ToolDefinitionError(f"rate_limit must be positive, got {self.rate_limit}")
 
     @property
+    def simple(self) -> bool:
+        """One attempt, no timeout, no rate limit: the scheduler's fast path."""
+        return self.timeout is None and self.rate_limit is None and self.attempts == 1
+
+    @property
     def attempts(self) -> int:
         """How many times one task may call the tool in all."""
         return 1 + self.retries if self.idempotent else 1
@@ -87,6 +92,8 @@ class Tool:
         self._model = _arguments_model(fn, self.name)
         fields = self._model.model_fields
         self._positional = tuple(fields)
+        self._names = frozenset(fields)
+        self._validator = self._model.__pydantic_validator__
         self._required = frozenset(n for n, f in fields.items() if f.is_required())
         self._adapters: dict[str, pydantic.TypeAdapter[Any]] = {}
 
@@ -131,7 +138,7 @@ class Tool:
             )
         bound = dict(zip(self._positional, args, strict=False))
         for key, value in kwargs.items():
-            if key not in self._model.model_fields:
+            if key not in self._names:
                 raise ValueError(
                     f"{self.name} has no parameter {key!r}; "
                     f"its parameters are: {', '.join(self._positional) or 'none'}"
@@ -139,8 +146,8 @@ class Tool:
             if key in bound:
                 raise ValueError(f"{self.name} got parameter {key!r} twice")
             bound[key] = value
-        missing = [p for p in self._positional if p in self._required and p not in bound]
-        if missing:
+        if len(bound) < len(self._required) or not self._required.issubset(bound):
+            missing = [p for p in self._positional if p in self._required and p not in bound]
             raise ValueError(f"{self.name} is missing required argument(s): {', '.join(missing)}")
         return bound
 
@@ -168,10 +175,12 @@ class Tool:
             ValueError: with a readable description of the first problems.
         """
         try:
-            model = self._model.model_validate(arguments)
+            model = self._validator.validate_python(arguments)
         except pydantic.ValidationError as exc:
             raise ValueError(_problems(exc)) from exc
-        return {name: getattr(model, name) for name in self._positional}
+        # The model's own field dict, not copied: callers only read it.
+        fields: dict[str, Any] = model.__dict__
+        return fields
 
     async def call(self, arguments: Mapping[str, Any]) -> Any:
         """Call the function with validated arguments; sync functions run in a thread."""

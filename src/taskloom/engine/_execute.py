@@ -1,0 +1,151 @@
+"""The ways in: `open_run()` for a live run you can edit, `execute()` to run a plan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from taskloom._ids import RunId
+from taskloom.engine._scheduler import EventListener, Order, Run
+from taskloom.engine._stats import DurationStats
+from taskloom.engine.result import RunResult
+from taskloom.errors import PlanError, UserError
+from taskloom.plan import Plan, Task
+from taskloom.plan._plan import tool_map
+from taskloom.tools import Tool, tool
+
+__all__ = ["ToolsLike", "as_tools", "execute", "open_run"]
+
+ToolsLike = Iterable[Tool | Callable[..., Any]] | Mapping[str, Tool]
+"""Tools, or plain typed functions (turned into tools with default options)."""
+
+
+def as_tools(tools: ToolsLike) -> dict[str, Tool]:
+    """Index tools by name, wrapping plain functions with `@tool`.
+
+    Raises:
+        UserError: if two different tools share a name.
+        ToolDefinitionError: if a plain function cannot become a tool.
+    """
+    if isinstance(tools, Mapping):
+        return tool_map(tools)
+    return tool_map(t if isinstance(t, Tool) else tool(t) for t in tools)
+
+
+@asynccontextmanager
+async def open_run(
+    *,
+    tools: ToolsLike,
+    max_concurrency: int | None = None,
+    run_id: str | None = None,
+    on_event: EventListener | None = None,
+    stats: DurationStats | None = None,
+    order: Order = "critical_path",
+) -> AsyncIterator[Run]:
+    """Open a run that you feed, edit and cancel while it executes.
+
+    Leaving the block closes the run to new tasks and waits until every task
+    is final. If the block raises, the run is cancelled first.
+
+        async with taskloom.open_run(tools=[city]) as run:
+            run.add(task)
+            run.cancel("3")
+        result = run.result()
+
+    Args:
+        tools: the tools tasks may call.
+        max_concurrency: tasks running at once; None for no limit.
+        run_id: an id for the run; a random one by default.
+        on_event: called synchronously with every event, in order.
+        stats: tool duration statistics to order by (and update); shared
+            between runs, they make critical-path ordering better over time.
+        order: "critical_path" (default) or "fifo" for ready tasks that wait.
+
+    Yields:
+        The live Run.
+
+    Raises:
+        UserError: for bad options or tools.
+    """
+    run = Run(
+        tools=as_tools(tools),
+        max_concurrency=max_concurrency,
+        run_id=RunId(run_id) if run_id else None,
+        listeners=[on_event] if on_event else [],
+        stats=stats,
+        order=order,
+    )
+    async with anyio.create_task_group() as tg:
+        run._attach(tg)
+        try:
+            yield run
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                run.cancel(reason="the code driving the run raised")
+            raise
+        run.close()
+        await run.wait()
+
+
+async def execute(
+    plan: Plan | Sequence[Task] | AsyncIterable[Task],
+    *,
+    tools: ToolsLike,
+    max_concurrency: int | None = None,
+    run_id: str | None = None,
+    on_event: EventListener | None = None,
+    stats: DurationStats | None = None,
+    order: Order = "critical_path",
+) -> RunResult:
+    """Run a plan to the end, every task as soon as its inputs exist.
+
+    The plan may be complete (`Plan`, a list of tasks) or a stream of tasks
+    (an async iterable, such as `parse_stream()` over an LLM's tokens); a
+    streamed task starts while later ones are still being written.
+
+    Args:
+        plan: the tasks to run.
+        tools: the tools they call.
+        max_concurrency: tasks running at once; None for no limit.
+        run_id: an id for the run; a random one by default.
+        on_event: called synchronously with every event, in order.
+        stats: tool duration statistics for ordering (see `open_run`).
+        order: "critical_path" (default) or "fifo".
+
+    Returns:
+        The RunResult. Tool failures are in it, not raised. If a streamed
+        plan breaks off with a PlanError, the tasks before it still run and
+        the error is in `RunResult.plan_error`.
+
+    Raises:
+        PlanError: if a complete plan does not validate against the tools
+            (nothing runs then).
+        UserError: for bad options or tools.
+    """
+    if not isinstance(plan, Plan | Sequence | AsyncIterable):
+        raise UserError(f"execute() needs a Plan, a list of Tasks or a stream of them, got {plan!r}")
+    tool_index = as_tools(tools)
+    if not isinstance(plan, AsyncIterable | Plan):
+        plan = Plan(plan)
+    async with open_run(
+        tools=tool_index,
+        max_concurrency=max_concurrency,
+        run_id=run_id,
+        on_event=on_event,
+        stats=stats,
+        order=order,
+    ) as run:
+        if isinstance(plan, AsyncIterable):
+            try:
+                async for task in plan:
+                    run.add(task)
+            except PlanError as exc:
+                run.plan_error = exc
+        else:
+            # add_all checks every task against the tools before any starts,
+            # so a bad complete plan raises PlanError with nothing run.
+            run.add_all(plan.in_dependency_order())
+    return run.result()

@@ -1,0 +1,136 @@
+"""What a run reports: one event per state change, numbered within the run.
+
+Each event has `seq` (1, 2, 3... within one run, no gaps) and `at` (seconds
+on the monotonic clock). The store, telemetry, the CLI and the web page are
+all consumers of these; the scheduler imports none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from taskloom._ids import RunId, TaskId
+from taskloom.errors import DependencyFailed, RunError, TaskCancelled
+
+__all__ = [
+    "Event",
+    "RunFinished",
+    "TaskAdded",
+    "TaskCancelledEvent",
+    "TaskEvent",
+    "TaskFailed",
+    "TaskFinished",
+    "TaskReady",
+    "TaskRetried",
+    "TaskSkipped",
+    "TaskStarted",
+]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    """Something that happened in a run."""
+
+    kind: ClassVar[str] = "event"
+    seq: int
+    """Position in the run's event sequence, from 1."""
+    at: float
+    """When it happened, in monotonic seconds."""
+    run_id: RunId
+    """The run it happened in."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskEvent(Event):
+    """Something that happened to one task."""
+
+    task_id: TaskId
+    """The task."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskAdded(TaskEvent):
+    """A task joined the run's plan (the plan grows while it runs)."""
+
+    kind: ClassVar[str] = "task_added"
+    tool: str
+    """The tool it will call."""
+    dependencies: tuple[TaskId, ...]
+    """The tasks whose outputs it needs."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskReady(TaskEvent):
+    """Every dependency of the task has finished; it waits only for a free slot."""
+
+    kind: ClassVar[str] = "task_ready"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskStarted(TaskEvent):
+    """The task's tool call began."""
+
+    kind: ClassVar[str] = "task_started"
+    tool: str
+    """The tool being called."""
+    arguments: dict[str, Any]
+    """The resolved arguments, by parameter name."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskRetried(TaskEvent):
+    """An attempt failed and another will follow after a delay."""
+
+    kind: ClassVar[str] = "task_retried"
+    attempt: int
+    """The attempt that failed, from 1."""
+    delay: float
+    """Seconds until the next attempt."""
+    error: RunError
+    """Why the attempt failed."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskFinished(TaskEvent):
+    """The task produced its output."""
+
+    kind: ClassVar[str] = "task_finished"
+    output: Any
+    """The tool's output, JSON-able."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskFailed(TaskEvent):
+    """The task's last attempt failed; the error is recorded on the task."""
+
+    kind: ClassVar[str] = "task_failed"
+    error: RunError
+    """Why."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskSkipped(TaskEvent):
+    """A dependency failed or was skipped, so the task will never run."""
+
+    kind: ClassVar[str] = "task_skipped"
+    error: DependencyFailed
+    """Which dependency, and why it did not finish."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskCancelledEvent(TaskEvent):
+    """The task was cancelled before or while it ran."""
+
+    kind: ClassVar[str] = "task_cancelled"
+    error: TaskCancelled
+    """What cancelled it, and whether a worker thread was abandoned."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunFinished(Event):
+    """Every task of the run reached a final state; nothing more will happen."""
+
+    kind: ClassVar[str] = "run_finished"
+    status: str
+    """The run's final status (see `RunStatus`)."""

@@ -1,0 +1,341 @@
+"""The argument list of one plan line: literals, references and strings with references.
+
+The plan language is a small subset of Python call syntax plus references:
+
+    args     := [arg ("," arg)* [","]]
+    arg      := NAME "=" value | value
+    value    := string | number | ref | list | tuple | dict | constant
+    ref      := "$" DIGITS path | "${" DIGITS path "}"
+    path     := ("." NAME | "." DIGITS | "[" DIGITS "]" | "[" string "]")*
+
+Inside a string, `$3` and `${3}` are references too, except where they are
+plainly money: `$1,000` and `$2.50` stay text. `\\$` writes a literal dollar.
+It is parsed by hand rather than by `ast` because `$` is not Python, and so
+that every error can point at its column.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NoReturn
+
+from taskloom._ids import TaskId
+from taskloom.errors import PlanError, Position
+from taskloom.plan._model import Ref, Template
+
+__all__ = ["ParsedArgs", "parse_args"]
+
+_MAX_DEPTH = 64
+_NUMBER = re.compile(r"[-+]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][-+]?\d+)?")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+_DIGITS = re.compile(r"\d+")
+_SPACE = re.compile(r"\s*")
+_MONEY_AFTER = re.compile(r",\d{3}(?!\d)|\.\d")
+_CONSTANTS: dict[str, Any] = {
+    "True": True,
+    "False": False,
+    "None": None,
+    "true": True,
+    "false": False,
+    "null": None,
+}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'", "$": "$"}
+
+
+class ParsedArgs:
+    """The arguments of one call, and where each reference was written."""
+
+    __slots__ = ("args", "end", "kwargs", "refs")
+
+    def __init__(self) -> None:
+        self.args: list[Any] = []
+        self.kwargs: dict[str, Any] = {}
+        self.refs: list[tuple[TaskId, int]] = []
+        """Each referenced task id with the column (0-based) where it was written."""
+        self.end = 0
+        """Index just past the closing parenthesis."""
+
+
+def parse_args(text: str, start: int, *, line: int, task_id: str) -> ParsedArgs:
+    """Parse the arguments that follow the `(` at `text[start - 1]`.
+
+    Returns:
+        The positional and keyword arguments, and the index past the `)`.
+
+    Raises:
+        PlanError: for anything that is not a well-formed argument list.
+    """
+    return _Scanner(text, line, task_id).call_args(start)
+
+
+class _Scanner:
+    def __init__(self, text: str, line: int, task_id: str) -> None:
+        self.text = text
+        self.line = line
+        self.task_id = task_id
+        self.pos = 0
+        self.out = ParsedArgs()
+
+    def fail(self, reason: str, at: int | None = None) -> NoReturn:
+        column = (self.pos if at is None else at) + 1
+        raise PlanError(
+            reason,
+            task_id=self.task_id,
+            position=Position(self.line, column),
+            line_text=self.text,
+        )
+
+    def skip_space(self) -> None:
+        match = _SPACE.match(self.text, self.pos)
+        assert match is not None  # \s* always matches
+        self.pos = match.end()
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def call_args(self, start: int) -> ParsedArgs:
+        self.pos = start
+        seen_keyword = False
+        while True:
+            self.skip_space()
+            if self.peek() == ")":
+                self.pos += 1
+                self.out.end = self.pos
+                return self.out
+            if not self.peek():
+                self.fail("the line ends before the call's closing parenthesis")
+            name = _NAME.match(self.text, self.pos)
+            after = name.end() if name else self.pos
+            after_space = _SPACE.match(self.text, after)
+            assert after_space is not None
+            eq = after_space.end()
+            if name and self.text.startswith("=", eq) and not self.text.startswith("==", eq):
+                key = name.group()
+                if key in self.out.kwargs:
+                    self.fail(f"argument {key!r} is given twice")
+                self.pos = eq + 1
+                self.out.kwargs[key] = self.value(0)
+                seen_keyword = True
+            else:
+                if seen_keyword:
+                    self.fail("a positional argument may not follow a keyword argument")
+                self.out.args.append(self.value(0))
+            self.skip_space()
+            if self.peek() == ",":
+                self.pos += 1
+            elif self.peek() != ")":
+                self.unexpected("',' or ')'")
+
+    def unexpected(self, wanted: str) -> NoReturn:
+        char = self.peek()
+        if not char:
+            self.fail(f"the line ends where {wanted} was expected")
+        self.fail(f"expected {wanted}, found {char!r}")
+
+    def value(self, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            self.fail(f"values are nested more than {_MAX_DEPTH} deep")
+        self.skip_space()
+        char = self.peek()
+        if char in ('"', "'"):
+            return self.string(char)
+        if char == "$":
+            return self.ref()
+        if char == "[":
+            return self.sequence("]", depth)
+        if char == "(":
+            return tuple(self.sequence(")", depth))
+        if char == "{":
+            return self.mapping(depth)
+        number = _NUMBER.match(self.text, self.pos)
+        if number and number.group() not in ("+", "-"):
+            return self.number(number)
+        name = _NAME.match(self.text, self.pos)
+        if name:
+            word = name.group()
+            if word in _CONSTANTS:
+                self.pos = name.end()
+                return _CONSTANTS[word]
+            self.fail(f"unquoted text {word!r}; write strings in quotes, like \"{word}\"")
+        self.unexpected("a value")
+
+    def number(self, match: re.Match[str]) -> int | float:
+        token = match.group()
+        self.pos = match.end()
+        try:
+            if any(c in token for c in ".eE"):
+                return float(token)
+            return int(token)
+        except ValueError:
+            self.fail(f"{token[:40]!r} is not a usable number", at=match.start())
+
+    def sequence(self, close: str, depth: int) -> list[Any]:
+        items: list[Any] = []
+        self.pos += 1
+        while True:
+            self.skip_space()
+            if self.peek() == close:
+                self.pos += 1
+                return items
+            items.append(self.value(depth + 1))
+            self.skip_space()
+            if self.peek() == ",":
+                self.pos += 1
+            elif self.peek() != close:
+                self.unexpected(f"',' or {close!r}")
+
+    def mapping(self, depth: int) -> dict[Any, Any]:
+        items: dict[Any, Any] = {}
+        self.pos += 1
+        while True:
+            self.skip_space()
+            if self.peek() == "}":
+                self.pos += 1
+                return items
+            key_at = self.pos
+            key = self.value(depth + 1)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                self.fail("a dictionary key must be a plain string or number", at=key_at)
+            self.skip_space()
+            if self.peek() != ":":
+                self.unexpected("':'")
+            self.pos += 1
+            items[key] = self.value(depth + 1)
+            self.skip_space()
+            if self.peek() == ",":
+                self.pos += 1
+            elif self.peek() != "}":
+                self.unexpected("',' or '}'")
+
+    def ref(self) -> Ref:
+        at = self.pos
+        braced = self.text.startswith("${", at)
+        self.pos += 2 if braced else 1
+        digits = _DIGITS.match(self.text, self.pos)
+        if not digits:
+            self.fail("'$' must be followed by a task number, like $1 or ${1}", at=at)
+        self.pos = digits.end()
+        path = self.path()
+        if braced:
+            if self.peek() != "}":
+                self.unexpected("'}' closing the reference")
+            self.pos += 1
+        ref = Ref(TaskId(str(int(digits.group()))), tuple(path))
+        self.out.refs.append((ref.task, at))
+        return ref
+
+    def path(self) -> list[str | int]:
+        path: list[str | int] = []
+        while True:
+            char = self.peek()
+            if char == ".":
+                name = _NAME.match(self.text, self.pos + 1)
+                index = _DIGITS.match(self.text, self.pos + 1)
+                if name:
+                    path.append(name.group())
+                    self.pos = name.end()
+                elif index:
+                    path.append(int(index.group()))
+                    self.pos = index.end()
+                else:
+                    return path
+            elif char == "[":
+                self.pos += 1
+                self.skip_space()
+                quote = self.peek()
+                if quote in ('"', "'"):
+                    key = self.string(quote)
+                    if not isinstance(key, str):
+                        self.fail("a field name may not contain a reference")
+                    path.append(key)
+                else:
+                    index = _DIGITS.match(self.text, self.pos)
+                    if not index:
+                        self.unexpected("an index or a quoted key")
+                    path.append(int(index.group()))
+                    self.pos = index.end()
+                self.skip_space()
+                if self.peek() != "]":
+                    self.unexpected("']'")
+                self.pos += 1
+            else:
+                return path
+
+    def string(self, quote: str) -> str | Ref | Template:
+        start = self.pos
+        self.pos += 1
+        stop = re.compile(r"[\\$" + quote + "]")
+        parts: list[str | Ref] = []
+        chunk: list[str] = []
+        text = self.text
+        while True:
+            hit = stop.search(text, self.pos)
+            if hit is None:
+                self.fail(f"string opened here is never closed (missing {quote})", at=start)
+            chunk.append(text[self.pos : hit.start()])
+            self.pos = hit.start()
+            char = hit.group()
+            if char == quote:
+                self.pos += 1
+                break
+            if char == "\\":
+                chunk.append(self.escape())
+                continue
+            ref = self.string_ref()
+            if ref is None:
+                chunk.append("$")
+                self.pos += 1
+                continue
+            if "".join(chunk):
+                parts.append("".join(chunk))
+            chunk = []
+            parts.append(ref)
+        if "".join(chunk):
+            parts.append("".join(chunk))
+        if not parts:
+            return ""
+        if len(parts) == 1:
+            # A string that is only a reference ("$1") means the value itself.
+            return parts[0]
+        return Template(tuple(parts))
+
+    def escape(self) -> str:
+        code = self.text[self.pos + 1 : self.pos + 2]
+        if code in _ESCAPES:
+            self.pos += 2
+            return _ESCAPES[code]
+        if code in ("u", "x"):
+            width = 4 if code == "u" else 2
+            digits = self.text[self.pos + 2 : self.pos + 2 + width]
+            if len(digits) == width and all(c in "0123456789abcdefABCDEF" for c in digits):
+                self.pos += 2 + width
+                return chr(int(digits, 16))
+            self.fail(f"bad \\{code} escape", at=self.pos)
+        if not code:
+            self.fail("the line ends inside a string escape")
+        self.pos += 2
+        return "\\" + code
+
+    def string_ref(self) -> Ref | None:
+        """A reference at `$` inside a string, or None where the `$` is plain text."""
+        at = self.pos
+        if self.text.startswith("${", at):
+            if _DIGITS.match(self.text, at + 2):
+                return self.ref()
+            return None
+        digits = _DIGITS.match(self.text, at + 1)
+        if not digits or _MONEY_AFTER.match(self.text, digits.end()):
+            return None
+        return self.ref()
+
+
+def parse_string(value: str, *, task_id: str) -> str | Ref | Template:
+    """Find the references inside an already-decoded string (from the JSON form).
+
+    The rules are those of strings in the plan language; `\\$` keeps a dollar literal.
+
+    Raises:
+        PlanError: if a reference inside the string is malformed.
+    """
+    escaped = re.sub(r"\\(?!\$)", r"\\\\", value).replace('"', '\\"').replace("\n", "\\n")
+    return _Scanner(f'"{escaped}"', 1, task_id).string('"')

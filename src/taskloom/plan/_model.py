@@ -1,0 +1,127 @@
+"""Task, Ref and Template: the values a plan is made of."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskloom._ids import TaskId
+from taskloom.errors import Position
+
+__all__ = ["Ref", "Task", "Template", "iter_refs", "render_value"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A reference to another task's output (`$1`), or to a field of it (`$1.population`)."""
+
+    task: TaskId
+    """The task whose output is meant."""
+    path: tuple[str | int, ...] = ()
+    """Keys and indexes to follow inside that output, outermost first."""
+
+    def __str__(self) -> str:
+        text = f"${self.task}"
+        for step in self.path:
+            text += f"[{step}]" if isinstance(step, int) else f".{step}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A string with references inside it: `"population of $1"`."""
+
+    parts: tuple[str | Ref, ...]
+    """Literal text and references, in order; references are rendered as text."""
+
+    def __str__(self) -> str:
+        return "".join(p if isinstance(p, str) else _braced(p) for p in self.parts)
+
+
+def _braced(ref: Ref) -> str:
+    # Inside a string `${1}` cannot run into the text that follows it.
+    if not ref.path:
+        return "${" + ref.task + "}"
+    return str(ref)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Task:
+    """One tool call in a plan."""
+
+    id: TaskId
+    """Unique within the plan; the number the planner wrote."""
+    tool: str
+    """Name of the tool to call."""
+    args: tuple[Any, ...] = ()
+    """Positional arguments; may hold Refs, Templates, lists and dicts of them."""
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments, likewise."""
+    thought: str | None = None
+    """The planner's reasoning written just before this task, if any."""
+    position: Position | None = None
+    """Where the task was written in the plan's text, if it came from text."""
+    dependencies: frozenset[TaskId] = field(init=False, compare=False)
+    """Ids of the tasks whose outputs this task's arguments reference."""
+
+    def __post_init__(self) -> None:
+        deps = frozenset(ref.task for ref in iter_refs((self.args, self.kwargs)))
+        object.__setattr__(self, "dependencies", deps)
+
+    def call_text(self) -> str:
+        """The call as the plan language writes it: `city("Paris", limit=3)`."""
+        parts = [render_value(a) for a in self.args]
+        parts += [f"{k}={render_value(v)}" for k, v in self.kwargs.items()]
+        return f"{self.tool}({', '.join(parts)})"
+
+    def __str__(self) -> str:
+        return f"{self.id}. {self.call_text()}"
+
+
+def iter_refs(value: Any) -> Iterator[Ref]:
+    """Yield every Ref inside an argument value, however deeply nested."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Ref):
+            yield item
+        elif isinstance(item, Template):
+            stack.extend(p for p in item.parts if isinstance(p, Ref))
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+
+
+def render_value(value: Any) -> str:
+    """Write an argument value back in the plan language."""
+    if isinstance(value, Ref):
+        return str(value)
+    if isinstance(value, Template):
+        return '"' + "".join(
+            _escape(p) if isinstance(p, str) else _braced(p) for p in value.parts
+        ) + '"'
+    if isinstance(value, str):
+        return '"' + _escape(value) + '"'
+    if value is None:
+        return "None"
+    if isinstance(value, list):
+        return "[" + ", ".join(render_value(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        inner = ", ".join(render_value(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, Mapping):
+        items = (f"{render_value(k)}: {render_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    return repr(value)
+
+
+def _escape(text: str) -> str:
+    return (
+        text.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("$", "\\$")
+    )

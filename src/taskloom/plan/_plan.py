@@ -1,0 +1,263 @@
+"""Plan: a DAG of tasks that may grow while it runs."""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from taskloom._ids import TaskId
+from taskloom.errors import PlanError
+from taskloom.plan._check import bind_task
+from taskloom.plan._model import Task
+from taskloom.tools import Tool
+
+if TYPE_CHECKING:
+    from taskloom.plan.json import PlanModel
+
+__all__ = ["Plan", "tool_map"]
+
+
+def tool_map(tools: Iterable[Tool] | Mapping[str, Tool] | None) -> dict[str, Tool]:
+    """Index tools by name.
+
+    Raises:
+        UserError: if two different tools share a name.
+    """
+    from taskloom.errors import UserError
+
+    if tools is None:
+        return {}
+    if isinstance(tools, Mapping):
+        return dict(tools)
+    by_name: dict[str, Tool] = {}
+    for item in tools:
+        if not isinstance(item, Tool):
+            raise UserError(f"{item!r} is not a Tool; decorate it with @taskloom.tool")
+        if by_name.get(item.name, item) is not item:
+            raise UserError(f"two different tools are named {item.name!r}")
+        by_name[item.name] = item
+    return by_name
+
+
+class Plan:
+    """A DAG of tasks. Tasks may reference the outputs of other tasks.
+
+    A plan built from a complete list (`Plan(tasks)`, `Plan.parse`,
+    `Plan.from_json`) may list tasks in any order and is checked as a whole;
+    `add()` grows a plan one task at a time, and then a task may only
+    reference tasks already in it, so a growing plan can never hold a cycle.
+    """
+
+    def __init__(
+        self,
+        tasks: Iterable[Task] = (),
+        *,
+        tools: Iterable[Tool] | Mapping[str, Tool] | None = None,
+        external: Collection[TaskId] = (),
+    ) -> None:
+        """Build and check a plan.
+
+        Args:
+            tasks: the tasks, in any order.
+            tools: when given, every task is also checked against its tool.
+            external: ids of tasks outside this plan (from an earlier plan of
+                the same run) that references may point to.
+
+        Raises:
+            PlanError: duplicate ids, references to missing tasks or to the
+                task itself, cycles, or (with tools) unknown tools and bad
+                arguments.
+        """
+        self._tools = tool_map(tools)
+        self._external = frozenset(external)
+        self._tasks: dict[TaskId, Task] = {}
+        self.joined = False
+        """The planner closed the plan with `join()`: nothing more will be added."""
+        pending = list(tasks)
+        for task in pending:
+            self._check_own(task)
+            self._tasks[task.id] = task
+        for task in pending:
+            self._check_refs(task)
+        if not _written_in_order(pending, self._external):
+            _check_acyclic(self._tasks)
+
+    @classmethod
+    def parse(
+        cls,
+        text: str | bytes,
+        *,
+        tools: Iterable[Tool] | Mapping[str, Tool] | None = None,
+    ) -> Plan:
+        """Parse a whole plan written in the plan language.
+
+        Returns:
+            The plan; `joined` is set when it ends with `join()`.
+
+        Raises:
+            PlanError: naming the task, the line and column, and what is wrong.
+        """
+        from taskloom.plan.text import PlanParser
+
+        parser = PlanParser(forward_refs=True)
+        tasks = [*parser.feed(text), *parser.close()]
+        plan = cls(tasks, tools=tools)
+        plan.joined = parser.joined
+        return plan
+
+    @classmethod
+    def from_json(
+        cls,
+        data: str | bytes | Mapping[str, Any] | PlanModel,
+        *,
+        tools: Iterable[Tool] | Mapping[str, Tool] | None = None,
+    ) -> Plan:
+        """Build a plan from its JSON form (see `taskloom.plan.json`).
+
+        Raises:
+            PlanError: if the JSON does not fit the schema or the plan is invalid.
+        """
+        from taskloom.plan.json import tasks_from_json
+
+        return cls(tasks_from_json(data), tools=tools)
+
+    # -- reading --------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self._tasks.values())
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._tasks
+
+    def __getitem__(self, task_id: str) -> Task:
+        return self._tasks[TaskId(task_id)]
+
+    def __repr__(self) -> str:
+        return f"<Plan of {len(self._tasks)} task(s)>"
+
+    @property
+    def tasks(self) -> Mapping[TaskId, Task]:
+        """The tasks by id, in the order they were written."""
+        return self._tasks
+
+    @property
+    def tools(self) -> Mapping[str, Tool]:
+        """The tools this plan was checked against (empty if none)."""
+        return self._tools
+
+    def in_dependency_order(self) -> list[Task]:
+        """The tasks ordered so that every task comes after those it references.
+
+        Tasks keep the order they were written in wherever that order allows.
+        """
+        if _written_in_order(self._tasks.values(), self._external):
+            return list(self._tasks.values())
+        sorter = graphlib.TopologicalSorter(
+            {t.id: [d for d in t.dependencies if d in self._tasks] for t in self._tasks.values()}
+        )
+        return [self._tasks[i] for i in sorter.static_order()]
+
+    def to_text(self) -> str:
+        """Write the plan in the plan language; `Plan.parse` reads it back."""
+        lines = []
+        for task in self._tasks.values():
+            if task.thought:
+                lines.append(f"Thought: {task.thought}")
+            lines.append(str(task))
+        if self.joined:
+            last = max((int(i) for i in self._tasks if i.isdigit()), default=0)
+            lines.append(f"{last + 1}. join()")
+        return "\n".join(lines) + "\n"
+
+    # -- growing --------------------------------------------------------------
+
+    def add(self, task: Task) -> None:
+        """Add one task; it may only reference tasks already in the plan.
+
+        Raises:
+            PlanError: duplicate id, self-reference, a reference to a task
+                that does not exist yet, or (with tools) a bad tool call.
+        """
+        self._check_own(task)
+        self._check_refs(task, growing=True)
+        self._tasks[task.id] = task
+
+    def replace(self, task: Task) -> None:
+        """Swap in a new version of a task with the same id.
+
+        Raises:
+            KeyError: if no task has that id.
+            PlanError: if the new version is invalid or would close a cycle.
+        """
+        if task.id not in self._tasks:
+            raise KeyError(task.id)
+        if self._tools:
+            bind_task(task, self._tools)
+        self._check_refs(task)
+        previous = self._tasks[task.id]
+        self._tasks[task.id] = task
+        try:
+            _check_acyclic(self._tasks)
+        except PlanError:
+            self._tasks[task.id] = previous
+            raise
+
+    def _check_own(self, task: Task) -> None:
+        if task.id in self._tasks or task.id in self._external:
+            raise PlanError(
+                f"task id {task.id} is used twice; every task needs its own number",
+                task_id=task.id,
+                position=task.position,
+            )
+        if task.id in task.dependencies:
+            raise PlanError(
+                f"task {task.id} refers to its own result (${task.id})",
+                task_id=task.id,
+                position=task.position,
+            )
+        if self._tools:
+            bind_task(task, self._tools)
+
+    def _check_refs(self, task: Task, *, growing: bool = False) -> None:
+        missing = [d for d in task.dependencies if d not in self._tasks and d not in self._external]
+        for dep in sorted(missing, key=_numeric):
+            why = (
+                "which does not exist yet; a task may only use the results of tasks before it"
+                if growing
+                else "which is not in the plan"
+            )
+            raise PlanError(
+                f"${dep} refers to task {dep}, {why}", task_id=task.id, position=task.position
+            )
+
+
+def _written_in_order(tasks: Iterable[Task], external: Collection[TaskId]) -> bool:
+    """True when every task comes after the tasks it references (so no cycle)."""
+    seen = set(external)
+    for task in tasks:
+        if not seen.issuperset(task.dependencies):
+            return False
+        seen.add(task.id)
+    return True
+
+
+def _numeric(task_id: str) -> tuple[int, str]:
+    return (int(task_id), "") if task_id.isdigit() else (0, task_id)
+
+
+def _check_acyclic(tasks: Mapping[TaskId, Task]) -> None:
+    graph = {t.id: [d for d in t.dependencies if d in tasks] for t in tasks.values()}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        cycle: list[str] = exc.args[1]
+        first = tasks[TaskId(cycle[0])]
+        raise PlanError(
+            "the references form a cycle: " + " -> ".join(f"task {i}" for i in reversed(cycle)),
+            task_id=first.id,
+            position=first.position,
+        ) from None

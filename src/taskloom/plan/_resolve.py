@@ -1,0 +1,82 @@
+"""Replacing references in arguments with the outputs they point to."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from taskloom._ids import TaskId
+from taskloom.plan._model import Ref, Template
+
+__all__ = ["HasOutput", "ResolveError", "resolve"]
+
+
+class ResolveError(Exception):
+    """A reference points at a field or index that the output does not have."""
+
+
+class HasOutput(Protocol):
+    """Anything that holds a task's output."""
+
+    output: Any
+
+
+def resolve(value: Any, done: Mapping[TaskId, HasOutput]) -> Any:
+    """Return `value` with every Ref and Template replaced by real outputs.
+
+    Args:
+        value: an argument value, possibly holding references.
+        done: the referenced tasks by id, each with its `output`.
+
+    Raises:
+        ResolveError: if a reference's path does not exist in the output.
+        KeyError: if a referenced task is missing (a scheduler bug).
+    """
+    if isinstance(value, Ref):
+        output = done[value.task].output
+        return _follow(value, output) if value.path else output
+    if isinstance(value, Template):
+        return "".join(
+            part if isinstance(part, str) else _as_text(_follow(part, done[part.task].output))
+            for part in value.parts
+        )
+    if isinstance(value, list):
+        return [resolve(v, done) for v in value]
+    if isinstance(value, tuple):
+        return tuple(resolve(v, done) for v in value)
+    if isinstance(value, dict):
+        return {k: resolve(v, done) for k, v in value.items()}
+    return value
+
+
+def _follow(ref: Ref, output: Any) -> Any:
+    current = output
+    for depth, step in enumerate(ref.path):
+        where = str(Ref(ref.task, ref.path[: depth + 1]))
+        if isinstance(current, Mapping):
+            if step not in current and str(step) in current:
+                step = str(step)
+            if step not in current:
+                keys = ", ".join(map(str, list(current)[:20])) or "none"
+                raise ResolveError(f"{where}: the output has no field {step!r} (fields: {keys})")
+            current = current[step]
+        elif isinstance(current, Sequence) and not isinstance(current, str):
+            if not isinstance(step, int) or not -len(current) <= step < len(current):
+                raise ResolveError(f"{where}: no item {step!r} in a list of {len(current)}")
+            current = current[step]
+        else:
+            raise ResolveError(
+                f"{where}: the output is a {type(current).__name__}, which has no fields"
+            )
+    return current
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)

@@ -1,0 +1,122 @@
+"""The plan as JSON, with its JSON Schema for constrained decoding.
+
+    {"thought": "...", "tasks": [
+        {"id": 1, "tool": "country", "args": {"name": "France"}},
+        {"id": 2, "tool": "math", "args": {"expression": "$1.population * 2"}}]}
+
+Strings in `args` carry references exactly as in the text form: `"$1"` is
+task 1's output, `"$1.population"` a field of it, `"total: ${1}"` a string
+with it inside.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pydantic
+
+from taskloom._ids import TaskId
+from taskloom.errors import PlanError
+from taskloom.plan._args import parse_string
+from taskloom.plan._model import Task
+from taskloom.tools import Tool
+
+__all__ = ["PlanModel", "TaskModel", "plan_json_schema", "tasks_from_json"]
+
+REF_PATTERN = r"^\$\{?\d+"
+
+
+class TaskModel(pydantic.BaseModel):
+    """One task of a JSON plan."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    id: int = pydantic.Field(ge=1)
+    """The task's number."""
+    tool: str
+    """Name of the tool to call."""
+    args: dict[str, Any] = pydantic.Field(default_factory=dict)
+    """Arguments by parameter name; strings may hold references."""
+    thought: str | None = None
+    """Why this task is here."""
+
+
+class PlanModel(pydantic.BaseModel):
+    """A whole JSON plan."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    thought: str | None = None
+    """The planner's reasoning about the whole plan."""
+    tasks: list[TaskModel]
+    """The tool calls, each with its own id."""
+
+
+def tasks_from_json(data: str | bytes | Mapping[str, Any] | PlanModel) -> list[Task]:
+    """Read the tasks of a JSON plan, finding the references in its strings.
+
+    Raises:
+        PlanError: if the data does not fit `PlanModel`.
+    """
+    try:
+        if isinstance(data, PlanModel):
+            model = data
+        elif isinstance(data, str | bytes):
+            model = PlanModel.model_validate_json(data)
+        else:
+            model = PlanModel.model_validate(data)
+    except pydantic.ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "plan"
+        raise PlanError(f"the JSON plan does not fit its schema at {where}: {first['msg']}") from None
+    tasks = []
+    for item in model.tasks:
+        task_id = TaskId(str(item.id))
+        kwargs = {k: _with_refs(v, task_id) for k, v in item.args.items()}
+        tasks.append(Task(id=task_id, tool=item.tool, kwargs=kwargs, thought=item.thought))
+    return tasks
+
+
+def _with_refs(value: Any, task_id: str) -> Any:
+    if isinstance(value, str):
+        return parse_string(value, task_id=task_id) if "$" in value else value
+    if isinstance(value, list):
+        return [_with_refs(v, task_id) for v in value]
+    if isinstance(value, dict):
+        return {k: _with_refs(v, task_id) for k, v in value.items()}
+    return value
+
+
+def plan_json_schema(tools: Iterable[Tool] | None = None) -> dict[str, Any]:
+    """The JSON Schema of a plan; with tools, each task's `args` is tied to its tool.
+
+    Any argument may instead be a reference string (`"$1"`, `"$1.population"`).
+    """
+    schema = PlanModel.model_json_schema()
+    if tools is None:
+        return schema
+    variants = []
+    for tool in tools:
+        args = copy.deepcopy(tool.schema)
+        defs = args.pop("$defs", None)
+        if defs:
+            schema.setdefault("$defs", {}).update(defs)
+        for name, prop in args.get("properties", {}).items():
+            args["properties"][name] = {"anyOf": [prop, {"type": "string", "pattern": REF_PATTERN}]}
+        variants.append(
+            {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer", "minimum": 1},
+                    "tool": {"const": tool.name},
+                    "args": args,
+                    "thought": {"type": "string"},
+                },
+                "required": ["id", "tool", "args"],
+                "additionalProperties": False,
+            }
+        )
+    schema["properties"]["tasks"] = {"type": "array", "items": {"anyOf": variants}}
+    return schema

@@ -1,0 +1,239 @@
+"""The LLMCompiler plan language, parsed incrementally.
+
+A plan is a list of numbered tool calls, optionally with thoughts:
+
+    Thought: Look both countries up at once, then add.
+    1. country("France")
+    2. country("Germany")
+    3. math("$1.population + $2.population")
+    4. join()<END_OF_PLAN>
+
+`PlanParser.feed()` takes chunks of any size (a token, a line, a whole plan)
+and returns each task the moment its line is complete, so a scheduler can
+start it while the planner is still writing. Lines that are neither tasks
+nor thoughts (prose, code fences) are ignored; a line that starts like a task
+(`3.`) must be one.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
+
+from taskloom._ids import TaskId
+from taskloom.errors import PlanError, Position
+from taskloom.plan._args import parse_args
+from taskloom.plan._check import bind_task
+from taskloom.plan._model import Task
+from taskloom.tools import Tool
+
+__all__ = ["END_OF_PLAN", "JOIN", "PlanParser", "parse_stream"]
+
+END_OF_PLAN = "<END_OF_PLAN>"
+"""Marker a planner writes after the last line; anything after it is ignored."""
+JOIN = "join"
+"""The pseudo-tool that ends a plan: `4. join()`."""
+
+_TASK_HEAD = re.compile(r"\s*(\d+)\s*[.)]\s*([A-Za-z_]\w*)\s*\(")
+_NUMBERED = re.compile(r"\s*(\d+)\s*[.)](?:\s|$)")
+_THOUGHT = re.compile(r"\s*Thought\s*:\s*(.*)", re.IGNORECASE)
+_TRAILER = re.compile(r"\s*(?:#.*)?$")
+
+
+class PlanParser:
+    """Turns streamed plan text into validated tasks, one line at a time."""
+
+    def __init__(
+        self,
+        *,
+        tools: Iterable[Tool] | Mapping[str, Tool] | None = None,
+        known: Collection[TaskId] = (),
+        forward_refs: bool = False,
+        first_line: int = 1,
+    ) -> None:
+        """Start a parser.
+
+        Args:
+            tools: when given, each task is checked against its tool as it arrives.
+            known: ids of tasks from earlier plans that references may point to.
+            forward_refs: accept references to tasks not seen yet; the caller
+                checks the whole plan at the end (`Plan.parse` does).
+            first_line: the line number of the first line fed, for messages.
+        """
+        from taskloom.plan._plan import tool_map
+
+        self._tools = tool_map(tools)
+        self._seen: set[TaskId] = set(known)
+        self._forward_refs = forward_refs
+        self._line_no = first_line - 1
+        self._buffer = ""
+        self._scanned = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self._thought: str | None = None
+        self.done = False
+        """True once `join()` or `<END_OF_PLAN>` was read; later text is ignored."""
+        self.joined = False
+        """True once the plan's `join()` line was read."""
+        self.text = ""
+        """All text fed so far, decoded."""
+
+    def feed(self, chunk: str | bytes) -> list[Task]:
+        """Take the next piece of plan text.
+
+        Returns:
+            The tasks whose lines this chunk completed, in order.
+
+        Raises:
+            PlanError: for the first malformed line, invalid bytes, or a
+                task that fails validation. Tasks returned by earlier calls
+                stay valid; the parser should not be fed after an error.
+        """
+        if isinstance(chunk, bytes):
+            chunk = self._decode(chunk, final=False)
+        self.text += chunk
+        if self.done:
+            return []
+        self._buffer += chunk
+        tasks: list[Task] = []
+        while not self.done:
+            newline = self._buffer.find("\n", self._scanned)
+            if newline < 0:
+                # Remember how far we looked, so a 1 MB line costs one scan.
+                self._scanned = len(self._buffer)
+                break
+            line = self._buffer[:newline]
+            self._buffer = self._buffer[newline + 1 :]
+            self._scanned = 0
+            task = self._line(line.rstrip("\r"))
+            if task is not None:
+                tasks.append(task)
+        return tasks
+
+    def close(self) -> list[Task]:
+        """Say that no more text will come and parse the last, unterminated line.
+
+        Returns:
+            The task on the last line, if there was one.
+
+        Raises:
+            PlanError: if the last line is malformed (a truncated call, say).
+        """
+        tail = self._decode(b"", final=True)
+        if tail:
+            self.feed(tail)
+        if self.done or not self._buffer.strip():
+            self.done = True
+            return []
+        line, self._buffer = self._buffer, ""
+        task = self._line(line)
+        self.done = True
+        return [task] if task is not None else []
+
+    def _decode(self, data: bytes, *, final: bool) -> str:
+        try:
+            return self._decoder.decode(data, final=final)
+        except UnicodeDecodeError as exc:
+            before = self._buffer + exc.object[: exc.start].decode("utf-8", errors="replace")
+            line = self._line_no + 1 + before.count("\n")
+            column = len(before) - (before.rfind("\n") + 1) + 1
+            bad = exc.object[exc.start : exc.start + 1]
+            raise PlanError(
+                f"the plan is not valid UTF-8: byte {bad!r} cannot be decoded ({exc.reason})",
+                position=Position(line, column),
+            ) from None
+
+    def _line(self, line: str) -> Task | None:
+        self._line_no += 1
+        if END_OF_PLAN in line:
+            line = line[: line.index(END_OF_PLAN)]
+            self.done = True
+        head = _TASK_HEAD.match(line)
+        if head is None:
+            self._prose(line)
+            return None
+        task_id, tool = TaskId(str(int(head.group(1)))), head.group(2)
+        position = Position(self._line_no, head.start(1) + 1)
+        parsed = parse_args(line, head.end(), line=self._line_no, task_id=task_id)
+        if not _TRAILER.match(line, parsed.end):
+            junk = len(line) - len(line[parsed.end :].lstrip())
+            raise PlanError(
+                "unexpected text after the call's closing parenthesis",
+                task_id=task_id,
+                position=Position(self._line_no, junk + 1),
+                line_text=line,
+            )
+        if tool == JOIN:
+            self.joined = self.done = True
+            return None
+        for dep, column in parsed.refs:
+            if dep == task_id:
+                raise PlanError(
+                    f"task {task_id} refers to its own result (${dep})",
+                    task_id=task_id,
+                    position=Position(self._line_no, column + 1),
+                    line_text=line,
+                )
+            if dep not in self._seen and not self._forward_refs:
+                raise PlanError(
+                    f"${dep} refers to task {dep}, which does not exist yet; "
+                    "a task may only use the results of tasks written before it",
+                    task_id=task_id,
+                    position=Position(self._line_no, column + 1),
+                    line_text=line,
+                )
+        if task_id in self._seen:
+            raise PlanError(
+                f"task id {task_id} is used twice; every task needs its own number",
+                task_id=task_id,
+                position=position,
+                line_text=line,
+            )
+        task = Task(
+            id=task_id,
+            tool=tool,
+            args=tuple(parsed.args),
+            kwargs=parsed.kwargs,
+            thought=self._thought,
+            position=position,
+        )
+        if self._tools:
+            bind_task(task, self._tools)
+        self._thought = None
+        self._seen.add(task_id)
+        return task
+
+    def _prose(self, line: str) -> None:
+        thought = _THOUGHT.match(line)
+        if thought:
+            self._thought = thought.group(1).strip() or None
+            return
+        numbered = _NUMBERED.match(line)
+        if numbered:
+            raise PlanError(
+                "expected a tool call like `3. tool(arguments)`",
+                task_id=str(int(numbered.group(1))),
+                position=Position(self._line_no, numbered.start(1) + 1),
+                line_text=line,
+            )
+
+
+async def parse_stream(
+    chunks: AsyncIterable[str | bytes],
+    *,
+    tools: Iterable[Tool] | Mapping[str, Tool] | None = None,
+    known: Collection[TaskId] = (),
+) -> AsyncIterator[Task]:
+    """Parse a stream of plan text, yielding each task as soon as its line ends.
+
+    Raises:
+        PlanError: at the first malformed line, after yielding every task before it.
+    """
+    parser = PlanParser(tools=tools, known=known)
+    async for chunk in chunks:
+        for task in parser.feed(chunk):
+            yield task
+        if parser.done:
+            break
+    for task in parser.close():
+        yield task

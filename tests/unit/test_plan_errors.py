@@ -1,0 +1,125 @@
+"""Malformed plans: each gives a PlanError with a position, never a hang or another error."""
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from taskloom import Plan, PlanError, PlanParser, tool
+
+
+@tool
+def city(name: str) -> dict[str, Any]:
+    """City facts."""
+    return {}
+
+
+@tool
+def add(a: float, b: float) -> float:
+    """Add."""
+    return a + b
+
+
+TOOLS = [city, add]
+
+CASES: list[tuple[str, str | bytes, str, int | None, int | None]] = [
+    # (case, plan, message fragment, line, column)
+    ("cycle", "1. add($2, 1)\n2. add($1, 1)\n", "cycle: task 1 -> task 2 -> task 1", 1, 1),
+    ("self reference", "1. add($1, 1)\n", "refers to its own result", 1, 8),
+    ("unknown tool", '1. town("Paris")\n', "unknown tool 'town'; the tools are: add, city", 1, 1),
+    ("wrong argument type", '1. add("one", 2)\n', "a='one': Input should be a valid number", 1, 1),
+    ("too many arguments", "1. add(1, 2, 3)\n", "at most 2 positional", 1, 1),
+    ("unknown keyword", "1. add(1, c=2)\n", "no parameter 'c'", 1, 1),
+    ("missing argument", "1. add(1)\n", "missing required argument(s): b", 1, 1),
+    ("missing reference", '1. city("Paris")\n2. add($7, 1)\n', "$7 refers to task 7", 2, 1),
+    ("duplicate id", '1. city("A")\n1. city("B")\n', "task id 1 is used twice", 2, 1),
+    ("truncated line", '1. city("Par', "never closed", 1, 9),
+    ("truncated call", "1. add(1, 2", "the line ends", 1, 12),
+    ("unbalanced quotes", "1. city(\"Paris')\n", "never closed", 1, 9),
+    ("unbalanced brackets", "1. add([1, 2, 3)\n", "expected ',' or ']'", 1, 16),
+    ("non-UTF-8 bytes", b'1. city("ok")\n2. city("\xff\xfe")\n', "not valid UTF-8", 2, 10),
+    ("unquoted text", "1. city(Paris)\n", "unquoted text 'Paris'", 1, 9),
+    ("junk after call", '1. city("Paris") and more\n', "after the call's closing", 1, 18),
+    ("numbered prose", "1. look up the city\n", "expected a tool call", 1, 1),
+    ("bad reference", "1. add($x, 1)\n", "'$' must be followed by a task number", 1, 8),
+    ("positional after keyword", "1. add(a=1, 2)\n", "positional argument may not follow", 1, 13),
+    ("deep nesting", "1. add(" + "[" * 200 + ")\n", "nested more than 64 deep", 1, None),
+    ("huge number", "1. add(" + "9" * 5000 + ", 1)\n", "not a usable number", 1, 8),
+    ("1 MB line", '1. city("' + "x" * (1 << 20) + "\n", "never closed", 1, 9),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment", "line", "column"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_malformed_plans_raise_plan_error_with_position(
+    text: str | bytes, fragment: str, line: int | None, column: int | None
+) -> None:
+    with pytest.raises(PlanError) as caught:
+        Plan.parse(text, tools=TOOLS)
+    error = caught.value
+    assert fragment in str(error)
+    assert error.position is not None
+    assert error.position.line == line
+    if column is not None:
+        assert error.position.column == column
+
+
+def test_plan_error_message_names_task_position_and_line() -> None:
+    with pytest.raises(PlanError) as caught:
+        Plan.parse('1. city("Paris")\n2. city(Paris)\n', tools=TOOLS)
+    assert str(caught.value) == (
+        "task 2, line 2, column 9: unquoted text 'Paris'; write strings in quotes, "
+        'like "Paris"\n    2. city(Paris)'
+    )
+    assert caught.value.task_id == "2"
+
+
+def test_streaming_parser_rejects_forward_references() -> None:
+    parser = PlanParser()
+    with pytest.raises(PlanError, match="does not exist yet"):
+        parser.feed("1. add($2, 1)\n")
+
+
+def test_valid_tasks_before_an_error_are_kept() -> None:
+    parser = PlanParser(tools=TOOLS)
+    good = parser.feed('1. city("Paris")\n')
+    with pytest.raises(PlanError):
+        parser.feed("2. city(\n")
+    assert [t.id for t in good] == ["1"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=300))
+def test_parser_raises_nothing_but_plan_error_on_any_text(text: str) -> None:
+    try:
+        Plan.parse(text, tools=TOOLS)
+    except PlanError:
+        pass
+
+
+PLAN_ALPHABET = st.sampled_from(list('0123456789.()[]{},:=$"\'\\ \nabcxyz_-+eE#') + ["city", "add"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(PLAN_ALPHABET, max_size=80).map("".join))
+def test_parser_raises_nothing_but_plan_error_on_plan_like_text(text: str) -> None:
+    try:
+        Plan.parse(text, tools=TOOLS)
+    except PlanError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.integers(min_value=1, max_value=7))
+def test_incremental_bytes_raise_nothing_but_plan_error(data: bytes, step: int) -> None:
+    parser = PlanParser(tools=TOOLS)
+    try:
+        for i in range(0, len(data), step):
+            parser.feed(data[i : i + step])
+        parser.close()
+    except PlanError:
+        pass

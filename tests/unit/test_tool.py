@@ -1,0 +1,140 @@
+from typing import Any
+
+import anyio
+import pytest
+
+import taskloom
+from taskloom import ToolDefinitionError, tool
+
+
+def test_bare_decorator_reads_name_docstring_and_schema() -> None:
+    @tool
+    def city(name: str, limit: int = 3) -> dict[str, Any]:
+        """Facts about a city."""
+        return {}
+
+    assert city.name == "city"
+    assert city.description == "Facts about a city."
+    assert city.schema["properties"]["name"]["type"] == "string"
+    assert city.schema["properties"]["limit"]["default"] == 3
+    assert city.schema["required"] == ["name"]
+    assert city.policy == taskloom.CallPolicy()
+    assert not city.is_async
+
+
+def test_options_build_the_policy() -> None:
+    @tool(timeout=10, retries=2, max_concurrency=4, rate_limit=5, cacheable=True, name="lookup")
+    async def city(name: str) -> str:
+        """Look up."""
+        return name
+
+    assert city.name == "lookup"
+    assert city.is_async
+    assert city.policy.timeout == 10
+    assert city.policy.retries == 2
+    assert city.policy.max_concurrency == 4
+    assert city.policy.rate_limit == 5
+    # A cacheable tool's result may be reused, so it is assumed free of side effects.
+    assert city.policy.idempotent
+    assert city.policy.attempts == 3
+
+
+def test_retries_apply_only_to_idempotent_tools() -> None:
+    @tool(retries=3)
+    def send(to: str) -> None:
+        """Send a message."""
+
+    assert not send.policy.idempotent
+    assert send.policy.attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"retries": -1}, "retries"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"rate_limit": -2}, "rate_limit"),
+    ],
+)
+def test_bad_options_are_rejected(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ToolDefinitionError, match=message):
+
+        @tool(**options)
+        def f(x: int) -> int:
+            return x
+
+
+def test_parameters_need_type_hints() -> None:
+    with pytest.raises(ToolDefinitionError, match="'x'.*type hint"):
+
+        @tool
+        def f(x) -> int:  # type: ignore[no-untyped-def]
+            return 1
+
+
+def test_var_args_are_rejected() -> None:
+    with pytest.raises(ToolDefinitionError, match="kwargs"):
+
+        @tool
+        def f(**kwargs: int) -> int:
+            return 1
+
+
+def test_bind_maps_positional_and_keyword_arguments() -> None:
+    @tool
+    def f(a: int, b: str = "x", c: float = 1.0) -> None:
+        """F."""
+
+    assert f.bind((1,), {"c": 2.5}) == {"a": 1, "c": 2.5}
+    with pytest.raises(ValueError, match="at most 3 positional"):
+        f.bind((1, 2, 3, 4), {})
+    with pytest.raises(ValueError, match="no parameter 'd'"):
+        f.bind((1,), {"d": 1})
+    with pytest.raises(ValueError, match="twice"):
+        f.bind((1,), {"a": 2})
+    with pytest.raises(ValueError, match="missing required argument.*a"):
+        f.bind((), {"b": "y"})
+
+
+def test_validate_coerces_and_reports() -> None:
+    @tool
+    def f(a: int, b: list[str]) -> None:
+        """F."""
+
+    assert f.validate({"a": "3", "b": ["x"]}) == {"a": 3, "b": ["x"]}
+    with pytest.raises(ValueError, match="a: Input should be a valid integer"):
+        f.validate({"a": "three", "b": []})
+
+
+def test_signature_for_planners() -> None:
+    @tool
+    def city(name: str, limit: int = 3) -> None:
+        """C."""
+
+    assert city.signature() == "city(name: string, limit: integer=...)"
+
+
+@pytest.mark.anyio
+async def test_sync_tools_run_in_a_worker_thread() -> None:
+    import threading
+
+    main = threading.get_ident()
+
+    @tool
+    def where() -> int:
+        """Which thread."""
+        return threading.get_ident()
+
+    assert await where.call({}) != main
+
+
+@pytest.mark.anyio
+async def test_async_tools_run_on_the_loop() -> None:
+    @tool
+    async def double(x: int) -> int:
+        """Double."""
+        await anyio.sleep(0)
+        return 2 * x
+
+    assert await double.call({"x": 4}) == 8
