@@ -101,7 +101,7 @@ def test_parser_raises_nothing_but_plan_error_on_any_text(text: str) -> None:
         pass
 
 
-PLAN_ALPHABET = st.sampled_from(list('0123456789.()[]{},:=$"\'\\ \nabcxyz_-+eE#') + ["city", "add"])
+PLAN_ALPHABET = st.sampled_from(list("0123456789.()[]{},:=$\"'\\ \nabcxyz_-+eE#") + ["city", "add"])
 
 
 @settings(max_examples=400, deadline=None)

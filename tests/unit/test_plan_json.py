@@ -38,12 +38,20 @@ def test_json_plan_reads_references_in_strings() -> None:
 
 
 def test_json_plan_may_list_tasks_in_any_order_but_not_in_a_cycle() -> None:
-    doc = {"tasks": [{"id": 2, "tool": "math", "args": {"expression": "$1"}},
-                     {"id": 1, "tool": "country", "args": {"name": "France"}}]}
+    doc = {
+        "tasks": [
+            {"id": 2, "tool": "math", "args": {"expression": "$1"}},
+            {"id": 1, "tool": "country", "args": {"name": "France"}},
+        ]
+    }
     plan = Plan.from_json(doc, tools=[country, math])
     assert [t.id for t in plan.in_dependency_order()] == ["1", "2"]
-    cyclic = {"tasks": [{"id": 1, "tool": "math", "args": {"expression": "$2"}},
-                        {"id": 2, "tool": "math", "args": {"expression": "$1"}}]}
+    cyclic = {
+        "tasks": [
+            {"id": 1, "tool": "math", "args": {"expression": "$2"}},
+            {"id": 2, "tool": "math", "args": {"expression": "$1"}},
+        ]
+    }
     with pytest.raises(PlanError, match="cycle"):
         Plan.from_json(cyclic, tools=[country, math])
 

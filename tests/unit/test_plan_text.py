@@ -40,7 +40,7 @@ def test_each_task_arrives_the_moment_its_line_is_complete() -> None:
 
 def test_several_lines_in_one_chunk_and_lines_split_across_chunks() -> None:
     parser = PlanParser()
-    first = parser.feed('1. a(1)\n2. a(2)\n3. a(')
+    first = parser.feed("1. a(1)\n2. a(2)\n3. a(")
     assert [t.id for t in first] == ["1", "2"]
     assert parser.feed("3") == []
     assert [t.id for t in parser.feed(")\n")] == ["3"]
@@ -54,11 +54,11 @@ def test_last_line_without_newline_arrives_on_close() -> None:
 
 def test_parentheses_quotes_and_escapes_inside_strings() -> None:
     plan = Plan.parse(
-        "1. search(\"f(x) = (a, b)\", note='it\\'s \"quoted\"')\n"
+        '1. search("f(x) = (a, b)", note=\'it\\\'s "quoted"\')\n'
         '2. search("a \\\\ backslash, a \\n newline, \\u00e9")\n'
     )
     assert plan["1"].args == ("f(x) = (a, b)",)
-    assert plan["1"].kwargs == {"note": "it's \"quoted\""}
+    assert plan["1"].kwargs == {"note": 'it\'s "quoted"'}
     assert plan["2"].args == ("a \\ backslash, a \n newline, \u00e9",)
 
 
@@ -98,7 +98,7 @@ def test_numbering_gaps_and_out_of_order_ids() -> None:
 
 def test_literals() -> None:
     plan = Plan.parse(
-        "1. f(1, -2.5, 3e2, True, false, None, null, [1, [2]], (1,), {\"k\": [1, 2]}, 1_000)\n"
+        '1. f(1, -2.5, 3e2, True, false, None, null, [1, [2]], (1,), {"k": [1, 2]}, 1_000)\n'
     )
     assert plan["1"].args == (
         1,

@@ -1,6 +1,7 @@
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import taskloom
@@ -134,7 +135,7 @@ async def test_async_tools_run_on_the_loop() -> None:
     @tool
     async def double(x: int) -> int:
         """Double."""
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         return 2 * x
 
     assert await double.call({"x": 4}) == 8

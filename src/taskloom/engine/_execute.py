@@ -29,6 +29,7 @@ def as_tools(tools: ToolsLike) -> dict[str, Tool]:
     Raises:
         UserError: if two different tools share a name.
         ToolDefinitionError: if a plain function cannot become a tool.
+
     """
     if isinstance(tools, Mapping):
         return tool_map(tools)
@@ -69,6 +70,7 @@ async def open_run(
 
     Raises:
         UserError: for bad options or tools.
+
     """
     run = Run(
         tools=as_tools(tools),
@@ -78,16 +80,24 @@ async def open_run(
         stats=stats,
         order=order,
     )
+    failure: Exception | None = None
     async with anyio.create_task_group() as tg:
         run._attach(tg)
         try:
             yield run
+        except Exception as exc:
+            # Re-raised below, outside the task group, so the caller gets the
+            # error itself rather than an ExceptionGroup around it.
+            run.cancel(reason=f"the code driving the run raised {type(exc).__name__}")
+            failure = exc
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                run.cancel(reason="the code driving the run raised")
+            run.cancel(reason="the code driving the run was cancelled")
             raise
-        run.close()
-        await run.wait()
+        else:
+            run.close()
+            await run.wait()
+    if failure is not None:
+        raise failure
 
 
 async def execute(
@@ -124,9 +134,12 @@ async def execute(
         PlanError: if a complete plan does not validate against the tools
             (nothing runs then).
         UserError: for bad options or tools.
+
     """
     if not isinstance(plan, Plan | Sequence | AsyncIterable):
-        raise UserError(f"execute() needs a Plan, a list of Tasks or a stream of them, got {plan!r}")
+        raise UserError(
+            f"execute() needs a Plan, a list of Tasks or a stream of them, got {plan!r}"
+        )
     tool_index = as_tools(tools)
     if not isinstance(plan, AsyncIterable | Plan):
         plan = Plan(plan)

@@ -163,6 +163,7 @@ class Run:
 
         Raises:
             KeyError: if the run has no such task.
+
         """
         return self._nodes[TaskId(task_id)].status
 
@@ -183,6 +184,7 @@ class Run:
         Raises:
             PlanError: if the task is invalid for this run's plan and tools.
             UserError: if the run no longer accepts tasks.
+
         """
         self._add(task)
         self._dispatch()
@@ -195,6 +197,7 @@ class Run:
 
         Raises:
             PlanError: at the first invalid task; the ones before it stay added.
+
         """
         self._holding = True
         try:
@@ -213,6 +216,7 @@ class Run:
 
         Raises:
             KeyError: if the run has no such task.
+
         """
         if task_id is None:
             self._cancelled = True
@@ -247,6 +251,7 @@ class Run:
             KeyError: if the run has no such task.
             EditError: if the task has started or finished.
             PlanError: if the new version is invalid or would close a cycle.
+
         """
         node = self._nodes[TaskId(task_id)]
         if node.status not in (TaskStatus.PENDING, TaskStatus.READY):
@@ -281,6 +286,7 @@ class Run:
 
         Returns:
             The run's result.
+
         """
         await self._done.wait()
         return self.result()

@@ -18,6 +18,7 @@ class DurationStats:
         Args:
             smoothing: weight of each new observation in the average.
             default: the estimate for a tool never observed, relative to the others.
+
         """
         self._smoothing = smoothing
         self._default = default

@@ -1,4 +1,4 @@
-"""The argument list of one plan line: literals, references and strings with references.
+r"""The argument list of one plan line: literals, references and strings with references.
 
 The plan language is a small subset of Python call syntax plus references:
 
@@ -9,7 +9,7 @@ The plan language is a small subset of Python call syntax plus references:
     path     := ("." NAME | "." DIGITS | "[" DIGITS "]" | "[" string "]")*
 
 Inside a string, `$3` and `${3}` are references too, except where they are
-plainly money: `$1,000` and `$2.50` stay text. `\\$` writes a literal dollar.
+plainly money: `$1,000` and `$2.50` stay text. `\$` writes a literal dollar.
 It is parsed by hand rather than by `ast` because `$` is not Python, and so
 that every error can point at its column.
 """
@@ -64,6 +64,7 @@ def parse_args(text: str, start: int, *, line: int, task_id: str) -> ParsedArgs:
 
     Raises:
         PlanError: for anything that is not a well-formed argument list.
+
     """
     return _Scanner(text, line, task_id).call_args(start)
 
@@ -156,7 +157,7 @@ class _Scanner:
             if word in _CONSTANTS:
                 self.pos = name.end()
                 return _CONSTANTS[word]
-            self.fail(f"unquoted text {word!r}; write strings in quotes, like \"{word}\"")
+            self.fail(f'unquoted text {word!r}; write strings in quotes, like "{word}"')
         self.unexpected("a value")
 
     def number(self, match: re.Match[str]) -> int | float:
@@ -330,12 +331,13 @@ class _Scanner:
 
 
 def parse_string(value: str, *, task_id: str) -> str | Ref | Template:
-    """Find the references inside an already-decoded string (from the JSON form).
+    r"""Find the references inside an already-decoded string (from the JSON form).
 
-    The rules are those of strings in the plan language; `\\$` keeps a dollar literal.
+    The rules are those of strings in the plan language; `\$` keeps a dollar literal.
 
     Raises:
         PlanError: if a reference inside the string is malformed.
+
     """
     escaped = re.sub(r"\\(?!\$)", r"\\\\", value).replace('"', '\\"').replace("\n", "\\n")
     return _Scanner(f'"{escaped}"', 1, task_id).string('"')

@@ -24,6 +24,7 @@ def bind_task(task: Task, tools: Mapping[str, Tool]) -> dict[str, Any]:
     Raises:
         PlanError: unknown tool, wrong arity or keyword, or a literal argument
             that does not fit the tool's schema.
+
     """
     tool = tools.get(task.tool)
     if tool is None:

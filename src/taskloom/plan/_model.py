@@ -99,9 +99,11 @@ def render_value(value: Any) -> str:
     if isinstance(value, Ref):
         return str(value)
     if isinstance(value, Template):
-        return '"' + "".join(
-            _escape(p) if isinstance(p, str) else _braced(p) for p in value.parts
-        ) + '"'
+        return (
+            '"'
+            + "".join(_escape(p) if isinstance(p, str) else _braced(p) for p in value.parts)
+            + '"'
+        )
     if isinstance(value, str):
         return '"' + _escape(value) + '"'
     if value is None:

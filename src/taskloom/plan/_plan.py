@@ -23,6 +23,7 @@ def tool_map(tools: Iterable[Tool] | Mapping[str, Tool] | None) -> dict[str, Too
 
     Raises:
         UserError: if two different tools share a name.
+
     """
     from taskloom.errors import UserError
 
@@ -68,6 +69,7 @@ class Plan:
             PlanError: duplicate ids, references to missing tasks or to the
                 task itself, cycles, or (with tools) unknown tools and bad
                 arguments.
+
         """
         self._tools = tool_map(tools)
         self._external = frozenset(external)
@@ -97,11 +99,13 @@ class Plan:
 
         Raises:
             PlanError: naming the task, the line and column, and what is wrong.
+
         """
         from taskloom.plan.text import PlanParser
 
         parser = PlanParser(forward_refs=True)
-        tasks = [*parser.feed(text), *parser.close()]
+        tasks = parser.feed(text)
+        tasks += parser.close()
         plan = cls(tasks, tools=tools)
         plan.joined = parser.joined
         return plan
@@ -117,6 +121,7 @@ class Plan:
 
         Raises:
             PlanError: if the JSON does not fit the schema or the plan is invalid.
+
         """
         from taskloom.plan.json import tasks_from_json
 
@@ -181,6 +186,7 @@ class Plan:
         Raises:
             PlanError: duplicate id, self-reference, a reference to a task
                 that does not exist yet, or (with tools) a bad tool call.
+
         """
         self._check_own(task)
         self._check_refs(task, growing=True)
@@ -192,6 +198,7 @@ class Plan:
         Raises:
             KeyError: if no task has that id.
             PlanError: if the new version is invalid or would close a cycle.
+
         """
         if task.id not in self._tasks:
             raise KeyError(task.id)

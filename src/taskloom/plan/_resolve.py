@@ -32,6 +32,7 @@ def resolve(value: Any, done: Mapping[TaskId, HasOutput]) -> Any:
     Raises:
         ResolveError: if a reference's path does not exist in the output.
         KeyError: if a referenced task is missing (a scheduler bug).
+
     """
     if isinstance(value, Ref):
         output = done[value.task].output

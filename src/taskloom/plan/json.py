@@ -59,6 +59,7 @@ def tasks_from_json(data: str | bytes | Mapping[str, Any] | PlanModel) -> list[T
 
     Raises:
         PlanError: if the data does not fit `PlanModel`.
+
     """
     try:
         if isinstance(data, PlanModel):
@@ -70,7 +71,9 @@ def tasks_from_json(data: str | bytes | Mapping[str, Any] | PlanModel) -> list[T
     except pydantic.ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "plan"
-        raise PlanError(f"the JSON plan does not fit its schema at {where}: {first['msg']}") from None
+        raise PlanError(
+            f"the JSON plan does not fit its schema at {where}: {first['msg']}"
+        ) from None
     tasks = []
     for item in model.tasks:
         task_id = TaskId(str(item.id))

@@ -60,6 +60,7 @@ class PlanParser:
             forward_refs: accept references to tasks not seen yet; the caller
                 checks the whole plan at the end (`Plan.parse` does).
             first_line: the line number of the first line fed, for messages.
+
         """
         from taskloom.plan._plan import tool_map
 
@@ -71,6 +72,7 @@ class PlanParser:
         self._scanned = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self._thought: str | None = None
+        self._pending: PlanError | None = None
         self.done = False
         """True once `join()` or `<END_OF_PLAN>` was read; later text is ignored."""
         self.joined = False
@@ -86,9 +88,13 @@ class PlanParser:
 
         Raises:
             PlanError: for the first malformed line, invalid bytes, or a
-                task that fails validation. Tasks returned by earlier calls
-                stay valid; the parser should not be fed after an error.
+                task that fails validation. When good lines came before the
+                bad one in the same chunk, their tasks are returned first and
+                the error is raised by the next `feed()` or `close()`. Tasks
+                already returned stay valid.
+
         """
+        self._raise_pending()
         if isinstance(chunk, bytes):
             chunk = self._decode(chunk, final=False)
         self.text += chunk
@@ -105,10 +111,23 @@ class PlanParser:
             line = self._buffer[:newline]
             self._buffer = self._buffer[newline + 1 :]
             self._scanned = 0
-            task = self._line(line.rstrip("\r"))
+            try:
+                task = self._line(line.rstrip("\r"))
+            except PlanError as exc:
+                if not tasks:
+                    raise
+                # Hand out the good tasks of this chunk now; the error comes next call.
+                self._pending = exc
+                self.done = True
+                return tasks
             if task is not None:
                 tasks.append(task)
         return tasks
+
+    def _raise_pending(self) -> None:
+        if self._pending is not None:
+            error, self._pending = self._pending, None
+            raise error
 
     def close(self) -> list[Task]:
         """Say that no more text will come and parse the last, unterminated line.
@@ -118,7 +137,9 @@ class PlanParser:
 
         Raises:
             PlanError: if the last line is malformed (a truncated call, say).
+
         """
+        self._raise_pending()
         tail = self._decode(b"", final=True)
         if tail:
             self.feed(tail)
@@ -228,6 +249,7 @@ async def parse_stream(
 
     Raises:
         PlanError: at the first malformed line, after yielding every task before it.
+
     """
     parser = PlanParser(tools=tools, known=known)
     async for chunk in chunks:

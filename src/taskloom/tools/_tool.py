@@ -42,6 +42,8 @@ class CallPolicy:
     def __post_init__(self) -> None:
         if self.timeout is not None and self.timeout <= 0:
             raise ToolDefinitionError(f"timeout must be positive, got {self.timeout}")
+        if self.backoff < 0:
+            raise ToolDefinitionError(f"backoff must be >= 0, got {self.backoff}")
         if self.retries < 0:
             raise ToolDefinitionError(f"retries must be >= 0, got {self.retries}")
         if self.max_concurrency is not None and self.max_concurrency < 1:
@@ -80,6 +82,7 @@ class Tool:
         Raises:
             ToolDefinitionError: if the name is not an identifier, a parameter has
                 no type hint, or the function takes *args/**kwargs.
+
         """
         self.fn = fn
         self.name = name or fn.__name__
@@ -130,6 +133,7 @@ class Tool:
         Raises:
             ValueError: too many positional arguments, an unknown keyword, a
                 parameter given twice, or a required parameter missing.
+
         """
         if len(args) > len(self._positional):
             raise ValueError(
@@ -156,11 +160,12 @@ class Tool:
 
         Returns:
             None when the value fits, else a short description of the problem.
+
         """
         adapter = self._adapters.get(parameter)
         if adapter is None:
             field = self._model.model_fields[parameter]
-            adapter = pydantic.TypeAdapter(field.annotation)
+            adapter = pydantic.TypeAdapter(Any if field.annotation is None else field.annotation)
             self._adapters[parameter] = adapter
         try:
             adapter.validate_python(value)
@@ -173,6 +178,7 @@ class Tool:
 
         Raises:
             ValueError: with a readable description of the first problems.
+
         """
         try:
             model = self._validator.validate_python(arguments)
@@ -204,7 +210,9 @@ def _arguments_model(fn: Callable[..., Any], tool_name: str) -> type[pydantic.Ba
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise ToolDefinitionError(f"tool {tool_name} may not take *{param.name} or **kwargs")
         if param.name not in hints:
-            raise ToolDefinitionError(f"parameter {param.name!r} of tool {tool_name} needs a type hint")
+            raise ToolDefinitionError(
+                f"parameter {param.name!r} of tool {tool_name} needs a type hint"
+            )
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (hints[param.name], default)
     config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -241,6 +249,7 @@ def tool(
     idempotent: bool | None = None,
     timeout: float | None = None,
     retries: int = 0,
+    backoff: float = 0.05,
     max_concurrency: int | None = None,
     rate_limit: float | None = None,
     cacheable: bool = False,
@@ -257,6 +266,7 @@ def tool(
     idempotent: bool | None = None,
     timeout: float | None = None,
     retries: int = 0,
+    backoff: float = 0.05,
     max_concurrency: int | None = None,
     rate_limit: float | None = None,
     cacheable: bool = False,
@@ -276,6 +286,7 @@ def tool(
         timeout: seconds per attempt.
         retries: extra attempts on failure, with exponential backoff and
             jitter; applied only when the tool is idempotent.
+        backoff: seconds before the first retry; doubled for each next one.
         max_concurrency: calls of this tool running at once, per scheduler.
         rate_limit: calls started per second.
         cacheable: results may be memoised across runs.
@@ -286,11 +297,13 @@ def tool(
 
     Raises:
         ToolDefinitionError: if the function or the options are unusable.
+
     """
     policy = CallPolicy(
         idempotent=cacheable if idempotent is None else idempotent,
         timeout=timeout,
         retries=retries,
+        backoff=backoff,
         max_concurrency=max_concurrency,
         rate_limit=rate_limit,
         cacheable=cacheable,

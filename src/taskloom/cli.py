@@ -1,0 +1,124 @@
+"""The command line: a thin shell over the Python API."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+from rich.console import Console
+
+from taskloom._console import LiveProgress, render_summary
+from taskloom.engine import RunResult, TaskStatus, execute
+from taskloom.errors import PlanError, TaskloomError, UserError
+from taskloom.plan import Plan
+from taskloom.tools import Tool
+from taskloom.tools.world import WORLD_TOOLS
+
+__all__ = ["app", "load_tools", "main"]
+
+app = typer.Typer(
+    name="taskloom",
+    help="Run the tool calls of a plan as a DAG, each the moment its inputs exist.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Run the tool calls of a plan as a DAG, each the moment its inputs exist."""
+
+
+def load_tools(source: str | None) -> dict[str, Tool]:
+    """The built-in world tools plus every Tool found in a module or .py file.
+
+    Tools from `source` replace built-in tools of the same name.
+
+    Raises:
+        UserError: if the module or file cannot be imported.
+
+    """
+    tools = {t.name: t for t in WORLD_TOOLS}
+    if source is None:
+        return tools
+    try:
+        if source.endswith(".py") or Path(source).is_file():
+            path = Path(source)
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            if spec is None or spec.loader is None:
+                raise UserError(f"cannot load tools from {source}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules.setdefault(path.stem, module)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(source)
+    except TaskloomError:
+        raise
+    except Exception as exc:  # the user's module failed to import: say so plainly
+        raise UserError(f"cannot load tools from {source}: {type(exc).__name__}: {exc}") from exc
+    found = {v.name: v for v in vars(module).values() if isinstance(v, Tool)}
+    if not found:
+        raise UserError(f"{source} defines no @taskloom.tool functions")
+    return tools | found
+
+
+@app.command("exec")
+def exec_(
+    plan_file: Annotated[Path, typer.Argument(help="A plan in the plan language.")],
+    tools: Annotated[
+        str | None, typer.Option("--tools", help="A module or .py file with extra tools.")
+    ] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option("--max-concurrency", min=1, help="Tasks running at once.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run a hand-written plan with the built-in tools (and yours), in parallel."""
+    console = Console(stderr=as_json)
+    try:
+        tool_index = load_tools(tools)
+        text = plan_file.read_bytes()
+        plan = Plan.parse(text, tools=tool_index)
+    except OSError as exc:
+        _fail(console, f"cannot read {plan_file}: {exc.strerror or exc}")
+    except (PlanError, UserError) as exc:
+        _fail(console, f"{plan_file}: {exc}" if isinstance(exc, PlanError) else str(exc))
+    live = console.is_terminal and not as_json
+    result = _execute(plan, tool_index, max_concurrency, console, live=live)
+    if as_json:
+        out = result.to_dict()
+        out["plan"] = plan.to_text()
+        typer.echo(json.dumps(out, ensure_ascii=False, indent=2, default=str))
+    else:
+        render_summary(result, console)
+    if any(t.status is not TaskStatus.DONE for t in result.tasks.values()):
+        raise typer.Exit(1)
+
+
+def _execute(
+    plan: Plan, tools: dict[str, Tool], max_concurrency: int | None, console: Console, *, live: bool
+) -> RunResult:
+    async def go(listener: Any) -> RunResult:
+        return await execute(plan, tools=tools, max_concurrency=max_concurrency, on_event=listener)
+
+    if not live:
+        return anyio.run(go, None)
+    with LiveProgress(console) as progress:
+        return anyio.run(go, progress.on_event)
+
+
+def _fail(console: Console, message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    """Entry point of the `taskloom` command."""
+    app()

@@ -1,0 +1,78 @@
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from taskloom.cli import app
+
+runner = CliRunner()
+EXAMPLE = Path(__file__).parents[2] / "examples" / "europe.plan"
+
+
+def test_exec_runs_the_example_plan_and_summarises(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["exec", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "completed" in result.output
+    assert "makespan" in result.output and "critical path" in result.output
+    assert "parallelism" in result.output
+
+
+def test_exec_json_gives_the_run_result() -> None:
+    result = runner.invoke(app, ["exec", str(EXAMPLE), "--json", "--max-concurrency", "2"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["status"] == "completed"
+    assert data["tasks"]["1"]["output"]["capital"] == "Paris"
+    assert (
+        data["tasks"]["6"]["output"]
+        == data["tasks"]["1"]["output"]["population"] + data["tasks"]["2"]["output"]["population"]
+    )
+    assert set(data["timings"]) >= {"makespan_s", "critical_path_s", "work_s", "parallelism"}
+
+
+def test_exec_loads_extra_tools_from_a_file(tmp_path: Path) -> None:
+    tools = tmp_path / "mytools.py"
+    tools.write_text(
+        "import taskloom\n\n"
+        "@taskloom.tool\n"
+        "def shout(text: str) -> str:\n"
+        '    """Upper-case."""\n'
+        "    return text.upper()\n"
+    )
+    plan = tmp_path / "p.plan"
+    plan.write_text('1. country("Japan")\n2. shout($1.capital)\n')
+    result = runner.invoke(app, ["exec", str(plan), "--tools", str(tools), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["tasks"]["2"]["output"] == "TOKYO"
+
+
+def test_exec_reports_a_bad_plan_with_its_position(tmp_path: Path) -> None:
+    plan = tmp_path / "bad.plan"
+    plan.write_text('1. country("France")\n2. contry("Spain")\n')
+    result = runner.invoke(app, ["exec", str(plan)])
+    assert result.exit_code == 2
+    assert "task 2, line 2, column 1: unknown tool 'contry'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_exec_exits_1_when_a_task_fails(tmp_path: Path) -> None:
+    plan = tmp_path / "p.plan"
+    plan.write_text('1. country("Atlantis")\n2. math("$1.population * 2")\n3. city("Rome")\n')
+    result = runner.invoke(app, ["exec", str(plan), "--json"])
+    assert result.exit_code == 1
+    tasks = json.loads(result.stdout)["tasks"]
+    assert tasks["1"]["status"] == "failed" and "Atlantis" in tasks["1"]["error"]
+    assert tasks["2"]["status"] == "skipped"
+    assert tasks["3"]["status"] == "done"
+
+
+def test_exec_missing_file_and_bad_tools_module(tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["exec", str(tmp_path / "nope.plan")])
+    assert missing.exit_code == 2 and "cannot read" in missing.output
+    plan = tmp_path / "p.plan"
+    plan.write_text('1. city("Rome")\n')
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('no')\n")
+    result = runner.invoke(app, ["exec", str(plan), "--tools", str(broken)])
+    assert result.exit_code == 2
+    assert "cannot load tools from" in result.output and "RuntimeError: no" in result.output
