@@ -8,7 +8,6 @@ subprocess so that peak RSS is its own; the best of `--repeat` runs is kept.
     .venv/bin/python bench/overhead.py --quick    # the 1,000-task shapes only, no file
 """
 
-
 import argparse
 import json
 import operator
