@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 
 from taskloom._ids import RunId
+from taskloom.engine._gc import roomy_gc
 from taskloom.engine._scheduler import EventListener, Order, Run
 from taskloom.engine._stats import DurationStats
 from taskloom.engine.result import RunResult
@@ -81,21 +82,22 @@ async def open_run(
         order=order,
     )
     failure: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        run._attach(tg)
-        try:
-            yield run
-        except Exception as exc:
-            # Re-raised below, outside the task group, so the caller gets the
-            # error itself rather than an ExceptionGroup around it.
-            run.cancel(reason=f"the code driving the run raised {type(exc).__name__}")
-            failure = exc
-        except BaseException:
-            run.cancel(reason="the code driving the run was cancelled")
-            raise
-        else:
-            run.close()
-            await run.wait()
+    with roomy_gc():
+        async with anyio.create_task_group() as tg:
+            run._attach(tg)
+            try:
+                yield run
+            except Exception as exc:
+                # Re-raised below, outside the task group, so the caller gets the
+                # error itself rather than an ExceptionGroup around it.
+                run.cancel(reason=f"the code driving the run raised {type(exc).__name__}")
+                failure = exc
+            except BaseException:
+                run.cancel(reason="the code driving the run was cancelled")
+                raise
+            else:
+                run.close()
+                await run.wait()
     if failure is not None:
         raise failure
 

@@ -13,7 +13,7 @@ import heapq
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -99,6 +99,46 @@ def _jsonable(node: _Node, output: Any) -> Any:
         return to_jsonable_python(output)
     except (PydanticSerializationError, ValueError, TypeError):
         return BadOutput(node.task.id, node.tool.name, type(output).__name__)
+
+
+def _task_result(node: _Node) -> TaskResult:
+    return TaskResult(
+        id=node.task.id,
+        tool=node.task.tool,
+        arguments=node.arguments,
+        dependencies=tuple(sorted(node.task.dependencies)),
+        status=node.status,
+        output=node.output,
+        error=node.error,
+        attempts=node.attempts,
+        started_at=node.started_at,
+        finished_at=node.finished_at,
+    )
+
+
+class _TaskResults(Mapping[TaskId, TaskResult]):
+    """The tasks of a finished run, each made into a TaskResult when first read."""
+
+    __slots__ = ("_made", "_nodes")
+
+    def __init__(self, nodes: Mapping[TaskId, _Node]) -> None:
+        self._nodes = nodes
+        self._made: dict[TaskId, TaskResult] = {}
+
+    def __getitem__(self, task_id: TaskId) -> TaskResult:
+        made = self._made.get(task_id)
+        if made is None:
+            made = self._made[task_id] = _task_result(self._nodes[task_id])
+        return made
+
+    def __iter__(self) -> Iterator[TaskId]:
+        return iter(self._nodes)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 class Run:
@@ -292,22 +332,14 @@ class Run:
         return self.result()
 
     def result(self) -> RunResult:
-        """The run's result so far (final once `wait()` returned)."""
-        tasks = {
-            i: TaskResult(
-                id=i,
-                tool=n.task.tool,
-                arguments=n.arguments,
-                dependencies=tuple(sorted(n.task.dependencies)),
-                status=n.status,
-                output=n.output,
-                error=n.error,
-                attempts=n.attempts,
-                started_at=n.started_at,
-                finished_at=n.finished_at,
-            )
-            for i, n in self._nodes.items()
-        }
+        """The run's result: final once `wait()` returned, else a snapshot of now."""
+        finished = self._done.is_set()
+        tasks: Mapping[TaskId, TaskResult]
+        if finished:
+            # Nodes no longer change: build each TaskResult only when it is read.
+            tasks = _TaskResults(self._nodes)
+        else:
+            tasks = {i: _task_result(n) for i, n in self._nodes.items()}
         return RunResult(
             run_id=self.run_id,
             status=RunStatus.CANCELLED if self._cancelled else RunStatus.COMPLETED,

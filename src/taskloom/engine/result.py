@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import functools
 import graphlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from taskloom._ids import RunId, TaskId
@@ -118,10 +119,10 @@ class RunResult:
     """When the last task reached its final status, in monotonic seconds."""
     plan_error: PlanError | None = None
     """Why the plan stream stopped early, when it did; the tasks before it still ran."""
-    _critical: tuple[tuple[TaskId, ...], float] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_critical", _critical_path(self.tasks))
+    @functools.cached_property
+    def _critical(self) -> tuple[tuple[TaskId, ...], float]:
+        return _critical_path(self.tasks)
 
     @property
     def outputs(self) -> dict[TaskId, Any]:
