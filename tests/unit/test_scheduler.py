@@ -492,3 +492,13 @@ async def test_timing_summary() -> None:
     summary = result.to_dict()
     assert summary["timings"]["critical_path"] == ["1", "3"]
     assert summary["tasks"]["3"]["dependencies"] == ["1"]
+
+
+async def test_tasks_may_use_outputs_of_an_earlier_plan() -> None:
+    async with open_run(tools=[echo, add], earlier={TaskId("1"): {"n": 5}}) as run:
+        run.add(Task(id=TaskId("2"), tool="add", args=(Ref(TaskId("1"), ("n",)), 1)))
+        with pytest.raises(PlanError, match="used twice"):
+            run.add(Task(id=TaskId("1"), tool="echo"))
+    result = run.result()
+    assert result.tasks["2"].output == 6
+    assert list(result.tasks) == ["2"]

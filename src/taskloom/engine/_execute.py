@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from taskloom._ids import RunId
+from taskloom._ids import RunId, TaskId
 from taskloom.engine._gc import roomy_gc
 from taskloom.engine._scheduler import EventListener, Order, Run
 from taskloom.engine._stats import DurationStats
@@ -46,6 +46,7 @@ async def open_run(
     on_event: EventListener | None = None,
     stats: DurationStats | None = None,
     order: Order = "critical_path",
+    earlier: Mapping[TaskId, Any] | None = None,
 ) -> AsyncIterator[Run]:
     """Open a run that you feed, edit and cancel while it executes.
 
@@ -65,6 +66,8 @@ async def open_run(
         stats: tool duration statistics to order by (and update); shared
             between runs, they make critical-path ordering better over time.
         order: "critical_path" (default) or "fifo" for ready tasks that wait.
+        earlier: outputs of tasks from an earlier plan (when replanning):
+            new tasks may reference them by id; they are not run again.
 
     Yields:
         The live Run.
@@ -80,6 +83,7 @@ async def open_run(
         listeners=[on_event] if on_event else [],
         stats=stats,
         order=order,
+        earlier=earlier,
     )
     failure: Exception | None = None
     with roomy_gc():

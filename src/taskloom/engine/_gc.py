@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 __all__ = ["roomy_gc"]
 
-_YOUNG = 20_000
+_YOUNG = 50_000
 _active = 0
 _saved: tuple[int, int, int] | None = None
 

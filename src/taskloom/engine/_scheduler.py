@@ -13,6 +13,7 @@ import heapq
 import random
 import time
 import uuid
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -38,7 +39,7 @@ from taskloom.errors import (
 )
 from taskloom.plan import Plan, Task
 from taskloom.plan._check import bind_task
-from taskloom.plan._resolve import ResolveError, resolve
+from taskloom.plan._resolve import HasOutput, ResolveError, resolve
 from taskloom.tools import Tool
 
 __all__ = ["EventListener", "Order", "Run"]
@@ -101,6 +102,15 @@ def _jsonable(node: _Node, output: Any) -> Any:
         return BadOutput(node.task.id, node.tool.name, type(output).__name__)
 
 
+class _Earlier:
+    """A finished task of an earlier plan in the same agent run: only its output."""
+
+    __slots__ = ("output",)
+
+    def __init__(self, output: Any) -> None:
+        self.output = output
+
+
 def _task_result(node: _Node) -> TaskResult:
     return TaskResult(
         id=node.task.id,
@@ -157,12 +167,15 @@ class Run:
         listeners: Sequence[EventListener] = (),
         stats: DurationStats | None = None,
         order: Order = "critical_path",
+        earlier: Mapping[TaskId, Any] | None = None,
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise UserError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.run_id = run_id or RunId(uuid.uuid4().hex[:12])
+        # Outputs of tasks from an earlier plan (a replan): referable, never re-run.
+        self._earlier = {i: _Earlier(output) for i, output in (earlier or {}).items()}
         # The plan checks structure; tool checks happen here (bind_task), once.
-        self._plan = Plan()
+        self._plan = Plan(external=self._earlier)
         self._tools = tools
         self._limit = max_concurrency
         self._fifo = order == "fifo"
@@ -173,6 +186,9 @@ class Run:
         self._listeners = list(listeners)
         self._stats = stats or DurationStats()
         self._nodes: dict[TaskId, _Node] = {}
+        self._outputs: Mapping[TaskId, HasOutput] = (
+            ChainMap(self._nodes, self._earlier) if self._earlier else self._nodes  # type: ignore[arg-type]
+        )
         self._events: list[ev.Event] = []
         self._seq = 0
         self._open = 0
@@ -308,7 +324,8 @@ class Run:
         bound = bind_task(new, self._tools)
         self._plan.replace(new)
         for dep in old.dependencies:
-            self._nodes[dep].dependents.remove(node)
+            if dep in self._nodes:
+                self._nodes[dep].dependents.remove(node)
         node.task, node.tool, node.bound, node.queued = new, self._tools[new.tool], bound, 0
         node.status = TaskStatus.PENDING
         self._ranks = None
@@ -379,7 +396,10 @@ class Run:
         """Count unfinished dependencies; make the node ready or skip it at once."""
         waiting = 0
         for dep_id in node.task.dependencies:
-            dep = self._nodes[dep_id]
+            dep = self._nodes.get(dep_id)
+            if dep is None:
+                continue  # a task of an earlier plan: done, its output kept
+
             if dep.status is TaskStatus.DONE:
                 continue
             if dep.status.is_final:
@@ -493,9 +513,9 @@ class Run:
         """The validated arguments of a task, or why they are bad."""
         task, tool, bound = node.task, node.tool, node.bound
         if task.dependencies:
-            nodes = self._nodes
+            outputs = self._outputs
             try:
-                bound = {k: resolve(v, nodes) for k, v in bound.items()}
+                bound = {k: resolve(v, outputs) for k, v in bound.items()}
             except ResolveError as exc:
                 return BadArguments(task.id, tool.name, str(exc))
         node.arguments = bound

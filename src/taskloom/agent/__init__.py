@@ -1,0 +1,1 @@
+"""The agent: planner, joiner, and the compile-run-join loop."""
