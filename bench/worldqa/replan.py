@@ -1,0 +1,192 @@
+"""Questions that need a second plan: the first results decide what to look up next.
+
+Each question names a few places, asks which one wins a comparison, and then
+asks for a fact about the winner that the first lookups do not hold (its
+capital's population, its distance from somewhere) or a calculation only the
+winner's figures feed. The reference plan is the first round only; the draft
+also carries a second plan, built from the known winner, so the generator can
+check that the answer is reachable with the tools.
+
+Every draw has a clear winner (a margin of 5% or more over the runner-up), so
+the comparison does not hinge on rounding.
+"""
+
+from __future__ import annotations
+
+import random
+
+from families import (
+    Draft,
+    area,
+    city_facts,
+    clear_pick,
+    countries_text,
+    country_facts,
+    density,
+    km,
+    listing,
+    pop,
+    tidy,
+    tool_call,
+)
+from places import CAPITAL_COUNTRIES, CITIES, display
+
+__all__ = ["replans"]
+
+_CITY_NAMES = sorted(CITIES)
+
+
+def _capital_population(
+    family: str, question: str, names: list[str], winner: str, which: str
+) -> Draft:
+    capital = country_facts(winner)["capital"]
+    return Draft(
+        question=question,
+        answer=city_facts(capital)["population"],
+        kind="replan",
+        family=family,
+        calls=tuple(tool_call("country", n) for n in names),
+        second_step=f"city() of the {which} country's capital, and its population",
+        second_calls=(tool_call("city", capital),),
+        second_field="population",
+    )
+
+
+def _capital_populations(rng: random.Random) -> list[Draft]:
+    drafts = []
+    for _ in range(4):
+        names, winner = clear_pick(rng, CAPITAL_COUNTRIES, 2, pop)
+        a, b = (display(n) for n in names)
+        q = f"Which is more populous, {a} or {b}? What is the population of its capital city?"
+        drafts.append(
+            _capital_population("capital_of_most_populous", q, names, winner, "more populous")
+        )
+    for _ in range(3):
+        names, winner = clear_pick(rng, CAPITAL_COUNTRIES, 3, pop, largest=False)
+        q = (
+            f"Of {countries_text(names)}, which has the smallest population? "
+            "What is the population of its capital city?"
+        )
+        drafts.append(
+            _capital_population("capital_of_least_populous", q, names, winner, "least populous")
+        )
+    for n in (4, 5):
+        names, winner = clear_pick(rng, CAPITAL_COUNTRIES, n, density)
+        q = (
+            f"Of {countries_text(names)}, which has the highest population density? "
+            "What is the population of its capital city?"
+        )
+        drafts.append(_capital_population("capital_of_densest", q, names, winner, "densest"))
+    return drafts
+
+
+def _density_of_largest(rng: random.Random) -> list[Draft]:
+    drafts = []
+    for _ in range(3):
+        names, winner = clear_pick(rng, CAPITAL_COUNTRIES, 3, area)
+        facts = country_facts(winner)
+        q = (
+            f"Of {countries_text(names)}, which has the largest area, and what is that "
+            "country's population density in people per square kilometre?"
+        )
+        second = tool_call("math", f"{facts['population']} / {facts['area_km2']}")
+        drafts.append(
+            Draft(
+                question=q,
+                answer=tidy(density(winner)),
+                kind="replan",
+                family="density_of_largest",
+                calls=tuple(tool_call("country", n) for n in names),
+                second_step="divide the largest country's population by its area with math()",
+                second_calls=(second,),
+            )
+        )
+    return drafts
+
+
+def _distances_after_choice(rng: random.Random) -> list[Draft]:
+    drafts = []
+    for n in (3, 4, 3):
+        hub = rng.choice(_CITY_NAMES)
+        pool = [x for x in _CITY_NAMES if x != hub]
+        names, winner = clear_pick(rng, pool, n, lambda x: city_facts(x)["population"])
+        q = (
+            f"Which of the cities {listing(names)} has the most people, "
+            f"and how far is it from {hub} in km?"
+        )
+        drafts.append(
+            Draft(
+                question=q,
+                answer=tidy(km(winner, hub)),
+                kind="replan",
+                family="distance_from_largest_city",
+                calls=tuple(tool_call("city", x) for x in names),
+                second_step=f"distance() from the most populous city to {hub}",
+                second_calls=(tool_call("distance", winner, hub),),
+                second_field="km",
+            )
+        )
+    for n in (3, 4, 4):
+        hub = rng.choice(_CITY_NAMES)
+        pool = [c for c in CAPITAL_COUNTRIES if c != CITIES[hub]]
+        names, winner = clear_pick(rng, pool, n, area)
+        capital = country_facts(winner)["capital"]
+        q = (
+            f"Of {countries_text(names)}, which country has the largest area? "
+            f"How far, in km, is its capital from {hub}?"
+        )
+        drafts.append(
+            Draft(
+                question=q,
+                answer=tidy(km(capital, hub)),
+                kind="replan",
+                family="capital_distance_of_largest",
+                calls=tuple(tool_call("country", c) for c in names),
+                second_step=f"distance() from the largest country's capital to {hub}",
+                second_calls=(tool_call("distance", capital, hub),),
+                second_field="km",
+            )
+        )
+    return drafts
+
+
+def _country_of_farther_city(rng: random.Random) -> list[Draft]:
+    drafts = []
+    for _ in range(3):
+        hub = rng.choice(_CITY_NAMES)
+        pool = [x for x in _CITY_NAMES if CITIES[x] != CITIES[hub]]
+        names, winner = clear_pick(rng, pool, 2, lambda x, hub=hub: km(hub, x))
+        while CITIES[names[0]] == CITIES[names[1]]:  # "the country that city is in" must differ
+            names, winner = clear_pick(rng, pool, 2, lambda x, hub=hub: km(hub, x))
+        q = (
+            f"Which is farther from {hub}: {names[0]} or {names[1]}? "
+            "What is the population of the country that city is in?"
+        )
+        drafts.append(
+            Draft(
+                question=q,
+                answer=pop(CITIES[winner]),
+                kind="replan",
+                family="country_of_farther_city",
+                calls=tuple(tool_call("distance", hub, x) for x in names),
+                second_step="country() of the farther city's country and report its population",
+                second_calls=(tool_call("country", CITIES[winner]),),
+                second_field="population",
+            )
+        )
+    return drafts
+
+
+def replans(rng: random.Random) -> list[Draft]:
+    """Draw every question that needs a second plan.
+
+    Returns:
+        The drafts, each with `second_step` and a checking `second_calls`.
+
+    """
+    return [
+        *_capital_populations(rng),
+        *_density_of_largest(rng),
+        *_distances_after_choice(rng),
+        *_country_of_farther_city(rng),
+    ]
