@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -15,9 +15,12 @@ from rich.table import Table
 from rich.text import Text
 
 from taskloom.engine import RunResult, TaskStatus
+
+if TYPE_CHECKING:
+    from taskloom.agent import AgentResult
 from taskloom.engine import events as ev
 
-__all__ = ["LiveProgress", "render_summary"]
+__all__ = ["LiveProgress", "render_agent_summary", "render_summary"]
 
 _STYLE = {
     "pending": "dim",
@@ -40,6 +43,7 @@ class LiveProgress:
     def __init__(self, console: Console) -> None:
         self._console = console
         self._rows: dict[str, dict[str, Any]] = {}
+        self._plan_text = ""
         self._start: float | None = None
         self._live = Live(
             console=console, refresh_per_second=10, get_renderable=self._render, transient=True
@@ -57,11 +61,16 @@ class LiveProgress:
     ) -> None:
         self._live.__exit__(exc_type, exc, tb)
 
+    def on_plan_text(self, chunk: str) -> None:
+        """Show the plan as the model writes it."""
+        self._plan_text += chunk
+
     def on_event(self, event: ev.Event) -> None:
         """Record what an event changes; the screen refreshes on its own clock."""
         if self._start is None:
             self._start = event.at
         if isinstance(event, ev.TaskAdded):
+            # Rounds of an agent run reuse nothing, but ids continue, so keys stay unique.
             self._rows[event.task_id] = {"tool": event.tool, "status": "pending", "note": ""}
             return
         if not isinstance(event, ev.TaskEvent):
@@ -105,7 +114,12 @@ class LiveProgress:
             )
         if len(rows) > _MAX_ROWS:
             header.append(f"  (last {_MAX_ROWS} of {len(rows)} tasks)")
-        return Group(header, table)
+        if not self._plan_text:
+            return Group(header, table)
+        plan = "\n".join(self._plan_text.splitlines()[-12:])
+        return Group(
+            Text("plan (as written):", style="bold"), Text(plan, style="dim"), header, table
+        )
 
 
 def render_summary(result: RunResult, console: Console) -> None:
@@ -137,6 +151,29 @@ def render_summary(result: RunResult, console: Console) -> None:
     console.print(
         f"makespan {result.makespan:.3f}s · critical path {result.critical_path_s:.3f}s ({path}) · "
         f"sum of task times {result.work:.3f}s · parallelism {result.parallelism:.2f}x"
+    )
+
+
+def render_agent_summary(result: AgentResult, console: Console) -> None:
+    """Print an agent run: its plans, tasks, the answer and where the time went."""
+    for attempt in result.plan_attempts:
+        mark = "valid" if attempt.valid else f"invalid: {attempt.error}"
+        console.print(Text(f"plan {attempt.round} ({mark})", style="bold"))
+        console.print(Text(attempt.text.strip() or "(empty)", style="dim"))
+    for run in result.rounds:
+        if run.tasks:
+            render_summary(run, console)
+    if result.status == "answered":
+        console.print(Text.assemble(("answer: ", "bold green"), result.answer or ""))
+    else:
+        console.print(Text(f"failed: {result.error or 'no answer'}", style="bold red"))
+    t = result.timings
+    first = "-" if t.first_dispatch_s is None else f"{t.first_dispatch_s:.2f}s"
+    console.print(
+        f"{result.agent} · planner {t.planner_s:.2f}s · first tool call at {first} · "
+        f"tools {t.makespan_s:.2f}s · joiner {t.joiner_s:.2f}s · total {t.total_s:.2f}s · "
+        f"tokens {result.prompt_tokens} in / {result.completion_tokens} out · "
+        f"{len(result.llm_calls)} LLM calls"
     )
 
 

@@ -13,7 +13,7 @@ import anyio
 import typer
 from rich.console import Console
 
-from taskloom._console import LiveProgress, render_summary
+from taskloom._console import LiveProgress, render_agent_summary, render_summary
 from taskloom.engine import RunResult, TaskStatus, execute
 from taskloom.errors import PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
@@ -112,6 +112,91 @@ def _execute(
         return anyio.run(go, None)
     with LiveProgress(console) as progress:
         return anyio.run(go, progress.on_event)
+
+
+@app.command("run")
+def run_(
+    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", envvar="TASKLOOM_MODEL", help="Model name, or a GGUF path."),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url", envvar="TASKLOOM_BASE_URL", help="An OpenAI-compatible server's /v1 URL."
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="TASKLOOM_API_KEY", help="The server's key.")
+    ] = None,
+    agent: Annotated[
+        str,
+        typer.Option("--agent", help="llmcompiler (parallel plans) or react (one call a step)."),
+    ] = "llmcompiler",
+    tools: Annotated[
+        str | None, typer.Option("--tools", help="A module or .py file with extra tools.")
+    ] = None,
+    tool_latency: Annotated[
+        float, typer.Option("--tool-latency", min=0.0, help="Seconds added to every tool call.")
+    ] = 0.0,
+    max_replans: Annotated[int, typer.Option("--max-replans", min=0)] = 3,
+    max_concurrency: Annotated[int | None, typer.Option("--max-concurrency", min=1)] = None,
+    grammar: Annotated[
+        bool | None,
+        typer.Option(
+            "--grammar/--no-grammar",
+            help="Constrain output with GBNF (default: on for the embedded model only).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+) -> None:
+    """Answer a question: plan with an LLM, run the plan in parallel while it is written, join."""
+    from taskloom.agent import Agent, AgentResult
+    from taskloom.agent.react import ReActAgent
+    from taskloom.llm import model_from_config
+
+    console = Console(stderr=as_json)
+    if agent not in ("llmcompiler", "react"):
+        _fail(console, f"--agent must be llmcompiler or react, not {agent!r}")
+    try:
+        chosen = model_from_config(model, base_url, api_key)
+        tool_list = [t.with_latency(tool_latency) for t in load_tools(tools).values()]
+    except (UserError, TaskloomError) as exc:
+        _fail(console, str(exc))
+    live = console.is_terminal and not as_json
+    progress = LiveProgress(console) if live else None
+    options: dict[str, Any] = {
+        "tools": tool_list,
+        "model": chosen,
+        "grammar": grammar,
+        "max_concurrency": max_concurrency,
+        "on_event": progress.on_event if progress else None,
+    }
+
+    async def go() -> AgentResult:
+        if agent == "react":
+            return await ReActAgent(**options).run(question)
+        return await Agent(
+            **options,
+            max_replans=max_replans,
+            on_plan_text=progress.on_plan_text if progress else None,
+        ).run(question)
+
+    try:
+        if progress is None:
+            result = anyio.run(go)
+        else:
+            with progress:
+                result = anyio.run(go)
+    except TaskloomError as exc:
+        _fail(console, str(exc))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str))
+    else:
+        render_agent_summary(result, console)
+    if result.status != "answered":
+        raise typer.Exit(1)
 
 
 def _fail(console: Console, message: str) -> typer.Exit:

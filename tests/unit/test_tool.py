@@ -139,3 +139,23 @@ async def test_async_tools_run_on_the_loop() -> None:
         return 2 * x
 
     assert await double.call({"x": 4}) == 8
+
+
+@pytest.mark.anyio
+async def test_with_latency_delays_each_call_without_a_thread() -> None:
+    import time
+
+    @tool(cacheable=True)
+    def double(x: int) -> int:
+        """Double."""
+        return 2 * x
+
+    slow = double.with_latency(0.05)
+    assert slow.name == "double" and slow.schema == double.schema and slow.policy == double.policy
+    assert slow.is_async and not double.is_async
+    began = time.monotonic()
+    assert await slow.call({"x": 3}) == 6
+    assert time.monotonic() - began >= 0.05
+    assert double.with_latency(0) is double
+    with pytest.raises(ToolDefinitionError):
+        double.with_latency(-1)

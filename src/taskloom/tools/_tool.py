@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
+import anyio
 import anyio.to_thread
 import pydantic
 
@@ -187,6 +189,31 @@ class Tool:
         # The model's own field dict, not copied: callers only read it.
         fields: dict[str, Any] = model.__dict__
         return fields
+
+    def with_latency(self, seconds: float) -> Tool:
+        """A copy of this tool that waits `seconds` before every call.
+
+        Benchmarks use it to model remote tools (a web search, an API) with
+        the offline ones. The wait is async, so it holds no worker thread.
+
+        Raises:
+            ToolDefinitionError: if `seconds` is negative.
+
+        """
+        if seconds < 0:
+            raise ToolDefinitionError(f"latency must be >= 0, got {seconds}")
+        if seconds == 0:
+            return self
+        original = self
+
+        async def delayed(**arguments: Any) -> Any:
+            await anyio.sleep(seconds)
+            return await original.call(arguments)
+
+        clone = copy.copy(self)
+        clone.fn = delayed
+        clone.is_async = True
+        return clone
 
     async def call(self, arguments: Mapping[str, Any]) -> Any:
         """Call the function with validated arguments; sync functions run in a thread."""

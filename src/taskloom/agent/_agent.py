@@ -1,0 +1,330 @@
+"""Agent: plan with a model, run the plan while it is written, join, and replan if needed.
+
+run()                         one request, start to answer
+└ _run_rounds()               plan → execute → join, at most 1 + max_replans times
+  ├ _plan_and_execute()       one round: a live Run fed by the streaming planner
+  │ └ _stream_plan()          one model call: tokens → parser → run.add(task)
+  └ _join()                   one model call: Finish(answer) or Replan(reason)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskloom._ids import TaskId
+from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
+from taskloom.agent._grammar import joiner_grammar, plan_grammar
+from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
+from taskloom.agent.prompts import Observation, joiner_messages, planner_messages, result_text
+from taskloom.engine import Run, RunResult, TaskStatus, open_run
+from taskloom.engine import events as ev
+from taskloom.engine._execute import ToolsLike, as_tools
+from taskloom.engine._scheduler import EventListener
+from taskloom.errors import ModelError, PlanError, UserError
+from taskloom.llm import ChatModel, Message, model_from_config
+from taskloom.plan import PlanParser
+from taskloom.tools import Tool
+
+__all__ = ["Agent", "uses_grammar"]
+
+_MAX_PLAN_TOKENS = 400
+_MAX_JOIN_TOKENS = 160
+_MAX_HISTORY = 30
+
+
+def uses_grammar(model: ChatModel, grammar: bool | None) -> bool:
+    """Whether to constrain the model with GBNF grammars.
+
+    `None` means: yes for the embedded llama.cpp model, no for servers (not
+    every OpenAI-compatible server accepts a grammar; llama.cpp's does, so
+    pass True for it).
+    """
+    if grammar is not None:
+        return grammar
+    from taskloom.llm import Local
+
+    return isinstance(model, Local)
+
+
+@dataclass(kw_only=True, slots=True)
+class _Round:
+    """What one round of the loop gathered."""
+
+    run: RunResult | None = None
+    attempts: list[PlanAttempt] = field(default_factory=list)
+    planner_s: float = 0.0
+    planner_started_at: float | None = None
+    first_dispatch_at: float | None = None
+    calls: list[LLMCall] = field(default_factory=list)
+
+
+class Agent:
+    """An LLMCompiler-style agent: a streamed plan, run in parallel, then a join.
+
+    answer = await Agent(tools=WORLD_TOOLS).run("combined population of France and Germany?")
+    """
+
+    def __init__(
+        self,
+        *,
+        tools: ToolsLike,
+        model: ChatModel | None = None,
+        max_replans: int = 3,
+        max_repairs: int = 2,
+        max_concurrency: int | None = None,
+        grammar: bool | None = None,
+        on_event: EventListener | None = None,
+        on_plan_text: Callable[[str], None] | None = None,
+    ) -> None:
+        """Set the agent up; nothing is loaded or sent until `run()`.
+
+        Args:
+            tools: the tools plans may call.
+            model: the chat model for planning and joining; by default the one
+                `TASKLOOM_MODEL` / `TASKLOOM_BASE_URL` name, else the embedded one.
+            max_replans: new plans after the first; the last round must answer.
+            max_repairs: times an invalid plan goes back to the model with its error.
+            max_concurrency: tool calls running at once; None for no limit.
+            grammar: constrain the model's output with grammars (see `uses_grammar`).
+            on_event: receives every scheduler event of every round.
+            on_plan_text: receives the plan text as the model writes it, chunk by chunk.
+
+        Raises:
+            UserError: for negative limits or bad tools.
+
+        """
+        if max_replans < 0 or max_repairs < 0:
+            raise UserError("max_replans and max_repairs must be >= 0")
+        self.tools: list[Tool] = list(as_tools(tools).values())
+        self.model = model if model is not None else model_from_config()
+        self.max_replans = max_replans
+        self.max_repairs = max_repairs
+        self.max_concurrency = max_concurrency
+        self.grammar = uses_grammar(self.model, grammar)
+        self._on_event = on_event
+        self._on_plan_text = on_plan_text
+
+    async def run(self, question: str) -> AgentResult:
+        """Answer one question.
+
+        Returns:
+            The AgentResult. A model that fails, or a plan that cannot be
+            repaired, gives status "failed" with the error and everything
+            that was completed; it does not raise.
+
+        Raises:
+            UserError: if the question is empty.
+
+        """
+        if not question.strip():
+            raise UserError("the question is empty")
+        started = time.monotonic()
+        timings = Timings()
+        rounds: list[_Round] = []
+        decisions: list[Decision] = []
+        joins: list[LLMCall] = []
+        error: str | None = None
+        try:
+            await self._run_rounds(question, rounds, decisions, joins, timings, started)
+        except ModelError as exc:
+            error = str(exc)
+        timings.total_s = time.monotonic() - started
+        timings.planner_s = sum(r.planner_s for r in rounds)
+        runs = [r.run for r in rounds if r.run is not None]
+        timings.makespan_s = sum(run.makespan for run in runs if run.tasks)
+        if rounds and rounds[0].first_dispatch_at and rounds[0].planner_started_at:
+            # Counted from the planner's start, as LLMCompiler reports it.
+            timings.first_dispatch_s = rounds[0].first_dispatch_at - rounds[0].planner_started_at
+        answer = decisions[-1].answer if decisions and isinstance(decisions[-1], Finish) else None
+        return AgentResult(
+            question=question,
+            answer=answer,
+            status="answered" if answer is not None and error is None else "failed",
+            agent="llmcompiler",
+            rounds=runs,
+            plan_attempts=[a for r in rounds for a in r.attempts],
+            decisions=decisions,
+            llm_calls=[c for r in rounds for c in r.calls] + joins,
+            timings=timings,
+            error=error,
+            started_at=started,
+        )
+
+    async def _run_rounds(
+        self,
+        question: str,
+        rounds: list[_Round],
+        decisions: list[Decision],
+        joins: list[LLMCall],
+        timings: Timings,
+        started: float,
+    ) -> None:
+        history: list[Observation] = []
+        outputs: dict[TaskId, Any] = {}
+        reason: str | None = None
+        for number in range(1, self.max_replans + 2):
+            last = number == self.max_replans + 1
+            this = await self._plan_and_execute(question, number, history, outputs, reason)
+            rounds.append(this)
+            assert this.run is not None
+            history += _observations(this.run)
+            outputs.update(this.run.outputs)
+            began = time.monotonic()
+            decision, call = await self._join(question, history, force_finish=last)
+            timings.joiner_s += time.monotonic() - began
+            joins.append(call)
+            decisions.append(decision)
+            if isinstance(decision, Finish):
+                return
+            reason = decision.reason
+
+    async def _plan_and_execute(
+        self,
+        question: str,
+        number: int,
+        history: Sequence[Observation],
+        earlier: Mapping[TaskId, Any],
+        reason: str | None,
+    ) -> _Round:
+        known = {TaskId(i) for i, _, _ in history}
+        this = _Round()
+
+        def on_event(event: ev.Event) -> None:
+            if isinstance(event, ev.TaskStarted) and this.first_dispatch_at is None:
+                this.first_dispatch_at = event.at
+            if self._on_event is not None:
+                self._on_event(event)
+
+        async with open_run(
+            tools=self.tools,
+            max_concurrency=self.max_concurrency,
+            on_event=on_event,
+            earlier=earlier,
+        ) as run:
+            repair: tuple[str, str] | None = None
+            for _ in range(self.max_repairs + 1):
+                first_id = _next_id(known | set(run.plan.tasks))
+                messages = planner_messages(
+                    question,
+                    self.tools,
+                    history=history[-_MAX_HISTORY:],
+                    replan_reason=reason,
+                    first_id=first_id,
+                    repair=repair,
+                )
+                attempt = await self._stream_plan(messages, run, number, first_id, known, this)
+                this.attempts.append(attempt)
+                if attempt.valid:
+                    break
+                shown = "\n".join(str(t) for t in run.plan)
+                repair = (shown or "(no valid calls yet)", attempt.error or "")
+        this.run = run.result()
+        return this
+
+    async def _stream_plan(
+        self,
+        messages: list[Message],
+        run: Run,
+        number: int,
+        first_id: int,
+        known: set[TaskId],
+        this: _Round,
+    ) -> PlanAttempt:
+        """Stream one plan from the model into the run; each task starts when its line ends."""
+        parser = PlanParser(tools=self.tools, known=known | set(run.plan.tasks))
+        grammar = (
+            plan_grammar(
+                self.tools, first_id=first_id, known_ids=sorted(known | set(run.plan.tasks))
+            )
+            if self.grammar
+            else None
+        )
+        added = 0
+        began = time.monotonic()
+        if this.planner_started_at is None:
+            this.planner_started_at = began
+        stream = self.model.stream(
+            messages, max_tokens=_MAX_PLAN_TOKENS, grammar=grammar, stop=["<END_OF_PLAN>"]
+        )
+        error: str | None = None
+        try:
+            async with stream:
+                async for chunk in stream:
+                    if self._on_plan_text is not None:
+                        self._on_plan_text(chunk)
+                    for task in parser.feed(chunk):
+                        run.add(task)
+                        added += 1
+                    if parser.done:
+                        break
+            for task in parser.close():
+                run.add(task)
+                added += 1
+        except PlanError as exc:
+            error = str(exc)
+        except ModelError as exc:
+            if added == 0 and not run.plan.tasks:
+                raise  # nothing to join: the run fails with the model's error
+            error = str(exc)
+        finally:
+            this.planner_s += time.monotonic() - began
+            this.calls.append(LLMCall(purpose="planner", usage=stream.usage))
+        if error is None and added == 0 and not run.plan.tasks and not known:
+            error = "the plan has no tool calls; write at least one numbered call"
+        return PlanAttempt(
+            round=number, text=stream.text, valid=error is None, error=error, tasks=added
+        )
+
+    async def _join(
+        self, question: str, history: Sequence[Observation], *, force_finish: bool
+    ) -> tuple[Decision, LLMCall]:
+        grammar = joiner_grammar() if self.grammar else None
+        messages = joiner_messages(question, history[-_MAX_HISTORY:], force_finish=force_finish)
+        stream = self.model.stream(messages, max_tokens=_MAX_JOIN_TOKENS, grammar=grammar)
+        try:
+            completion = await stream.collect()
+        finally:
+            call = LLMCall(purpose="joiner", usage=stream.usage)
+        decision = parse_decision(completion.text)
+        if isinstance(decision, Replan) and force_finish:
+            decision = Finish(answer=_fallback_answer(history), thought=decision.thought)
+        if isinstance(decision, Finish) and not decision.answer:
+            decision = Finish(answer=_fallback_answer(history), thought=decision.thought)
+        return decision, call
+
+
+def _observations(run: RunResult) -> list[Observation]:
+    seen: list[Observation] = []
+    for task in run.tasks.values():
+        call = run_call_text(run, task.id)
+        if task.status is TaskStatus.DONE:
+            seen.append((task.id, call, result_text(task.output)))
+        else:
+            seen.append((task.id, call, f"error: {task.error}"))
+    return seen
+
+
+def run_call_text(run: RunResult, task_id: str) -> str:
+    """The call of a finished task, written with its resolved arguments."""
+    task = run.tasks[TaskId(task_id)]
+    args = task.arguments or {}
+    inner = ", ".join(
+        f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in args.items()
+    )
+    return f"{task.tool}({inner})"
+
+
+def _fallback_answer(history: Sequence[Observation]) -> str:
+    """When the joiner gives no answer: the last result that is not an error."""
+    for _, _, result in reversed(history):
+        if not result.startswith("error:"):
+            return result
+    return "no answer: every tool call failed"
+
+
+def _next_id(ids: Iterable[str]) -> int:
+    return max((int(i) for i in ids if i.isdigit()), default=0) + 1

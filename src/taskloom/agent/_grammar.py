@@ -1,0 +1,416 @@
+r"""GBNF grammars under which even a tiny model writes plans and decisions that parse.
+
+llama.cpp (and servers built on it) can constrain sampling with a GBNF
+grammar. `plan_grammar` describes the plan language of `taskloom.plan.text`
+for one set of tools: every line is a thought or a call of a known tool with
+arguments of the right kinds, and the plan ends with `N. join()<END_OF_PLAN>`.
+
+GBNF cannot count, so the task numbers are enumerated instead: one rule per
+step, each writing its own number and allowing references only to the tasks
+before it (and to `known_ids` from earlier plans):
+
+    step-2 ::= thought? "2. " call-2 "\n" step-3 | thought? "2. join()" end
+    ref-2  ::= "$" ("1") path
+
+A plan from this grammar therefore never refers forward, to itself, or to a
+task that does not exist, and its ids run consecutively from `first_id`.
+Inside strings a literal dollar is written `\$`; a raw `$` always starts a
+reference. `joiner_grammar` describes LLMCompiler's joiner reply:
+`Thought: ...` then `Action: Finish(answer)` or `Action: Replan(reason)`;
+`react_grammar` one ReAct step: a thought, then one call or `Finish(answer)`.
+
+Everything here builds strings; nothing imports llama.cpp.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from taskloom.errors import UserError
+from taskloom.plan.text import END_OF_PLAN, JOIN
+from taskloom.tools import Tool
+
+__all__ = ["joiner_grammar", "plan_grammar", "react_grammar"]
+
+_Schema = Mapping[str, Any]
+_SEP = '", "'
+_MAX_FIELD = 32
+"""Longest identifier after `$N.`; bounds a runaway model."""
+_MAX_PATH = 3
+"""Most `.field` / `[index]` steps after one reference."""
+
+# Text characters: no control characters (so no newline) and no `<E`, so no
+# line can contain `<END_OF_PLAN>` and be cut short by the parser.
+_TEXT_CHAR = '[^\\x00-\\x1f<] | "<" [^\\x00-\\x1f<E]'
+# String characters also exclude the quote, the backslash and a raw `$`.
+_STRING_CHAR = '[^"\\\\\\x00-\\x1f$<] | "<" [^"\\\\\\x00-\\x1f$<E] | "\\\\" ["\\\\ntr0\'$]'
+# After a reference inside a string: ASCII punctuation or space only. A digit
+# would extend the number (`$1` + `2` reads as `$12`; Python's `\d` also takes
+# other scripts' digits), `[` would start an index, and a letter would make
+# the end of a field name ambiguous.
+_AFTER_REF_CHAR = (
+    '[ !#%&\'()*+,./:;=>?@\\]^`{|}~-] | "<" [^"\\\\\\x00-\\x1f$<E] | "\\\\" ["\\\\ntr0\'$]'
+)
+
+# An answer on one line whose parentheses, one level deep, balance: so the
+# parenthesis that closes `Finish(` is never in doubt.
+_ANSWER_RULES = {
+    "achar": 'plain | "(" plain{0,100} ")"',
+    "plain": '[^()\\x00-\\x1f<] | "<" [^()\\x00-\\x1f<E]',
+}
+
+_NOT_TYPES = frozenset({"title", "description", "default", "examples"})
+"""Schema keys that do not change which values fit."""
+
+_SHARED = {
+    "end": f"{json.dumps(END_OF_PLAN)}",
+    "tchar": _TEXT_CHAR,
+    "ident": f"[A-Za-z_] [A-Za-z0-9_]{{0,{_MAX_FIELD - 1}}}",
+    "path": f'("." ident | "[" [0-9]{{1,3}} "]"){{0,{_MAX_PATH}}}',
+    "int": '"-"? [0-9]{1,15}',
+    "num": 'int ("." [0-9]{1,10})?',
+    "bool": '"True" | "False"',
+    "schar": _STRING_CHAR,
+    "rchar": _AFTER_REF_CHAR,
+}
+
+
+def plan_grammar(
+    tools: Sequence[Tool],
+    *,
+    first_id: int = 1,
+    max_tasks: int = 12,
+    min_tasks: int = 1,
+    known_ids: Iterable[int | str] = (),
+    max_thought: int = 200,
+    max_string: int = 200,
+) -> str:
+    """Build a GBNF grammar for plans that call `tools`.
+
+    A plan is up to `max_tasks` numbered calls, each optionally preceded by a
+    `Thought: ...` line, then a numbered `join()` and `<END_OF_PLAN>`. Each
+    call names one of the tools and passes its required parameters in order
+    (positionally, or all by keyword), then any optional ones by keyword.
+    Values follow the parameter's JSON Schema: strings, numbers, booleans,
+    `None` where the type is nullable, enum members, lists and dicts; a bare
+    reference `$N` or `$N.field` fits any parameter.
+
+    Args:
+        tools: the tools a plan may call.
+        first_id: the number of the plan's first task.
+        max_tasks: at most this many calls before `join()`.
+        min_tasks: at least this many calls before `join()`.
+        known_ids: ids of tasks from earlier plans that references may use.
+        max_thought: the longest thought, in characters.
+        max_string: the longest run of plain text in a string argument
+            (references inside a string start a new run).
+
+    Returns:
+        The grammar, whose start rule is `root`.
+
+    Raises:
+        UserError: if there are no tools, a tool is named `join`, the numbers
+            are out of range, or a known id collides with a new one.
+
+    """
+    if not tools:
+        raise UserError("a plan grammar needs at least one tool")
+    if any(t.name == JOIN for t in tools):
+        raise UserError(f"no tool may be named {JOIN!r}: it ends the plan")
+    if first_id < 0 or not 0 <= min_tasks <= max_tasks or max_tasks < 1:
+        raise UserError(
+            "need first_id >= 0 and 0 <= min_tasks <= max_tasks >= 1, got "
+            f"first_id={first_id}, min_tasks={min_tasks}, max_tasks={max_tasks}"
+        )
+    if max_thought < 1 or max_string < 1:
+        raise UserError("max_thought and max_string must be at least 1")
+    known = sorted({_task_number(k) for k in known_ids})
+    last = first_id + max_tasks  # the number of the join line
+    if any(first_id <= k <= last for k in known):
+        raise UserError(f"known ids {known} collide with the new ids {first_id}..{last}")
+    builder = _PlanRules(tools, max_string)
+    builder.rules["thought"] = f'"Thought: " tchar{{1,{max_thought}}} "\\n"'
+    builder.rules["root"] = f"step-{first_id}"
+    for number in range(first_id, last):
+        earlier = [*known, *range(first_id, number)]
+        call = builder.call_rule(number, earlier)
+        go_on = f'thought? "{number}. " {call} "\\n" step-{number + 1}'
+        stop = f'thought? "{number}. {JOIN}()" end'
+        may_stop = number - first_id >= min_tasks
+        builder.rules[f"step-{number}"] = f"{go_on} | {stop}" if may_stop else go_on
+    builder.rules[f"step-{last}"] = f'thought? "{last}. {JOIN}()" end'
+    return builder.render()
+
+
+def joiner_grammar(*, max_thought: int = 200, max_answer: int = 300) -> str:
+    """Build a GBNF grammar for the joiner's decision, LLMCompiler style.
+
+    The reply is two lines: `Thought: <text>` and then either
+    `Action: Finish(<answer>)` or `Action: Replan(<reason>)`. The answer may
+    contain parentheses one level deep, as long as they are balanced, so the
+    parenthesis that closes the action is unambiguous.
+
+    Args:
+        max_thought: the longest thought, in characters.
+        max_answer: the most characters or parenthesised groups in the answer.
+
+    Returns:
+        The grammar, whose start rule is `root`.
+
+    Raises:
+        UserError: if a bound is below 1.
+
+    """
+    if max_thought < 1 or max_answer < 1:
+        raise UserError("max_thought and max_answer must be at least 1")
+    rules = {
+        "root": f'"Thought: " tchar{{1,{max_thought}}} "\\nAction: " action',
+        "action": f'("Finish" | "Replan") "(" achar{{1,{max_answer}}} ")"',
+        **_ANSWER_RULES,
+        "tchar": _TEXT_CHAR,
+    }
+    return _render(rules)
+
+
+def react_grammar(
+    tools: Sequence[Tool], *, max_thought: int = 200, max_answer: int = 300, max_string: int = 200
+) -> str:
+    """Build a GBNF grammar for one ReAct step.
+
+    The reply is `Thought: <text>` and then `Action: ` with either one call of
+    a tool (arguments as in `plan_grammar`, but literal: a ReAct step has no
+    task results to refer to) or `Finish(<answer>)`, balanced as in
+    `joiner_grammar`.
+
+    Args:
+        tools: the tools a step may call.
+        max_thought: the longest thought, in characters.
+        max_answer: the most characters or parenthesised groups in the answer.
+        max_string: the longest string argument, in characters.
+
+    Returns:
+        The grammar, whose start rule is `root`.
+
+    Raises:
+        UserError: if there are no tools or a bound is below 1.
+
+    """
+    if not tools:
+        raise UserError("a ReAct grammar needs at least one tool")
+    if min(max_thought, max_answer, max_string) < 1:
+        raise UserError("max_thought, max_answer and max_string must be at least 1")
+    builder = _PlanRules(tools, max_string)
+    call = builder.call_rule(1, ())
+    builder.rules.update(_ANSWER_RULES)
+    builder.rules["root"] = (
+        f'"Thought: " tchar{{1,{max_thought}}} "\\nAction: " '
+        f'({call} | "Finish(" achar{{1,{max_answer}}} ")")'
+    )
+    return builder.render()
+
+
+def _task_number(task_id: int | str) -> int:
+    text = str(task_id)
+    if not text.isdigit():
+        raise UserError(f"known ids must be task numbers, got {task_id!r}")
+    return int(text)
+
+
+def _render(rules: Mapping[str, str]) -> str:
+    return "".join(f"{name} ::= {body}\n" for name, body in rules.items())
+
+
+_PLAN_ESCAPES = {"\\": "\\\\", '"': '\\"', "$": "\\$", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _plan_literal(value: Any) -> str:
+    """Write a JSON value the way the plan language does."""
+    if (
+        value is None
+        or isinstance(value, bool | int)
+        or (isinstance(value, float) and math.isfinite(value))
+    ):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = (_PLAN_ESCAPES.get(c) or _control(c) for c in value)
+        return '"' + "".join(escaped) + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_plan_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{_plan_literal(str(k))}: {_plan_literal(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    raise UserError(f"a schema constant {value!r} cannot be written in a plan")
+
+
+def _control(char: str) -> str:
+    return f"\\x{ord(char):02x}" if ord(char) < 0x20 else char
+
+
+def _gbnf_literal(text: str) -> str:
+    """Quote text as a GBNF string literal."""
+    return '"' + "".join("\\" + c if c in '"\\' else _control(c) for c in text) + '"'
+
+
+def _listing(required: Sequence[str], optional: Sequence[str]) -> str:
+    """Items separated by `", "`: all of `required`, then any of `optional`, in order."""
+    if required:
+        parts = [required[0], *(f"{_SEP} {r}" for r in required[1:])]
+        return " ".join([*parts, *(f"({_SEP} {o})?" for o in optional)])
+    if not optional:
+        return ""
+    alternatives = [
+        " ".join([item, *(f"({_SEP} {o})?" for o in optional[i + 1 :])])
+        for i, item in enumerate(optional)
+    ]
+    return "(" + " | ".join(alternatives) + ")?"
+
+
+class _PlanRules:
+    """The rules of one plan grammar, built step by step."""
+
+    def __init__(self, tools: Sequence[Tool], max_string: int) -> None:
+        self.tools = tools
+        self.rules: dict[str, str] = dict(_SHARED)
+        self.rules["text"] = f"schar{{0,{max_string}}}"
+        self.rules["str"] = '"\\"" text "\\""'
+        self._memo: dict[tuple[str, str, int], str] = {}
+        self._refs: dict[int, str | None] = {}
+        self._defs: dict[str, Any] = {}
+        self._defs_key = ""
+
+    def render(self) -> str:
+        return _render(self.rules)
+
+    def call_rule(self, number: int, earlier: Sequence[int]) -> str:
+        """Define the calls task `number` may make; returns the rule's name."""
+        if earlier:
+            ids = " | ".join(f'"{i}"' for i in earlier)
+            self.rules[f"ref-{number}"] = f'"$" ({ids}) path'
+            self.rules[f"str-{number}"] = f'"\\"" text (ref-{number} (rchar text)?)* "\\""'
+        self._refs[number] = f"ref-{number}" if earlier else None
+        names = []
+        for tool in self.tools:
+            name = f"tool-{tool.name.replace('_', '-')}-{number}"
+            self.rules[name] = self._call(tool, number)
+            names.append(name)
+        self.rules[f"call-{number}"] = " | ".join(names)
+        return f"call-{number}"
+
+    def _call(self, tool: Tool, number: int) -> str:
+        self._defs = dict(tool.schema.get("$defs", {}))
+        # `$ref`s mean different things in different tools' schemas.
+        self._defs_key = json.dumps(self._defs, sort_keys=True, default=str)
+        props: Mapping[str, _Schema] = tool.schema.get("properties", {})
+        required_names = set(tool.schema.get("required", ()))
+        required = [p for p in tool.parameters if p in required_names]
+        values = {p: self.value(props.get(p, {}), number) for p in tool.parameters}
+        keywords = {p: f'"{p}=" {values[p]}' for p in tool.parameters}
+        optional = [keywords[p] for p in tool.parameters if p not in required_names]
+        listing = _listing([values[p] for p in required], optional)
+        if required:
+            by_name = _listing([keywords[p] for p in required], optional)
+            listing = f"({listing} | {by_name})"
+        return f'"{tool.name}(" {listing} ")"'
+
+    def value(self, schema: _Schema, number: int) -> str:
+        """Name the rule for a value of `schema` in task `number`, defining it once."""
+        meaningful = {k: v for k, v in schema.items() if k not in _NOT_TYPES}
+        key = (json.dumps(meaningful, sort_keys=True, default=str), self._defs_key, number)
+        name = self._memo.get(key)
+        if name is None:
+            name = f"value{len(self._memo)}-{number}"
+            self._memo[key] = name  # before the body: schemas may be recursive
+            alternatives = self._alternatives(schema, number, depth=0) or [self._any(number)]
+            ref = self._refs[number]
+            # `any-N` admits references already; `None` alone is no place for one.
+            plain = alternatives in (['"None"'], [f"any-{number}"])
+            if ref is not None and not plain:
+                alternatives.append(ref)
+            self.rules[name] = " | ".join(dict.fromkeys(alternatives))
+        return name
+
+    def _resolve(self, schema: _Schema) -> _Schema:
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            resolved: _Schema = self._defs.get(ref.removeprefix("#/$defs/"), {})
+            return {**resolved, **{k: v for k, v in schema.items() if k != "$ref"}}
+        all_of = schema.get("allOf")
+        if isinstance(all_of, list) and len(all_of) == 1:
+            return self._resolve({**all_of[0], **{k: v for k, v in schema.items() if k != "allOf"}})
+        return schema
+
+    def _alternatives(self, schema: _Schema, number: int, depth: int) -> list[str]:
+        schema = self._resolve(schema)
+        if "const" in schema:
+            return [_gbnf_literal(_plan_literal(schema["const"]))]
+        if isinstance(schema.get("enum"), list):
+            return [_gbnf_literal(_plan_literal(v)) for v in schema["enum"]]
+        for key in ("anyOf", "oneOf"):
+            if isinstance(schema.get(key), list) and depth < 8:
+                return [a for s in schema[key] for a in self._alternatives(s, number, depth + 1)]
+        kinds = schema.get("type")
+        if isinstance(kinds, list):
+            return [a for k in kinds for a in self._alternatives({**schema, "type": k}, number, 0)]
+        return [self._typed(schema, kinds, number)]
+
+    def _string(self, number: int) -> str:
+        return "str" if self._refs[number] is None else f"str-{number}"
+
+    def _typed(self, schema: _Schema, kind: object, number: int) -> str:
+        simple = {
+            "string": self._string(number),
+            "integer": "int",
+            "number": "num",
+            "boolean": "bool",
+        }
+        if kind in simple:
+            return simple[str(kind)]
+        if kind == "null":
+            return '"None"'
+        if kind == "array":
+            return self._array(schema, number)
+        if kind == "object":
+            return self._object(schema, number)
+        return self._any(number)
+
+    def _array(self, schema: _Schema, number: int) -> str:
+        prefix = schema.get("prefixItems")
+        if isinstance(prefix, list) and prefix:
+            items = [self.value(s, number) for s in prefix]
+            return f'"[" {" ".join([items[0], *(f"{_SEP} {i}" for i in items[1:])])} "]"'
+        item = self.value(schema.get("items", {}), number)
+        return f'"[" ({item} ({_SEP} {item})*)? "]"'
+
+    def _object(self, schema: _Schema, number: int) -> str:
+        props: Mapping[str, _Schema] = schema.get("properties", {})
+        if props:
+            needed = set(schema.get("required", ()))
+            fields = {
+                name: f"{_gbnf_literal(_plan_literal(name) + ': ')} {self.value(s, number)}"
+                for name, s in props.items()
+            }
+            listing = _listing(
+                [f for n, f in fields.items() if n in needed],
+                [f for n, f in fields.items() if n not in needed],
+            )
+            return f'"{{" {listing} "}}"'
+        extra = schema.get("additionalProperties")
+        item = self.value(extra if isinstance(extra, dict) else {}, number)
+        return f'"{{" (str ": " {item} ({_SEP} str ": " {item})*)? "}}"'
+
+    def _any(self, number: int) -> str:
+        name = f"any-{number}"
+        if name not in self.rules:
+            ref = self._refs[number]
+            self.rules[name] = " | ".join(
+                [
+                    *(self._string(number), "num", "bool", '"None"'),
+                    f'"[" ({name} ({_SEP} {name})*)? "]"',
+                    f'"{{" (str ": " {name} ({_SEP} str ": " {name})*)? "}}"',
+                    *([ref] if ref else []),
+                ]
+            )
+        return name

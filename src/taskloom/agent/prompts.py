@@ -1,0 +1,237 @@
+"""The words the agent says to models: planner, joiner and ReAct prompts.
+
+Every prompt is a short system text, a few worked examples as earlier turns
+(so that even a small base model sees the exact format it must continue),
+and the request. The examples use the built-in world tools and are shown only
+when those tools are present.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from taskloom.llm import Message
+from taskloom.tools import Tool
+
+__all__ = [
+    "Observation",
+    "joiner_messages",
+    "planner_messages",
+    "react_messages",
+    "result_text",
+    "tool_catalogue",
+]
+
+Observation = tuple[str, str, str]
+"""One finished call as the models see it: (task id, call text, result text)."""
+
+_MAX_RESULT_CHARS = 400
+_MAX_DESCRIPTION_CHARS = 240
+
+PLANNER_SYSTEM = """\
+You answer questions by writing a plan of tool calls. Write one call per line, \
+numbered. Calls that do not need each other run at the same time, so look up \
+everything you need at once and combine it at the end. Use $N for the result of \
+call N and $N.field for one field of it, also inside quoted text. Use only these \
+tools, then end the plan with a join() line and <END_OF_PLAN>.
+
+Tools:
+{tools}"""
+
+JOINER_SYSTEM = """\
+You read a question and the results of the tool calls made for it, then either \
+answer it or ask for a new plan. Write one Thought line, then either \
+Action: Finish(the answer, with its number or name) or Action: Replan(what is \
+still missing)."""
+
+JOINER_FORCED = " This is the last round: you must Finish with the best answer you have."
+
+REACT_SYSTEM = """\
+You answer questions with tools, one call at a time. Each turn, write one \
+Thought line and one Action line: either a single tool call, or \
+Finish(the answer). You then see the call's Observation.
+
+Tools:
+{tools}"""
+
+_WORLD = frozenset({"country", "city", "distance", "math", "convert"})
+
+_PLAN_EXAMPLES = [
+    (
+        "What is the combined population of France and Germany?",
+        'Thought: Look up both countries at once, then add.\n1. country("France")\n'
+        '2. country("Germany")\n3. math("$1.population + $2.population")\n'
+        "4. join()<END_OF_PLAN>",
+    ),
+    (
+        "How far is Tokyo from Sydney in miles, and which of the two cities is larger?",
+        'Thought: The distance and both cities are independent.\n1. distance("Tokyo", "Sydney")\n'
+        '2. city("Tokyo")\n3. city("Sydney")\n4. convert($1.km, "km", "mile")\n'
+        "5. join()<END_OF_PLAN>",
+    ),
+]
+
+_JOIN_EXAMPLES = [
+    (
+        "What is the combined population of France and Germany?",
+        [
+            ("1", 'country("France")', '{"name": "France", "population": 66987244}'),
+            ("2", 'country("Germany")', '{"name": "Germany", "population": 82927922}'),
+            ("3", 'math("$1.population + $2.population")', "149915166.0"),
+        ],
+        "Thought: Call 3 added both populations.\nAction: Finish(149915166)",
+    ),
+    (
+        "Which is larger by area, Chile or Peru, and what is its capital's population?",
+        [
+            (
+                "1",
+                'country("Chile")',
+                '{"name": "Chile", "area_km2": 756950, "capital": "Santiago"}',
+            ),
+            ("2", 'country("Peru")', '{"name": "Peru", "area_km2": 1285220, "capital": "Lima"}'),
+        ],
+        "Thought: Peru is larger; its capital Lima has not been looked up yet.\n"
+        "Action: Replan(look up the population of Lima, the capital of Peru)",
+    ),
+]
+
+_REACT_EXAMPLE = (
+    "What is the combined population of France and Germany?",
+    [
+        (
+            'Thought: First France.\nAction: country("France")',
+            '{"name": "France", "population": 66987244}',
+        ),
+        (
+            'Thought: Now Germany.\nAction: country("Germany")',
+            '{"name": "Germany", "population": 82927922}',
+        ),
+        ('Thought: Add them.\nAction: math("66987244 + 82927922")', "149915166.0"),
+    ],
+    "Thought: That is the total.\nAction: Finish(149915166)",
+)
+
+
+def tool_catalogue(tools: Iterable[Tool]) -> str:
+    """One line per tool: its signature and the first sentences of its description."""
+    lines = []
+    for tool in tools:
+        summary = " ".join(tool.description.split("\n\n")[0].split())
+        if len(summary) > _MAX_DESCRIPTION_CHARS:
+            summary = summary[: _MAX_DESCRIPTION_CHARS - 3] + "..."
+        lines.append(f"- {tool.signature()}: {summary}")
+    return "\n".join(lines)
+
+
+def _has_world_tools(tools: Sequence[Tool]) -> bool:
+    return _WORLD <= {t.name for t in tools}
+
+
+def planner_messages(
+    question: str,
+    tools: Sequence[Tool],
+    *,
+    history: Sequence[Observation] = (),
+    replan_reason: str | None = None,
+    first_id: int = 1,
+    repair: tuple[str, str] | None = None,
+) -> list[Message]:
+    """The planner's conversation.
+
+    Args:
+        question: what the user asked.
+        tools: the tools a plan may call.
+        history: results of earlier plans in this run, which new calls may use.
+        replan_reason: why the joiner asked for a new plan.
+        first_id: the number the new plan's first call must carry.
+        repair: (the plan text so far, the PlanError message) to fix.
+
+    """
+    messages = [Message("system", PLANNER_SYSTEM.format(tools=tool_catalogue(tools)))]
+    if _has_world_tools(tools):
+        for example_question, plan in _PLAN_EXAMPLES:
+            messages.append(Message("user", f"Question: {example_question}"))
+            messages.append(Message("assistant", plan))
+    request = f"Question: {question}"
+    if history:
+        request += "\n\nResults so far (usable as $N):\n" + _observations(history)
+        request += f"\n\nStill needed: {replan_reason or 'the rest of the answer'}."
+        request += f" Number the new calls from {first_id}; do not repeat calls above."
+    if repair is not None:
+        text, error = repair
+        request += (
+            f"\n\nYour plan so far:\n{text.rstrip()}\n\nIt has an error: {error}\n"
+            "Write the plan again from its first call, with the error fixed."
+        )
+    messages.append(Message("user", request))
+    return messages
+
+
+def joiner_messages(
+    question: str, observations: Sequence[Observation], *, force_finish: bool
+) -> list[Message]:
+    """The joiner's conversation: the question, every result, and the choice to make."""
+    system = JOINER_SYSTEM + (JOINER_FORCED if force_finish else "")
+    messages = [Message("system", system)]
+    if _has_world_tools_named(observations):
+        for example_question, seen, decision in _JOIN_EXAMPLES:
+            messages.append(Message("user", _joiner_request(example_question, seen)))
+            messages.append(Message("assistant", decision))
+    messages.append(Message("user", _joiner_request(question, observations)))
+    return messages
+
+
+def _has_world_tools_named(observations: Sequence[Observation]) -> bool:
+    # The examples speak of world tools; show them when the results do too.
+    return any(call.split("(", 1)[0] in _WORLD for _, call, _ in observations) or not observations
+
+
+def _joiner_request(question: str, observations: Sequence[Observation]) -> str:
+    results = _observations(observations) if observations else "(no calls were made)"
+    return f"Question: {question}\nResults:\n{results}"
+
+
+def react_messages(
+    question: str, tools: Sequence[Tool], steps: Sequence[tuple[str, str]]
+) -> list[Message]:
+    """The ReAct conversation: examples, the question, and each (action, observation) so far."""
+    messages = [Message("system", REACT_SYSTEM.format(tools=tool_catalogue(tools)))]
+    if _has_world_tools(tools):
+        example_question, example_steps, finish = _REACT_EXAMPLE
+        messages.append(Message("user", f"Question: {example_question}"))
+        for action, observation in example_steps:
+            messages.append(Message("assistant", action))
+            messages.append(Message("user", f"Observation: {observation}"))
+        messages.append(Message("assistant", finish))
+    messages.append(Message("user", f"Question: {question}"))
+    for action, observation in steps:
+        messages.append(Message("assistant", action))
+        messages.append(Message("user", f"Observation: {observation}"))
+    return messages
+
+
+def _observations(observations: Sequence[Observation]) -> str:
+    return "\n".join(f"{task_id}. {call} -> {result}" for task_id, call, result in observations)
+
+
+def result_text(value: Any) -> str:
+    """A tool's output (or error) as compact text, bounded in length."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        text = str(int(value))
+    elif isinstance(value, Mapping):
+        text = json.dumps(_compact(value), ensure_ascii=False)
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > _MAX_RESULT_CHARS:
+        text = text[: _MAX_RESULT_CHARS - 3] + "..."
+    return text
+
+
+def _compact(value: Mapping[str, Any]) -> dict[str, Any]:
+    # Nested records (a distance's two cities) cost context and rarely matter.
+    return {k: v for k, v in value.items() if not isinstance(v, Mapping | list)}

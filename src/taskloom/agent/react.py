@@ -1,0 +1,174 @@
+"""The ReAct baseline: think, call one tool, observe, repeat.
+
+It uses the same models, tools, prompts style and result type as `Agent`, so
+every benchmark can put the two side by side. Each step is one model call and
+at most one tool call; nothing runs in parallel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from taskloom._ids import TaskId
+from taskloom.agent._agent import uses_grammar
+from taskloom.agent._decision import Decision, Finish
+from taskloom.agent._grammar import react_grammar
+from taskloom.agent._result import AgentResult, LLMCall, Timings
+from taskloom.agent.prompts import react_messages, result_text
+from taskloom.engine import RunResult, TaskStatus, execute
+from taskloom.engine._execute import ToolsLike, as_tools
+from taskloom.engine._scheduler import EventListener
+from taskloom.errors import ModelError, PlanError, UserError
+from taskloom.llm import ChatModel, model_from_config
+from taskloom.plan import PlanParser
+from taskloom.tools import Tool
+
+__all__ = ["ReActAgent"]
+
+_MAX_STEP_TOKENS = 160
+
+
+class ReActAgent:
+    """One tool call per model call, in the style of ReAct (Yao et al.)."""
+
+    def __init__(
+        self,
+        *,
+        tools: ToolsLike,
+        model: ChatModel | None = None,
+        max_steps: int = 12,
+        grammar: bool | None = None,
+        max_concurrency: int | None = None,
+        on_event: EventListener | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> None:
+        """Set the agent up; nothing is loaded or sent until `run()`.
+
+        Args:
+            tools: the tools it may call.
+            model: the chat model; by default the configured or embedded one.
+            max_steps: model calls before it must stop.
+            grammar: constrain each step with a grammar (see `uses_grammar`).
+            max_concurrency: accepted for symmetry with `Agent`; ReAct runs one call at a time.
+            on_event: receives the scheduler events of every tool call.
+            on_text: receives each step's text as the model writes it.
+
+        Raises:
+            UserError: if max_steps is below 1.
+
+        """
+        if max_steps < 1:
+            raise UserError("max_steps must be at least 1")
+        del max_concurrency  # one call at a time by definition
+        self.tools: list[Tool] = list(as_tools(tools).values())
+        self.model = model if model is not None else model_from_config()
+        self.max_steps = max_steps
+        self.grammar = uses_grammar(self.model, grammar)
+        self._on_event = on_event
+        self._on_text = on_text
+
+    async def run(self, question: str) -> AgentResult:
+        """Answer one question, one tool call at a time.
+
+        Returns:
+            The AgentResult; a failing model gives status "failed", not an exception.
+
+        Raises:
+            UserError: if the question is empty.
+
+        """
+        if not question.strip():
+            raise UserError("the question is empty")
+        started = time.monotonic()
+        timings = Timings()
+        steps: list[tuple[str, str]] = []
+        runs: list[RunResult] = []
+        calls: list[LLMCall] = []
+        decision: Decision | None = None
+        error: str | None = None
+        grammar = react_grammar(self.tools) if self.grammar else None
+        try:
+            for number in range(1, self.max_steps + 1):
+                last = number == self.max_steps
+                messages = react_messages(question, self.tools, steps)
+                began = time.monotonic()
+                stream = self.model.stream(
+                    messages, max_tokens=_MAX_STEP_TOKENS, grammar=grammar, stop=["\nObservation"]
+                )
+                try:
+                    async for chunk in stream:
+                        if self._on_text is not None:
+                            self._on_text(chunk)
+                finally:
+                    timings.planner_s += time.monotonic() - began
+                    calls.append(LLMCall(purpose="react", usage=stream.usage))
+                text = stream.text.strip()
+                action = _action(text)
+                if action.startswith("Finish(") or last:
+                    decision = Finish(answer=_finish_answer(action, steps), thought=_thought(text))
+                    break
+                observation, run = await self._act(number, action)
+                if run is not None:
+                    runs.append(run)
+                    if timings.first_dispatch_s is None and run.tasks:
+                        first = next(iter(run.tasks.values())).started_at
+                        timings.first_dispatch_s = None if first is None else first - started
+                    timings.makespan_s += run.makespan
+                steps.append((text, observation))
+        except ModelError as exc:
+            error = str(exc)
+        timings.total_s = time.monotonic() - started
+        answer = decision.answer if isinstance(decision, Finish) else None
+        return AgentResult(
+            question=question,
+            answer=answer,
+            status="answered" if answer is not None and error is None else "failed",
+            agent="react",
+            rounds=runs,
+            decisions=[decision] if decision else [],
+            llm_calls=calls,
+            timings=timings,
+            error=error,
+            started_at=started,
+        )
+
+    async def _act(self, number: int, action: str) -> tuple[str, RunResult | None]:
+        """Run the step's one tool call; a bad call becomes an observation the model can read."""
+        parser = PlanParser(tools=self.tools)
+        try:
+            tasks = parser.feed(f"{number}. {action}\n")
+        except PlanError as exc:
+            return f"error: {exc.reason}", None
+        if not tasks:
+            return "error: write one tool call, or Finish(answer)", None
+        run = await execute(tasks, tools=self.tools, on_event=self._on_event)
+        task = run.tasks[TaskId(tasks[0].id)]
+        if task.status is TaskStatus.DONE:
+            return result_text(task.output), run
+        return f"error: {task.error}", run
+
+
+def _action(text: str) -> str:
+    for line in reversed(text.splitlines()):
+        if line.strip().startswith("Action:"):
+            return line.split(":", 1)[1].strip()
+    return text.splitlines()[-1].strip() if text else ""
+
+
+def _thought(text: str) -> str | None:
+    for line in text.splitlines():
+        if line.strip().startswith("Thought:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def _finish_answer(action: str, steps: list[tuple[str, str]]) -> str:
+    if action.startswith("Finish(") and action.endswith(")"):
+        answer = action[len("Finish(") : -1].strip()
+        if answer:
+            return answer
+    for _, observation in reversed(steps):
+        if not observation.startswith("error:"):
+            return observation
+    return "no answer"

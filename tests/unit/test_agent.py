@@ -1,0 +1,230 @@
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from taskloom import ModelError, tool
+from taskloom.agent import Agent, Finish, Replan, parse_decision
+from taskloom.agent.react import ReActAgent
+from taskloom.llm import GenerationOptions, Message
+from taskloom.testing import FunctionModel, ScriptedModel
+from taskloom.tools.world import WORLD_TOOLS
+
+pytestmark = pytest.mark.anyio
+
+PLAN = (
+    "Thought: both at once.\n"
+    '1. country("France")\n'
+    '2. country("Germany")\n'
+    '3. math("$1.population + $2.population")\n'
+    "4. join()<END_OF_PLAN>"
+)
+
+
+async def test_plan_run_and_join() -> None:
+    model = ScriptedModel([PLAN, "Thought: added.\nAction: Finish(149915166)"])
+    result = await Agent(tools=WORLD_TOOLS, model=model, grammar=False).run(
+        "What is the combined population of France and Germany?"
+    )
+    assert result.status == "answered"
+    assert result.answer == "149915166"
+    (run,) = result.rounds
+    assert run.tasks["3"].output == 149915166.0
+    assert [a.valid for a in result.plan_attempts] == [True]
+    assert len(result.llm_calls) == 2
+    joiner_prompt = model.calls[1][-1].content
+    assert '3. math(expression="66987244 + 82927922") -> 149915166' in joiner_prompt
+    data = result.to_dict()
+    assert set(data) >= {"answer", "plan_attempts", "tasks", "timings", "usage"}
+    assert set(data["timings"]) == {
+        "planner_s",
+        "first_dispatch_s",
+        "makespan_s",
+        "joiner_s",
+        "total_s",
+    }
+    assert data["usage"]["llm_calls"] == 2
+    assert data["usage"]["prompt_tokens"] > 0 and data["usage"]["completion_tokens"] > 0
+    assert data["plan_attempts"][0]["text"].startswith("Thought: both at once.")
+    assert data["tasks"][0]["tool"] == "country" and data["tasks"][0]["status"] == "done"
+
+
+async def test_first_tool_starts_while_the_plan_is_still_being_written() -> None:
+    started = anyio.Event()
+    plan_finished_after_start: list[bool] = []
+
+    @tool
+    async def lookup(name: str) -> str:
+        """Records that it started."""
+        started.set()
+        return name.upper()
+
+    async def planner(
+        messages: tuple[Message, ...], options: GenerationOptions
+    ) -> AsyncIterator[str]:
+        if "Results:" in messages[-1].content:
+            yield "Thought: done.\nAction: Finish(A B)"
+            return
+        yield '1. lookup("a")\n'
+        with anyio.fail_after(5):
+            await started.wait()  # the planner only goes on once task 1 is running
+        plan_finished_after_start.append(True)
+        yield '2. lookup("b")\n3. join()<END_OF_PLAN>'
+
+    result = await Agent(tools=[lookup], model=FunctionModel(planner), grammar=False).run("?")
+    assert plan_finished_after_start == [True]
+    assert result.answer == "A B"
+    timings = result.timings
+    assert timings.first_dispatch_s is not None and timings.first_dispatch_s < timings.planner_s
+
+
+async def test_invalid_plan_is_repaired_and_valid_tasks_keep_running() -> None:
+    model = ScriptedModel(
+        [
+            '1. country("France")\n2. contry("Spain")\n3. join()',
+            '2. country("Spain")\n3. math("$1.population + $2.population")\n4. join()',
+            "Thought: ok.\nAction: Finish(the sum)",
+        ]
+    )
+    result = await Agent(tools=WORLD_TOOLS, model=model, grammar=False).run("France + Spain?")
+    assert [a.valid for a in result.plan_attempts] == [False, True]
+    assert "unknown tool 'contry'" in (result.plan_attempts[0].error or "")
+    repair_prompt = model.calls[1][-1].content
+    assert "unknown tool 'contry'" in repair_prompt
+    assert '1. country("France")' in repair_prompt
+    assert "Number the new calls from 2" in repair_prompt or "from its first call" in repair_prompt
+    (run,) = result.rounds
+    assert [run.tasks[i].status for i in ("1", "2", "3")] == ["done", "done", "done"]
+
+
+async def test_replan_continues_numbering_and_reuses_earlier_results() -> None:
+    calls: list[str] = []
+
+    @tool
+    async def lookup(name: str) -> dict[str, Any]:
+        """Counts calls."""
+        calls.append(name)
+        return {"name": name, "size": len(name)}
+
+    model = ScriptedModel(
+        [
+            '1. lookup("alpha")\n2. lookup("be")\n3. join()',
+            "Thought: need more.\nAction: Replan(compare them)",
+            '3. lookup("gamma")\n4. lookup("x$1.size")\n5. join()',
+            "Thought: done.\nAction: Finish(alpha)",
+        ]
+    )
+    result = await Agent(tools=[lookup], model=model, grammar=False).run("which is longest?")
+    assert result.answer == "alpha"
+    assert calls == ["alpha", "be", "gamma", "x5"]  # nothing repeated; $1 from round 1 resolved
+    assert [type(d) for d in result.decisions] == [Replan, Finish]
+    second_planner_prompt = model.calls[2][-1].content
+    assert "Number the new calls from 3" in second_planner_prompt
+    assert '1. lookup(name="alpha") -> {"name": "alpha", "size": 5}' in second_planner_prompt
+    assert "compare them" in second_planner_prompt
+    assert [list(r.tasks) for r in result.rounds] == [["1", "2"], ["3", "4"]]
+
+
+async def test_replans_are_capped_and_the_last_round_must_answer() -> None:
+    plans = [f'{i}. math("{i} + 1")\n{i + 1}. join()' for i in (1, 2, 3)]
+    model = ScriptedModel(
+        [
+            plans[0],
+            "Action: Replan(more)",
+            plans[1],
+            "Action: Replan(more)",
+            plans[2],
+            "Action: Replan(still more)",
+        ]
+    )
+    result = await Agent(tools=WORLD_TOOLS, model=model, grammar=False, max_replans=2).run("?")
+    assert len(result.rounds) == 3
+    assert result.status == "answered"
+    assert result.answer == "4"  # forced to finish: the last result stands in
+    assert "last round" in model.calls[-1][0].content
+
+
+async def test_model_down_fails_clearly_without_hanging() -> None:
+    model = ScriptedModel([ModelError("scripted", "connection refused", retryable=True)])
+    with anyio.fail_after(5):
+        result = await Agent(tools=WORLD_TOOLS, model=model, grammar=False).run(
+            "Population of Peru?"
+        )
+    assert result.status == "failed"
+    assert result.answer is None
+    assert "connection refused" in (result.error or "")
+
+
+async def test_stream_cut_mid_plan_keeps_what_was_completed() -> None:
+    async def planner(
+        messages: tuple[Message, ...], options: GenerationOptions
+    ) -> AsyncIterator[str]:
+        if "Results:" in messages[-1].content:
+            yield "Action: Finish(from what ran)"
+            return
+        if len([m for m in messages if m.role == "user"]) > 3:
+            raise ModelError("fn", "still down")
+        yield '1. country("Peru")\n2. country("Ch'
+        raise ModelError("fn", "the stream broke after 30 characters")
+
+    result = await Agent(tools=WORLD_TOOLS, model=FunctionModel(planner), grammar=False).run("?")
+    (run,) = result.rounds
+    assert run.tasks["1"].output["name"] == "Peru"
+    assert "stream broke" in (result.plan_attempts[0].error or "")
+    assert result.answer == "from what ran"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Thought: ok\nAction: Finish(42)", Finish(answer="42", thought="ok")),
+        ("Action: Finish(about 5 (five) km)", Finish(answer="about 5 (five) km")),
+        (
+            "Thought: x\nAction: Finish(line one\nline two)",
+            Finish(answer="line one\nline two", thought="x"),
+        ),
+        ("Action: Finish(no close paren", Finish(answer="no close paren")),
+        ("Action: Finish(42) trailing words", Finish(answer="42")),
+        ("Action: Replan(look up Lima)", Replan(reason="look up Lima")),
+        ("Paris", Finish(answer="Paris")),
+        ("", Finish(answer="")),
+        ("Thought: only a thought", Finish(answer="", thought="only a thought")),
+        ("action: finish(lower case)", Finish(answer="lower case")),
+    ],
+)
+def test_parse_decision_is_tolerant(text: str, expected: object) -> None:
+    assert parse_decision(text) == expected
+
+
+async def test_empty_answer_falls_back_to_the_last_result() -> None:
+    model = ScriptedModel(['1. math("6 * 7")\n2. join()', "Thought: hmm\nAction: Finish()"])
+    result = await Agent(tools=WORLD_TOOLS, model=model, grammar=False).run("6 times 7?")
+    assert result.answer == "42"
+
+
+async def test_react_calls_one_tool_per_step() -> None:
+    model = ScriptedModel(
+        [
+            'Thought: France first.\nAction: country("France")',
+            'Thought: now Germany.\nAction: country(name="Germany")',
+            'Thought: add.\nAction: math("66987244 + 82927922")',
+            "Thought: done.\nAction: Finish(149915166)",
+        ]
+    )
+    result = await ReActAgent(tools=WORLD_TOOLS, model=model, grammar=False).run(
+        "France + Germany?"
+    )
+    assert result.agent == "react"
+    assert result.answer == "149915166"
+    assert len(result.rounds) == 3 and len(result.llm_calls) == 4
+    assert "Observation: 149915166" in model.calls[3][-1].content
+
+
+async def test_react_turns_a_bad_call_into_an_observation() -> None:
+    model = ScriptedModel(
+        ['Thought: x\nAction: countryy("France")', "Thought: fix.\nAction: Finish(gave up)"]
+    )
+    result = await ReActAgent(tools=WORLD_TOOLS, model=model, grammar=False).run("?")
+    assert result.answer == "gave up"
+    assert "unknown tool 'countryy'" in model.calls[1][-1].content

@@ -1,0 +1,336 @@
+"""Plan and joiner grammars, checked by llama.cpp's own grammar engine.
+
+Only the bundled model's vocabulary is loaded (no weights), so this is fast.
+`GrammarOracle.accepts` asks the grammar sampler, token by token, whether a
+text is in the grammar's language, without ever feeding it a token it forbids
+(that would abort the process).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import math
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import pydantic
+import pytest
+
+from taskloom import Plan
+from taskloom.agent._grammar import joiner_grammar, plan_grammar, react_grammar
+from taskloom.errors import ConfigError, PlanError, UserError
+from taskloom.llm import bundled_model_path
+from taskloom.plan import PlanParser
+from taskloom.tools import Tool, tool
+from taskloom.tools.world import WORLD_TOOLS
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+
+class GrammarOracle:
+    """llama.cpp's GBNF parser and sampler over one vocabulary."""
+
+    def __init__(self, model_path: str) -> None:
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        self.model = llama_cpp.llama_model_load_from_file(model_path.encode(), params)
+        assert self.model
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.eos = llama_cpp.llama_vocab_eos(self.vocab)
+
+    def close(self) -> None:
+        llama_cpp.llama_model_free(self.model)
+
+    def valid(self, grammar: str) -> bool:
+        # The same check `Local` makes before handing a grammar to llama.cpp.
+        sampler = llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+        if sampler:
+            llama_cpp.llama_sampler_free(sampler)
+        return bool(sampler)
+
+    def accepts(self, grammar: str, text: str) -> bool:
+        sampler = llama_cpp.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+        assert sampler, "invalid grammar"
+        try:
+            for token in [*self.tokenize(text), self.eos]:
+                if not self._allowed(sampler, token):
+                    return False
+                if token != self.eos:
+                    llama_cpp.llama_sampler_accept(sampler, token)
+            return True
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode()
+        tokens = (llama_cpp.llama_token * (len(data) + 8))()
+        count = llama_cpp.llama_tokenize(
+            self.vocab, data, len(data), tokens, len(tokens), False, False
+        )
+        assert count >= 0
+        return list(tokens[:count])
+
+    def _allowed(self, sampler: Any, token: int) -> bool:
+        candidate = (llama_cpp.llama_token_data * 1)()
+        candidate[0].id, candidate[0].logit, candidate[0].p = token, 0.0, 0.0
+        array = llama_cpp.llama_token_data_array(candidate, 1, -1, False)
+        llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+        return math.isfinite(candidate[0].logit)
+
+
+@pytest.fixture(scope="module")
+def oracle() -> Iterator[GrammarOracle]:
+    try:
+        path = bundled_model_path()
+    except ConfigError as exc:
+        pytest.skip(f"no bundled model vocabulary: {exc}")
+    checker = GrammarOracle(str(path))
+    yield checker
+    checker.close()
+
+
+@pytest.fixture(scope="module")
+def world() -> str:
+    return plan_grammar(WORLD_TOOLS, max_tasks=4)
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Point(pydantic.BaseModel):
+    x: float
+    y: float = 0.0
+    tag: str | None = None
+
+
+@tool
+def every(
+    s: str,
+    i: int,
+    f: float,
+    b: bool,
+    words: list[str],
+    d: dict[str, Any],
+    o: str | None = None,
+    lit: Literal["a", 'say "hi"', "5$"] = "a",
+    color: Color = Color.RED,
+    point: Point | None = None,
+    pair: tuple[int, str] = (1, "x"),
+    anything: Any = None,
+    counts: dict[str, int] | None = None,
+) -> str:
+    return ""
+
+
+@tool
+def optional_only(a: int = 1, b: str = "") -> str:
+    return ""
+
+
+@tool
+def no_args() -> str:
+    return ""
+
+
+ALL_TYPES: list[Tool] = [*WORLD_TOOLS, every, optional_only, no_args]
+
+
+def test_each_step_offers_every_tool(world: str) -> None:
+    for number in range(1, 5):
+        call = f"call-{number} ::= " + " | ".join(f"tool-{t.name}-{number}" for t in WORLD_TOOLS)
+        assert call + "\n" in world
+    assert "tool-country-1 ::= " in world
+
+
+def test_ids_are_enumerated_and_references_only_point_back(world: str) -> None:
+    assert "root ::= step-1\n" in world
+    assert "ref-1 ::=" not in world  # the first task has nothing to refer to
+    assert 'ref-3 ::= "$" ("1" | "2") path\n' in world
+    assert 'step-5 ::= thought? "5. join()" end\n' in world
+    assert "step-6" not in world
+    # At least one task before join() by default.
+    assert "join" not in world.split("step-1 ::= ")[1].split("\n")[0]
+
+
+def test_known_ids_can_be_referred_to() -> None:
+    grammar = plan_grammar(WORLD_TOOLS, first_id=4, max_tasks=2, known_ids=["1", 3])
+    assert "root ::= step-4\n" in grammar
+    assert 'ref-4 ::= "$" ("1" | "3") path\n' in grammar
+    assert 'ref-5 ::= "$" ("1" | "3" | "4") path\n' in grammar
+
+
+def test_grammars_are_valid_gbnf(oracle: GrammarOracle, world: str) -> None:
+    assert oracle.valid(world)
+    assert oracle.valid(plan_grammar(WORLD_TOOLS))
+    assert oracle.valid(plan_grammar(ALL_TYPES, first_id=3, known_ids=[1, 2], min_tasks=0))
+    assert oracle.valid(joiner_grammar())
+    assert oracle.valid(react_grammar(ALL_TYPES))
+    assert not oracle.valid('root ::= ("unclosed"')  # the check itself works
+
+
+GOOD_PLANS = [
+    '1. country("France")\n2. join()<END_OF_PLAN>',
+    # The plan language's own example, with a thought and a keyword argument.
+    "Thought: Look both countries up at once, then add.\n"
+    '1. country("France")\n'
+    '2. country(name="Germany")\n'
+    '3. math("$1.population + $2.population")\n'
+    "4. join()<END_OF_PLAN>",
+    '1. city("Paris", country=None)\n'
+    '2. city(name="Paris", country="USA")\n'
+    "3. distance($1.name, $2.name)\n"
+    '4. convert($3.km, "km", "mile")\n'
+    "Thought: done\n"
+    "5. join()<END_OF_PLAN>",
+    '1. distance("Lyon", "Milan")\n2. convert(-12.5, "degC", "degF")\n3. join()<END_OF_PLAN>',
+    '1. math("2 * 3")\n2. math("$1 / 2, \\$5, $1.x[0]: <ok>")\n3. join()<END_OF_PLAN>',
+    '1. convert(value=3, from_unit="km", to_unit="mile")\n2. join()<END_OF_PLAN>',
+]
+
+
+@pytest.mark.parametrize("text", GOOD_PLANS, ids=range(len(GOOD_PLANS)))
+def test_accepted_plans_parse(oracle: GrammarOracle, world: str, text: str) -> None:
+    assert oracle.accepts(world, text)
+    plan = Plan.parse(text, tools=WORLD_TOOLS)
+    assert plan.joined
+
+
+BAD_PLANS = {
+    "forward reference": '1. country("France")\n2. math("$3")\n3. join()<END_OF_PLAN>',
+    "self reference": '1. country("France")\n2. math($2.x)\n3. join()<END_OF_PLAN>',
+    "reference digit run": '1. country("France")\n2. math("$12")\n3. join()<END_OF_PLAN>',
+    "skipped number": '1. country("France")\n3. join()<END_OF_PLAN>',
+    "repeated number": '1. country("France")\n1. country("Spain")\n2. join()<END_OF_PLAN>',
+    "unknown tool": '1. capital("France")\n2. join()<END_OF_PLAN>',
+    "wrong type": '1. convert("ten", "km", "mile")\n2. join()<END_OF_PLAN>',
+    "missing argument": '1. distance("Paris")\n2. join()<END_OF_PLAN>',
+    "unknown keyword": '1. country(nation="France")\n2. join()<END_OF_PLAN>',
+    "positional after keyword": '1. city(name="Paris", "FR")\n2. join()<END_OF_PLAN>',
+    "unquoted text": "1. country(France)\n2. join()<END_OF_PLAN>",
+    "single quotes": "1. country('France')\n2. join()<END_OF_PLAN>",
+    "raw dollar": '1. math("$x")\n2. join()<END_OF_PLAN>',
+    "no end marker": '1. country("France")\n2. join()',
+    "text after the end": '1. country("France")\n2. join()<END_OF_PLAN>\nmore',
+    "no tasks": "1. join()<END_OF_PLAN>",
+    "too many tasks": "".join(f'{i}. country("X")\n' for i in range(1, 6))
+    + "6. join()<END_OF_PLAN>",
+    "end marker in a string": '1. math("<END_OF_PLAN>")\n2. join()<END_OF_PLAN>',
+    "newline in a string": '1. math("1\n")\n2. join()<END_OF_PLAN>',
+    "thought too long": "Thought: " + "x" * 201 + '\n1. country("F")\n2. join()<END_OF_PLAN>',
+    "prose line": 'Sure!\n1. country("France")\n2. join()<END_OF_PLAN>',
+}
+
+
+@pytest.mark.parametrize("text", BAD_PLANS.values(), ids=BAD_PLANS.keys())
+def test_plans_outside_the_grammar_are_rejected(
+    oracle: GrammarOracle, world: str, text: str
+) -> None:
+    assert not oracle.accepts(world, text)
+
+
+def test_rejected_plans_are_mostly_ones_the_parser_refuses() -> None:
+    # Why the rules matter: these would reach the scheduler as PlanErrors.
+    for name in ("forward reference", "self reference", "reference digit run", "wrong type"):
+        with pytest.raises(PlanError):
+            Plan.parse(BAD_PLANS[name], tools=WORLD_TOOLS)
+
+
+def test_every_kind_of_parameter(oracle: GrammarOracle) -> None:
+    grammar = plan_grammar(ALL_TYPES, max_tasks=3)
+    text = (
+        "1. no_args()\n"
+        '2. every("s $1.a", -3, 2.5, True, ["a", $1], {"k": [1, None, "v"]}, o=None, '
+        'lit="say \\"hi\\"", color="blue", point={"x": 1, "tag": "t"}, pair=[2, "y"], '
+        'anything={"a": [True]}, counts={"n": $1.n})\n'
+        '3. optional_only(b="x")\n'
+        "4. join()<END_OF_PLAN>"
+    )
+    assert oracle.accepts(grammar, text)
+    plan = Plan.parse(text, tools=ALL_TYPES)
+    assert [t.tool for t in plan] == ["no_args", "every", "optional_only"]
+    dollar = '1. every("", 1, 1, False, [], {}, lit="5\\$")\n2. join()<END_OF_PLAN>'
+    assert oracle.accepts(grammar, dollar)
+    assert next(iter(Plan.parse(dollar, tools=ALL_TYPES))).kwargs["lit"] == "5$"
+    bad_arguments = [
+        '"", 1.5, 1, False, [], {}',
+        '"", 1, 1, 0, [], {}',
+        '"", 1, 1, False, [], {}, lit="b"',
+        '"", 1, 1, False, [], {}, color="green"',
+        '"", 1, 1, False, [], {}, point={"y": 1}',
+        '"", 1, 1, False, [], {}, o=None, o=None',
+    ]
+    for arguments in bad_arguments:
+        text = f"1. every({arguments})\n2. join()<END_OF_PLAN>"
+        assert not oracle.accepts(grammar, text), arguments
+
+
+def test_references_from_earlier_plans(oracle: GrammarOracle) -> None:
+    grammar = plan_grammar(WORLD_TOOLS, first_id=3, known_ids=["1", "2"], max_tasks=2)
+    text = '3. math("$1.population + $2.population")\n4. math($3)\n5. join()<END_OF_PLAN>'
+    assert oracle.accepts(grammar, text)
+    parser = PlanParser(tools=WORLD_TOOLS, known={"1", "2"})
+    assert len(parser.feed(text)) == 2
+    assert not oracle.accepts(grammar, '3. math("$4")\n4. join()<END_OF_PLAN>')
+
+
+def test_min_tasks_zero_allows_an_empty_plan(oracle: GrammarOracle) -> None:
+    grammar = plan_grammar(WORLD_TOOLS, min_tasks=0, max_tasks=1)
+    assert oracle.accepts(grammar, "Thought: nothing to do\n1. join()<END_OF_PLAN>")
+    assert not oracle.accepts(grammar, '1. math("1")\n2. math("2")\n3. join()<END_OF_PLAN>')
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ("Thought: It is Paris.\nAction: Finish(Paris (France), pop. 2.1 million)", True),
+        ("Thought: not found\nAction: Replan(city 'Atlantis' is unknown)", True),
+        ("Thought: x\nAction: Finish(a) b)", False),
+        ("Thought: x\nAction: Finish(two\nlines)", False),
+        ("Thought: x\nAction: Finish()", False),
+        ("Thought: x\nAction: Answer(x)", False),
+        ("Action: Finish(x)", False),
+        ("Thought: x\nAction: Finish(x)\n", False),
+    ],
+)
+def test_joiner_grammar(oracle: GrammarOracle, text: str, accepted: bool) -> None:
+    assert oracle.accepts(joiner_grammar(), text) is accepted
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ('Thought: look it up\nAction: city("Paris", country="FR")', True),
+        ("Thought: known\nAction: Finish(Paris (France))", True),
+        ('Thought: x\nAction: math("$1 + 1")', False),  # no results to refer to
+        ("Thought: x\nAction: distance($1, $2)", False),
+        ('Thought: x\nAction: 1. country("France")', False),
+        ("Thought: x\nAction: Replan(more)", False),
+        ('Thought: x\nAction: country("France")\nObservation: {}', False),
+    ],
+)
+def test_react_grammar(oracle: GrammarOracle, text: str, accepted: bool) -> None:
+    assert oracle.accepts(react_grammar(WORLD_TOOLS), text) is accepted
+    if accepted and "Finish" not in text:
+        action = text.split("Action: ", 1)[1]
+        assert PlanParser(tools=WORLD_TOOLS).feed(f"1. {action}\n")
+
+
+def test_usage_mistakes() -> None:
+    join = Tool(lambda: None, name="join")
+    with pytest.raises(UserError, match="at least one tool"):
+        plan_grammar([])
+    with pytest.raises(UserError, match="'join'"):
+        plan_grammar([join])
+    with pytest.raises(UserError, match="collide"):
+        plan_grammar(WORLD_TOOLS, first_id=2, known_ids=["5"], max_tasks=4)
+    with pytest.raises(UserError, match="task numbers"):
+        plan_grammar(WORLD_TOOLS, known_ids=["a"])
+    with pytest.raises(UserError, match="min_tasks"):
+        plan_grammar(WORLD_TOOLS, min_tasks=3, max_tasks=2)
+    with pytest.raises(UserError):
+        joiner_grammar(max_answer=0)
+    with pytest.raises(UserError, match="at least one tool"):
+        react_grammar([])
