@@ -157,13 +157,17 @@ async def test_model_down_fails_clearly_without_hanging() -> None:
 
 
 async def test_stream_cut_mid_plan_keeps_what_was_completed() -> None:
+    planner_calls = 0
+
     async def planner(
         messages: tuple[Message, ...], options: GenerationOptions
     ) -> AsyncIterator[str]:
         if "Results:" in messages[-1].content:
             yield "Action: Finish(from what ran)"
             return
-        if len([m for m in messages if m.role == "user"]) > 3:
+        nonlocal planner_calls
+        planner_calls += 1
+        if planner_calls > 1:
             raise ModelError("fn", "still down")
         yield '1. country("Peru")\n2. country("Ch'
         raise ModelError("fn", "the stream broke after 30 characters")
@@ -228,3 +232,25 @@ async def test_react_turns_a_bad_call_into_an_observation() -> None:
     result = await ReActAgent(tools=WORLD_TOOLS, model=model, grammar=False).run("?")
     assert result.answer == "gave up"
     assert "unknown tool 'countryy'" in model.calls[1][-1].content
+
+
+async def test_a_repeated_cacheable_call_is_not_run_again() -> None:
+    calls: list[str] = []
+
+    @tool(cacheable=True)
+    async def lookup(name: str) -> str:
+        """Counts calls."""
+        calls.append(name)
+        return name.upper()
+
+    model = ScriptedModel(
+        [
+            '1. lookup("a")\n2. join()',
+            "Action: Replan(again)",
+            '2. lookup("a")\n3. lookup("b")\n4. join()',
+            "Action: Finish(A B)",
+        ]
+    )
+    result = await Agent(tools=[lookup], model=model, grammar=False).run("?")
+    assert calls == ["a", "b"]
+    assert result.rounds[1].tasks["2"].output == "A"

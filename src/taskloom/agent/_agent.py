@@ -9,6 +9,7 @@ run()                         one request, start to answer
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -124,18 +125,19 @@ class Agent:
             raise UserError("the question is empty")
         started = time.monotonic()
         timings = Timings()
+        tools = _remembering(self.tools, {})
         rounds: list[_Round] = []
         decisions: list[Decision] = []
         joins: list[LLMCall] = []
         error: str | None = None
         try:
-            await self._run_rounds(question, rounds, decisions, joins, timings, started)
+            await self._run_rounds(question, tools, rounds, decisions, joins, timings)
         except ModelError as exc:
             error = str(exc)
         timings.total_s = time.monotonic() - started
         timings.planner_s = sum(r.planner_s for r in rounds)
         runs = [r.run for r in rounds if r.run is not None]
-        timings.makespan_s = sum(run.makespan for run in runs if run.tasks)
+        timings.makespan_s = sum(_tool_span(run) for run in runs)
         if rounds and rounds[0].first_dispatch_at and rounds[0].planner_started_at:
             # Counted from the planner's start, as LLMCompiler reports it.
             timings.first_dispatch_s = rounds[0].first_dispatch_at - rounds[0].planner_started_at
@@ -157,18 +159,18 @@ class Agent:
     async def _run_rounds(
         self,
         question: str,
+        tools: list[Tool],
         rounds: list[_Round],
         decisions: list[Decision],
         joins: list[LLMCall],
         timings: Timings,
-        started: float,
     ) -> None:
         history: list[Observation] = []
         outputs: dict[TaskId, Any] = {}
         reason: str | None = None
         for number in range(1, self.max_replans + 2):
             last = number == self.max_replans + 1
-            this = await self._plan_and_execute(question, number, history, outputs, reason)
+            this = await self._plan_and_execute(question, tools, number, history, outputs, reason)
             rounds.append(this)
             assert this.run is not None
             history += _observations(this.run)
@@ -185,6 +187,7 @@ class Agent:
     async def _plan_and_execute(
         self,
         question: str,
+        tools: list[Tool],
         number: int,
         history: Sequence[Observation],
         earlier: Mapping[TaskId, Any],
@@ -200,7 +203,7 @@ class Agent:
                 self._on_event(event)
 
         async with open_run(
-            tools=self.tools,
+            tools=tools,
             max_concurrency=self.max_concurrency,
             on_event=on_event,
             earlier=earlier,
@@ -316,6 +319,41 @@ def run_call_text(run: RunResult, task_id: str) -> str:
         f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in args.items()
     )
     return f"{task.tool}({inner})"
+
+
+def _remembering(tools: Sequence[Tool], memo: dict[tuple[str, str], Any]) -> list[Tool]:
+    """The tools, with cacheable ones answering a repeated call from `memo`.
+
+    A replan, or a small model, may write a call the run already made; a
+    cacheable tool's result for the same arguments is reused, not fetched again.
+    """
+    wrapped = []
+    for tool in tools:
+        if not tool.policy.cacheable:
+            wrapped.append(tool)
+            continue
+        wrapped.append(_remember(tool, memo))
+    return wrapped
+
+
+def _remember(tool: Tool, memo: dict[tuple[str, str], Any]) -> Tool:
+    async def remembered(**arguments: Any) -> Any:
+        key = (tool.name, json.dumps(arguments, sort_keys=True, default=str))
+        if key not in memo:
+            memo[key] = await tool.call(arguments)
+        return memo[key]
+
+    clone = copy.copy(tool)
+    clone.fn = remembered
+    clone.is_async = True
+    return clone
+
+
+def _tool_span(run: RunResult) -> float:
+    """From the first tool call's start to the last one's end (0 if none ran)."""
+    starts = [t.started_at for t in run.tasks.values() if t.started_at is not None]
+    ends = [t.finished_at for t in run.tasks.values() if t.finished_at is not None]
+    return max(ends) - min(starts) if starts and ends else 0.0
 
 
 def _fallback_answer(history: Sequence[Observation]) -> str:

@@ -2,8 +2,8 @@
 
 Every prompt is a short system text, a few worked examples as earlier turns
 (so that even a small base model sees the exact format it must continue),
-and the request. The examples use the built-in world tools and are shown only
-when those tools are present.
+and the request. The examples (`_examples.py`) use the built-in world tools and are shown only
+when those tools are present; the ones most like the question are chosen.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from taskloom.agent._examples import JOIN_EXAMPLES, PLAN_EXAMPLES, closest
 from taskloom.llm import Message
 from taskloom.tools import Tool
 
@@ -28,6 +29,7 @@ Observation = tuple[str, str, str]
 """One finished call as the models see it: (task id, call text, result text)."""
 
 _MAX_RESULT_CHARS = 400
+_EXAMPLES_SHOWN = 3
 _MAX_DESCRIPTION_CHARS = 240
 
 PLANNER_SYSTEM = """\
@@ -57,46 +59,6 @@ Tools:
 {tools}"""
 
 _WORLD = frozenset({"country", "city", "distance", "math", "convert"})
-
-_PLAN_EXAMPLES = [
-    (
-        "What is the combined population of France and Germany?",
-        'Thought: Look up both countries at once, then add.\n1. country("France")\n'
-        '2. country("Germany")\n3. math("$1.population + $2.population")\n'
-        "4. join()<END_OF_PLAN>",
-    ),
-    (
-        "How far is Tokyo from Sydney in miles, and which of the two cities is larger?",
-        'Thought: The distance and both cities are independent.\n1. distance("Tokyo", "Sydney")\n'
-        '2. city("Tokyo")\n3. city("Sydney")\n4. convert($1.km, "km", "mile")\n'
-        "5. join()<END_OF_PLAN>",
-    ),
-]
-
-_JOIN_EXAMPLES = [
-    (
-        "What is the combined population of France and Germany?",
-        [
-            ("1", 'country("France")', '{"name": "France", "population": 66987244}'),
-            ("2", 'country("Germany")', '{"name": "Germany", "population": 82927922}'),
-            ("3", 'math("$1.population + $2.population")', "149915166.0"),
-        ],
-        "Thought: Call 3 added both populations.\nAction: Finish(149915166)",
-    ),
-    (
-        "Which is larger by area, Chile or Peru, and what is its capital's population?",
-        [
-            (
-                "1",
-                'country("Chile")',
-                '{"name": "Chile", "area_km2": 756950, "capital": "Santiago"}',
-            ),
-            ("2", 'country("Peru")', '{"name": "Peru", "area_km2": 1285220, "capital": "Lima"}'),
-        ],
-        "Thought: Peru is larger; its capital Lima has not been looked up yet.\n"
-        "Action: Replan(look up the population of Lima, the capital of Peru)",
-    ),
-]
 
 _REACT_EXAMPLE = (
     "What is the combined population of France and Germany?",
@@ -152,9 +114,9 @@ def planner_messages(
     """
     messages = [Message("system", PLANNER_SYSTEM.format(tools=tool_catalogue(tools)))]
     if _has_world_tools(tools):
-        for example_question, plan in _PLAN_EXAMPLES:
-            messages.append(Message("user", f"Question: {example_question}"))
-            messages.append(Message("assistant", plan))
+        for example in closest(question, PLAN_EXAMPLES, _EXAMPLES_SHOWN):
+            messages.append(Message("user", f"Question: {example.question}"))
+            messages.append(Message("assistant", example.plan))
     request = f"Question: {question}"
     if history:
         request += "\n\nResults so far (usable as $N):\n" + _observations(history)
@@ -177,9 +139,9 @@ def joiner_messages(
     system = JOINER_SYSTEM + (JOINER_FORCED if force_finish else "")
     messages = [Message("system", system)]
     if _has_world_tools_named(observations):
-        for example_question, seen, decision in _JOIN_EXAMPLES:
-            messages.append(Message("user", _joiner_request(example_question, seen)))
-            messages.append(Message("assistant", decision))
+        for example in closest(question, JOIN_EXAMPLES, _EXAMPLES_SHOWN):
+            messages.append(Message("user", _joiner_request(example.question, example.results)))
+            messages.append(Message("assistant", example.decision))
     messages.append(Message("user", _joiner_request(question, observations)))
     return messages
 

@@ -1,0 +1,223 @@
+"""Worked examples for the prompts, and choosing the ones closest to a question.
+
+A small model copies the shape of the examples it is shown far more reliably
+than it follows instructions, so the planner and joiner are shown the worked
+examples whose questions look most like the user's (same kind of request,
+same number of places), with the closest last. The examples use the
+built-in world tools; every plan here is run by the test suite.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+__all__ = ["JOIN_EXAMPLES", "PLAN_EXAMPLES", "JoinExample", "PlanExample", "closest"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlanExample:
+    """A question and a good plan for it."""
+
+    question: str
+    """The question."""
+    plan: str
+    """The plan, in the plan language, ending with join() and <END_OF_PLAN>."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JoinExample:
+    """A question, the results of its plan, and the right decision."""
+
+    question: str
+    """The question."""
+    results: tuple[tuple[str, str, str], ...]
+    """(task id, call, result text) for each finished call."""
+    decision: str
+    """`Thought: ...` and `Action: Finish(...)` or `Action: Replan(...)`."""
+
+
+def _plan(question: str, *lines: str) -> PlanExample:
+    numbered = [f"{i}. {line}" for i, line in enumerate(lines[1:], start=1)]
+    numbered.append(f"{len(lines)}. join()<END_OF_PLAN>")
+    return PlanExample(question=question, plan="\n".join([f"Thought: {lines[0]}", *numbered]))
+
+
+PLAN_EXAMPLES: tuple[PlanExample, ...] = (
+    _plan("What is the capital of Kenya?", "One lookup answers it.", 'country("Kenya")'),
+    _plan("How many people live in the city of Lagos?", "One city lookup.", 'city("Lagos")'),
+    _plan("What is the area of Mongolia in km2?", "One lookup.", 'country("Mongolia")'),
+    _plan(
+        "What is the combined population of Italy and Spain?",
+        "Look up both at once, then add.",
+        'country("Italy")',
+        'country("Spain")',
+        'math("$1.population + $2.population")',
+    ),
+    _plan(
+        "What is the total population of Peru, Chile and Bolivia?",
+        "Look up all three at once, then add.",
+        'country("Peru")',
+        'country("Chile")',
+        'country("Bolivia")',
+        'math("$1.population + $2.population + $3.population")',
+    ),
+    _plan(
+        "What is the total area of Sweden, Norway, Finland and Denmark in km2?",
+        "Look up all four at once, then add.",
+        'country("Sweden")',
+        'country("Norway")',
+        'country("Finland")',
+        'country("Denmark")',
+        'math("$1.area_km2 + $2.area_km2 + $3.area_km2 + $4.area_km2")',
+    ),
+    _plan(
+        "How many more people live in Mexico than in Canada?",
+        "Look up both, then subtract.",
+        'country("Mexico")',
+        'country("Canada")',
+        'math("$1.population - $2.population")',
+    ),
+    _plan(
+        "What is the average population of the cities Madrid, Rome, Vienna and Prague?",
+        "Look up the four cities at once, then average.",
+        'city("Madrid")',
+        'city("Rome")',
+        'city("Vienna")',
+        'city("Prague")',
+        'math("($1.population + $2.population + $3.population + $4.population) / 4")',
+    ),
+    _plan(
+        "What is the distance between Madrid and Rome in miles?",
+        "Get the distance, then convert it.",
+        'distance("Madrid", "Rome")',
+        'convert($1.km, "km", "mile")',
+    ),
+    _plan(
+        "What is the population density of Nigeria in people per km2?",
+        "Look up the country, then divide.",
+        'country("Nigeria")',
+        'math("$1.population / $1.area_km2")',
+    ),
+    _plan(
+        "What percentage of the population of Japan lives in the city of Osaka?",
+        "Look up the city and the country at once, then divide.",
+        'city("Osaka")',
+        'country("Japan")',
+        'math("$1.population / $2.population * 100")',
+    ),
+    _plan(
+        "Which has the most people: Iran, Turkey or Thailand?",
+        "Look up all three at once, then take the largest.",
+        'country("Iran")',
+        'country("Turkey")',
+        'country("Thailand")',
+        'math("max($1.population, $2.population, $3.population)")',
+    ),
+    _plan(
+        "How long is the route from Paris to Berlin to Warsaw in km?",
+        "Both legs at once, then add.",
+        'distance("Paris", "Berlin")',
+        'distance("Berlin", "Warsaw")',
+        'math("$1.km + $2.km")',
+    ),
+    _plan(
+        "How many times as many people live in Brazil as in Argentina?",
+        "Look up both, then divide.",
+        'country("Brazil")',
+        'country("Argentina")',
+        'math("$1.population / $2.population")',
+    ),
+    _plan(
+        "What is the area of Egypt in square miles?",
+        "Look up the country, then convert.",
+        'country("Egypt")',
+        'convert($1.area_km2, "km**2", "mile**2")',
+    ),
+    _plan(
+        "Which is more populous, Kenya or Uganda, and how many people live in its capital?",
+        "First compare the two countries; the capital comes in a second plan.",
+        'country("Kenya")',
+        'country("Uganda")',
+    ),
+)
+
+JOIN_EXAMPLES: tuple[JoinExample, ...] = (
+    JoinExample(
+        question=(
+            "Which is more populous, Kenya or Uganda, and how many people live in its capital?"
+        ),
+        results=(
+            ("1", 'country(name="Kenya")', '{"population": 51393010, "capital": "Nairobi"}'),
+            ("2", 'country(name="Uganda")', '{"population": 42723139, "capital": "Kampala"}'),
+        ),
+        decision="Thought: Kenya is more populous, but Nairobi has not been looked up.\n"
+        "Action: Replan(look up the city of Nairobi)",
+    ),
+    JoinExample(
+        question="What is the capital of Kenya?",
+        results=(("1", 'country(name="Kenya")', '{"name": "Kenya", "capital": "Nairobi"}'),),
+        decision="Thought: The lookup gives the capital.\nAction: Finish(Nairobi)",
+    ),
+    JoinExample(
+        question="Which has the most people: Iran, Turkey or Thailand?",
+        results=(
+            ("1", 'country(name="Iran")', '{"name": "Iran", "population": 81800269}'),
+            ("2", 'country(name="Turkey")', '{"name": "Turkey", "population": 82319724}'),
+            ("3", 'country(name="Thailand")', '{"name": "Thailand", "population": 69428524}'),
+            ("4", 'math(expression="max(81800269, 82319724, 69428524)")', "82319724"),
+        ),
+        decision="Thought: 82319724 is the population of Turkey.\nAction: Finish(Turkey)",
+    ),
+    JoinExample(
+        question="What is the combined population of Italy and Spain?",
+        results=(
+            ("1", 'country(name="Italy")', '{"name": "Italy", "population": 60431283}'),
+            ("2", 'country(name="Spain")', '{"name": "Spain", "population": 46723749}'),
+            ("3", 'math(expression="60431283 + 46723749")', "107155032"),
+        ),
+        decision="Thought: The last call added them.\nAction: Finish(107155032)",
+    ),
+    JoinExample(
+        question="What is the distance between Madrid and Rome in miles?",
+        results=(
+            ("1", 'distance(city_a="Madrid", city_b="Rome")', '{"km": 1365.3, "miles": 848.4}'),
+            ("2", 'convert(value=1365.3, from_unit="km", to_unit="mile")', "848.36"),
+        ),
+        decision="Thought: The last call gives miles.\nAction: Finish(848.36 miles)",
+    ),
+)
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_STOP = frozenset(
+    "a an and are as at be by do does for from has have how in is it its of on or "
+    "than that the their there these this to was what which who with".split()
+)
+
+
+def _profile(question: str) -> tuple[frozenset[str], int]:
+    """The question's kind (its common words) and how many places it names."""
+    words = _WORD.findall(question)
+    places = sum(1 for i, w in enumerate(words) if w[0].isupper() and i > 0)
+    kind = frozenset(w.lower() for w in words if not w[0].isupper() and w.lower() not in _STOP)
+    return kind, places
+
+
+def _similarity(a: str, b: str) -> float:
+    kind_a, places_a = _profile(a)
+    kind_b, places_b = _profile(b)
+    union = kind_a | kind_b
+    overlap = len(kind_a & kind_b) / len(union) if union else 0.0
+    # Same number of places means the same width of plan: worth half a word match.
+    return overlap + (0.15 if places_a == places_b else 0.0)
+
+
+_Example = TypeVar("_Example", PlanExample, JoinExample)
+
+
+def closest(question: str, examples: Sequence[_Example], k: int) -> list[_Example]:
+    """The `k` examples most like `question`, least alike first (the closest is last)."""
+    ranked = sorted(examples, key=lambda e: _similarity(question, e.question), reverse=True)
+    return list(reversed(ranked[:k]))
