@@ -2,7 +2,7 @@ import anyio
 import pytest
 
 from taskloom import Plan, execute
-from taskloom.agent._examples import JOIN_EXAMPLES, PLAN_EXAMPLES, closest
+from taskloom.agent._examples import PLAN_EXAMPLES, closest, join_examples, react_examples
 from taskloom.agent.prompts import planner_messages
 from taskloom.tools.world import WORLD_TOOLS
 
@@ -18,7 +18,7 @@ def test_every_example_plan_runs_on_the_world_tools(example: object) -> None:
 def test_the_closest_examples_come_last() -> None:
     chosen = closest("What is the combined population of France and Germany?", PLAN_EXAMPLES, 3)
     assert chosen[-1].question == "What is the combined population of Italy and Spain?"
-    joins = closest("What is the distance between Oslo and Rome in miles?", JOIN_EXAMPLES, 2)
+    joins = closest("What is the distance between Oslo and Rome in miles?", join_examples(), 2)
     assert joins[-1].question == "What is the distance between Madrid and Rome in miles?"
 
 
@@ -29,3 +29,21 @@ def test_planner_prompt_shows_the_closest_examples_before_the_question() -> None
     )
     assert messages[-2].content.startswith("Thought:") and "distance(" in messages[-2].content
     assert messages[-1].content == "Question: How far is Oslo from Rome in miles?"
+
+
+def test_react_and_join_examples_replay_the_plans_with_real_results() -> None:
+    react = {e.question: e for e in react_examples()}
+    trip = react["What is the distance between Madrid and Rome in miles?"]
+    assert [a.split("Action: ")[1] for a, _ in trip.steps] == [
+        'distance("Madrid", "Rome")',
+        'convert(1365.3, "km", "mile")',
+    ]
+    assert trip.finish.endswith("Action: Finish(848.36)") or "Finish(848" in trip.finish
+    joins = {e.question: e for e in join_examples()}
+    assert joins["What is the capital of Kenya?"].decision.endswith("Finish(Nairobi)")
+    assert (
+        "Replan("
+        in joins[
+            "Which is more populous, Kenya or Uganda, and how many people live in its capital?"
+        ].decision
+    )

@@ -9,12 +9,24 @@ built-in world tools; every plan here is run by the test suite.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["JOIN_EXAMPLES", "PLAN_EXAMPLES", "JoinExample", "PlanExample", "closest"]
+from taskloom._ids import TaskId
+
+__all__ = [
+    "PLAN_EXAMPLES",
+    "JoinExample",
+    "PlanExample",
+    "ReActExample",
+    "closest",
+    "join_examples",
+    "react_examples",
+    "traces",
+]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -25,6 +37,8 @@ class PlanExample:
     """The question."""
     plan: str
     """The plan, in the plan language, ending with join() and <END_OF_PLAN>."""
+    answer: str | None = None
+    """The final answer as the joiner should write it; None: the last call's result."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -39,16 +53,32 @@ class JoinExample:
     """`Thought: ...` and `Action: Finish(...)` or `Action: Replan(...)`."""
 
 
-def _plan(question: str, *lines: str) -> PlanExample:
+def _plan(question: str, *lines: str, answer: str | None = None) -> PlanExample:
     numbered = [f"{i}. {line}" for i, line in enumerate(lines[1:], start=1)]
     numbered.append(f"{len(lines)}. join()<END_OF_PLAN>")
-    return PlanExample(question=question, plan="\n".join([f"Thought: {lines[0]}", *numbered]))
+    plan = "\n".join([f"Thought: {lines[0]}", *numbered])
+    return PlanExample(question=question, plan=plan, answer=answer)
 
 
 PLAN_EXAMPLES: tuple[PlanExample, ...] = (
-    _plan("What is the capital of Kenya?", "One lookup answers it.", 'country("Kenya")'),
-    _plan("How many people live in the city of Lagos?", "One city lookup.", 'city("Lagos")'),
-    _plan("What is the area of Mongolia in km2?", "One lookup.", 'country("Mongolia")'),
+    _plan(
+        "What is the capital of Kenya?",
+        "One lookup answers it.",
+        'country("Kenya")',
+        answer="Nairobi",
+    ),
+    _plan(
+        "How many people live in the city of Lagos?",
+        "One city lookup.",
+        'city("Lagos")',
+        answer="15388000",
+    ),
+    _plan(
+        "What is the area of Mongolia in km2?",
+        "One lookup.",
+        'country("Mongolia")',
+        answer="1565000 km2",
+    ),
     _plan(
         "What is the combined population of Italy and Spain?",
         "Look up both at once, then add.",
@@ -115,6 +145,7 @@ PLAN_EXAMPLES: tuple[PlanExample, ...] = (
         'country("Turkey")',
         'country("Thailand")',
         'math("max($1.population, $2.population, $3.population)")',
+        answer="Turkey",
     ),
     _plan(
         "How long is the route from Paris to Berlin to Warsaw in km?",
@@ -144,51 +175,28 @@ PLAN_EXAMPLES: tuple[PlanExample, ...] = (
     ),
 )
 
-JOIN_EXAMPLES: tuple[JoinExample, ...] = (
-    JoinExample(
-        question=(
-            "Which is more populous, Kenya or Uganda, and how many people live in its capital?"
-        ),
-        results=(
-            ("1", 'country(name="Kenya")', '{"population": 51393010, "capital": "Nairobi"}'),
-            ("2", 'country(name="Uganda")', '{"population": 42723139, "capital": "Kampala"}'),
-        ),
-        decision="Thought: Kenya is more populous, but Nairobi has not been looked up.\n"
-        "Action: Replan(look up the city of Nairobi)",
+_REPLAN = JoinExample(
+    question="Which is more populous, Kenya or Uganda, and how many people live in its capital?",
+    results=(
+        ("1", 'country("Kenya")', '{"population": 51393010, "capital": "Nairobi"}'),
+        ("2", 'country("Uganda")', '{"population": 42723139, "capital": "Kampala"}'),
     ),
-    JoinExample(
-        question="What is the capital of Kenya?",
-        results=(("1", 'country(name="Kenya")', '{"name": "Kenya", "capital": "Nairobi"}'),),
-        decision="Thought: The lookup gives the capital.\nAction: Finish(Nairobi)",
-    ),
-    JoinExample(
-        question="Which has the most people: Iran, Turkey or Thailand?",
-        results=(
-            ("1", 'country(name="Iran")', '{"name": "Iran", "population": 81800269}'),
-            ("2", 'country(name="Turkey")', '{"name": "Turkey", "population": 82319724}'),
-            ("3", 'country(name="Thailand")', '{"name": "Thailand", "population": 69428524}'),
-            ("4", 'math(expression="max(81800269, 82319724, 69428524)")', "82319724"),
-        ),
-        decision="Thought: 82319724 is the population of Turkey.\nAction: Finish(Turkey)",
-    ),
-    JoinExample(
-        question="What is the combined population of Italy and Spain?",
-        results=(
-            ("1", 'country(name="Italy")', '{"name": "Italy", "population": 60431283}'),
-            ("2", 'country(name="Spain")', '{"name": "Spain", "population": 46723749}'),
-            ("3", 'math(expression="60431283 + 46723749")', "107155032"),
-        ),
-        decision="Thought: The last call added them.\nAction: Finish(107155032)",
-    ),
-    JoinExample(
-        question="What is the distance between Madrid and Rome in miles?",
-        results=(
-            ("1", 'distance(city_a="Madrid", city_b="Rome")', '{"km": 1365.3, "miles": 848.4}'),
-            ("2", 'convert(value=1365.3, from_unit="km", to_unit="mile")', "848.36"),
-        ),
-        decision="Thought: The last call gives miles.\nAction: Finish(848.36 miles)",
-    ),
+    decision="Thought: Kenya is more populous, but Nairobi has not been looked up.\n"
+    "Action: Replan(look up the city of Nairobi)",
 )
+
+
+def join_examples() -> tuple[JoinExample, ...]:
+    """The plan examples with their real results and final answers, and one replan."""
+    examples = [_REPLAN]
+    for example, seen in traces():
+        if example.question == _REPLAN.question:
+            continue
+        answer = example.answer or seen[-1][2]
+        decision = f"Thought: The results answer the question.\nAction: Finish({answer})"
+        examples.append(JoinExample(question=example.question, results=seen, decision=decision))
+    return tuple(examples)
+
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _STOP = frozenset(
@@ -214,10 +222,83 @@ def _similarity(a: str, b: str) -> float:
     return overlap + (0.15 if places_a == places_b else 0.0)
 
 
-_Example = TypeVar("_Example", PlanExample, JoinExample)
+_Example = TypeVar("_Example", "PlanExample", "JoinExample", "ReActExample")
 
 
 def closest(question: str, examples: Sequence[_Example], k: int) -> list[_Example]:
     """The `k` examples most like `question`, least alike first (the closest is last)."""
     ranked = sorted(examples, key=lambda e: _similarity(question, e.question), reverse=True)
     return list(reversed(ranked[:k]))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReActExample:
+    """A question answered one call at a time: (action, observation) steps, then Finish."""
+
+    question: str
+    """The question."""
+    steps: tuple[tuple[str, str], ...]
+    """Each step's `Thought: ...\\nAction: call(...)` and the call's observation."""
+    finish: str
+    """The final `Thought: ...\\nAction: Finish(...)`."""
+
+
+@functools.cache
+def traces() -> tuple[tuple[PlanExample, tuple[tuple[str, str, str], ...]], ...]:
+    """Every plan example with its calls' real results: (id, call with values, result).
+
+    Computed once, on first use, by running each plan on the world tools
+    (offline data, no network). References are replaced by the values they
+    stood for, which is how a one-call-at-a-time agent must write them.
+    """
+    from taskloom.agent.prompts import result_text
+    from taskloom.plan import Plan
+    from taskloom.plan._resolve import resolve
+    from taskloom.tools.world import WORLD_TOOLS
+
+    tools = {t.name: t for t in WORLD_TOOLS}
+    done = []
+    for example in PLAN_EXAMPLES:
+        outputs: dict[TaskId, _Output] = {}
+        seen = []
+        for task in Plan.parse(example.plan, tools=WORLD_TOOLS):
+            tool = tools[task.tool]
+            arguments = {
+                k: resolve(v, outputs) for k, v in tool.bind(task.args, task.kwargs).items()
+            }
+            output = tool.fn(**tool.validate(arguments))
+            outputs[task.id] = _Output(output)
+            call = ", ".join(_literal(v) for v in arguments.values())
+            seen.append((task.id, f"{task.tool}({call})", result_text(output)))
+        done.append((example, tuple(seen)))
+    return tuple(done)
+
+
+def react_examples() -> tuple[ReActExample, ...]:
+    """The plan examples replayed one call at a time, with their real observations."""
+    examples = []
+    for example, seen in traces():
+        if example.question == _REPLAN.question:
+            continue  # answered in two plans; a ReAct trace would need the second one
+        thought = example.plan.splitlines()[0]
+        steps = tuple(
+            (f"{thought if i == 0 else 'Thought: Next call.'}\nAction: {call}", result)
+            for i, (_, call, result) in enumerate(seen)
+        )
+        answer = example.answer or seen[-1][2]
+        finish = f"Thought: That answers it.\nAction: Finish({answer})"
+        examples.append(ReActExample(question=example.question, steps=steps, finish=finish))
+    return tuple(examples)
+
+
+class _Output:
+    __slots__ = ("output",)
+
+    def __init__(self, output: object) -> None:
+        self.output = output
+
+
+def _literal(value: object) -> str:
+    from taskloom.plan._model import render_value
+
+    return render_value(value)

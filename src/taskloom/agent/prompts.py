@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from taskloom.agent._examples import JOIN_EXAMPLES, PLAN_EXAMPLES, closest
+from taskloom.agent._examples import PLAN_EXAMPLES, closest, join_examples, react_examples
 from taskloom.llm import Message
 from taskloom.tools import Tool
 
@@ -30,6 +30,7 @@ Observation = tuple[str, str, str]
 
 _MAX_RESULT_CHARS = 400
 _EXAMPLES_SHOWN = 3
+_REACT_EXAMPLES_SHOWN = 2  # a ReAct example is a whole conversation: longer
 _MAX_DESCRIPTION_CHARS = 240
 
 PLANNER_SYSTEM = """\
@@ -59,22 +60,6 @@ Tools:
 {tools}"""
 
 _WORLD = frozenset({"country", "city", "distance", "math", "convert"})
-
-_REACT_EXAMPLE = (
-    "What is the combined population of France and Germany?",
-    [
-        (
-            'Thought: First France.\nAction: country("France")',
-            '{"name": "France", "population": 66987244}',
-        ),
-        (
-            'Thought: Now Germany.\nAction: country("Germany")',
-            '{"name": "Germany", "population": 82927922}',
-        ),
-        ('Thought: Add them.\nAction: math("66987244 + 82927922")', "149915166.0"),
-    ],
-    "Thought: That is the total.\nAction: Finish(149915166)",
-)
 
 
 def tool_catalogue(tools: Iterable[Tool]) -> str:
@@ -139,7 +124,7 @@ def joiner_messages(
     system = JOINER_SYSTEM + (JOINER_FORCED if force_finish else "")
     messages = [Message("system", system)]
     if _has_world_tools_named(observations):
-        for example in closest(question, JOIN_EXAMPLES, _EXAMPLES_SHOWN):
+        for example in closest(question, join_examples(), _EXAMPLES_SHOWN):
             messages.append(Message("user", _joiner_request(example.question, example.results)))
             messages.append(Message("assistant", example.decision))
     messages.append(Message("user", _joiner_request(question, observations)))
@@ -162,12 +147,12 @@ def react_messages(
     """The ReAct conversation: examples, the question, and each (action, observation) so far."""
     messages = [Message("system", REACT_SYSTEM.format(tools=tool_catalogue(tools)))]
     if _has_world_tools(tools):
-        example_question, example_steps, finish = _REACT_EXAMPLE
-        messages.append(Message("user", f"Question: {example_question}"))
-        for action, observation in example_steps:
-            messages.append(Message("assistant", action))
-            messages.append(Message("user", f"Observation: {observation}"))
-        messages.append(Message("assistant", finish))
+        for example in closest(question, react_examples(), _REACT_EXAMPLES_SHOWN):
+            messages.append(Message("user", f"Question: {example.question}"))
+            for action, observation in example.steps:
+                messages.append(Message("assistant", action))
+                messages.append(Message("user", f"Observation: {observation}"))
+            messages.append(Message("assistant", example.finish))
     messages.append(Message("user", f"Question: {question}"))
     for action, observation in steps:
         messages.append(Message("assistant", action))
