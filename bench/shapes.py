@@ -42,6 +42,31 @@ def layered(size: int, *, width: int = 100, seed: int = 7) -> Shape:
     return nodes
 
 
+def random_dag(size: int, *, seed: int = 7, window: int = 40) -> Shape:
+    """A seeded random DAG with varied fan-in and fan-out, and no layers.
+
+    Each task reads 1-5 earlier tasks: mostly among the last `window` (so chains
+    run deep), sometimes one that is already read a lot (so a few hubs have
+    many dependents), and about one task in twenty is a new source.
+    """
+    rng = random.Random(seed)
+    nodes: Shape = []
+    read: list[int] = []  # every dependency edge's source, so popular tasks get picked more
+    for i in range(size):
+        if i == 0 or rng.random() < 0.05:
+            nodes.append((i, []))
+            continue
+        deps = set()
+        for _ in range(rng.choice((1, 1, 1, 2, 2, 3, 5))):
+            if read and rng.random() < 0.2:
+                deps.add(rng.choice(read))
+            else:
+                deps.add(rng.randrange(max(0, i - window), i))
+        read += deps
+        nodes.append((i, sorted(deps)))
+    return nodes
+
+
 def layers_of(shape: Shape) -> list[list[tuple[int, list[int]]]]:
     """Group nodes by depth (longest distance from a source), for level-by-level engines."""
     depth: dict[int, int] = {}
