@@ -164,7 +164,7 @@ async def execute(
             except PlanError as exc:
                 run.plan_error = exc
         else:
-            # add_all checks every task against the tools before any starts,
-            # so a bad complete plan raises PlanError with nothing run.
-            run.add_all(plan.in_dependency_order())
+            # Every task is checked against the tools before any starts, so a
+            # bad complete plan raises PlanError with nothing run.
+            await run.add_plan(plan)
     return run.result()

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from taskloom._ids import RunId, TaskId
@@ -49,6 +50,9 @@ EventListener = Callable[[ev.Event], None]
 
 Order = Literal["critical_path", "fifo"]
 """Which ready task takes a free slot first: longest remaining path, or first come."""
+
+_FEED_BATCH = 256
+"""Tasks added between two checkpoints when a large plan is fed in."""
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -263,6 +267,31 @@ class Run:
             self._holding = False
             self._dispatch()
 
+    async def add_plan(self, plan: Plan) -> None:
+        """Add every task of a complete plan: all are checked before any is added.
+
+        With no concurrency limit, the first tasks start while later ones are
+        still being added, so a large plan's first calls do not wait for its
+        last line to be read. With a limit, everything is added before the
+        first dispatch, so the queue is ordered over the whole graph.
+
+        Raises:
+            PlanError: if any task does not fit the tools; then nothing was added.
+        """
+        ordered = plan.in_dependency_order()
+        bound = [bind_task(task, self._tools) for task in ordered]
+        self._holding = not self._unlimited
+        try:
+            for count, (task, arguments) in enumerate(zip(ordered, bound, strict=True), start=1):
+                self._add(task, arguments)
+                if self._unlimited:
+                    self._dispatch()
+                    if count % _FEED_BATCH == 0:
+                        await anyio.lowlevel.checkpoint()  # let started tasks run
+        finally:
+            self._holding = False
+            self._dispatch()
+
     def cancel(self, task_id: str | None = None, *, reason: str | None = None) -> None:
         """Cancel one task and everything that depends on it, or the whole run.
 
@@ -375,10 +404,11 @@ class Run:
 
     # -- adding and linking ---------------------------------------------------
 
-    def _add(self, task: Task) -> None:
+    def _add(self, task: Task, bound: dict[str, Any] | None = None) -> None:
         if self._closed:
             raise UserError(f"cannot add task {task.id}: the run no longer accepts tasks")
-        bound = bind_task(task, self._tools)
+        if bound is None:
+            bound = bind_task(task, self._tools)
         self._plan.add(task)
         node = _Node(task, self._tools[task.tool], bound)
         self._nodes[task.id] = node
@@ -470,8 +500,9 @@ class Run:
         node.status = TaskStatus.RUNNING
         node.queued = 0
         self._running += 1
-        name = node.tool.name
-        self._per_tool[name] = self._per_tool.get(name, 0) + 1
+        if not self._unlimited:
+            name = node.tool.name
+            self._per_tool[name] = self._per_tool.get(name, 0) + 1
         self._tg.start_soon(self._run_task, node, name=node.task.id)
 
     # -- running one task -----------------------------------------------------
@@ -637,7 +668,8 @@ class Run:
         """Give back a running task's slots and count it as settled."""
         node.finished_at = time.monotonic()
         self._running -= 1
-        self._per_tool[node.tool.name] -= 1
+        if not self._unlimited:
+            self._per_tool[node.tool.name] -= 1
         self._open -= 1
 
     def _check_done(self) -> None:

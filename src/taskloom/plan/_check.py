@@ -38,8 +38,9 @@ def bind_task(task: Task, tools: Mapping[str, Tool]) -> dict[str, Any]:
         bound = tool.bind(task.args, task.kwargs)
     except ValueError as exc:
         raise PlanError(str(exc), task_id=task.id, position=task.position) from exc
+    referencing = bool(task.dependencies)
     for name, value in bound.items():
-        if _holds_refs(value):
+        if referencing and _holds_refs(value):
             continue
         problem = tool.check_value(name, value)
         if problem is not None:
