@@ -502,3 +502,30 @@ async def test_tasks_may_use_outputs_of_an_earlier_plan() -> None:
     result = run.result()
     assert result.tasks["2"].output == 6
     assert list(result.tasks) == ["2"]
+
+
+async def test_a_tool_that_swallows_cancellation_cannot_undo_it() -> None:
+    started = anyio.Event()
+    release = anyio.Event()
+
+    @tool
+    async def stubborn() -> str:
+        """Ignores the first cancellation."""
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        except BaseException:
+            await release.wait()  # swallow it and carry on
+        return "finished anyway"
+
+    async with open_run(tools=[stubborn, echo]) as run:
+        run.add_all(Plan.parse("1. stubborn()\n2. echo(2)\n"))
+        await started.wait()
+        run.cancel("1")
+        release.set()
+    result = run.result()
+    assert result.tasks["1"].status == "cancelled"
+    assert result.tasks["1"].output is None
+    assert result.tasks["2"].output == 2
+    kinds_of_1 = [e.kind for e in result.events if getattr(e, "task_id", None) == "1"]
+    assert kinds_of_1.count("task_cancelled") == 1 and "task_finished" not in kinds_of_1

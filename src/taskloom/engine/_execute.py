@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import sniffio
 
 from taskloom._ids import RunId, TaskId
 from taskloom.engine._gc import roomy_gc
@@ -76,6 +77,8 @@ async def open_run(
         UserError: for bad options or tools.
 
     """
+    if sniffio.current_async_library() != "asyncio":
+        raise UserError("taskloom runs on anyio's asyncio backend (the default of anyio.run)")
     run = Run(
         tools=as_tools(tools),
         max_concurrency=max_concurrency,

@@ -9,6 +9,7 @@ critical path, estimated from each tool's observed durations.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import random
 import time
@@ -68,8 +69,8 @@ class _Node:
         "error",
         "finished_at",
         "output",
+        "host",
         "queued",
-        "scope",
         "started_at",
         "status",
         "task",
@@ -92,10 +93,15 @@ class _Node:
         self.attempts = 0
         self.started_at: float | None = None
         self.finished_at: float | None = None
-        self.scope: anyio.CancelScope | None = None
-        """The running call's cancel scope; cancelling it stops the call."""
+        self.host: asyncio.Task[Any] | None = None
+        """The asyncio task running the call, while it runs; cancelling it stops the call."""
         self.queued = 0
         """Non-zero while the node sits in the ready queue: its queue ticket."""
+
+
+def _settled_by_cancel(node: _Node) -> bool:
+    """Whether `Run.cancel` settled this node (then its CancelledError is ours)."""
+    return node.status is TaskStatus.CANCELLED
 
 
 def _jsonable(node: _Node, output: Any) -> Any:
@@ -508,37 +514,49 @@ class Run:
     # -- running one task -----------------------------------------------------
 
     async def _run_task(self, node: _Node) -> None:
-        # `_cancel_node` settles the node first, then cancels this scope, so
-        # nothing is left to record when the cancellation unwinds.
         if node.status is not TaskStatus.RUNNING:
             return  # cancelled between dispatch and this first step
-        with anyio.CancelScope() as node.scope:
-            node.started_at = time.monotonic()
-            arguments = self._arguments(node)
-            if isinstance(arguments, BadArguments):
-                self._fail(node, arguments)
-                return
-            self._emit(
-                ev.TaskStarted, task_id=node.task.id, tool=node.tool.name, arguments=arguments
-            )
-            tool = node.tool
-            if tool.is_async and tool.policy.simple:
-                # The common case, inlined: one coroutine less per task.
-                node.attempts = 1
-                try:
-                    output = await tool.fn(**arguments)
-                except anyio.get_cancelled_exc_class():
-                    raise
-                except Exception as exc:  # the tool's own failure: recorded as data
-                    outcome = ToolFailed(node.task.id, tool.name, exc)
-                else:
-                    outcome = output if type(output) in _PLAIN else _jsonable(node, output)
+        # Cancelling one task cancels its asyncio task (see `_cancel_node`);
+        # a cancel scope per task would cost a sixth of the per-task budget.
+        node.host = asyncio.current_task()
+        try:
+            await self._call(node)
+        except asyncio.CancelledError:
+            if not _settled_by_cancel(node):
+                raise
+            # Our own cancellation of this one task: it was settled already.
+            if node.host is not None:
+                node.host.uncancel()
+        finally:
+            node.host = None
+
+    async def _call(self, node: _Node) -> None:
+        node.started_at = time.monotonic()
+        arguments = self._arguments(node)
+        if isinstance(arguments, BadArguments):
+            self._fail(node, arguments)
+            return
+        self._emit(ev.TaskStarted, task_id=node.task.id, tool=node.tool.name, arguments=arguments)
+        tool = node.tool
+        if tool.is_async and tool.policy.simple:
+            # The common case, inlined: one coroutine less per task.
+            node.attempts = 1
+            try:
+                output = await tool.fn(**arguments)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the tool's own failure: recorded as data
+                outcome = ToolFailed(node.task.id, tool.name, exc)
             else:
-                outcome = await self._call_with_retries(node, arguments)
-            if isinstance(outcome, RunError):
-                self._fail(node, outcome)
-            else:
-                self._finish(node, outcome)
+                outcome = output if type(output) in _PLAIN else _jsonable(node, output)
+        else:
+            outcome = await self._call_with_retries(node, arguments)
+        if node.status is not TaskStatus.RUNNING:
+            return  # cancelled, and the tool swallowed the cancellation
+        if isinstance(outcome, RunError):
+            self._fail(node, outcome)
+        else:
+            self._finish(node, outcome)
 
     def _arguments(self, node: _Node) -> dict[str, Any] | BadArguments:
         """The validated arguments of a task, or why they are bad."""
@@ -653,8 +671,8 @@ class Run:
         node.status = TaskStatus.CANCELLED
         node.queued = 0
         if was_running:
-            if node.scope is not None:  # None: started this turn, not yet running
-                node.scope.cancel()
+            if node.host is not None:  # None: dispatched this turn, not yet stepped
+                node.host.cancel()
             self._release(node)
         else:
             node.finished_at = time.monotonic()
