@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from taskloom.errors import PlanError
-from taskloom.plan._model import Ref, Task, Template, iter_refs
+from taskloom.plan._model import Ref, Task, Template
 from taskloom.tools import Tool
 
 __all__ = ["bind_task"]
@@ -55,6 +55,11 @@ def bind_task(task: Task, tools: Mapping[str, Tool]) -> dict[str, Any]:
 def _holds_refs(value: Any) -> bool:
     if isinstance(value, Ref | Template):
         return True
-    if isinstance(value, list | tuple | dict):
-        return next(iter_refs(value), None) is not None
+    if isinstance(value, list | tuple):
+        for item in value:  # a loop, not any(): this runs once per argument of every task
+            if _holds_refs(item):
+                return True
+        return False
+    if isinstance(value, dict):
+        return _holds_refs(list(value.values()))
     return False
