@@ -5,6 +5,10 @@ imported only when a model is loaded, so `import taskloom` works without it.
 
 llama.cpp calls block, so every one of them runs in a worker thread and the
 event loop only awaits. Each instance generates one reply at a time.
+
+Greedy replies (temperature 0) are decoded by `_sampling`, which checks a
+grammar one token at a time; other temperatures go through
+llama-cpp-python's `create_completion`.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 
 from taskloom.errors import ConfigError, ModelError
 from taskloom.llm._protocol import GenerationOptions, Message, _ChatModelBase, _StreamEnd
+
+if TYPE_CHECKING:  # needs numpy, which comes with the local extra
+    from taskloom.llm._sampling import Grammar, Outcome, Session
 
 __all__ = ["BUNDLED_MODEL", "Local", "bundled_model_path"]
 
@@ -144,16 +151,29 @@ class _Loaded:
     """Messages -> (prompt text, whether the tokenizer must add BOS)."""
     stop_ids: frozenset[int]
     """Tokens that end a reply besides the model's end-of-generation tokens."""
+    session: Session
+    """The model's context, kept between replies."""
 
 
 @dataclass(kw_only=True, slots=True)
 class _Generation:
     """One reply being generated, advanced a chunk at a time from a worker thread."""
 
-    chunks: Generator[Any, None, None]
+    chunks: Generator[str, None, Outcome]
+    """Non-empty text chunks; returns how the reply ended."""
     prompt_tokens: int
-    finish_reason: str | None = None
-    completion_tokens: int | None = None
+    """Tokens in the prompt."""
+    grammar: Grammar | None = None
+    """The grammar the chunks use, freed by `close()`."""
+    outcome: Outcome | None = None
+    """How the reply ended, once it has."""
+
+    def close(self) -> None:
+        # Closing a suspended generator only unwinds Python frames; a
+        # generator closed before it started never ran its own cleanup.
+        self.chunks.close()
+        if self.grammar is not None:
+            self.grammar.close()
 
 
 class Local(_ChatModelBase):
@@ -165,7 +185,10 @@ class Local(_ChatModelBase):
 
     The model is loaded on first use (or by `load()`), not by the constructor.
     Replies are generated one at a time; concurrent requests wait their turn.
-    Sampling is seeded, so temperature 0 (the default) is deterministic.
+    Sampling is seeded, so temperature 0 (the default) is deterministic for a
+    given history; but a prompt resumed from the context an earlier reply
+    left, or from a saved checkpoint, was evaluated in other batches than a
+    fresh one, and rounding may tip a near tie the other way.
     """
 
     def __init__(
@@ -177,6 +200,7 @@ class Local(_ChatModelBase):
         seed: int = 0,
         name: str | None = None,
         cache_dir: str | Path | None = None,
+        prompt_cache_bytes: int = 512 * 2**20,
     ) -> None:
         """Describe the model to run.
 
@@ -188,6 +212,10 @@ class Local(_ChatModelBase):
             name: The name in usage and errors; default: the file's stem.
             cache_dir: Where to assemble the bundled model (see
                 `bundled_model_path`).
+            prompt_cache_bytes: Memory for the model states of earlier
+                prompts, so that a prompt starting like one of them (the
+                same system prompt, say) is only evaluated from where it
+                differs; 0 keeps none.
 
         Raises:
             ConfigError: if llama-cpp-python is not installed, the file does
@@ -198,13 +226,20 @@ class Local(_ChatModelBase):
             raise ConfigError(f"llama-cpp-python is not installed; {_INSTALL_HINT}")
         if model_path is not None and not Path(model_path).is_file():
             raise ConfigError(f"model file {model_path} does not exist")
-        if n_ctx < 16 or n_threads < 1:
-            raise ConfigError(f"need n_ctx >= 16 and n_threads >= 1, got {n_ctx}, {n_threads}")
+        if n_ctx < 16 or n_threads < 1 or prompt_cache_bytes < 0:
+            raise ConfigError(
+                "need n_ctx >= 16, n_threads >= 1 and prompt_cache_bytes >= 0, "
+                f"got {n_ctx}, {n_threads}, {prompt_cache_bytes}"
+            )
         self.model_path = Path(model_path) if model_path is not None else None
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._seed = seed
         self._cache_dir = cache_dir
+        self._prompt_cache_bytes = prompt_cache_bytes
+        # Tests turn this off to compare the fast greedy path with
+        # llama-cpp-python's own sampling.
+        self._fast_greedy = True
         self._name = name or (self.model_path.stem if self.model_path else BUNDLED_MODEL)
         self._loaded: _Loaded | None = None
         # A semaphore rather than a Lock: a stream abandoned without aclose()
@@ -239,6 +274,8 @@ class Local(_ChatModelBase):
     def _load(self) -> _Loaded:
         try:
             import llama_cpp
+
+            from taskloom.llm._sampling import Session
         except (ImportError, OSError) as exc:  # OSError: its shared library did not load
             raise ConfigError(
                 f"llama-cpp-python cannot be imported ({exc}); {_INSTALL_HINT}"
@@ -253,7 +290,8 @@ class Local(_ChatModelBase):
                 seed=self._seed,
                 verbose=False,
             )
-            return _prepare(llama, self._name)
+            session = Session(llama, cache_bytes=self._prompt_cache_bytes)
+            return _prepare(llama, self._name, session)
 
     async def _generate(
         self, messages: tuple[Message, ...], options: GenerationOptions
@@ -268,26 +306,25 @@ class Local(_ChatModelBase):
                 # no task group spans a yield, the model pauses when the
                 # reader does, and cancellation lands between two tokens.
                 while True:
-                    text = await anyio.to_thread.run_sync(
-                        self._next, job, loaded, limiter=self._worker
-                    )
+                    text = await anyio.to_thread.run_sync(self._next, job, limiter=self._worker)
                     if text is None:
                         break
                     yield text
             finally:
-                # Closing a suspended generator only unwinds Python frames.
-                job.chunks.close()
+                job.close()
+        outcome = job.outcome
         yield _StreamEnd(
             prompt_tokens=job.prompt_tokens,
-            completion_tokens=job.completion_tokens,
-            finish_reason=job.finish_reason,
+            completion_tokens=outcome.completion_tokens if outcome is not None else None,
+            finish_reason=outcome.finish_reason if outcome is not None else None,
         )
 
     def _start(
         self, loaded: _Loaded, messages: tuple[Message, ...], options: GenerationOptions
     ) -> _Generation:
-        import llama_cpp
         from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        from taskloom.llm._sampling import greedy, sampled
 
         llama = loaded.llama
         with self._translated("cannot start a reply"):
@@ -300,40 +337,42 @@ class Local(_ChatModelBase):
             gbnf = options.grammar
             if options.json_schema is not None:
                 gbnf = json_schema_to_gbnf(json.dumps(options.json_schema))
-            grammar = None
-            if gbnf is not None:
-                _check_grammar(llama_cpp, llama, gbnf, self.name)
-                grammar = llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
-            stop_ids = loaded.stop_ids
-
-            def stop_on_token(ids: Any, logits: Any) -> bool:
-                return int(ids[-1]) in stop_ids
-
-            chunks = llama.create_completion(
-                prompt=tokens,
-                max_tokens=options.max_tokens,
-                temperature=options.temperature,
-                stop=list(options.stop),
-                seed=self._seed,
+            # Parsed here, so a broken grammar fails the request before any token.
+            grammar = loaded.session.grammar(gbnf) if gbnf is not None else None
+        room = self._n_ctx - len(tokens)
+        max_tokens = min(options.max_tokens or room, room)
+        if options.temperature == 0 and self._fast_greedy:
+            chunks = greedy(
+                loaded.session,
+                tokens,
                 grammar=grammar,
-                stopping_criteria=llama_cpp.StoppingCriteriaList([stop_on_token]),
-                stream=True,
+                end_ids=loaded.stop_ids,
+                stop=options.stop,
+                max_tokens=max_tokens,
             )
+            return _Generation(chunks=chunks, prompt_tokens=len(tokens), grammar=grammar)
+        if grammar is not None:
+            grammar.close()
+        chunks = sampled(
+            loaded.session,
+            tokens,
+            grammar=gbnf,
+            end_ids=loaded.stop_ids,
+            stop=options.stop,
+            max_tokens=max_tokens,
+            temperature=options.temperature,
+            seed=self._seed,
+        )
         return _Generation(chunks=chunks, prompt_tokens=len(tokens))
 
-    def _next(self, job: _Generation, loaded: _Loaded) -> str | None:
+    def _next(self, job: _Generation) -> str | None:
         """Advance the reply by one chunk; None when it is done."""
         with self._translated("generation failed"):
-            for chunk in job.chunks:
-                choice = chunk["choices"][0]
-                if choice["finish_reason"] is not None:
-                    job.finish_reason = choice["finish_reason"]
-                if choice["text"]:
-                    return str(choice["text"])
-            # Tokens in the context now, minus the prompt, plus the final
-            # sampled token that was never fed back: every sampled token.
-            job.completion_tokens = max(0, loaded.llama.n_tokens - job.prompt_tokens + 1)
-            return None
+            try:
+                return next(job.chunks)
+            except StopIteration as end:
+                job.outcome = end.value
+                return None
 
     @contextlib.contextmanager
     def _translated(self, what: str) -> Iterator[None]:
@@ -343,18 +382,7 @@ class Local(_ChatModelBase):
             raise ModelError(self.name, f"{what}: {exc}") from exc
 
 
-def _check_grammar(llama_cpp: Any, llama: Any, gbnf: str, model: str) -> None:
-    # llama-cpp-python hands an unparsable grammar to llama.cpp unchecked and
-    # then dereferences the NULL sampler it gets back: a segfault. Parse it
-    # once ourselves first.
-    vocab = llama_cpp.llama_model_get_vocab(llama.model)
-    sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
-    if not sampler:
-        raise ModelError(model, "invalid GBNF grammar (llama.cpp printed details to stderr)")
-    llama_cpp.llama_sampler_free(sampler)
-
-
-def _prepare(llama: Any, model: str) -> _Loaded:
+def _prepare(llama: Any, model: str, session: Session) -> _Loaded:
     """Pick the prompt format: the GGUF's chat template, else Gemma's turns."""
     from llama_cpp import llama_chat_format
 
@@ -372,14 +400,15 @@ def _prepare(llama: Any, model: str) -> _Loaded:
             result = formatter(messages=turns)
             return result.prompt, not result.added_special
 
-        return _Loaded(llama=llama, format=render, stop_ids=frozenset({llama.token_eos()}))
+        stop_ids = frozenset({llama.token_eos()})
+        return _Loaded(llama=llama, format=render, stop_ids=stop_ids, session=session)
     if not str(llama.metadata.get("general.architecture", "")).startswith("gemma"):
         raise ModelError(model, "the GGUF has no chat template and is not a Gemma model")
     # The bundled base model carries no template; use Gemma's turn markers and
     # stop if the model starts a new turn instead of ending its own.
     start_of_turn = llama.tokenize(b"<start_of_turn>", add_bos=False, special=True)
-    stop_ids = {llama.token_eos(), *start_of_turn[-1:]}
-    return _Loaded(llama=llama, format=_gemma_prompt, stop_ids=frozenset(stop_ids))
+    stop_ids = frozenset({llama.token_eos(), *start_of_turn[-1:]})
+    return _Loaded(llama=llama, format=_gemma_prompt, stop_ids=stop_ids, session=session)
 
 
 def _gemma_prompt(messages: tuple[Message, ...]) -> tuple[str, bool]:
