@@ -30,6 +30,8 @@ Observation = tuple[str, str, str]
 
 _MAX_RESULT_CHARS = 400
 _EXAMPLES_SHOWN = 3
+_JOIN_EXAMPLES_SHOWN = 2
+_EXAMPLE_RESULT_CHARS = 120
 _REACT_EXAMPLES_SHOWN = 2  # a ReAct example is a whole conversation: longer
 _MAX_DESCRIPTION_CHARS = 240
 
@@ -124,8 +126,10 @@ def joiner_messages(
     system = JOINER_SYSTEM + (JOINER_FORCED if force_finish else "")
     messages = [Message("system", system)]
     if _has_world_tools_named(observations):
-        for example in closest(question, join_examples(), _EXAMPLES_SHOWN):
-            messages.append(Message("user", _joiner_request(example.question, example.results)))
+        for example in closest(question, join_examples(), _JOIN_EXAMPLES_SHOWN):
+            # Shortened results: the examples teach the form, and prompt tokens are time.
+            results = [(i, call, _shorten(text)) for i, call, text in example.results]
+            messages.append(Message("user", _joiner_request(example.question, results)))
             messages.append(Message("assistant", example.decision))
     messages.append(Message("user", _joiner_request(question, observations)))
     return messages
@@ -177,6 +181,12 @@ def result_text(value: Any) -> str:
     if len(text) > _MAX_RESULT_CHARS:
         text = text[: _MAX_RESULT_CHARS - 3] + "..."
     return text
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= _EXAMPLE_RESULT_CHARS:
+        return text
+    return text[: _EXAMPLE_RESULT_CHARS - 3] + "..."
 
 
 def _compact(value: Mapping[str, Any]) -> dict[str, Any]:
