@@ -7,14 +7,8 @@ mechanics — streaming, usage, grammars — and not the quality of its answers.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from taskloom.errors import ModelError
@@ -26,7 +20,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 STORY = [Message("system", "Be brief."), Message("user", "Write one sentence about a cat.")]
 YES_NO = [Message("user", "Is the sky blue? Answer yes or no.")]
 YES_NO_GRAMMAR = 'root ::= "yes" | "no"'
-SERVER_START_S = 90.0
 
 
 @pytest.fixture(scope="module")
@@ -89,60 +82,6 @@ async def test_local_rejects_a_broken_grammar(local: Local) -> None:
     with pytest.raises(ModelError, match="invalid GBNF grammar"):
         await local.complete(YES_NO, grammar='root ::= ("yes"')
     assert (await local.complete(YES_NO, grammar=YES_NO_GRAMMAR)).text in ("yes", "no")
-
-
-@pytest.fixture(scope="module")
-def server_url(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m llama_cpp.server` on a free loopback port, for the duration of the module."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        *("--model", str(model_path), "--host", "127.0.0.1", "--port", str(port)),
-        *("--n_ctx", "2048", "--n_threads", "2", "--chat_format", "gemma"),
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        _wait_until_ready(process, f"{base_url}/models", log_path)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"llama_cpp.server exited with {process.returncode}:\n{_tail(log_path)}"
-                )
-            try:
-                if client.get(url).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-    pytest.fail(f"llama_cpp.server not ready after {SERVER_START_S:g}s:\n{_tail(log_path)}")
-
-
-def _tail(path: Path) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-30:])
 
 
 @pytest.mark.anyio

@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -69,47 +63,6 @@ def test_react_baseline_answers_with_the_embedded_model() -> None:
     assert all(t["status"] in ("done", "failed") for t in data["tasks"])  # type: ignore[union-attr]
 
 
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from taskloom.llm import bundled_model_path
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        *("--model", str(bundled_model_path()), "--host", "127.0.0.1", "--port", str(port)),
-        *("--n_ctx", "8192", "--n_threads", "2", "--chat_format", "gemma"),
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited:\n{log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the server did not start in 120 s")
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def test_run_against_llama_cpp_server_over_http(server_url: str) -> None:
     code, data, output = _run(QUESTION, "--base-url", server_url, "--model", "gemma", "--grammar")
     assert code == 0, output
@@ -120,10 +73,8 @@ def test_run_against_llama_cpp_server_over_http(server_url: str) -> None:
     _check_answer(data, exact=False)
 
 
-def test_dead_server_gives_a_clear_error_quickly(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])  # nothing listens here once the socket closes
+def test_dead_server_gives_a_clear_error_quickly(free_port: int) -> None:
+    port = free_port
     began = time.monotonic()
     code, data, output = _run(QUESTION, "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "x")
     assert time.monotonic() - began < 60
