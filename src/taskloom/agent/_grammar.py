@@ -39,6 +39,8 @@ _Schema = Mapping[str, Any]
 _SEP = '", "'
 _MAX_FIELD = 32
 """Longest identifier after `$N.`; bounds a runaway model."""
+_MAX_STRING_REFS = 16
+"""Most references inside one string argument."""
 _MAX_PATH = 3
 """Most `.field` / `[index]` steps after one reference."""
 
@@ -289,7 +291,11 @@ class _PlanRules:
         if earlier:
             ids = " | ".join(f'"{i}"' for i in earlier)
             self.rules[f"ref-{number}"] = f'"$" ({ids}) path'
-            self.rules[f"str-{number}"] = f'"\\"" text (ref-{number} (rchar text)?)* "\\""'
+            # At most _MAX_STRING_REFS references: a small model caught in a loop
+            # ("$1 + $2 + $1 + $2 ...") is made to close the string.
+            self.rules[f"str-{number}"] = (
+                f'"\\"" text (ref-{number} (rchar text)?){{0,{_MAX_STRING_REFS}}} "\\""'
+            )
         self._refs[number] = f"ref-{number}" if earlier else None
         names = []
         for tool in self.tools:
