@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import sniffio
 
 from taskloom._ids import RunId, TaskId
 from taskloom.engine._gc import roomy_gc
@@ -77,8 +77,12 @@ async def open_run(
         UserError: for bad options or tools.
 
     """
-    if sniffio.current_async_library() != "asyncio":
-        raise UserError("taskloom runs on anyio's asyncio backend (the default of anyio.run)")
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise UserError(
+            "taskloom runs on anyio's asyncio backend (the default of anyio.run)"
+        ) from None
     run = Run(
         tools=as_tools(tools),
         max_concurrency=max_concurrency,
