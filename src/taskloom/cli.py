@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import anyio
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from taskloom._console import LiveProgress, render_agent_summary, render_summary
 from taskloom.engine import RunResult, TaskStatus, execute
@@ -200,7 +201,7 @@ def run_(
 
 
 def _fail(console: Console, message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(2)
 
 
