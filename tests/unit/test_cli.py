@@ -80,7 +80,7 @@ def test_exec_missing_file_and_bad_tools_module(tmp_path: Path) -> None:
 
 def test_error_messages_keep_their_square_brackets(tmp_path: Path) -> None:
     plan = tmp_path / "p.plan"
-    plan.write_text('1. town("[bold]Paris[/bold]")\n')
+    plan.write_text('1. city("[bold]Paris[/bold]"\n')
     result = runner.invoke(app, ["exec", str(plan)])
     assert result.exit_code == 2
-    assert '1. town("[bold]Paris[/bold]")' in result.output
+    assert '1. city("[bold]Paris[/bold]"' in result.output
