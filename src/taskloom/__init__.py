@@ -2,7 +2,9 @@
 
 from taskloom._ids import RunId, TaskId
 from taskloom.engine import (
+    Budget,
     DurationStats,
+    Price,
     Run,
     RunResult,
     RunStatus,
@@ -19,8 +21,11 @@ from taskloom.errors import (
     EditError,
     ModelError,
     PlanError,
+    RecordedFailure,
     RunError,
+    StoreError,
     TaskCancelled,
+    TaskInterrupted,
     TaskloomError,
     ToolDefinitionError,
     ToolFailed,
@@ -28,11 +33,13 @@ from taskloom.errors import (
     UserError,
 )
 from taskloom.plan import Plan, PlanParser, Ref, Task, Template, parse_stream
+from taskloom.store import Store, resume
 from taskloom.tools import CallPolicy, Tool, tool
 
 __all__ = [
     "BadArguments",
     "BadOutput",
+    "Budget",
     "CallPolicy",
     "ConfigError",
     "DependencyFailed",
@@ -42,15 +49,20 @@ __all__ = [
     "Plan",
     "PlanError",
     "PlanParser",
+    "Price",
+    "RecordedFailure",
     "Ref",
     "Run",
     "RunError",
     "RunId",
     "RunResult",
     "RunStatus",
+    "Store",
+    "StoreError",
     "Task",
     "TaskCancelled",
     "TaskId",
+    "TaskInterrupted",
     "TaskResult",
     "TaskStatus",
     "TaskloomError",
@@ -63,6 +75,7 @@ __all__ = [
     "execute",
     "open_run",
     "parse_stream",
+    "resume",
     "tool",
 ]
 __version__ = "0.1.0"

@@ -6,6 +6,8 @@ A consumer of events like any other: the scheduler does not know it exists.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +20,10 @@ from taskloom.engine import RunResult, TaskStatus
 
 if TYPE_CHECKING:
     from taskloom.agent import AgentResult
+    from taskloom.store import RunRecord, RunSummary
 from taskloom.engine import events as ev
 
-__all__ = ["LiveProgress", "render_agent_summary", "render_summary"]
+__all__ = ["LiveProgress", "render_agent_summary", "render_record", "render_runs", "render_summary"]
 
 _STYLE = {
     "pending": "dim",
@@ -30,6 +33,7 @@ _STYLE = {
     "failed": "red",
     "skipped": "magenta",
     "cancelled": "magenta",
+    "interrupted": "red",
 }
 _MAX_ROWS = 30
 
@@ -175,6 +179,62 @@ def render_agent_summary(result: AgentResult, console: Console) -> None:
         f"tokens {result.prompt_tokens} in / {result.completion_tokens} out · "
         f"{len(result.llm_calls)} LLM calls"
     )
+
+
+def render_runs(runs: Sequence[RunSummary], console: Console) -> None:
+    """Print recorded runs, newest first."""
+    if not runs:
+        console.print("no runs recorded yet")
+        return
+    table = Table(expand=True)
+    table.add_column("run", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("request", no_wrap=True, overflow="ellipsis", ratio=1)
+    for run in runs:
+        status = run.status if run.status != "running" else "running (or stopped)"
+        table.add_row(run.id, run.kind, status, _when(run.started), run.request)
+    console.print(table)
+
+
+def render_record(record: RunRecord, console: Console) -> None:
+    """Print a recorded run: its plans, its tasks with timings and results, the answer."""
+    console.print(
+        Text(f"run {record.id} · {record.kind} · {record.status}", style="bold"),
+        Text(f"started {_when(record.started)} · resumed {record.resumes}x", style="dim"),
+    )
+    console.print(Text(f"request: {record.request}"))
+    for attempt in record.plan_attempts:
+        mark = {True: "valid", False: f"invalid: {attempt.error}", None: "unfinished"}
+        console.print(Text(f"plan {attempt.attempt} ({mark[attempt.valid]})", style="bold"))
+        console.print(Text(attempt.text.strip() or "(empty)", style="dim"))
+    table = Table(expand=True)
+    for name in ("task", "call", "status", "start", "end"):
+        table.add_column(name, no_wrap=True, overflow="ellipsis")
+    table.add_column("output or error", no_wrap=True, overflow="ellipsis", ratio=1)
+    for task in record.tasks:
+        detail = _short(task.output) if task.status == "done" else (task.error or "")
+        table.add_row(
+            task.id,
+            _short(task.task.call_text(), 40),
+            Text(task.status, style=_STYLE.get(task.status, "")),
+            "-" if task.started is None else f"{task.started:.3f}s",
+            "-" if task.finished is None else f"{task.finished:.3f}s",
+            detail,
+        )
+    console.print(table)
+    if record.answer is not None:
+        console.print(Text.assemble(("answer: ", "bold green"), record.answer))
+    if record.exhausted:
+        console.print(Text(f"budget exceeded: {record.exhausted}", style="red"))
+    if record.llm_calls:
+        tokens = sum(c.prompt_tokens + c.completion_tokens for c in record.llm_calls)
+        console.print(f"{len(record.llm_calls)} LLM calls · {tokens} tokens")
+
+
+def _when(unix: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix))
 
 
 def _short(value: Any, limit: int = 120) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -14,10 +15,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from taskloom._console import LiveProgress, render_agent_summary, render_summary
+from taskloom._console import (
+    LiveProgress,
+    render_agent_summary,
+    render_record,
+    render_runs,
+    render_summary,
+)
 from taskloom.engine import RunResult, TaskStatus, execute
 from taskloom.errors import PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
+from taskloom.store import Store, resume
 from taskloom.tools import Tool
 from taskloom.tools.world import WORLD_TOOLS
 
@@ -30,6 +38,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+StorePath = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        envvar="TASKLOOM_STORE",
+        help="The run store (SQLite); default: store.sqlite3 in the user data folder.",
+    ),
+]
+NoStore = Annotated[bool, typer.Option("--no-store", help="Do not record the run.")]
 
 
 @app.callback()
@@ -80,6 +99,8 @@ def exec_(
         int | None, typer.Option("--max-concurrency", min=1, help="Tasks running at once.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    store_path: StorePath = None,
+    no_store: NoStore = False,
 ) -> None:
     """Run a hand-written plan with the built-in tools (and yours), in parallel."""
     console = Console(stderr=as_json)
@@ -91,28 +112,140 @@ def exec_(
         _fail(console, f"cannot read {plan_file}: {exc.strerror or exc}")
     except (PlanError, UserError) as exc:
         _fail(console, f"{plan_file}: {exc}" if isinstance(exc, PlanError) else str(exc))
+    store = None if no_store else _open_store(console, store_path)
+    config = {"tools": _tool_source(tools), "max_concurrency": max_concurrency}
+    journal = store.journal(request=str(plan_file), config=config, plan=plan) if store else None
+    if journal is not None:
+        console.print(f"run {journal.run_id}", style="dim", highlight=False)
     live = console.is_terminal and not as_json
-    result = _execute(plan, tool_index, max_concurrency, console, live=live)
+
+    async def go(listener: Any) -> RunResult:
+        return await execute(
+            plan,
+            tools=tool_index,
+            max_concurrency=max_concurrency,
+            on_event=listener,
+            journal=journal,
+        )
+
+    result = _run_live(console, go, live=live, store=store)
+    _print_run(console, result, as_json=as_json, plan_text=plan.to_text())
+
+
+@app.command("resume")
+def resume_(
+    run_id: Annotated[str, typer.Argument(help="The run (or the start of its id).")],
+    tools: Annotated[
+        str | None,
+        typer.Option("--tools", help="Extra tools; default: those the run was started with."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    store_path: StorePath = None,
+) -> None:
+    """Finish a run whose process stopped: done tasks are kept, side effects never repeat."""
+    console = Console(stderr=as_json)
+    store = _open_store(console, store_path)
+    try:
+        record = store.load(run_id)
+        tool_index = load_tools(tools or record.config.get("tools"))
+    except TaskloomError as exc:
+        store.close()
+        _fail(console, str(exc))
+
+    async def go(listener: Any) -> RunResult:
+        return await resume(record.id, store=store, tools=tool_index)
+
+    result = _run_live(console, go, live=console.is_terminal and not as_json, store=store)
+    _print_run(console, result, as_json=as_json, plan_text=None)
+
+
+@app.command("runs")
+def runs_(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many to list.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+    store_path: StorePath = None,
+) -> None:
+    """List recorded runs, newest first."""
+    console = Console()
+    store = _open_store(console, store_path)
+    try:
+        runs = store.runs(limit)
+    except TaskloomError as exc:
+        _fail(console, str(exc))
+    finally:
+        store.close()
+    if as_json:
+        rows = [dataclasses.asdict(r) for r in runs]
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+    else:
+        render_runs(runs, console)
+
+
+@app.command("show")
+def show(
+    run_id: Annotated[str, typer.Argument(help="The run (or the start of its id).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+    store_path: StorePath = None,
+) -> None:
+    """Show one run: its plans, a table of its tasks with timings and results, the answer."""
+    console = Console()
+    store = _open_store(console, store_path)
+    try:
+        record = store.load(run_id)
+    except TaskloomError as exc:
+        _fail(console, str(exc))
+    finally:
+        store.close()
+    if as_json:
+        data = dataclasses.asdict(record)
+        data.pop("task_index")
+        for task, source in zip(data["tasks"], record.tasks, strict=True):
+            task["task"] = str(source.task)
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        render_record(record, console)
+
+
+def _open_store(console: Console, path: Path | None) -> Store:
+    try:
+        return Store.open(path)
+    except TaskloomError as exc:
+        raise _fail(console, str(exc)) from exc
+
+
+def _tool_source(source: str | None) -> str | None:
+    """The tool module as resuming will need it: files by absolute path."""
+    if source is not None and (source.endswith(".py") or Path(source).is_file()):
+        return str(Path(source).resolve())
+    return source
+
+
+def _run_live(console: Console, go: Any, *, live: bool, store: Store | None) -> Any:
+    """Run `go(listener)` with live progress when on a terminal; close the store after."""
+    try:
+        if not live:
+            return anyio.run(go, None)
+        with LiveProgress(console) as progress:
+            return anyio.run(go, progress.on_event)
+    except TaskloomError as exc:
+        _fail(console, str(exc))
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _print_run(
+    console: Console, result: RunResult, *, as_json: bool, plan_text: str | None
+) -> None:
     if as_json:
         out = result.to_dict()
-        out["plan"] = plan.to_text()
+        if plan_text is not None:
+            out["plan"] = plan_text
         typer.echo(json.dumps(out, ensure_ascii=False, indent=2, default=str))
     else:
         render_summary(result, console)
     if any(t.status is not TaskStatus.DONE for t in result.tasks.values()):
         raise typer.Exit(1)
-
-
-def _execute(
-    plan: Plan, tools: dict[str, Tool], max_concurrency: int | None, console: Console, *, live: bool
-) -> RunResult:
-    async def go(listener: Any) -> RunResult:
-        return await execute(plan, tools=tools, max_concurrency=max_concurrency, on_event=listener)
-
-    if not live:
-        return anyio.run(go, None)
-    with LiveProgress(console) as progress:
-        return anyio.run(go, progress.on_event)
 
 
 @app.command("run")

@@ -13,8 +13,11 @@ TaskloomError                   anything taskloom raises on purpose
 │   ├── BadArguments            resolved arguments do not fit the tool's schema
 │   ├── BadOutput               the tool returned something that is not JSON-able
 │   ├── DependencyFailed        a task this one needs did not produce an output
-│   └── TaskCancelled           the task or its run was cancelled
-└── ModelError                  a chat model could not be reached or misbehaved
+│   ├── TaskCancelled           the task or its run was cancelled
+│   ├── TaskInterrupted         the process died while a side-effecting task ran
+│   └── RecordedFailure         a failure read back from the run store
+├── ModelError                  a chat model could not be reached or misbehaved
+└── StoreError                  the run store cannot be opened, read or written
 ```
 
 Constructors take facts and build the message; nothing here logs. `RunError`s
@@ -32,8 +35,11 @@ __all__ = [
     "ModelError",
     "PlanError",
     "Position",
+    "RecordedFailure",
     "RunError",
+    "StoreError",
     "TaskCancelled",
+    "TaskInterrupted",
     "TaskloomError",
     "ToolDefinitionError",
     "ToolFailed",
@@ -186,6 +192,32 @@ class TaskCancelled(RunError):
         super().__init__(task_id, f"cancelled: {reason}{note}")
 
 
+class TaskInterrupted(RunError):
+    """The process died while the task ran, and its tool is not idempotent.
+
+    Calling it again could repeat a side effect (an email, a payment), so a
+    resumed run does not: the task ends here and the joiner decides.
+    """
+
+    def __init__(self, task_id: str, tool: str) -> None:
+        self.tool = tool
+        super().__init__(
+            task_id,
+            f"{tool} was running when the process stopped; it is not idempotent, "
+            "so it was not called again (its side effect may or may not have happened)",
+        )
+
+
+class RecordedFailure(RunError):
+    """A task failure read back from the run store, when a run is resumed."""
+
+    def __init__(self, task_id: str, kind: str, message: str) -> None:
+        self.kind = kind
+        """The class name of the original error (`ToolFailed`, `ToolTimedOut`...)."""
+        self.message = message
+        super().__init__(task_id, message)
+
+
 class ModelError(TaskloomError):
     """A chat model could not be reached, timed out, or answered with garbage."""
 
@@ -194,3 +226,12 @@ class ModelError(TaskloomError):
         self.problem = problem
         self.retryable = retryable
         super().__init__(f"model {model}: {problem}")
+
+
+class StoreError(TaskloomError):
+    """The run store cannot be opened, read or written; the data on disk is left as it was."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"run store {path}: {problem}")

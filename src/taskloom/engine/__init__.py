@@ -1,12 +1,17 @@
 """The engine: the scheduler, its events and the RunResult."""
 
+from taskloom.engine._budget import Budget, Price
 from taskloom.engine._execute import execute, open_run
+from taskloom.engine._journal import Journal
 from taskloom.engine._scheduler import Run
 from taskloom.engine._stats import DurationStats
 from taskloom.engine.result import RunResult, RunStatus, TaskResult, TaskStatus
 
 __all__ = [
+    "Budget",
     "DurationStats",
+    "Journal",
+    "Price",
     "Run",
     "RunResult",
     "RunStatus",

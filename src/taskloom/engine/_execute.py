@@ -10,7 +10,9 @@ from typing import Any
 import anyio
 
 from taskloom._ids import RunId, TaskId
+from taskloom.engine._budget import Budget
 from taskloom.engine._gc import roomy_gc
+from taskloom.engine._journal import Journal
 from taskloom.engine._scheduler import EventListener, Order, Run
 from taskloom.engine._stats import DurationStats
 from taskloom.engine.result import RunResult
@@ -48,6 +50,10 @@ async def open_run(
     stats: DurationStats | None = None,
     order: Order = "critical_path",
     earlier: Mapping[TaskId, Any] | None = None,
+    journal: Journal | None = None,
+    budget: Budget | None = None,
+    deadline_at: float | None = None,
+    first_seq: int = 0,
 ) -> AsyncIterator[Run]:
     """Open a run that you feed, edit and cancel while it executes.
 
@@ -69,12 +75,20 @@ async def open_run(
         order: "critical_path" (default) or "fifo" for ready tasks that wait.
         earlier: outputs of tasks from an earlier plan (when replanning):
             new tasks may reference them by id; they are not run again.
+        journal: keeps the run durably (`Store.journal()`): a tool that is
+            not idempotent is called only once its start is on disk.
+        budget: limits on tool calls and time (see `Budget`).
+        deadline_at: an absolute deadline (monotonic seconds) overriding
+            `budget.deadline`, for runs inside a larger one (agent rounds).
+        first_seq: the sequence number before this run's first event (a
+            resumed run or a later agent round goes on numbering).
 
     Yields:
         The live Run.
 
     Raises:
         UserError: for bad options or tools.
+        StoreError: if the journal could not record the run.
 
     """
     try:
@@ -91,11 +105,17 @@ async def open_run(
         stats=stats,
         order=order,
         earlier=earlier,
+        before_call=journal.before_call if journal else None,
+        budget=budget,
+        deadline_at=deadline_at,
+        first_seq=first_seq,
     )
     failure: Exception | None = None
     with roomy_gc():
         async with anyio.create_task_group() as tg:
             run._attach(tg)
+            if journal is not None:
+                journal.attach(run)
             try:
                 yield run
             except Exception as exc:
@@ -109,6 +129,9 @@ async def open_run(
             else:
                 run.close()
                 await run.wait()
+    if journal is not None:
+        with anyio.CancelScope(shield=True):  # what ran must reach the disk
+            await journal.close(run.result())
     if failure is not None:
         raise failure
 
@@ -122,6 +145,8 @@ async def execute(
     on_event: EventListener | None = None,
     stats: DurationStats | None = None,
     order: Order = "critical_path",
+    journal: Journal | None = None,
+    budget: Budget | None = None,
 ) -> RunResult:
     """Run a plan to the end, every task as soon as its inputs exist.
 
@@ -137,6 +162,8 @@ async def execute(
         on_event: called synchronously with every event, in order.
         stats: tool duration statistics for ordering (see `open_run`).
         order: "critical_path" (default) or "fifo".
+        journal: keeps the run durably so it can be resumed (`Store.journal()`).
+        budget: limits on tool calls and time (see `Budget`).
 
     Returns:
         The RunResult. Tool failures are in it, not raised. If a streamed
@@ -147,6 +174,7 @@ async def execute(
         PlanError: if a complete plan does not validate against the tools
             (nothing runs then).
         UserError: for bad options or tools.
+        StoreError: if the journal could not record the run.
 
     """
     if not isinstance(plan, Plan | Sequence | AsyncIterable):
@@ -163,6 +191,8 @@ async def execute(
         on_event=on_event,
         stats=stats,
         order=order,
+        journal=journal,
+        budget=budget,
     ) as run:
         if isinstance(plan, AsyncIterable):
             try:

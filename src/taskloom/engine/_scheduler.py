@@ -15,16 +15,24 @@ import random
 import time
 import uuid
 from collections import ChainMap
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from taskloom._ids import RunId, TaskId
 from taskloom.engine import events as ev
+from taskloom.engine._budget import Budget
+from taskloom.engine._node import (
+    Earlier,
+    Node,
+    TaskResults,
+    jsonable,
+    settled_by_cancel,
+    task_result,
+)
 from taskloom.engine._stats import DurationStats
 from taskloom.engine.result import RunResult, RunStatus, TaskResult, TaskStatus
 from taskloom.errors import (
@@ -35,6 +43,7 @@ from taskloom.errors import (
     PlanError,
     RunError,
     TaskCancelled,
+    TaskloomError,
     ToolFailed,
     ToolTimedOut,
     UserError,
@@ -44,10 +53,13 @@ from taskloom.plan._check import bind_task
 from taskloom.plan._resolve import HasOutput, ResolveError, resolve
 from taskloom.tools import Tool
 
-__all__ = ["EventListener", "Order", "Run"]
+__all__ = ["BeforeCall", "EventListener", "Order", "Run"]
 
 EventListener = Callable[[ev.Event], None]
 """A callable that receives every event of a run, synchronously, in order."""
+
+BeforeCall = Callable[[TaskId], Awaitable[None]]
+"""Awaited before a non-idempotent tool is called (a store makes the start durable)."""
 
 Order = Literal["critical_path", "fifo"]
 """Which ready task takes a free slot first: longest remaining path, or first come."""
@@ -56,109 +68,6 @@ _FEED_BATCH = 256
 """Tasks added between two checkpoints when a large plan is fed in."""
 
 _PLAIN = (str, int, float, bool, type(None))
-
-
-class _Node:
-    """The scheduler's mutable record of one task."""
-
-    __slots__ = (
-        "arguments",
-        "attempts",
-        "bound",
-        "dependents",
-        "error",
-        "finished_at",
-        "output",
-        "host",
-        "queued",
-        "started_at",
-        "status",
-        "task",
-        "tool",
-        "waiting",
-    )
-
-    def __init__(self, task: Task, tool: Tool, bound: dict[str, Any]) -> None:
-        self.task = task
-        self.tool = tool
-        self.bound = bound
-        """Arguments by parameter name, references not yet resolved."""
-        self.status = TaskStatus.PENDING
-        self.waiting = 0
-        """How many dependencies have not finished yet."""
-        self.dependents: list[_Node] = []
-        self.output: Any = None
-        self.error: RunError | None = None
-        self.arguments: dict[str, Any] | None = None
-        self.attempts = 0
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.host: asyncio.Task[Any] | None = None
-        """The asyncio task running the call, while it runs; cancelling it stops the call."""
-        self.queued = 0
-        """Non-zero while the node sits in the ready queue: its queue ticket."""
-
-
-def _settled_by_cancel(node: _Node) -> bool:
-    """Whether `Run.cancel` settled this node (then its CancelledError is ours)."""
-    return node.status is TaskStatus.CANCELLED
-
-
-def _jsonable(node: _Node, output: Any) -> Any:
-    """The output as JSON-able data, or BadOutput if it has no JSON form."""
-    try:
-        return to_jsonable_python(output)
-    except (PydanticSerializationError, ValueError, TypeError):
-        return BadOutput(node.task.id, node.tool.name, type(output).__name__)
-
-
-class _Earlier:
-    """A finished task of an earlier plan in the same agent run: only its output."""
-
-    __slots__ = ("output",)
-
-    def __init__(self, output: Any) -> None:
-        self.output = output
-
-
-def _task_result(node: _Node) -> TaskResult:
-    return TaskResult(
-        id=node.task.id,
-        tool=node.task.tool,
-        arguments=node.arguments,
-        dependencies=tuple(sorted(node.task.dependencies)),
-        status=node.status,
-        output=node.output,
-        error=node.error,
-        attempts=node.attempts,
-        started_at=node.started_at,
-        finished_at=node.finished_at,
-    )
-
-
-class _TaskResults(Mapping[TaskId, TaskResult]):
-    """The tasks of a finished run, each made into a TaskResult when first read."""
-
-    __slots__ = ("_made", "_nodes")
-
-    def __init__(self, nodes: Mapping[TaskId, _Node]) -> None:
-        self._nodes = nodes
-        self._made: dict[TaskId, TaskResult] = {}
-
-    def __getitem__(self, task_id: TaskId) -> TaskResult:
-        made = self._made.get(task_id)
-        if made is None:
-            made = self._made[task_id] = _task_result(self._nodes[task_id])
-        return made
-
-    def __iter__(self) -> Iterator[TaskId]:
-        return iter(self._nodes)
-
-    def __len__(self) -> int:
-        return len(self._nodes)
-
-    def __repr__(self) -> str:
-        return repr(dict(self))
 
 
 class Run:
@@ -178,12 +87,16 @@ class Run:
         stats: DurationStats | None = None,
         order: Order = "critical_path",
         earlier: Mapping[TaskId, Any] | None = None,
+        before_call: BeforeCall | None = None,
+        budget: Budget | None = None,
+        deadline_at: float | None = None,
+        first_seq: int = 0,
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise UserError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.run_id = run_id or RunId(uuid.uuid4().hex[:12])
         # Outputs of tasks from an earlier plan (a replan): referable, never re-run.
-        self._earlier = {i: _Earlier(output) for i, output in (earlier or {}).items()}
+        self._earlier = {i: Earlier(output) for i, output in (earlier or {}).items()}
         # The plan checks structure; tool checks happen here (bind_task), once.
         self._plan = Plan(external=self._earlier)
         self._tools = tools
@@ -195,17 +108,24 @@ class Run:
         )
         self._listeners = list(listeners)
         self._stats = stats or DurationStats()
-        self._nodes: dict[TaskId, _Node] = {}
+        self._nodes: dict[TaskId, Node] = {}
         self._outputs: Mapping[TaskId, HasOutput] = (
             ChainMap(self._nodes, self._earlier) if self._earlier else self._nodes  # type: ignore[arg-type]
         )
         self._events: list[ev.Event] = []
-        self._seq = 0
+        self._seq = first_seq
+        self._before_call = before_call
+        self._budget = budget
+        self._deadline_at = deadline_at
+        self._calls = 0
+        self._deadline_scope: anyio.CancelScope | None = None
+        self.exhausted: str | None = None
+        """Which budget ran out, once one has."""
         self._open = 0
         self._running = 0
         self._per_tool: dict[str, int] = {}
         self._next_call: dict[str, float] = {}
-        self._queue: list[tuple[float, int, _Node]] = []
+        self._queue: list[tuple[float, int, Node]] = []
         self._tickets = 0
         self._ranks: dict[TaskId, float] | None = None
         self._holding = False
@@ -213,6 +133,8 @@ class Run:
         self._cancelled = False
         self._done = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The event loop the run lives on, once it started."""
         self.plan_error: PlanError | None = None
         self.started_at = time.monotonic()
         self.finished_at: float | None = None
@@ -389,24 +311,108 @@ class Run:
         tasks: Mapping[TaskId, TaskResult]
         if finished:
             # Nodes no longer change: build each TaskResult only when it is read.
-            tasks = _TaskResults(self._nodes)
+            tasks = TaskResults(self._nodes)
         else:
-            tasks = {i: _task_result(n) for i, n in self._nodes.items()}
+            tasks = {i: task_result(n) for i, n in self._nodes.items()}
         return RunResult(
             run_id=self.run_id,
-            status=RunStatus.CANCELLED if self._cancelled else RunStatus.COMPLETED,
+            status=self._status(),
             tasks=tasks,
             events=tuple(self._events),
             started_at=self.started_at,
             finished_at=self.finished_at or time.monotonic(),
             plan_error=self.plan_error,
+            exhausted=self.exhausted,
         )
+
+    def _status(self) -> RunStatus:
+        if self.exhausted is not None:
+            return RunStatus.BUDGET_EXCEEDED
+        return RunStatus.CANCELLED if self._cancelled else RunStatus.COMPLETED
 
     # -- lifecycle, driven by open_run ----------------------------------------
 
     def _attach(self, tg: anyio.abc.TaskGroup) -> None:
         self._tg = tg
+        self.loop = asyncio.get_running_loop()
         self.started_at = time.monotonic()
+        if self._deadline_at is None and self._budget and self._budget.deadline is not None:
+            self._deadline_at = self.started_at + self._budget.deadline
+        if self._deadline_at is not None:
+            self._deadline_scope = anyio.CancelScope()
+            tg.start_soon(self._watch_deadline, self._deadline_scope)
+
+    async def _watch_deadline(self, scope: anyio.CancelScope) -> None:
+        assert self._deadline_at is not None
+        with scope:
+            await anyio.sleep_until(self._deadline_at)
+            self.exceed("deadline")
+
+    # -- budgets and restoring ------------------------------------------------
+
+    def exceed(self, budget: str) -> None:
+        """Stop the run because `budget` ran out.
+
+        Nothing new is dispatched, every unfinished task is cancelled (running
+        ones really stop) and the run ends with status `budget_exceeded`.
+        """
+        if self.exhausted is None:
+            self.exhausted = budget
+        self._closed = True
+        why = f"the {budget} budget ran out"
+        for node in self._nodes.values():
+            if not node.status.is_final:
+                self._cancel_node(node, why)
+        self._check_done()
+
+    def restore(
+        self,
+        task: Task,
+        status: TaskStatus,
+        *,
+        output: Any = None,
+        error: RunError | None = None,
+        attempts: int = 0,
+    ) -> None:
+        """Add a task that already reached a final status in an earlier process.
+
+        Resuming a run restores what the store recorded; tasks added later
+        see its output (or its failure) exactly as if it had just settled.
+
+        Raises:
+            UserError: if `status` is not final or the run no longer accepts tasks.
+            PlanError: if the task does not fit the plan.
+
+        """
+        if not status.is_final:
+            raise UserError(f"cannot restore task {task.id} as {status}: only final states")
+        if self._closed:
+            raise UserError(f"cannot restore task {task.id}: the run no longer accepts tasks")
+        self._plan.add(task)
+        node = Node(task, self._tools[task.tool], {})
+        node.status, node.output, node.error, node.attempts = status, output, error, attempts
+        self._nodes[task.id] = node
+        self._ranks = None
+        self._emit(ev.TaskRestored, task_id=task.id, status=str(status), error=error)
+
+    def _admit(self, node: Node) -> bool:
+        """Whether the budget lets this task start now; if not, settle it."""
+        budget = self._budget
+        assert budget is not None
+        if budget.tool_calls is not None and self._calls >= budget.tool_calls:
+            self.exceed("tool_calls")
+            return False
+        if self._deadline_at is not None:
+            expected = self._stats.observed(node.tool.name)
+            if expected is not None and time.monotonic() + expected > self._deadline_at:
+                self.exhausted = self.exhausted or "deadline"
+                self._cancel_node(
+                    node, f"its expected {expected:.3g}s would not end before the deadline"
+                )
+                self._check_done()
+                return False
+        self._calls += 1
+        return True
 
     # -- adding and linking ---------------------------------------------------
 
@@ -416,7 +422,7 @@ class Run:
         if bound is None:
             bound = bind_task(task, self._tools)
         self._plan.add(task)
-        node = _Node(task, self._tools[task.tool], bound)
+        node = Node(task, self._tools[task.tool], bound)
         self._nodes[task.id] = node
         self._open += 1
         self._ranks = None
@@ -425,10 +431,11 @@ class Run:
             task_id=task.id,
             tool=task.tool,
             dependencies=tuple(sorted(task.dependencies)),
+            task=task,
         )
         self._link(node)
 
-    def _link(self, node: _Node) -> None:
+    def _link(self, node: Node) -> None:
         """Count unfinished dependencies; make the node ready or skip it at once."""
         waiting = 0
         for dep_id in node.task.dependencies:
@@ -447,7 +454,7 @@ class Run:
         if waiting == 0:
             self._make_ready(node)
 
-    def _make_ready(self, node: _Node) -> None:
+    def _make_ready(self, node: Node) -> None:
         node.status = TaskStatus.READY
         self._emit(ev.TaskReady, task_id=node.task.id)
         self._tickets += 1
@@ -472,7 +479,7 @@ class Run:
             return
         if not self._fifo and self._ranks is None:
             self._order_queue()
-        blocked: list[tuple[float, int, _Node]] = []
+        blocked: list[tuple[float, int, Node]] = []
         while self._queue and (self._limit is None or self._running < self._limit):
             entry = heapq.heappop(self._queue)
             node = entry[2]
@@ -501,8 +508,10 @@ class Run:
             ranks[task.id] = self._stats.estimate(node.tool.name) + after
         return ranks
 
-    def _start(self, node: _Node) -> None:
+    def _start(self, node: Node) -> None:
         assert self._tg is not None
+        if self._budget is not None and not self._admit(node):
+            return
         node.status = TaskStatus.RUNNING
         node.queued = 0
         self._running += 1
@@ -513,7 +522,7 @@ class Run:
 
     # -- running one task -----------------------------------------------------
 
-    async def _run_task(self, node: _Node) -> None:
+    async def _run_task(self, node: Node) -> None:
         if node.status is not TaskStatus.RUNNING:
             return  # cancelled between dispatch and this first step
         # Cancelling one task cancels its asyncio task (see `_cancel_node`);
@@ -522,7 +531,7 @@ class Run:
         try:
             await self._call(node)
         except asyncio.CancelledError:
-            if not _settled_by_cancel(node):
+            if not settled_by_cancel(node):
                 raise
             # Our own cancellation of this one task: it was settled already.
             if node.host is not None:
@@ -530,7 +539,7 @@ class Run:
         finally:
             node.host = None
 
-    async def _call(self, node: _Node) -> None:
+    async def _call(self, node: Node) -> None:
         node.started_at = time.monotonic()
         arguments = self._arguments(node)
         if isinstance(arguments, BadArguments):
@@ -538,6 +547,18 @@ class Run:
             return
         self._emit(ev.TaskStarted, task_id=node.task.id, tool=node.tool.name, arguments=arguments)
         tool = node.tool
+        if self._before_call is not None and not tool.policy.idempotent:
+            try:
+                await self._before_call(node.task.id)
+            except TaskloomError as exc:
+                if node.status is TaskStatus.RUNNING:
+                    node.host = None  # settle without cancelling ourselves
+                    self._cancel_node(node, f"not called: {exc}")
+                    self._dispatch()
+                    self._check_done()
+                return
+            if node.status is not TaskStatus.RUNNING:
+                return  # cancelled while its start was being written
         if tool.is_async and tool.policy.simple:
             # The common case, inlined: one coroutine less per task.
             node.attempts = 1
@@ -548,7 +569,7 @@ class Run:
             except Exception as exc:  # the tool's own failure: recorded as data
                 outcome = ToolFailed(node.task.id, tool.name, exc)
             else:
-                outcome = output if type(output) in _PLAIN else _jsonable(node, output)
+                outcome = output if type(output) in _PLAIN else jsonable(node, output)
         else:
             outcome = await self._call_with_retries(node, arguments)
         if node.status is not TaskStatus.RUNNING:
@@ -558,7 +579,7 @@ class Run:
         else:
             self._finish(node, outcome)
 
-    def _arguments(self, node: _Node) -> dict[str, Any] | BadArguments:
+    def _arguments(self, node: Node) -> dict[str, Any] | BadArguments:
         """The validated arguments of a task, or why they are bad."""
         task, tool, bound = node.task, node.tool, node.bound
         if task.dependencies:
@@ -573,7 +594,7 @@ class Run:
         except ValueError as exc:
             return BadArguments(task.id, tool.name, str(exc))
 
-    async def _call_with_retries(self, node: _Node, arguments: dict[str, Any]) -> Any:
+    async def _call_with_retries(self, node: Node, arguments: dict[str, Any]) -> Any:
         tool, policy = node.tool, node.tool.policy
         error: RunError | None = None
         for attempt in range(1, policy.attempts + 1):
@@ -596,7 +617,7 @@ class Run:
         assert error is not None
         return error
 
-    async def _attempt(self, node: _Node, arguments: dict[str, Any]) -> Any:
+    async def _attempt(self, node: Node, arguments: dict[str, Any]) -> Any:
         """One call of the tool; a failure comes back as a RunError value."""
         tool, task_id = node.tool, node.task.id
         timeout = tool.policy.timeout
@@ -614,7 +635,7 @@ class Run:
             raise
         except Exception as exc:  # the tool's own failure: recorded, never propagated
             return ToolFailed(task_id, tool.name, exc)
-        return output if type(output) in _PLAIN else _jsonable(node, output)
+        return output if type(output) in _PLAIN else jsonable(node, output)
 
     def _rate_delay(self, tool: str, per_second: float) -> float:
         now = time.monotonic()
@@ -624,7 +645,7 @@ class Run:
 
     # -- settling -------------------------------------------------------------
 
-    def _finish(self, node: _Node, output: Any) -> None:
+    def _finish(self, node: Node, output: Any) -> None:
         node.output = output
         node.status = TaskStatus.DONE
         self._emit(ev.TaskFinished, task_id=node.task.id, output=output)
@@ -639,7 +660,7 @@ class Run:
         self._dispatch()
         self._check_done()
 
-    def _fail(self, node: _Node, error: RunError) -> None:
+    def _fail(self, node: Node, error: RunError) -> None:
         node.error = error
         node.status = TaskStatus.FAILED
         self._emit(ev.TaskFailed, task_id=node.task.id, error=error)
@@ -648,7 +669,7 @@ class Run:
         self._dispatch()
         self._check_done()
 
-    def _skip(self, node: _Node, because: _Node) -> None:
+    def _skip(self, node: Node, because: Node) -> None:
         cause = str(because.error) if because.error else str(because.status)
         error = DependencyFailed(node.task.id, because.task.id, cause)
         node.error = error
@@ -658,12 +679,12 @@ class Run:
         self._emit(ev.TaskSkipped, task_id=node.task.id, error=error)
         self._skip_dependents(node)
 
-    def _skip_dependents(self, node: _Node) -> None:
+    def _skip_dependents(self, node: Node) -> None:
         for child in node.dependents:
             if not child.status.is_final:
                 self._skip(child, node)
 
-    def _cancel_node(self, node: _Node, reason: str) -> None:
+    def _cancel_node(self, node: Node, reason: str) -> None:
         was_running = node.status is TaskStatus.RUNNING
         abandoned = was_running and not node.tool.is_async
         error = TaskCancelled(node.task.id, reason, thread_abandoned=abandoned)
@@ -682,7 +703,7 @@ class Run:
             if not child.status.is_final:
                 self._cancel_node(child, f"task {node.task.id} was cancelled")
 
-    def _release(self, node: _Node) -> None:
+    def _release(self, node: Node) -> None:
         """Give back a running task's slots and count it as settled."""
         node.finished_at = time.monotonic()
         self._running -= 1
@@ -696,8 +717,9 @@ class Run:
                 (n.finished_at for n in self._nodes.values() if n.finished_at is not None),
                 default=time.monotonic(),
             )
-            status = RunStatus.CANCELLED if self._cancelled else RunStatus.COMPLETED
-            self._emit(ev.RunFinished, status=str(status))
+            if self._deadline_scope is not None:
+                self._deadline_scope.cancel()
+            self._emit(ev.RunFinished, status=str(self._status()))
             self._done.set()
 
     def _emit(self, kind: type[ev.Event], **fields: Any) -> None:

@@ -29,6 +29,10 @@ class DurationStats:
         mean = self._mean.get(tool)
         self._mean[tool] = seconds if mean is None else mean + self._smoothing * (seconds - mean)
 
+    def observed(self, tool: str) -> float | None:
+        """The tool's average duration, or None if it was never observed."""
+        return self._mean.get(tool)
+
     def estimate(self, tool: str) -> float:
         """The expected duration of one call; never zero, so every task counts."""
         mean = self._mean.get(tool)

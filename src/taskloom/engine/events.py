@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from taskloom._ids import RunId, TaskId
 from taskloom.errors import DependencyFailed, RunError, TaskCancelled
+from taskloom.plan import Task
 
 __all__ = [
     "Event",
@@ -24,6 +25,7 @@ __all__ = [
     "TaskFailed",
     "TaskFinished",
     "TaskReady",
+    "TaskRestored",
     "TaskRetried",
     "TaskSkipped",
     "TaskStarted",
@@ -60,6 +62,8 @@ class TaskAdded(TaskEvent):
     """The tool it will call."""
     dependencies: tuple[TaskId, ...]
     """The tasks whose outputs it needs."""
+    task: Task
+    """The task itself, as added (a store keeps it to resume the run)."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -127,6 +131,21 @@ class TaskCancelledEvent(TaskEvent):
     kind: ClassVar[str] = "task_cancelled"
     error: TaskCancelled
     """What cancelled it, and whether a worker thread was abandoned."""
+
+
+@dataclass(kw_only=True, slots=True)
+class TaskRestored(TaskEvent):
+    """A resumed run took over a task that settled before the process stopped.
+
+    Its status is the recorded one, or `interrupted` for a task that was
+    running and may not be called twice.
+    """
+
+    kind: ClassVar[str] = "task_restored"
+    status: str
+    """Its final status."""
+    error: RunError | None
+    """Why it did not finish, when it did not."""
 
 
 @dataclass(kw_only=True, slots=True)

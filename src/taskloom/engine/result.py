@@ -17,7 +17,7 @@ __all__ = ["RunResult", "RunStatus", "TaskResult", "TaskStatus"]
 
 
 class TaskStatus(enum.StrEnum):
-    """Where a task is in its life. The last four are final."""
+    """Where a task is in its life. The last five are final."""
 
     PENDING = "pending"
     """Waiting for a dependency to finish."""
@@ -32,15 +32,25 @@ class TaskStatus(enum.StrEnum):
     SKIPPED = "skipped"
     """A dependency did not finish, so it never ran."""
     CANCELLED = "cancelled"
-    """It, an ancestor, or the run was cancelled."""
+    """It, an ancestor, or the run was cancelled (or ran out of budget)."""
+    INTERRUPTED = "interrupted"
+    """It was running when the process died and its tool is not idempotent."""
 
     @property
     def is_final(self) -> bool:
-        """True for done, failed, skipped and cancelled."""
+        """True for done, failed, skipped, cancelled and interrupted."""
         return self in _FINAL
 
 
-_FINAL = frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED})
+_FINAL = frozenset(
+    {
+        TaskStatus.DONE,
+        TaskStatus.FAILED,
+        TaskStatus.SKIPPED,
+        TaskStatus.CANCELLED,
+        TaskStatus.INTERRUPTED,
+    }
+)
 
 
 class RunStatus(enum.StrEnum):
@@ -50,6 +60,8 @@ class RunStatus(enum.StrEnum):
     """Every task reached a final state on its own (some may have failed)."""
     CANCELLED = "cancelled"
     """The run was cancelled; unfinished tasks are marked cancelled."""
+    BUDGET_EXCEEDED = "budget_exceeded"
+    """A budget ran out: nothing new started and running tasks were cancelled."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -119,6 +131,8 @@ class RunResult:
     """When the last task reached its final status, in monotonic seconds."""
     plan_error: PlanError | None = None
     """Why the plan stream stopped early, when it did; the tasks before it still ran."""
+    exhausted: str | None = None
+    """Which budget ran out ("tool_calls", "deadline", "tokens", "cost"), if one did."""
 
     @functools.cached_property
     def _critical(self) -> tuple[tuple[TaskId, ...], float]:
@@ -160,6 +174,7 @@ class RunResult:
             "run_id": self.run_id,
             "status": str(self.status),
             "plan_error": None if self.plan_error is None else str(self.plan_error),
+            "budget_exceeded": self.exhausted,
             "tasks": {i: t.to_dict() for i, t in self.tasks.items()},
             "timings": {
                 "makespan_s": self.makespan,

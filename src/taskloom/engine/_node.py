@@ -1,0 +1,120 @@
+"""The scheduler's record of one task, and the results made from those records."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from taskloom._ids import TaskId
+from taskloom.engine.result import TaskResult, TaskStatus
+from taskloom.errors import BadOutput, RunError
+from taskloom.plan import Task
+from taskloom.tools import Tool
+
+__all__ = ["Earlier", "Node", "TaskResults", "jsonable", "settled_by_cancel", "task_result"]
+
+
+class Node:
+    """The scheduler's mutable record of one task."""
+
+    __slots__ = (
+        "arguments",
+        "attempts",
+        "bound",
+        "dependents",
+        "error",
+        "finished_at",
+        "output",
+        "host",
+        "queued",
+        "started_at",
+        "status",
+        "task",
+        "tool",
+        "waiting",
+    )
+
+    def __init__(self, task: Task, tool: Tool, bound: dict[str, Any]) -> None:
+        self.task = task
+        self.tool = tool
+        self.bound = bound
+        """Arguments by parameter name, references not yet resolved."""
+        self.status = TaskStatus.PENDING
+        self.waiting = 0
+        """How many dependencies have not finished yet."""
+        self.dependents: list[Node] = []
+        self.output: Any = None
+        self.error: RunError | None = None
+        self.arguments: dict[str, Any] | None = None
+        self.attempts = 0
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.host: asyncio.Task[Any] | None = None
+        """The asyncio task running the call, while it runs; cancelling it stops the call."""
+        self.queued = 0
+        """Non-zero while the node sits in the ready queue: its queue ticket."""
+
+
+def settled_by_cancel(node: Node) -> bool:
+    """Whether `Run.cancel` settled this node (then its CancelledError is ours)."""
+    return node.status is TaskStatus.CANCELLED
+
+
+def jsonable(node: Node, output: Any) -> Any:
+    """The output as JSON-able data, or BadOutput if it has no JSON form."""
+    try:
+        return to_jsonable_python(output)
+    except (PydanticSerializationError, ValueError, TypeError):
+        return BadOutput(node.task.id, node.tool.name, type(output).__name__)
+
+
+class Earlier:
+    """A finished task of an earlier plan in the same agent run: only its output."""
+
+    __slots__ = ("output",)
+
+    def __init__(self, output: Any) -> None:
+        self.output = output
+
+
+def task_result(node: Node) -> TaskResult:
+    return TaskResult(
+        id=node.task.id,
+        tool=node.task.tool,
+        arguments=node.arguments,
+        dependencies=tuple(sorted(node.task.dependencies)),
+        status=node.status,
+        output=node.output,
+        error=node.error,
+        attempts=node.attempts,
+        started_at=node.started_at,
+        finished_at=node.finished_at,
+    )
+
+
+class TaskResults(Mapping[TaskId, TaskResult]):
+    """The tasks of a finished run, each made into a TaskResult when first read."""
+
+    __slots__ = ("_made", "_nodes")
+
+    def __init__(self, nodes: Mapping[TaskId, Node]) -> None:
+        self._nodes = nodes
+        self._made: dict[TaskId, TaskResult] = {}
+
+    def __getitem__(self, task_id: TaskId) -> TaskResult:
+        made = self._made.get(task_id)
+        if made is None:
+            made = self._made[task_id] = task_result(self._nodes[task_id])
+        return made
+
+    def __iter__(self) -> Iterator[TaskId]:
+        return iter(self._nodes)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))

@@ -1,0 +1,25 @@
+"""The SQLite run store: runs, plans, tasks, events, LLM calls and the call cache."""
+
+from taskloom.store._journal import RunJournal
+from taskloom.store._records import (
+    LlmCallRecord,
+    PlanAttemptRecord,
+    RunRecord,
+    RunSummary,
+    TaskRecord,
+)
+from taskloom.store._resume import restore_tasks, resume
+from taskloom.store._store import Store, default_store_path
+
+__all__ = [
+    "LlmCallRecord",
+    "PlanAttemptRecord",
+    "RunJournal",
+    "RunRecord",
+    "RunSummary",
+    "Store",
+    "TaskRecord",
+    "default_store_path",
+    "restore_tasks",
+    "resume",
+]

@@ -1,0 +1,231 @@
+"""Records one run into the store, from its events, without slowing it down.
+
+Each event becomes a few queued statements (a tuple on a queue); the writer
+thread encodes JSON and commits. The only time a run waits for the disk is
+`before_call`, for tools that are not idempotent.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from taskloom._ids import RunId
+from taskloom.engine import events as ev
+from taskloom.errors import StoreError
+from taskloom.store._codec import task_to_json
+from taskloom.store._writer import Json, Writer
+
+if TYPE_CHECKING:
+    from taskloom.engine import Run, RunResult
+    from taskloom.store._store import Store
+
+__all__ = ["RunJournal"]
+
+# Ranks order a batch: rows are inserted before they are updated.
+_NEW, _UPDATE, _LOG = 0, 1, 2
+
+_ADD_TASK = (
+    "INSERT INTO tasks (run_id, task_id, position, round, tool, definition, status)"
+    " VALUES (?, ?, ?, ?, ?, ?, 'pending')"
+    " ON CONFLICT (run_id, task_id) DO UPDATE SET status = 'pending', tool = excluded.tool,"
+    " definition = excluded.definition"
+)
+_STARTED = (
+    "UPDATE tasks SET status = 'running', arguments = ?, started = ?"
+    " WHERE run_id = ? AND task_id = ?"
+)
+_FINISHED = (
+    "UPDATE tasks SET status = 'done', output = ?, finished = ? WHERE run_id = ? AND task_id = ?"
+)
+_SETTLED = (
+    "UPDATE tasks SET status = ?, error_type = ?, error = ?, finished = ?"
+    " WHERE run_id = ? AND task_id = ?"
+)
+_EVENT = "INSERT INTO events (run_id, seq, kind, task_id, at, data) VALUES (?, ?, ?, ?, ?, ?)"
+_PLAN_ATTEMPT = (
+    "INSERT INTO plan_attempts (run_id, attempt, round, text, valid, error)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (run_id, attempt) DO UPDATE SET text = excluded.text,"
+    " valid = excluded.valid, error = excluded.error"
+)
+_LLM_CALL = (
+    "INSERT OR REPLACE INTO llm_calls (run_id, n, purpose, model, prompt_hash, prompt_tokens,"
+    " completion_tokens, latency_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_END = (
+    "UPDATE runs SET status = ?, finished = ?, answer = coalesce(?, answer),"
+    " exhausted = ? WHERE id = ?"
+)
+
+
+class RunJournal:
+    """Keeps one run (an exec run, or every round of an agent run) in a store.
+
+    Made by `Store.journal()` or `Store.resume_journal()`; pass it to
+    `execute(journal=...)`, `open_run(journal=...)` or an Agent.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: RunId,
+        *,
+        kind: str,
+        positions: int = 0,
+        elapsed: float = 0.0,
+        llm_calls: int = 0,
+    ) -> None:
+        """Record into `store` under `run_id`; use the Store's methods to make one."""
+        self.store = store
+        self.run_id = run_id
+        """The run being recorded."""
+        self.kind = kind
+        self.round = 0
+        """The planning round that tasks added now belong to."""
+        self._writer: Writer = store.writer
+        self._positions = positions
+        self._offset = elapsed
+        self._llm_calls = llm_calls
+        self._t0 = time.monotonic()
+        self._runs: list[Run] = []
+        self._writer.on_failure(self._stop_runs)
+
+    # -- the engine's Journal protocol ----------------------------------------
+
+    def attach(self, run: Run) -> None:
+        """Record `run`'s events from now on."""
+        if not self._runs:
+            self._t0 = run.started_at - self._offset
+        self._runs.append(run)
+        run.subscribe(self._on_event)
+
+    async def before_call(self, task_id: str) -> None:
+        """Return once every event so far, this task's start included, is committed.
+
+        Raises:
+            StoreError: if the store failed; the task must not be called.
+
+        """
+        await self._writer.sync()
+
+    async def close(self, result: RunResult) -> None:
+        """Commit the run's end (for exec runs) and everything queued.
+
+        Raises:
+            StoreError: if any write of the run failed.
+
+        """
+        if self.kind == "exec":
+            self.end(str(result.status), exhausted=result.exhausted)
+        await self.flush()
+
+    # -- agent-level records --------------------------------------------------
+
+    def plan_attempt(
+        self, attempt: int, text: str, *, valid: bool | None, error: str | None = None
+    ) -> None:
+        """Record a plan as far as it is written (call again as it grows)."""
+        self._writer.put(
+            _NEW,
+            _PLAN_ATTEMPT,
+            (self.run_id, attempt, self.round, text, None if valid is None else int(valid), error),
+        )
+
+    def llm_call(
+        self,
+        purpose: str,
+        model: str,
+        prompt: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        latency_s: float,
+    ) -> None:
+        """Record one chat-model call (the prompt itself only as its sha256)."""
+        self._llm_calls += 1
+        digest = hashlib.sha256(prompt.encode()).hexdigest()
+        self._writer.put(
+            _NEW,
+            _LLM_CALL,
+            (
+                self.run_id,
+                self._llm_calls,
+                purpose,
+                model,
+                digest,
+                prompt_tokens,
+                completion_tokens,
+                latency_s,
+            ),
+        )
+
+    def end(self, status: str, *, answer: str | None = None, exhausted: str | None = None) -> None:
+        """Record how the run ended."""
+        self._writer.put(_LOG, _END, (status, time.time(), answer, exhausted, self.run_id))
+
+    async def flush(self) -> None:
+        """Wait until everything queued is committed.
+
+        Raises:
+            StoreError: if a write failed.
+
+        """
+        await self._writer.sync()
+        if self._writer.failure is not None:
+            raise self._writer.failure
+
+    # -- events ---------------------------------------------------------------
+
+    def _on_event(self, event: ev.Event) -> None:
+        put, run_id = self._writer.put, self.run_id
+        at = event.at - self._t0
+        task_id = getattr(event, "task_id", None)
+        data: dict[str, Any] | None = None
+        match event:
+            case ev.TaskAdded():
+                self._positions += 1
+                definition = Json(task_to_json(event.task))
+                added = (run_id, task_id, self._positions, self.round, event.tool, definition)
+                put(_NEW, _ADD_TASK, added)
+            case ev.TaskStarted():
+                put(_UPDATE, _STARTED, (Json(event.arguments), at, run_id, task_id))
+            case ev.TaskFinished():
+                put(_UPDATE, _FINISHED, (Json(event.output), at, run_id, task_id))
+            case ev.TaskFailed() | ev.TaskSkipped() | ev.TaskCancelledEvent():
+                data = {"error": str(event.error)}
+                how = (_SETTLED_AS[type(event)], type(event.error).__name__, data["error"])
+                put(_UPDATE, _SETTLED, (*how, at, run_id, task_id))
+            case ev.TaskRestored():
+                data = {"status": event.status}
+                if event.status == "interrupted":  # the one restored state that is new
+                    assert event.error is not None
+                    how = (event.status, type(event.error).__name__, str(event.error))
+                    put(_UPDATE, _SETTLED, (*how, at, run_id, task_id))
+            case ev.TaskRetried():
+                data = {"attempt": event.attempt, "delay": event.delay, "error": str(event.error)}
+            case ev.RunFinished():
+                data = {"status": event.status}
+        log = (run_id, event.seq, event.kind, task_id, at, None if data is None else Json(data))
+        put(_LOG, _EVENT, log)
+
+    def _stop_runs(self, failure: StoreError) -> None:
+        """On the writer thread: a write failed, so stop the runs being recorded."""
+        for run in self._runs:
+            loop = run.loop
+            if loop is None:
+                continue
+            try:
+                loop.call_soon_threadsafe(functools.partial(run.cancel, reason=str(failure)))
+            except RuntimeError:
+                pass  # the loop has closed: the run is over
+
+
+_SETTLED_AS: Mapping[type, str] = {
+    ev.TaskFailed: "failed",
+    ev.TaskSkipped: "skipped",
+    ev.TaskCancelledEvent: "cancelled",
+}

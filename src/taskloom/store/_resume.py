@@ -1,0 +1,116 @@
+"""Finish a run whose process died, without repeating a side effect.
+
+What a resumed run does with each recorded task:
+
+- done, failed, cancelled or skipped by a failure: kept as recorded, never re-run;
+- running at the crash: called again if its tool is idempotent, otherwise
+  marked `interrupted` (its dependents are skipped, and an agent's joiner
+  sees it and may replan);
+- pending or ready: run as usual; so are tasks of the recorded plan that
+  the crash came too early to record one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from taskloom.engine import Run, RunResult, TaskStatus, open_run
+from taskloom.engine._execute import ToolsLike, as_tools
+from taskloom.errors import RecordedFailure, TaskInterrupted, UserError
+from taskloom.plan import Task
+from taskloom.store._codec import task_from_json
+from taskloom.store._records import TaskRecord
+from taskloom.store._store import Store
+from taskloom.tools import Tool
+
+__all__ = ["restore_tasks", "resume"]
+
+_KEPT = {
+    "done": TaskStatus.DONE,
+    "failed": TaskStatus.FAILED,
+    "cancelled": TaskStatus.CANCELLED,
+    "interrupted": TaskStatus.INTERRUPTED,
+}
+
+
+def restore_tasks(
+    run: Run,
+    records: Sequence[TaskRecord],
+    tools: Mapping[str, Tool],
+    planned: Sequence[Task] = (),
+) -> None:
+    """Put recorded tasks back into `run`: settled ones as they were, the rest to run.
+
+    Tasks of `planned` that have no record are added to run as well.
+
+    Raises:
+        PlanError: if a task to run again no longer fits the tools.
+
+    """
+    recorded = {r.id for r in records}
+    to_run: list[Task] = []
+    for record in records:
+        status = _KEPT.get(record.status)
+        tool = tools.get(record.task.tool)
+        if status is None and record.status == "running" and tool is not None:
+            if not tool.policy.idempotent:
+                status = TaskStatus.INTERRUPTED
+        if status is None:
+            to_run.append(record.task)
+        elif status is TaskStatus.DONE:
+            run.restore(record.task, status, output=record.output)
+        elif status is TaskStatus.INTERRUPTED:
+            run.restore(record.task, status, error=TaskInterrupted(record.id, record.task.tool))
+        else:
+            error = RecordedFailure(record.id, record.error_type or "", record.error or "")
+            run.restore(record.task, status, error=error)
+    to_run += (t for t in planned if t.id not in recorded)
+    run.add_all(to_run)
+
+
+async def resume(
+    run_id: str,
+    *,
+    store: Store,
+    tools: ToolsLike,
+    max_concurrency: int | None = None,
+) -> RunResult:
+    """Finish a plan run (`execute`) recorded in `store` whose process stopped.
+
+    Finished tasks are not run again; a task that was running is re-run only
+    if its tool is idempotent, otherwise it ends `interrupted`. A run that had
+    already ended is rebuilt from the store and nothing is run or written.
+
+    Args:
+        run_id: the run, or a unique prefix of its id.
+        store: the store it was recorded in.
+        tools: the tools it used (looked up by name).
+        max_concurrency: tasks running at once; the recorded limit by default.
+
+    Returns:
+        The run's result, recorded tasks included.
+
+    Raises:
+        UserError: if there is no such run, or it is an agent run.
+        StoreError: if the store cannot be read or written.
+        PlanError: if a task still to run no longer fits the tools.
+
+    """
+    record = store.load(run_id)
+    if record.kind != "exec":
+        raise UserError(f"run {record.id} is an agent run; resume it with Agent.resume()")
+    tool_index = as_tools(tools)
+    if max_concurrency is None:
+        max_concurrency = record.config.get("max_concurrency")
+    finished = record.status != "running"
+    journal = None if finished else store.resume_journal(record)
+    async with open_run(
+        tools=tool_index,
+        max_concurrency=max_concurrency,
+        run_id=record.id,
+        journal=journal,
+        first_seq=record.last_seq,
+    ) as run:
+        planned = [task_from_json(t) for t in record.config.get("plan", ())]
+        restore_tasks(run, record.tasks, tool_index, planned)
+    return run.result()

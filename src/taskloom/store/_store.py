@@ -1,0 +1,387 @@
+"""The run store: one SQLite file in WAL mode, written by one background thread.
+
+Durability, as promised to users (docs/architecture.md repeats it):
+
+- Before a tool that is not idempotent is called, the task's start is
+  committed. After a crash such a task is known to have started, so it is
+  never called a second time.
+- A task reported finished is committed within one writer batch (normally
+  well under a millisecond under load, since batches commit back to back).
+  A crash inside that window makes an idempotent task run again on resume,
+  and a side-effecting one come back `interrupted`.
+- When `execute()` or `Agent.run()` returns, everything about the run is
+  committed.
+
+Commits use `synchronous=NORMAL`: they survive the process being killed; a
+power cut may lose the last commits but never corrupts the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from taskloom._ids import RunId, TaskId
+from taskloom.errors import StoreError, UserError
+from taskloom.plan import Plan
+from taskloom.store._codec import task_from_json, task_to_json
+from taskloom.store._journal import RunJournal
+from taskloom.store._records import (
+    LlmCallRecord,
+    PlanAttemptRecord,
+    RunRecord,
+    RunSummary,
+    TaskRecord,
+)
+from taskloom.store._schema import APPLICATION_ID, SCHEMA_VERSION, migrate
+from taskloom.store._writer import Json, Writer
+
+__all__ = ["Store", "default_store_path"]
+
+_BUSY_TIMEOUT = 5.0
+"""Seconds to wait for another process's lock before saying the store is locked."""
+
+
+def default_store_path() -> Path:
+    """`$TASKLOOM_STORE`, or `store.sqlite3` in the user's data directory."""
+    configured = os.environ.get("TASKLOOM_STORE")
+    if configured:
+        return Path(configured).expanduser()
+    return platformdirs.user_data_path("taskloom") / "store.sqlite3"
+
+
+@contextmanager
+def _translated(path: Path, doing: str) -> Iterator[None]:
+    """Turn SQLite's errors into StoreErrors that say what went wrong, in words."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(str(path), _explain(doing, exc)) from exc
+
+
+def _explain(doing: str, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"cannot {doing}: the file is locked by another process ({text})"
+    if "not a database" in text or "malformed" in text:
+        return f"cannot {doing}: the file is corrupted or is not a taskloom store ({text})"
+    if "full" in text or "disk I/O" in text:
+        return f"cannot {doing}: the disk is full or the file cannot grow ({text})"
+    return f"cannot {doing}: {text}"
+
+
+class Store:
+    """Keeps runs (plans, tasks, events, LLM calls) and the shared call cache.
+
+    Open one with `Store.open()`, use it for many runs (a batch shares one),
+    and close it when done; it is also a context manager.
+    """
+
+    def __init__(self, path: Path, writer: Writer, reader: sqlite3.Connection) -> None:
+        """Wrap an opened store; use `Store.open()` instead."""
+        self.path = path
+        """The store's file."""
+        self._writer = writer
+        self._reader = reader
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = _BUSY_TIMEOUT
+    ) -> Store:
+        """Open (creating or upgrading) the store at `path`.
+
+        Args:
+            path: the file; `default_store_path()` when None.
+            busy_timeout: seconds to wait when another process holds a lock.
+
+        Returns:
+            The open store.
+
+        Raises:
+            StoreError: if the file is corrupted, locked, not a taskloom store,
+                written by a newer taskloom, or cannot be created. The file is
+                left as it was.
+
+        """
+        where = Path(path).expanduser() if path is not None else default_store_path()
+        try:
+            where.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(str(where), f"cannot create its folder: {exc.strerror}") from exc
+        with _translated(where, "open it"):
+            conn = _connect(where, busy_timeout)
+            try:
+                _check_header(conn, where)
+                conn.execute("PRAGMA journal_mode = WAL")
+                migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+            reader = _connect(where, busy_timeout)
+        return cls(where, Writer(conn, str(where)), reader)
+
+    def close(self) -> None:
+        """Commit everything queued and close the file."""
+        self._writer.close()
+        self._reader.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def writer(self) -> Writer:
+        """The background writer (journals and the cache queue their writes on it)."""
+        return self._writer
+
+    # -- reading --------------------------------------------------------------
+
+    def runs(self, limit: int | None = 50) -> list[RunSummary]:
+        """Recent runs, newest first.
+
+        Raises:
+            StoreError: if the store cannot be read.
+
+        """
+        with _translated(self.path, "list runs"):
+            rows = self._reader.execute(
+                "SELECT id, kind, status, started, request FROM runs"
+                " ORDER BY started DESC, rowid DESC LIMIT ?",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+        return [
+            RunSummary(id=RunId(r[0]), kind=r[1], status=r[2], started=r[3], request=r[4])
+            for r in rows
+        ]
+
+    def find(self, run_id: str) -> RunId:
+        """The full id of the run whose id is or starts with `run_id`.
+
+        Raises:
+            UserError: if no run, or more than one, matches.
+            StoreError: if the store cannot be read.
+
+        """
+        with _translated(self.path, "look up the run"):
+            rows = self._reader.execute(
+                "SELECT id FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' LIMIT 3",
+                (run_id, _like_prefix(run_id)),
+            ).fetchall()
+        ids = {r[0] for r in rows}
+        if run_id in ids:
+            return RunId(run_id)
+        if not ids:
+            raise UserError(f"no run {run_id!r} in {self.path}")
+        if len(ids) > 1:
+            raise UserError(f"{run_id!r} matches several runs; give more of the id")
+        return RunId(ids.pop())
+
+    def load(self, run_id: str) -> RunRecord:
+        """Everything recorded about one run (an id prefix is enough).
+
+        Raises:
+            UserError: if there is no such run.
+            StoreError: if the store cannot be read.
+
+        """
+        full = self.find(run_id)
+        with _translated(self.path, f"read run {full}"):
+            return self._load(full)
+
+    def _load(self, run_id: RunId) -> RunRecord:
+        db = self._reader
+        db.execute("BEGIN")  # one consistent snapshot across the queries below
+        try:
+            run = db.execute(
+                "SELECT kind, request, status, started, finished, answer, exhausted, config,"
+                " resumes FROM runs WHERE id = ?",
+                (run_id,),
+            ).fetchone()
+            attempts = db.execute(
+                "SELECT attempt, round, text, valid, error FROM plan_attempts"
+                " WHERE run_id = ? ORDER BY attempt",
+                (run_id,),
+            ).fetchall()
+            tasks = db.execute(
+                "SELECT task_id, round, definition, status, arguments, output, error_type,"
+                " error, started, finished FROM tasks WHERE run_id = ? ORDER BY position",
+                (run_id,),
+            ).fetchall()
+            calls = db.execute(
+                "SELECT purpose, model, prompt_hash, prompt_tokens, completion_tokens,"
+                " latency_s FROM llm_calls WHERE run_id = ? ORDER BY n",
+                (run_id,),
+            ).fetchall()
+            last = db.execute(
+                "SELECT seq, at FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
+                (run_id,),
+            ).fetchone()
+        finally:
+            db.execute("COMMIT")
+        task_records = tuple(
+            TaskRecord(
+                id=TaskId(t[0]),
+                round=t[1],
+                task=task_from_json(json.loads(t[2])),
+                status=t[3],
+                arguments=_json(t[4]),
+                output=_json(t[5]),
+                error_type=t[6],
+                error=t[7],
+                started=t[8],
+                finished=t[9],
+            )
+            for t in tasks
+        )
+        return RunRecord(
+            id=run_id,
+            kind=run[0],
+            request=run[1],
+            status=run[2],
+            started=run[3],
+            finished=run[4],
+            answer=run[5],
+            exhausted=run[6],
+            config=json.loads(run[7]),
+            resumes=run[8],
+            plan_attempts=tuple(
+                PlanAttemptRecord(
+                    attempt=a[0],
+                    round=a[1],
+                    text=a[2],
+                    valid=None if a[3] is None else bool(a[3]),
+                    error=a[4],
+                )
+                for a in attempts
+            ),
+            tasks=task_records,
+            llm_calls=tuple(
+                LlmCallRecord(**dict(zip(_CALL_FIELDS, c, strict=True))) for c in calls
+            ),
+            last_seq=last[0] if last else 0,
+            elapsed=last[1] if last else 0.0,
+            task_index={t.id: t for t in task_records},
+        )
+
+    def cached(self, key: str, now: float | None = None) -> tuple[bool, Any]:
+        """Look up one call-cache entry: (found, output). Expired entries are not found.
+
+        Raises:
+            StoreError: if the store cannot be read.
+
+        """
+        with _translated(self.path, "read the call cache"):
+            row = self._reader.execute(
+                "SELECT output, expires FROM cache WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None or (row[1] is not None and row[1] <= (now or time.time())):
+            return False, None
+        return True, json.loads(row[0])
+
+    # -- writing, from any run ------------------------------------------------
+
+    def journal(
+        self,
+        *,
+        kind: str = "exec",
+        request: str = "",
+        config: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        plan: Plan | None = None,
+    ) -> RunJournal:
+        """Start recording a new run; pass the journal to `execute()` or an Agent.
+
+        Args:
+            kind: "exec" for a plan, "agent" for a question.
+            request: what was asked: the question, or the plan's name.
+            config: JSON-able settings that resuming needs (tool source, limits).
+            run_id: the run's id; a random one by default.
+            plan: the complete plan an exec run will execute. It is written
+                with the run's row, so a crash before the first task is
+                recorded still leaves the whole plan to resume.
+
+        Returns:
+            The journal, whose `run_id` names the run.
+
+        """
+        new_id = RunId(run_id or uuid.uuid4().hex[:12])
+        settings = dict(config or {})
+        if plan is not None:
+            settings["plan"] = [task_to_json(t) for t in plan.in_dependency_order()]
+        self._writer.put(
+            0,
+            "INSERT INTO runs (id, kind, request, status, started, config)"
+            " VALUES (?, ?, ?, 'running', ?, ?)",
+            (new_id, kind, request, time.time(), Json(settings)),
+        )
+        return RunJournal(self, new_id, kind=kind)
+
+    def resume_journal(self, record: RunRecord) -> RunJournal:
+        """Go on recording a run that stopped: numbering continues where it ended."""
+        self._writer.put(
+            0,
+            "UPDATE runs SET status = 'running', finished = NULL, resumes = resumes + 1"
+            " WHERE id = ?",
+            (record.id,),
+        )
+        return RunJournal(
+            self,
+            record.id,
+            kind=record.kind,
+            positions=len(record.tasks),
+            elapsed=record.elapsed,
+            llm_calls=len(record.llm_calls),
+        )
+
+
+_CALL_FIELDS = (
+    "purpose",
+    "model",
+    "prompt_hash",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+)
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def _check_header(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse, untouched, a file that is not ours or is newer than we understand."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    app = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if tables and app != APPLICATION_ID:
+        raise StoreError(str(path), "it is a SQLite database, but not a taskloom store")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            str(path),
+            f"it was written by a newer taskloom (schema version {version}; this one "
+            f"reads up to {SCHEMA_VERSION}); upgrade taskloom to use it",
+        )
