@@ -22,7 +22,7 @@ from taskloom._console import (
     render_runs,
     render_summary,
 )
-from taskloom.engine import RunResult, TaskStatus, execute
+from taskloom.engine import Budget, Price, RunResult, TaskStatus, execute
 from taskloom.errors import PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
 from taskloom.store import Store, resume
@@ -248,74 +248,190 @@ def _print_run(
         raise typer.Exit(1)
 
 
+Model = Annotated[
+    str | None,
+    typer.Option("--model", envvar="TASKLOOM_MODEL", help="Model name, or a GGUF path."),
+]
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url", envvar="TASKLOOM_BASE_URL", help="An OpenAI-compatible server's /v1 URL."
+    ),
+]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="TASKLOOM_API_KEY", help="The server's key.")
+]
+Tools = Annotated[
+    str | None, typer.Option("--tools", help="A module or .py file with extra tools.")
+]
+ToolLatency = Annotated[
+    float, typer.Option("--tool-latency", min=0.0, help="Seconds added to every tool call.")
+]
+MaxReplans = Annotated[int, typer.Option("--max-replans", min=0)]
+MaxConcurrency = Annotated[
+    int | None, typer.Option("--max-concurrency", min=1, help="Tool calls running at once.")
+]
+Grammar = Annotated[
+    bool | None,
+    typer.Option(
+        "--grammar/--no-grammar",
+        help="Constrain output with GBNF (default: on for the embedded model only).",
+    ),
+]
+MaxToolCalls = Annotated[
+    int | None, typer.Option("--max-tool-calls", min=0, help="Budget: tool calls per request.")
+]
+MaxTokens = Annotated[
+    int | None, typer.Option("--max-tokens", min=0, help="Budget: LLM tokens per request.")
+]
+Deadline = Annotated[
+    float | None, typer.Option("--deadline", min=0.0, help="Budget: seconds per request.")
+]
+MaxCost = Annotated[
+    float | None, typer.Option("--max-cost", min=0.0, help="Budget: money per request.")
+]
+Prices = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--price",
+        help="MODEL=PROMPT,COMPLETION: price per million tokens (repeat for more models).",
+    ),
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _AgentSettings:
+    """What `run` and `batch` share: how to build the agent."""
+
+    model: str | None
+    base_url: str | None
+    api_key: str | None
+    tools: str | None
+    tool_latency: float
+    max_replans: int
+    max_concurrency: int | None
+    grammar: bool | None
+    budget: Budget | None
+
+    def build(self, store: Store | None, **extra: Any) -> Any:
+        """The agent these settings describe.
+
+        Raises:
+            TaskloomError: for a bad model setting or tool module.
+
+        """
+        from taskloom.agent import Agent
+        from taskloom.llm import model_from_config
+
+        return Agent(
+            tools=[t.with_latency(self.tool_latency) for t in load_tools(self.tools).values()],
+            model=model_from_config(self.model, self.base_url, self.api_key),
+            grammar=self.grammar,
+            max_concurrency=self.max_concurrency,
+            max_replans=self.max_replans,
+            store=store,
+            budget=self.budget,
+            **extra,
+        )
+
+
+def _budget(
+    tool_calls: int | None,
+    tokens: int | None,
+    deadline: float | None,
+    cost: float | None,
+    prices: list[str] | None,
+) -> Budget | None:
+    """A Budget from the command line's flags, or None when none is set.
+
+    Raises:
+        UserError: for a malformed --price or a cost budget without prices.
+
+    """
+    table = {}
+    for entry in prices or ():
+        name, _, numbers = entry.rpartition("=")
+        try:
+            prompt, completion = (float(x) for x in numbers.split(","))
+        except ValueError:
+            raise UserError(f"--price {entry!r}: write MODEL=PROMPT,COMPLETION") from None
+        if not name:
+            raise UserError(f"--price {entry!r}: write MODEL=PROMPT,COMPLETION")
+        table[name] = Price(prompt=prompt, completion=completion)
+    if tool_calls is None and tokens is None and deadline is None and cost is None:
+        return None
+    return Budget(tool_calls=tool_calls, tokens=tokens, deadline=deadline, cost=cost, prices=table)
+
+
 @app.command("run")
 def run_(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
-    model: Annotated[
-        str | None,
-        typer.Option("--model", envvar="TASKLOOM_MODEL", help="Model name, or a GGUF path."),
-    ] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(
-            "--base-url", envvar="TASKLOOM_BASE_URL", help="An OpenAI-compatible server's /v1 URL."
-        ),
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", envvar="TASKLOOM_API_KEY", help="The server's key.")
-    ] = None,
+    model: Model = None,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
     agent: Annotated[
         str,
         typer.Option("--agent", help="llmcompiler (parallel plans) or react (one call a step)."),
     ] = "llmcompiler",
-    tools: Annotated[
-        str | None, typer.Option("--tools", help="A module or .py file with extra tools.")
-    ] = None,
-    tool_latency: Annotated[
-        float, typer.Option("--tool-latency", min=0.0, help="Seconds added to every tool call.")
-    ] = 0.0,
-    max_replans: Annotated[int, typer.Option("--max-replans", min=0)] = 3,
-    max_concurrency: Annotated[int | None, typer.Option("--max-concurrency", min=1)] = None,
-    grammar: Annotated[
-        bool | None,
-        typer.Option(
-            "--grammar/--no-grammar",
-            help="Constrain output with GBNF (default: on for the embedded model only).",
-        ),
-    ] = None,
+    tools: Tools = None,
+    tool_latency: ToolLatency = 0.0,
+    max_replans: MaxReplans = 3,
+    max_concurrency: MaxConcurrency = None,
+    grammar: Grammar = None,
+    max_tool_calls: MaxToolCalls = None,
+    max_tokens: MaxTokens = None,
+    deadline: Deadline = None,
+    max_cost: MaxCost = None,
+    price: Prices = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+    store_path: StorePath = None,
+    no_store: NoStore = False,
 ) -> None:
     """Answer a question: plan with an LLM, run the plan in parallel while it is written, join."""
-    from taskloom.agent import Agent, AgentResult
+    from taskloom.agent import AgentResult
     from taskloom.agent.react import ReActAgent
-    from taskloom.llm import model_from_config
 
     console = Console(stderr=as_json)
     if agent not in ("llmcompiler", "react"):
         _fail(console, f"--agent must be llmcompiler or react, not {agent!r}")
-    try:
-        chosen = model_from_config(model, base_url, api_key)
-        tool_list = [t.with_latency(tool_latency) for t in load_tools(tools).values()]
-    except (UserError, TaskloomError) as exc:
-        _fail(console, str(exc))
     live = console.is_terminal and not as_json
     progress = LiveProgress(console) if live else None
-    options: dict[str, Any] = {
-        "tools": tool_list,
-        "model": chosen,
-        "grammar": grammar,
-        "max_concurrency": max_concurrency,
-        "on_event": progress.on_event if progress else None,
-    }
+    store = None if no_store or agent == "react" else _open_store(console, store_path)
+    try:
+        settings = _AgentSettings(
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            tools=tools,
+            tool_latency=tool_latency,
+            max_replans=max_replans,
+            max_concurrency=max_concurrency,
+            grammar=grammar,
+            budget=_budget(max_tool_calls, max_tokens, deadline, max_cost, price),
+        )
+        planner = settings.build(
+            store,
+            on_event=progress.on_event if progress else None,
+            on_plan_text=progress.on_plan_text if progress else None,
+        )
+    except TaskloomError as exc:
+        if store is not None:
+            store.close()
+        _fail(console, str(exc))
 
     async def go() -> AgentResult:
         if agent == "react":
-            return await ReActAgent(**options).run(question)
-        return await Agent(
-            **options,
-            max_replans=max_replans,
-            on_plan_text=progress.on_plan_text if progress else None,
-        ).run(question)
+            react = ReActAgent(
+                tools=planner.tools,
+                model=planner.model,
+                grammar=grammar,
+                max_concurrency=max_concurrency,
+                on_event=progress.on_event if progress else None,
+            )
+            result: AgentResult = await react.run(question)
+            return result
+        result = await planner.run(question)
+        return result
 
     try:
         if progress is None:
@@ -325,11 +441,106 @@ def run_(
                 result = anyio.run(go)
     except TaskloomError as exc:
         _fail(console, str(exc))
+    finally:
+        if store is not None:
+            store.close()
     if as_json:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str))
     else:
         render_agent_summary(result, console)
     if result.status != "answered":
+        raise typer.Exit(1)
+
+
+@app.command("batch")
+def batch(
+    requests_file: Annotated[
+        Path, typer.Argument(help='JSON lines: {"question": ..., "id": ...} or "question".')
+    ],
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Requests in flight at once.")
+    ] = 4,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the JSON lines here, not stdout.")
+    ] = None,
+    model: Model = None,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+    tools: Tools = None,
+    tool_latency: ToolLatency = 0.0,
+    max_replans: MaxReplans = 3,
+    max_concurrency: MaxConcurrency = None,
+    grammar: Grammar = None,
+    max_tool_calls: MaxToolCalls = None,
+    max_tokens: MaxTokens = None,
+    deadline: Deadline = None,
+    max_cost: MaxCost = None,
+    price: Prices = None,
+    store_path: StorePath = None,
+    no_store: NoStore = False,
+) -> None:
+    """Answer many questions at once, sharing one model, one call cache and one store."""
+    from rich.progress import Progress
+
+    from taskloom.agent import BatchItem, read_requests, run_batch
+    from taskloom.store import CallCache
+
+    console = Console(stderr=True)
+    try:
+        requests = read_requests(requests_file.read_text(encoding="utf-8").splitlines())
+    except OSError as exc:
+        _fail(console, f"cannot read {requests_file}: {exc.strerror or exc}")
+    except UserError as exc:
+        _fail(console, f"{requests_file}: {exc}")
+    store = None if no_store else _open_store(console, store_path)
+    cache = CallCache(store)
+    try:
+        settings = _AgentSettings(
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            tools=tools,
+            tool_latency=tool_latency,
+            max_replans=max_replans,
+            max_concurrency=max_concurrency,
+            grammar=grammar,
+            budget=_budget(max_tool_calls, max_tokens, deadline, max_cost, price),
+        )
+        planner = settings.build(store, cache=cache)
+        sink = output.open("w", encoding="utf-8") if output else sys.stdout
+    except (TaskloomError, OSError) as exc:
+        if store is not None:
+            store.close()
+        _fail(console, str(exc))
+    failed = 0
+    with Progress(console=console, transient=True) as bar:
+        job = bar.add_task("answering", total=len(requests))
+
+        def on_result(item: BatchItem) -> None:
+            nonlocal failed
+            failed += item.to_dict()["status"] != "answered"
+            sink.write(json.dumps(item.to_dict(), ensure_ascii=False, default=str) + "\n")
+            sink.flush()
+            bar.advance(job)
+
+        try:
+            anyio.run(
+                lambda: run_batch(planner, requests, concurrency=concurrency, on_result=on_result)
+            )
+        except TaskloomError as exc:
+            _fail(console, str(exc))
+        finally:
+            if store is not None:
+                store.close()
+            if output:
+                sink.close()
+    stats = cache.stats
+    console.print(
+        f"{len(requests)} requests, {failed} not answered · tool calls: "
+        f"{stats.requested} requested, {stats.executed} executed",
+        highlight=False,
+    )
+    if failed:
         raise typer.Exit(1)
 
 

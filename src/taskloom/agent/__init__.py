@@ -3,10 +3,13 @@
 from taskloom.agent._agent import Agent, uses_grammar
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
+from taskloom.agent.batch import BatchItem, BatchRequest, read_requests, run_batch
 
 __all__ = [
     "Agent",
     "AgentResult",
+    "BatchItem",
+    "BatchRequest",
     "Decision",
     "Finish",
     "LLMCall",
@@ -14,5 +17,7 @@ __all__ = [
     "Replan",
     "Timings",
     "parse_decision",
+    "read_requests",
+    "run_batch",
     "uses_grammar",
 ]

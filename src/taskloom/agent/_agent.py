@@ -9,26 +9,32 @@ run()                         one request, start to answer
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from taskloom._ids import TaskId
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._grammar import joiner_grammar, plan_grammar
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
 from taskloom.agent.prompts import Observation, joiner_messages, planner_messages, result_text
-from taskloom.engine import Run, RunResult, TaskStatus, open_run
+from taskloom.engine import Budget, Run, RunResult, TaskStatus, open_run
 from taskloom.engine import events as ev
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
-from taskloom.llm import ChatModel, Message, model_from_config
-from taskloom.plan import PlanParser
+from taskloom.llm import ChatModel, ChatStream, Message, model_from_config
+from taskloom.plan import PlanParser, Task
+from taskloom.store import CallCache
 from taskloom.tools import Tool
+
+if TYPE_CHECKING:
+    from taskloom.store import RunJournal, Store
 
 __all__ = ["Agent", "uses_grammar"]
 
@@ -63,6 +69,61 @@ class _Round:
     calls: list[LLMCall] = field(default_factory=list)
 
 
+@dataclass(kw_only=True, slots=True)
+class _Spend:
+    """One request's bookkeeping: its journal, what it spent, and what it may."""
+
+    journal: RunJournal | None = None
+    budget: Budget | None = None
+    deadline_at: float | None = None
+    tokens: int = 0
+    cost: float = 0.0
+    tool_calls: int = 0
+    seq: int = 0
+    """The last event number, so the next round goes on counting."""
+    attempts: int = 0
+    """Plan attempts so far, over all rounds."""
+    exhausted: str | None = None
+
+    def charge(self, purpose: str, messages: Sequence[Message], stream: ChatStream) -> None:
+        """Record one finished model call and check the token and cost budgets."""
+        usage = stream.usage
+        if usage is None:
+            return
+        self.tokens += usage.total_tokens
+        if self.journal is not None:
+            prompt = "\n".join(f"{m.role}: {m.content}" for m in messages)
+            self.journal.llm_call(
+                purpose,
+                usage.model,
+                prompt,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                latency_s=usage.duration_s,
+            )
+        budget = self.budget
+        if budget is None:
+            return
+        self.cost += budget.price(usage.model, usage.prompt_tokens, usage.completion_tokens)
+        if budget.tokens is not None and self.tokens > budget.tokens:
+            self.exhausted = self.exhausted or "tokens"
+        if budget.cost is not None and self.cost > budget.cost:
+            self.exhausted = self.exhausted or "cost"
+
+    def time_left(self) -> float | None:
+        """Seconds until the deadline, or None without one."""
+        if self.deadline_at is None:
+            return None
+        return max(0.0, self.deadline_at - time.monotonic())
+
+    def round_budget(self) -> Budget | None:
+        """The budget left for the next round's tool calls."""
+        if self.budget is None or self.budget.tool_calls is None:
+            return self.budget
+        left = max(0, self.budget.tool_calls - self.tool_calls)
+        return dataclasses.replace(self.budget, tool_calls=left)
+
+
 class Agent:
     """An LLMCompiler-style agent: a streamed plan, run in parallel, then a join.
 
@@ -80,6 +141,9 @@ class Agent:
         grammar: bool | None = None,
         on_event: EventListener | None = None,
         on_plan_text: Callable[[str], None] | None = None,
+        store: Store | None = None,
+        cache: CallCache | None = None,
+        budget: Budget | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -93,6 +157,12 @@ class Agent:
             grammar: constrain the model's output with grammars (see `uses_grammar`).
             on_event: receives every scheduler event of every round.
             on_plan_text: receives the plan text as the model writes it, chunk by chunk.
+            store: records every request (plans, tasks, events, LLM calls) so
+                it can be listed, shown and resumed.
+            cache: answers repeated calls of cacheable tools; share one between
+                agents (a batch) to share results and calls in flight. By
+                default each request has its own.
+            budget: limits per request: tool calls, tokens, cost, a deadline.
 
         Raises:
             UserError: for negative limits or bad tools.
@@ -108,6 +178,9 @@ class Agent:
         self.grammar = uses_grammar(self.model, grammar)
         self._on_event = on_event
         self._on_plan_text = on_plan_text
+        self.store = store
+        self.cache = cache
+        self.budget = budget
 
     async def run(self, question: str) -> AgentResult:
         """Answer one question.
@@ -125,15 +198,48 @@ class Agent:
             raise UserError("the question is empty")
         started = time.monotonic()
         timings = Timings()
-        tools = _remembering(self.tools, {})
+        tools = (self.cache or CallCache()).wrap(self.tools)
         rounds: list[_Round] = []
         decisions: list[Decision] = []
         joins: list[LLMCall] = []
         error: str | None = None
+        spend = _Spend(budget=self.budget)
+        if self.budget is not None and self.budget.deadline is not None:
+            spend.deadline_at = started + self.budget.deadline
+        if self.store is not None:
+            spend.journal = self.store.journal(
+                kind="agent", request=question, config=self._settings()
+            )
         try:
-            await self._run_rounds(question, tools, rounds, decisions, joins, timings)
+            await self._run_rounds(question, tools, rounds, decisions, joins, timings, spend)
         except ModelError as exc:
             error = str(exc)
+        result = self._result(question, started, timings, rounds, decisions, joins, error, spend)
+        if spend.journal is not None:
+            with anyio.CancelScope(shield=True):
+                spend.journal.end(result.status, answer=result.answer, exhausted=spend.exhausted)
+                await spend.journal.flush()
+        return result
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "model": getattr(self.model, "name", type(self.model).__name__),
+            "tools": [t.name for t in self.tools],
+            "max_replans": self.max_replans,
+            "max_concurrency": self.max_concurrency,
+        }
+
+    def _result(
+        self,
+        question: str,
+        started: float,
+        timings: Timings,
+        rounds: list[_Round],
+        decisions: list[Decision],
+        joins: list[LLMCall],
+        error: str | None,
+        spend: _Spend,
+    ) -> AgentResult:
         timings.total_s = time.monotonic() - started
         timings.planner_s = sum(r.planner_s for r in rounds)
         runs = [r.run for r in rounds if r.run is not None]
@@ -142,10 +248,15 @@ class Agent:
             # Counted from the planner's start, as LLMCompiler reports it.
             timings.first_dispatch_s = rounds[0].first_dispatch_at - rounds[0].planner_started_at
         answer = decisions[-1].answer if decisions and isinstance(decisions[-1], Finish) else None
+        status = "answered" if answer is not None and error is None else "failed"
+        if spend.exhausted is not None and answer is None:
+            status = "budget_exceeded"
+            error = error or f"the {spend.exhausted} budget ran out"
         return AgentResult(
             question=question,
             answer=answer,
-            status="answered" if answer is not None and error is None else "failed",
+            status=status,
+            exhausted=spend.exhausted,
             agent="llmcompiler",
             rounds=runs,
             plan_attempts=[a for r in rounds for a in r.attempts],
@@ -164,23 +275,32 @@ class Agent:
         decisions: list[Decision],
         joins: list[LLMCall],
         timings: Timings,
+        spend: _Spend,
     ) -> None:
         history: list[Observation] = []
         outputs: dict[TaskId, Any] = {}
         reason: str | None = None
         for number in range(1, self.max_replans + 2):
             last = number == self.max_replans + 1
-            this = await self._plan_and_execute(question, tools, number, history, outputs, reason)
+            this = await self._plan_and_execute(
+                question, tools, number, history, outputs, reason, spend
+            )
             rounds.append(this)
             assert this.run is not None
             history += _observations(this.run)
             outputs.update(this.run.outputs)
+            if this.run.exhausted is not None:
+                spend.exhausted = spend.exhausted or this.run.exhausted
+            if spend.exhausted is not None:
+                return  # out of budget: no joiner call; the result says which
             began = time.monotonic()
-            decision, call = await self._join(question, history, force_finish=last)
+            decision, call = await self._join(question, history, force_finish=last, spend=spend)
             timings.joiner_s += time.monotonic() - began
             joins.append(call)
+            if decision is None:
+                return
             decisions.append(decision)
-            if isinstance(decision, Finish):
+            if isinstance(decision, Finish) or spend.exhausted is not None:
                 return
             reason = decision.reason
 
@@ -192,21 +312,33 @@ class Agent:
         history: Sequence[Observation],
         earlier: Mapping[TaskId, Any],
         reason: str | None,
+        spend: _Spend,
     ) -> _Round:
         known = {TaskId(i) for i, _, _ in history}
         this = _Round()
 
         def on_event(event: ev.Event) -> None:
-            if isinstance(event, ev.TaskStarted) and this.first_dispatch_at is None:
-                this.first_dispatch_at = event.at
+            if isinstance(event, ev.TaskStarted):
+                spend.tool_calls += 1
+                if this.first_dispatch_at is None:
+                    this.first_dispatch_at = event.at
+            spend.seq = event.seq
             if self._on_event is not None:
                 self._on_event(event)
 
+        journal = spend.journal
+        if journal is not None:
+            journal.round = number
         async with open_run(
             tools=tools,
             max_concurrency=self.max_concurrency,
             on_event=on_event,
             earlier=earlier,
+            run_id=journal.run_id if journal else None,
+            journal=journal,
+            budget=spend.round_budget(),
+            deadline_at=spend.deadline_at,
+            first_seq=spend.seq,
         ) as run:
             repair: tuple[str, str] | None = None
             for _ in range(self.max_repairs + 1):
@@ -219,9 +351,11 @@ class Agent:
                     first_id=first_id,
                     repair=repair,
                 )
-                attempt = await self._stream_plan(messages, run, number, first_id, known, this)
+                attempt = await self._stream_plan(
+                    messages, run, number, first_id, known, this, spend
+                )
                 this.attempts.append(attempt)
-                if attempt.valid:
+                if attempt.valid or spend.exhausted is not None or not run.accepting:
                     break
                 shown = "\n".join(str(t) for t in run.plan)
                 repair = (shown or "(no valid calls yet)", attempt.error or "")
@@ -236,6 +370,7 @@ class Agent:
         first_id: int,
         known: set[TaskId],
         this: _Round,
+        spend: _Spend,
     ) -> PlanAttempt:
         """Stream one plan from the model into the run; each task starts when its line ends."""
         parser = PlanParser(tools=self.tools, known=known | set(run.plan.tasks))
@@ -254,19 +389,21 @@ class Agent:
             messages, max_tokens=_MAX_PLAN_TOKENS, grammar=grammar, stop=["<END_OF_PLAN>"]
         )
         error: str | None = None
+        spend.attempts += 1
+        journal, attempt_no = spend.journal, spend.attempts
         try:
-            async with stream:
-                async for chunk in stream:
-                    if self._on_plan_text is not None:
-                        self._on_plan_text(chunk)
-                    for task in parser.feed(chunk):
-                        run.add(task)
-                        added += 1
-                    if parser.done:
-                        break
-            for task in parser.close():
-                run.add(task)
-                added += 1
+            with anyio.move_on_after(spend.time_left()) as limit:
+                async with stream:
+                    async for chunk in stream:
+                        if self._on_plan_text is not None:
+                            self._on_plan_text(chunk)
+                        added += _feed(parser.feed(chunk), run, journal, attempt_no, parser.text)
+                        if parser.done or not run.accepting:
+                            break
+            if limit.cancelled_caught:
+                spend.exhausted = spend.exhausted or "deadline"
+            elif run.accepting:
+                added += _feed(parser.close(), run, journal, attempt_no, parser.text)
         except PlanError as exc:
             error = str(exc)
         except ModelError as exc:
@@ -276,28 +413,59 @@ class Agent:
         finally:
             this.planner_s += time.monotonic() - began
             this.calls.append(LLMCall(purpose="planner", usage=stream.usage))
+            spend.charge("plan", messages, stream)
+        if spend.exhausted is not None and run.accepting:
+            run.exceed(spend.exhausted)
         if error is None and added == 0 and not run.plan.tasks and not known:
             error = "the plan has no tool calls; write at least one numbered call"
+        if journal is not None:
+            journal.plan_attempt(attempt_no, stream.text, valid=error is None, error=error)
         return PlanAttempt(
             round=number, text=stream.text, valid=error is None, error=error, tasks=added
         )
 
     async def _join(
-        self, question: str, history: Sequence[Observation], *, force_finish: bool
-    ) -> tuple[Decision, LLMCall]:
+        self,
+        question: str,
+        history: Sequence[Observation],
+        *,
+        force_finish: bool,
+        spend: _Spend,
+    ) -> tuple[Decision | None, LLMCall]:
+        """Ask the joiner; None instead of a decision if the deadline came first."""
         grammar = joiner_grammar() if self.grammar else None
         messages = joiner_messages(question, history[-_MAX_HISTORY:], force_finish=force_finish)
         stream = self.model.stream(messages, max_tokens=_MAX_JOIN_TOKENS, grammar=grammar)
         try:
-            completion = await stream.collect()
+            with anyio.move_on_after(spend.time_left()) as limit:
+                completion = await stream.collect()
         finally:
             call = LLMCall(purpose="joiner", usage=stream.usage)
+            spend.charge("join", messages, stream)
+        if limit.cancelled_caught:
+            spend.exhausted = spend.exhausted or "deadline"
+            return None, call
         decision = parse_decision(completion.text)
         if isinstance(decision, Replan) and force_finish:
             decision = Finish(answer=_fallback_answer(history), thought=decision.thought)
         if isinstance(decision, Finish) and not decision.answer:
             decision = Finish(answer=_fallback_answer(history), thought=decision.thought)
         return decision, call
+
+
+def _feed(
+    tasks: Iterable[Task], run: Run, journal: RunJournal | None, attempt: int, text: str
+) -> int:
+    """Add parsed tasks to the run while it accepts them; return how many were added."""
+    added = 0
+    for task in tasks:
+        if not run.accepting:
+            break  # out of budget: what was written so far is all we use
+        run.add(task)
+        added += 1
+    if added and journal is not None:  # the text so far survives a crash
+        journal.plan_attempt(attempt, text, valid=None)
+    return added
 
 
 def _observations(run: RunResult) -> list[Observation]:
@@ -319,34 +487,6 @@ def run_call_text(run: RunResult, task_id: str) -> str:
         f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in args.items()
     )
     return f"{task.tool}({inner})"
-
-
-def _remembering(tools: Sequence[Tool], memo: dict[tuple[str, str], Any]) -> list[Tool]:
-    """The tools, with cacheable ones answering a repeated call from `memo`.
-
-    A replan, or a small model, may write a call the run already made; a
-    cacheable tool's result for the same arguments is reused, not fetched again.
-    """
-    wrapped = []
-    for tool in tools:
-        if not tool.policy.cacheable:
-            wrapped.append(tool)
-            continue
-        wrapped.append(_remember(tool, memo))
-    return wrapped
-
-
-def _remember(tool: Tool, memo: dict[tuple[str, str], Any]) -> Tool:
-    async def remembered(**arguments: Any) -> Any:
-        key = (tool.name, json.dumps(arguments, sort_keys=True, default=str))
-        if key not in memo:
-            memo[key] = await tool.call(arguments)
-        return memo[key]
-
-    clone = copy.copy(tool)
-    clone.fn = remembered
-    clone.is_async = True
-    return clone
 
 
 def _tool_span(run: RunResult) -> float:

@@ -64,7 +64,7 @@ class AgentResult:
     answer: str | None
     """The final answer; None if the run failed before answering."""
     status: str
-    """"answered", or "failed" with `error` saying why."""
+    """"answered"; "failed" with `error` saying why; or "budget_exceeded"."""
     agent: str
     """"llmcompiler" or "react"."""
     rounds: Sequence[RunResult] = ()
@@ -79,6 +79,8 @@ class AgentResult:
     """Where the time went."""
     error: str | None = None
     """Why the run failed, when it did."""
+    exhausted: str | None = None
+    """Which budget ran out ("tool_calls", "deadline", "tokens", "cost"), if one did."""
     started_at: float = 0.0
     """When the run began, in monotonic seconds; task times are relative to it."""
 
@@ -115,6 +117,7 @@ class AgentResult:
             "answer": self.answer,
             "status": self.status,
             "error": self.error,
+            "budget_exceeded": self.exhausted,
             "agent": self.agent,
             "plan_attempts": [
                 {

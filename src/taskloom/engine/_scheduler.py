@@ -146,6 +146,11 @@ class Run:
         """The plan as it stands now."""
         return self._plan
 
+    @property
+    def accepting(self) -> bool:
+        """Whether tasks may still be added (not closed, cancelled or out of budget)."""
+        return not self._closed
+
     def status(self, task_id: str) -> TaskStatus:
         """The current status of a task.
 

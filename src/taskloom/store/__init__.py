@@ -1,5 +1,6 @@
 """The SQLite run store: runs, plans, tasks, events, LLM calls and the call cache."""
 
+from taskloom.store._cache import CacheStats, CallCache, cache_key
 from taskloom.store._journal import RunJournal
 from taskloom.store._records import (
     LlmCallRecord,
@@ -12,6 +13,8 @@ from taskloom.store._resume import restore_tasks, resume
 from taskloom.store._store import Store, default_store_path
 
 __all__ = [
+    "CacheStats",
+    "CallCache",
     "LlmCallRecord",
     "PlanAttemptRecord",
     "RunJournal",
@@ -19,6 +22,7 @@ __all__ = [
     "RunSummary",
     "Store",
     "TaskRecord",
+    "cache_key",
     "default_store_path",
     "restore_tasks",
     "resume",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -92,6 +93,7 @@ class Store:
         """The store's file."""
         self._writer = writer
         self._reader = reader
+        self._reading = threading.Lock()  # one reader connection, used from worker threads too
 
     @classmethod
     def open(
@@ -154,7 +156,7 @@ class Store:
             StoreError: if the store cannot be read.
 
         """
-        with _translated(self.path, "list runs"):
+        with self._reading, _translated(self.path, "list runs"):
             rows = self._reader.execute(
                 "SELECT id, kind, status, started, request FROM runs"
                 " ORDER BY started DESC, rowid DESC LIMIT ?",
@@ -173,7 +175,7 @@ class Store:
             StoreError: if the store cannot be read.
 
         """
-        with _translated(self.path, "look up the run"):
+        with self._reading, _translated(self.path, "look up the run"):
             rows = self._reader.execute(
                 "SELECT id FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' LIMIT 3",
                 (run_id, _like_prefix(run_id)),
@@ -196,7 +198,7 @@ class Store:
 
         """
         full = self.find(run_id)
-        with _translated(self.path, f"read run {full}"):
+        with self._reading, _translated(self.path, f"read run {full}"):
             return self._load(full)
 
     def _load(self, run_id: RunId) -> RunRecord:
@@ -281,7 +283,7 @@ class Store:
             StoreError: if the store cannot be read.
 
         """
-        with _translated(self.path, "read the call cache"):
+        with self._reading, _translated(self.path, "read the call cache"):
             row = self._reader.execute(
                 "SELECT output, expires FROM cache WHERE key = ?", (key,)
             ).fetchone()
@@ -290,6 +292,16 @@ class Store:
         return True, json.loads(row[0])
 
     # -- writing, from any run ------------------------------------------------
+
+    def remember(self, key: str, tool: str, output: Any, *, ttl: float | None = None) -> None:
+        """Queue one call-cache entry (see `CallCache`)."""
+        now = time.time()
+        self._writer.put(
+            0,
+            "INSERT OR REPLACE INTO cache (key, tool, output, created, expires)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (key, tool, Json(output), now, None if ttl is None else now + ttl),
+        )
 
     def journal(
         self,

@@ -1,0 +1,147 @@
+"""Many requests at once: one model, one call cache, one store, a bounded number in flight.
+
+Requests overlap: while one waits on its tools, another plans. Identical
+lookups across requests run once (the shared `CallCache` joins calls in
+flight and remembers results), so a batch with overlapping questions
+executes fewer tool calls than its requests ask for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from taskloom.agent._agent import Agent
+from taskloom.agent._result import AgentResult
+from taskloom.errors import TaskloomError, UserError
+from taskloom.store import CallCache
+
+__all__ = ["BatchItem", "BatchRequest", "read_requests", "run_batch"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchRequest:
+    """One request of a batch."""
+
+    id: str
+    """The caller's name for it (its line number when none was given)."""
+    question: str
+    """What to answer."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchItem:
+    """One request's outcome."""
+
+    request: BatchRequest
+    """What was asked."""
+    result: AgentResult | None
+    """The agent's result; None if the request failed before the agent ran."""
+    error: str | None = None
+    """Why the request failed outright, when it did."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON line `taskloom batch` writes: answer, status, timings, tokens."""
+        result = self.result
+        if result is None:
+            return {
+                "id": self.request.id,
+                "question": self.request.question,
+                "answer": None,
+                "status": "failed",
+                "error": self.error,
+            }
+        full = result.to_dict()
+        return {
+            "id": self.request.id,
+            "question": self.request.question,
+            "answer": result.answer,
+            "status": result.status,
+            "error": result.error,
+            "timings": full["timings"],
+            "usage": full["usage"],
+        }
+
+
+def read_requests(lines: Iterable[str]) -> list[BatchRequest]:
+    """Read JSON lines: `{"question": ..., "id": ...}` objects, or bare JSON strings.
+
+    Blank lines are skipped; a request without an id gets its line number.
+
+    Raises:
+        UserError: naming the line, for a line that is not such a request.
+
+    """
+    requests = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"line {number}: not JSON ({exc.msg})") from None
+        if isinstance(data, str):
+            data = {"question": data}
+        if not isinstance(data, Mapping) or not isinstance(data.get("question"), str):
+            raise UserError(f'line {number}: expected {{"question": "..."}} or a JSON string')
+        requests.append(BatchRequest(id=str(data.get("id", number)), question=data["question"]))
+    return requests
+
+
+async def run_batch(
+    agent: Agent,
+    requests: Iterable[BatchRequest | str],
+    *,
+    concurrency: int = 4,
+    on_result: Callable[[BatchItem], None] | None = None,
+) -> list[BatchItem]:
+    """Answer many requests with one agent, `concurrency` of them at a time.
+
+    Give the agent a `CallCache` (and a `Store`) to share lookups between
+    requests; with none, the batch makes one so they are shared anyway.
+
+    Args:
+        agent: answers every request; its model, cache and store are shared.
+        requests: the requests, or plain questions.
+        concurrency: requests in flight at once.
+        on_result: called with each item as soon as it is done (in finish order).
+
+    Returns:
+        One item per request, in request order. A request that fails is an
+        item with its error; it does not stop the others.
+
+    Raises:
+        UserError: if concurrency is below 1.
+
+    """
+    if concurrency < 1:
+        raise UserError(f"concurrency must be at least 1, got {concurrency}")
+    if agent.cache is None:
+        agent.cache = CallCache(agent.store)
+    todo = [
+        r if isinstance(r, BatchRequest) else BatchRequest(id=str(i), question=r)
+        for i, r in enumerate(requests, start=1)
+    ]
+    items: list[BatchItem | None] = [None] * len(todo)
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def answer(index: int, request: BatchRequest) -> None:
+        async with limiter:
+            try:
+                item = BatchItem(request=request, result=await agent.run(request.question))
+            except TaskloomError as exc:  # a bad request fails alone
+                item = BatchItem(request=request, result=None, error=str(exc))
+        items[index] = item
+        if on_result is not None:
+            on_result(item)
+
+    async with anyio.create_task_group() as tg:
+        for index, request in enumerate(todo):
+            tg.start_soon(answer, index, request)
+    done = [i for i in items if i is not None]
+    assert len(done) == len(todo)
+    return done

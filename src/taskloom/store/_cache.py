@@ -1,0 +1,181 @@
+"""The call cache: a cacheable tool answers a repeated call without running again.
+
+Results are keyed by (tool name, tool version, canonical arguments). Three
+layers answer, fastest first:
+
+1. calls in flight: an identical call already running (in this run or in
+   another run of a batch) is joined, not started again (single-flight);
+2. memory: results seen by this process, bounded, least recently used out;
+3. the store, when one is given: results of earlier runs, across processes,
+   until their time to live runs out.
+
+Only tools declared `cacheable=True` go through it; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from taskloom.tools import Tool
+
+if TYPE_CHECKING:
+    from taskloom.store._store import Store
+
+__all__ = ["CacheStats", "CallCache", "cache_key"]
+
+_MEMORY_ENTRIES = 10_000
+
+
+def cache_key(tool: Tool, arguments: dict[str, Any]) -> str:
+    """The key of one call: sha256 over name, version and canonical JSON arguments."""
+    canonical = json.dumps(
+        arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+    return hashlib.sha256(f"{tool.name}\x1f{tool.version}\x1f{canonical}".encode()).hexdigest()
+
+
+@dataclass(kw_only=True, slots=True)
+class CacheStats:
+    """What the cache saved: calls asked for, and how each was answered."""
+
+    requested: int = 0
+    """Calls of cacheable tools asked for."""
+    executed: int = 0
+    """Calls that really ran the tool."""
+    memory_hits: int = 0
+    """Answered from this process's memory."""
+    store_hits: int = 0
+    """Answered from the store (an earlier run)."""
+    joined: int = 0
+    """Answered by joining an identical call in flight."""
+
+
+class _Flight:
+    """One call in progress that identical calls wait for."""
+
+    __slots__ = ("done", "error", "output", "settled")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.settled = False
+        """False if the leading call was cancelled: a waiter must lead instead."""
+        self.output: Any = None
+        self.error: BaseException | None = None
+
+
+class CallCache:
+    """Memoises cacheable tools and shares identical calls in flight.
+
+    One cache may serve many runs at once (a batch); pass `wrap(tools)` to
+    each run instead of the tools themselves.
+    """
+
+    def __init__(self, store: Store | None = None, *, ttl: float | None = None) -> None:
+        """Make a cache.
+
+        Args:
+            store: where results outlive the process; None keeps them in memory.
+            ttl: seconds a stored result stays valid; None for no expiry.
+
+        """
+        self._store = store
+        self._ttl = ttl
+        self._memory: OrderedDict[str, tuple[float | None, Any]] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
+        self.stats = CacheStats()
+        """Counts of requested and executed calls, and of each kind of hit."""
+
+    def wrap(self, tools: Iterable[Tool]) -> list[Tool]:
+        """The tools, with every cacheable one answering through this cache."""
+        return [self._wrap(t) if t.policy.cacheable else t for t in tools]
+
+    def _wrap(self, tool: Tool) -> Tool:
+        async def cached(**arguments: Any) -> Any:
+            return await self.call(tool, arguments)
+
+        clone = copy.copy(tool)
+        clone.fn = cached
+        clone.is_async = True
+        return clone
+
+    async def call(self, tool: Tool, arguments: dict[str, Any]) -> Any:
+        """Call `tool`, or answer from a call in flight, memory or the store.
+
+        Returns:
+            The tool's output.
+
+        Raises:
+            Exception: whatever the tool raised (waiters of a shared call get
+                the same exception).
+
+        """
+        key = cache_key(tool, arguments)
+        self.stats.requested += 1
+        while True:
+            flight = self._flights.get(key)
+            if flight is None:
+                break
+            await flight.done.wait()
+            if flight.settled:
+                self.stats.joined += 1
+                if flight.error is not None:
+                    raise flight.error
+                return flight.output
+            # The leader was cancelled: loop, and lead the call ourselves.
+        found, output = self._remembered(key)
+        if found:
+            self.stats.memory_hits += 1
+            return output
+        flight = self._flights[key] = _Flight()
+        try:
+            output = await self._lookup_or_run(tool, arguments, key)
+        except Exception as exc:
+            flight.error, flight.settled = exc, True
+            raise
+        else:
+            flight.output, flight.settled = output, True
+            return output
+        finally:
+            del self._flights[key]
+            flight.done.set()
+
+    async def _lookup_or_run(self, tool: Tool, arguments: dict[str, Any], key: str) -> Any:
+        if self._store is not None:
+            found, output = await anyio.to_thread.run_sync(self._store.cached, key)
+            if found:
+                self.stats.store_hits += 1
+                self._remember(key, output)
+                return output
+        self.stats.executed += 1
+        output = await tool.call(arguments)
+        self._remember(key, output)
+        if self._store is not None:
+            self._store.remember(key, tool.name, output, ttl=self._ttl)
+        return output
+
+    def _remembered(self, key: str) -> tuple[bool, Any]:
+        entry = self._memory.get(key)
+        if entry is None:
+            return False, None
+        expires, output = entry
+        if expires is not None and expires <= time.time():
+            del self._memory[key]
+            return False, None
+        self._memory.move_to_end(key)
+        return True, output
+
+    def _remember(self, key: str, output: Any) -> None:
+        expires = None if self._ttl is None else time.time() + self._ttl
+        self._memory[key] = (expires, output)
+        self._memory.move_to_end(key)
+        if len(self._memory) > _MEMORY_ENTRIES:
+            self._memory.popitem(last=False)
