@@ -139,6 +139,9 @@ def resume_(
         str | None,
         typer.Option("--tools", help="Extra tools; default: those the run was started with."),
     ] = None,
+    model: Model = None,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     store_path: StorePath = None,
 ) -> None:
@@ -151,12 +154,51 @@ def resume_(
     except TaskloomError as exc:
         store.close()
         _fail(console, str(exc))
+    if record.kind == "agent":
+        _resume_agent(console, store, record.id, tools, model, base_url, api_key, as_json)
+        return
 
     async def go(listener: Any) -> RunResult:
         return await resume(record.id, store=store, tools=tool_index)
 
     result = _run_live(console, go, live=console.is_terminal and not as_json, store=store)
     _print_run(console, result, as_json=as_json, plan_text=None)
+
+
+def _resume_agent(
+    console: Console,
+    store: Store,
+    run_id: str,
+    tools: str | None,
+    model: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    as_json: bool,
+) -> None:
+    settings = _AgentSettings(
+        model=model,
+        base_url=base_url,
+        api_key=api_key,
+        tools=tools,
+        tool_latency=0.0,
+        max_replans=3,
+        max_concurrency=None,
+        grammar=None,
+        budget=None,
+    )
+    try:
+        planner = settings.build(store)
+        result = anyio.run(planner.resume, run_id)
+    except TaskloomError as exc:
+        _fail(console, str(exc))
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str))
+    else:
+        render_agent_summary(result, console)
+    if result.status != "answered":
+        raise typer.Exit(1)
 
 
 @app.command("runs")

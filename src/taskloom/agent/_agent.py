@@ -30,11 +30,11 @@ from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
 from taskloom.llm import ChatModel, ChatStream, Message, model_from_config
 from taskloom.plan import PlanParser, Task
-from taskloom.store import CallCache
+from taskloom.store import CallCache, restore_tasks
 from taskloom.tools import Tool
 
 if TYPE_CHECKING:
-    from taskloom.store import RunJournal, Store
+    from taskloom.store import RunJournal, RunRecord, Store, TaskRecord
 
 __all__ = ["Agent", "uses_grammar"]
 
@@ -196,6 +196,47 @@ class Agent:
         """
         if not question.strip():
             raise UserError("the question is empty")
+        journal = None
+        if self.store is not None:
+            journal = self.store.journal(kind="agent", request=question, config=self._settings())
+        return await self._answer(question, journal, None)
+
+    async def resume(self, run_id: str) -> AgentResult:
+        """Finish a request whose process stopped, from what the agent's store recorded.
+
+        Tasks that finished keep their results; a task that was running is
+        called again only if its tool is idempotent, else it is `interrupted`
+        and the joiner sees that. Plan lines already written are reused, not
+        regenerated: the joiner decides, and may replan, from there.
+
+        Returns:
+            The AgentResult of the finished request (for a request that had
+            already ended: its recorded answer and status, nothing re-run).
+
+        Raises:
+            UserError: if the agent has no store, or the run is not an agent run.
+            StoreError: if the store cannot be read or written.
+
+        """
+        if self.store is None:
+            raise UserError("resume() needs the agent's store: Agent(store=...)")
+        record = self.store.load(run_id)
+        if record.kind != "agent":
+            raise UserError(f"run {record.id} is a plan run; resume it with taskloom.resume()")
+        if record.status != "running":
+            return AgentResult(
+                question=record.request,
+                answer=record.answer,
+                status=record.status,
+                agent="llmcompiler",
+                exhausted=record.exhausted,
+            )
+        journal = self.store.resume_journal(record)
+        return await self._answer(record.request, journal, record)
+
+    async def _answer(
+        self, question: str, journal: RunJournal | None, resumed: RunRecord | None
+    ) -> AgentResult:
         started = time.monotonic()
         timings = Timings()
         tools = (self.cache or CallCache()).wrap(self.tools)
@@ -203,15 +244,15 @@ class Agent:
         decisions: list[Decision] = []
         joins: list[LLMCall] = []
         error: str | None = None
-        spend = _Spend(budget=self.budget)
+        spend = _Spend(budget=self.budget, journal=journal)
         if self.budget is not None and self.budget.deadline is not None:
             spend.deadline_at = started + self.budget.deadline
-        if self.store is not None:
-            spend.journal = self.store.journal(
-                kind="agent", request=question, config=self._settings()
-            )
+        if resumed is not None:
+            spend.seq, spend.attempts = resumed.last_seq, len(resumed.plan_attempts)
         try:
-            await self._run_rounds(question, tools, rounds, decisions, joins, timings, spend)
+            await self._run_rounds(
+                question, tools, rounds, decisions, joins, timings, spend, resumed
+            )
         except ModelError as exc:
             error = str(exc)
         result = self._result(question, started, timings, rounds, decisions, joins, error, spend)
@@ -276,15 +317,27 @@ class Agent:
         joins: list[LLMCall],
         timings: Timings,
         spend: _Spend,
+        resumed: RunRecord | None = None,
     ) -> None:
         history: list[Observation] = []
         outputs: dict[TaskId, Any] = {}
         reason: str | None = None
-        for number in range(1, self.max_replans + 2):
+        first = 1
+        if resumed is not None and resumed.tasks:
+            first = max(t.round for t in resumed.tasks)
+            for record in resumed.tasks:
+                if record.round < first:
+                    history.append(_recorded_observation(record))
+                    if record.status == "done":
+                        outputs[record.id] = record.output
+        for number in range(first, self.max_replans + 2):
             last = number == self.max_replans + 1
-            this = await self._plan_and_execute(
-                question, tools, number, history, outputs, reason, spend
-            )
+            if resumed is not None and resumed.tasks and number == first:
+                this = await self._restore_round(resumed, tools, number, outputs, spend)
+            else:
+                this = await self._plan_and_execute(
+                    question, tools, number, history, outputs, reason, spend
+                )
             rounds.append(this)
             assert this.run is not None
             history += _observations(this.run)
@@ -359,6 +412,40 @@ class Agent:
                     break
                 shown = "\n".join(str(t) for t in run.plan)
                 repair = (shown or "(no valid calls yet)", attempt.error or "")
+        this.run = run.result()
+        return this
+
+    async def _restore_round(
+        self,
+        record: RunRecord,
+        tools: list[Tool],
+        number: int,
+        earlier: Mapping[TaskId, Any],
+        spend: _Spend,
+    ) -> _Round:
+        """The round a crash interrupted: its recorded tasks, settled or run again."""
+        this = _Round()
+        if spend.journal is not None:
+            spend.journal.round = number
+
+        def on_event(event: ev.Event) -> None:
+            spend.seq = event.seq
+            if self._on_event is not None:
+                self._on_event(event)
+
+        async with open_run(
+            tools=tools,
+            max_concurrency=self.max_concurrency,
+            on_event=on_event,
+            earlier=earlier,
+            run_id=record.id,
+            journal=spend.journal,
+            budget=spend.round_budget(),
+            deadline_at=spend.deadline_at,
+            first_seq=spend.seq,
+        ) as run:
+            current = [t for t in record.tasks if t.round == number]
+            restore_tasks(run, current, as_tools(tools))
         this.run = run.result()
         return this
 
@@ -466,6 +553,18 @@ def _feed(
     if added and journal is not None:  # the text so far survives a crash
         journal.plan_attempt(attempt, text, valid=None)
     return added
+
+
+def _recorded_observation(record: TaskRecord) -> Observation:
+    """What the joiner sees of a task from an earlier round of a resumed request."""
+    args = record.arguments or {}
+    inner = ", ".join(
+        f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in args.items()
+    )
+    call = f"{record.task.tool}({inner})"
+    if record.status == "done":
+        return (record.id, call, result_text(record.output))
+    return (record.id, call, f"error: {record.error or record.status}")
 
 
 def _observations(run: RunResult) -> list[Observation]:

@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RunJournal"]
 
-# Ranks order a batch: rows are inserted before they are updated.
-_NEW, _UPDATE, _LOG = 0, 1, 2
+# Ranks order a batch, following a task's life: a row is inserted, then
+# marked started, then settled; statements of one rank never touch a row twice
+# in conflicting ways, so grouping them for executemany keeps the final state.
+_NEW, _STARTING, _SETTLING, _LOG = 0, 1, 2, 3
 
 _ADD_TASK = (
     "INSERT INTO tasks (run_id, task_id, position, round, tool, definition, status)"
@@ -192,19 +194,19 @@ class RunJournal:
                 added = (run_id, task_id, self._positions, self.round, event.tool, definition)
                 put(_NEW, _ADD_TASK, added)
             case ev.TaskStarted():
-                put(_UPDATE, _STARTED, (Json(event.arguments), at, run_id, task_id))
+                put(_STARTING, _STARTED, (Json(event.arguments), at, run_id, task_id))
             case ev.TaskFinished():
-                put(_UPDATE, _FINISHED, (Json(event.output), at, run_id, task_id))
+                put(_SETTLING, _FINISHED, (Json(event.output), at, run_id, task_id))
             case ev.TaskFailed() | ev.TaskSkipped() | ev.TaskCancelledEvent():
                 data = {"error": str(event.error)}
                 how = (_SETTLED_AS[type(event)], type(event.error).__name__, data["error"])
-                put(_UPDATE, _SETTLED, (*how, at, run_id, task_id))
+                put(_SETTLING, _SETTLED, (*how, at, run_id, task_id))
             case ev.TaskRestored():
                 data = {"status": event.status}
                 if event.status == "interrupted":  # the one restored state that is new
                     assert event.error is not None
                     how = (event.status, type(event.error).__name__, str(event.error))
-                    put(_UPDATE, _SETTLED, (*how, at, run_id, task_id))
+                    put(_SETTLING, _SETTLED, (*how, at, run_id, task_id))
             case ev.TaskRetried():
                 data = {"attempt": event.attempt, "delay": event.delay, "error": str(event.error)}
             case ev.RunFinished():
