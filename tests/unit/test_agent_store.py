@@ -138,7 +138,7 @@ async def test_a_batch_runs_each_distinct_lookup_once(tmp_path: Path) -> None:
     assert [i.request.question for i in items] == questions
     assert all(i.result is not None and i.result.status == "answered" for i in items)
     assert cache.stats.requested == 8
-    assert cache.stats.executed == 4  # France, Germany, Spain, Italy
+    assert cache.stats.executed == cache.stats.distinct == 4  # France, Germany, Spain, Italy
     assert len(recorded) == 4
     line = items[0].to_dict()
     assert set(line) >= {"id", "answer", "status", "timings", "usage"}

@@ -57,6 +57,8 @@ class CacheStats:
     """Answered from the store (an earlier run)."""
     joined: int = 0
     """Answered by joining an identical call in flight."""
+    distinct: int = 0
+    """Different calls (by key) asked for: with a warm-enough cache, `executed` equals it."""
 
 
 class _Flight:
@@ -91,6 +93,7 @@ class CallCache:
         self._ttl = ttl
         self._memory: OrderedDict[str, tuple[float | None, Any]] = OrderedDict()
         self._flights: dict[str, _Flight] = {}
+        self._seen: set[str] = set()
         self.stats = CacheStats()
         """Counts of requested and executed calls, and of each kind of hit."""
 
@@ -120,6 +123,9 @@ class CallCache:
         """
         key = cache_key(tool, arguments)
         self.stats.requested += 1
+        if key not in self._seen:
+            self._seen.add(key)
+            self.stats.distinct += 1
         while True:
             flight = self._flights.get(key)
             if flight is None:
