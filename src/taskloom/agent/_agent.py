@@ -23,7 +23,7 @@ from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._grammar import joiner_grammar, plan_grammar
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
 from taskloom.agent.prompts import Observation, joiner_messages, planner_messages, result_text
-from taskloom.engine import Budget, Run, RunResult, TaskStatus, open_run
+from taskloom.engine import Budget, DurationStats, Run, RunResult, TaskStatus, open_run
 from taskloom.engine import events as ev
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.engine._scheduler import EventListener
@@ -181,6 +181,8 @@ class Agent:
         self.store = store
         self.cache = cache
         self.budget = budget
+        self.stats = DurationStats()
+        """Tool durations seen by this agent's runs: ordering and deadline estimates."""
 
     async def run(self, question: str) -> AgentResult:
         """Answer one question.
@@ -390,6 +392,7 @@ class Agent:
             run_id=journal.run_id if journal else None,
             journal=journal,
             budget=spend.round_budget(),
+            stats=self.stats,
             deadline_at=spend.deadline_at,
             first_seq=spend.seq,
         ) as run:
@@ -441,6 +444,7 @@ class Agent:
             run_id=record.id,
             journal=spend.journal,
             budget=spend.round_budget(),
+            stats=self.stats,
             deadline_at=spend.deadline_at,
             first_seq=spend.seq,
         ) as run:
