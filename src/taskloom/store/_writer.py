@@ -50,13 +50,14 @@ first, each group in queue order: rank orders inserts before the updates of
 the same rows, grouping lets one `executemany` cover many rows."""
 
 
+_to_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
+"""One encoder for every row: `json.dumps` with options builds a new one per call."""
+
+
 def _encode(params: tuple[Any, ...]) -> tuple[Any, ...]:
     if not any(type(p) is Json for p in params):
         return params
-    return tuple(
-        json.dumps(p.value, ensure_ascii=False, default=str) if type(p) is Json else p
-        for p in params
-    )
+    return tuple(_to_json(p.value) if type(p) is Json else p for p in params)
 
 
 class Writer:
