@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import anyio
-import pytest
 
 import taskloom
 from taskloom.agent import Agent

@@ -97,6 +97,10 @@ async def open_run(
         raise UserError(
             "taskloom runs on anyio's asyncio backend (the default of anyio.run)"
         ) from None
+    if journal is not None:
+        if run_id is not None and run_id != journal.run_id:
+            raise UserError(f"run_id {run_id!r} differs from the journal's run {journal.run_id!r}")
+        run_id = journal.run_id
     run = Run(
         tools=as_tools(tools),
         max_concurrency=max_concurrency,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from taskloom._ids import TaskId
+from taskloom._ids import RunId, TaskId
 
 if TYPE_CHECKING:
     from taskloom.engine._scheduler import Run
@@ -19,6 +19,11 @@ __all__ = ["Journal"]
 
 class Journal(Protocol):
     """Keeps one run's events and results somewhere that outlives the process."""
+
+    @property
+    def run_id(self) -> RunId:
+        """The id the run is recorded under; the run takes it."""
+        ...
 
     def attach(self, run: Run) -> None:
         """Start recording `run` (subscribe to its events); called before any task is added."""

@@ -147,6 +147,11 @@ class Run:
         return self._plan
 
     @property
+    def finished(self) -> bool:
+        """Whether every task is final and the run has ended."""
+        return self._done.is_set()
+
+    @property
     def accepting(self) -> bool:
         """Whether tasks may still be added (not closed, cancelled or out of budget)."""
         return not self._closed
@@ -365,9 +370,13 @@ class Run:
             self.exhausted = budget
         self._closed = True
         why = f"the {budget} budget ran out"
+        # Out of calls, the calls already made may finish; out of time or
+        # money, running work stops too.
+        spare_running = budget == "tool_calls"
         for node in self._nodes.values():
-            if not node.status.is_final:
-                self._cancel_node(node, why)
+            if node.status.is_final or (spare_running and node.status is TaskStatus.RUNNING):
+                continue
+            self._cancel_node(node, why)
         self._check_done()
 
     def restore(
@@ -393,6 +402,8 @@ class Run:
             raise UserError(f"cannot restore task {task.id} as {status}: only final states")
         if self._closed:
             raise UserError(f"cannot restore task {task.id}: the run no longer accepts tasks")
+        if task.tool not in self._tools:
+            raise PlanError(f"unknown tool {task.tool!r}", task_id=task.id)
         self._plan.add(task)
         node = Node(task, self._tools[task.tool], {})
         node.status, node.output, node.error, node.attempts = status, output, error, attempts
@@ -422,7 +433,7 @@ class Run:
     # -- adding and linking ---------------------------------------------------
 
     def _add(self, task: Task, bound: dict[str, Any] | None = None) -> None:
-        if self._closed:
+        if self._closed and self.exhausted is None:
             raise UserError(f"cannot add task {task.id}: the run no longer accepts tasks")
         if bound is None:
             bound = bind_task(task, self._tools)
@@ -438,6 +449,11 @@ class Run:
             dependencies=tuple(sorted(task.dependencies)),
             task=task,
         )
+        if self._closed:  # closed by a budget (any other closing raised above)
+            # Out of budget: the rest of the plan is kept, as cancelled, so the
+            # result shows everything that was asked for.
+            self._cancel_node(node, f"the {self.exhausted} budget ran out")
+            return
         self._link(node)
 
     def _link(self, node: Node) -> None:

@@ -121,6 +121,7 @@ class RunJournal:
             StoreError: if any write of the run failed.
 
         """
+        self._runs = [r for r in self._runs if not r.finished]  # done: let it go
         if self.kind == "exec":
             self.end(str(result.status), exhausted=result.exhausted)
         await self.flush()

@@ -111,6 +111,8 @@ class RunRecord:
     """What resuming needs: tool source, limits, agent settings."""
     resumes: int
     """How many times it was resumed."""
+    owner: str | None = None
+    """The process that last ran it, as host:pid."""
     plan_attempts: tuple[PlanAttemptRecord, ...] = ()
     """Plans written for it, in order."""
     tasks: tuple[TaskRecord, ...] = ()

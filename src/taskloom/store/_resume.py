@@ -48,15 +48,14 @@ def restore_tasks(
 
     """
     recorded = {r.id for r in records}
-    to_run: list[Task] = []
-    for record in records:
+    for record in records:  # in recorded order: every dependency comes first
         status = _KEPT.get(record.status)
         tool = tools.get(record.task.tool)
         if status is None and record.status == "running" and tool is not None:
             if not tool.policy.idempotent:
                 status = TaskStatus.INTERRUPTED
         if status is None:
-            to_run.append(record.task)
+            run.add(record.task)
         elif status is TaskStatus.DONE:
             run.restore(record.task, status, output=record.output)
         elif status is TaskStatus.INTERRUPTED:
@@ -64,8 +63,7 @@ def restore_tasks(
         else:
             error = RecordedFailure(record.id, record.error_type or "", record.error or "")
             run.restore(record.task, status, error=error)
-    to_run += (t for t in planned if t.id not in recorded)
-    run.add_all(to_run)
+    run.add_all(t for t in planned if t.id not in recorded)
 
 
 async def resume(
@@ -113,4 +111,8 @@ async def resume(
     ) as run:
         planned = [task_from_json(t) for t in record.config.get("plan", ())]
         restore_tasks(run, record.tasks, tool_index, planned)
+        if finished and record.exhausted:
+            run.exceed(record.exhausted)  # rebuilt as it ended
+        elif finished and record.status == "cancelled":
+            run.cancel()
     return run.result()

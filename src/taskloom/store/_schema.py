@@ -84,6 +84,10 @@ MIGRATIONS: tuple[str, ...] = (
         expires     REAL                        -- unix seconds, NULL for never
     );
     """,
+    # 2: which process is running a run (host:pid), so a live run is not resumed twice.
+    """
+    ALTER TABLE runs ADD COLUMN owner TEXT
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

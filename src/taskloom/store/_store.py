@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -44,7 +45,7 @@ from taskloom.store._records import (
     TaskRecord,
 )
 from taskloom.store._schema import APPLICATION_ID, SCHEMA_VERSION, migrate
-from taskloom.store._writer import Json, Writer
+from taskloom.store._writer import Json, Writer, explain
 
 __all__ = ["Store", "default_store_path"]
 
@@ -66,18 +67,7 @@ def _translated(path: Path, doing: str) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        raise StoreError(str(path), _explain(doing, exc)) from exc
-
-
-def _explain(doing: str, exc: sqlite3.Error) -> str:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return f"cannot {doing}: the file is locked by another process ({text})"
-    if "not a database" in text or "malformed" in text:
-        return f"cannot {doing}: the file is corrupted or is not a taskloom store ({text})"
-    if "full" in text or "disk I/O" in text:
-        return f"cannot {doing}: the disk is full or the file cannot grow ({text})"
-    return f"cannot {doing}: {text}"
+        raise StoreError(str(path), explain(doing, exc)) from exc
 
 
 class Store:
@@ -207,7 +197,7 @@ class Store:
         try:
             run = db.execute(
                 "SELECT kind, request, status, started, finished, answer, exhausted, config,"
-                " resumes FROM runs WHERE id = ?",
+                " resumes, owner FROM runs WHERE id = ?",
                 (run_id,),
             ).fetchone()
             attempts = db.execute(
@@ -257,6 +247,7 @@ class Store:
             exhausted=run[6],
             config=json.loads(run[7]),
             resumes=run[8],
+            owner=run[9],
             plan_attempts=tuple(
                 PlanAttemptRecord(
                     attempt=a[0],
@@ -328,24 +319,35 @@ class Store:
 
         """
         new_id = RunId(run_id or uuid.uuid4().hex[:12])
+        if run_id is not None:
+            with self._reading, _translated(self.path, "check the run id"):
+                taken = self._reader.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,))
+                if taken.fetchone() is not None:
+                    raise UserError(f"run {run_id!r} already exists in {self.path}")
         settings = dict(config or {})
         if plan is not None:
             settings["plan"] = [task_to_json(t) for t in plan.in_dependency_order()]
         self._writer.put(
             0,
-            "INSERT INTO runs (id, kind, request, status, started, config)"
-            " VALUES (?, ?, ?, 'running', ?, ?)",
-            (new_id, kind, request, time.time(), Json(settings)),
+            "INSERT INTO runs (id, kind, request, status, started, config, owner)"
+            " VALUES (?, ?, ?, 'running', ?, ?, ?)",
+            (new_id, kind, request, time.time(), Json(settings), _OWNER),
         )
         return RunJournal(self, new_id, kind=kind)
 
     def resume_journal(self, record: RunRecord) -> RunJournal:
-        """Go on recording a run that stopped: numbering continues where it ended."""
+        """Go on recording a run that stopped: numbering continues where it ended.
+
+        Raises:
+            UserError: if the process that ran it is still alive on this machine.
+
+        """
+        _check_stopped(record)
         self._writer.put(
             0,
-            "UPDATE runs SET status = 'running', finished = NULL, resumes = resumes + 1"
-            " WHERE id = ?",
-            (record.id,),
+            "UPDATE runs SET status = 'running', finished = NULL, resumes = resumes + 1,"
+            " owner = ? WHERE id = ?",
+            (_OWNER, record.id),
         )
         return RunJournal(
             self,
@@ -365,6 +367,28 @@ _CALL_FIELDS = (
     "completion_tokens",
     "latency_s",
 )
+
+
+_OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _check_stopped(record: RunRecord) -> None:
+    """Refuse to resume a run whose process still lives: it would run tasks twice."""
+    if record.owner is None:
+        return
+    host, _, pid_text = record.owner.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass  # alive, and someone else's
+    raise UserError(
+        f"run {record.id} is still being run by process {pid_text} on this machine; "
+        "resume it once that process has stopped"
+    )
 
 
 def _json(text: str | None) -> Any:

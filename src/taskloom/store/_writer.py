@@ -17,12 +17,25 @@ import json
 import queue
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from taskloom.errors import StoreError
 
-__all__ = ["Json", "Writer"]
+__all__ = ["Json", "Writer", "explain"]
+
+
+def explain(doing: str, exc: sqlite3.Error) -> str:
+    """SQLite's error in words that say what went wrong and what to do."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"cannot {doing}: the file is locked by another process ({text})"
+    if "not a database" in text or "malformed" in text:
+        return f"cannot {doing}: the file is corrupted or is not a taskloom store ({text})"
+    if "full" in text or "disk I/O" in text:
+        return f"cannot {doing}: the disk is full or the file cannot grow ({text})"
+    return f"cannot {doing}: {text}"
 
 
 class Json:
@@ -67,21 +80,24 @@ class Writer:
         self,
         conn: sqlite3.Connection,
         path: str,
-        on_failure: Callable[[StoreError], None] | None = None,
     ) -> None:
         """Start the thread; it owns `conn` from now on."""
         self._conn = conn
         self._path = path
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._on_failure = [on_failure] if on_failure else []
+        self._on_failure: list[weakref.WeakMethod[Callable[[StoreError], None]]] = []
         self.failure: StoreError | None = None
         """The first write that failed; after it nothing more is written."""
         self._thread = threading.Thread(target=self._loop, name="taskloom-store", daemon=True)
         self._thread.start()
 
     def on_failure(self, callback: Callable[[StoreError], None]) -> None:
-        """Call `callback` (on the writer thread) when a write fails."""
-        self._on_failure.append(callback)
+        """Call the bound method `callback` (on the writer thread) when a write fails.
+
+        Only a weak reference is kept: a journal that is done is not kept alive.
+        """
+        self._on_failure = [ref for ref in self._on_failure if ref() is not None]
+        self._on_failure.append(weakref.WeakMethod(callback))
 
     def put(self, rank: int, sql: str, params: tuple[Any, ...]) -> None:
         """Queue one statement; it is committed with the next batch."""
@@ -158,9 +174,11 @@ class Writer:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # SQLite rolls back by itself when the connection closes
-            self.failure = StoreError(self._path, f"a write failed, so recording stopped: {exc}")
-            for callback in self._on_failure:
-                callback(self.failure)
+            self.failure = StoreError(self._path, explain("write", exc) + "; recording stopped")
+            for ref in self._on_failure:
+                callback = ref()
+                if callback is not None:
+                    callback(self.failure)
 
 
 def _release(future: asyncio.Future[None], failure: StoreError | None) -> None:
