@@ -305,3 +305,11 @@ def test_exec_json_names_the_run_id_show_finds(tmp_path: Path) -> None:
     assert out["run_id"] == printed
     shown = runner.invoke(app, ["show", out["run_id"], "--json", "--store", str(store)])
     assert shown.exit_code == 0, shown.output
+
+
+def test_batch_with_a_malformed_requests_file_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('"fine"\n{oops\n')
+    result = runner.invoke(app, ["batch", str(bad), "--no-store"])
+    assert result.exit_code == 2
+    assert "line 2: not JSON" in flat(result.output)

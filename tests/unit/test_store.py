@@ -877,3 +877,30 @@ async def test_a_journal_lets_its_finished_run_go_while_the_store_is_open(
         del run
         gc.collect()
         assert alive() is None
+
+
+def test_a_run_whose_process_is_alive_is_not_resumed(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    from taskloom import UserError
+
+    path = tmp_path / "live.sqlite3"
+    with subprocess.Popen(["sleep", "30"]) as other:
+        try:
+            with Store.open(path) as store:
+                journal = store.journal(request="live")
+                anyio.run(journal.flush)
+                store._writer.put(
+                    0,
+                    "UPDATE runs SET owner = ? WHERE id = ?",
+                    (f"{socket.gethostname()}:{other.pid}", journal.run_id),
+                )
+                anyio.run(journal.flush)
+                record = store.load(journal.run_id)
+                with pytest.raises(UserError, match=f"still being run by process {other.pid}"):
+                    store.resume_journal(record)
+        finally:
+            other.kill()
+    with Store.open(path) as store:  # once that process is gone, resuming is allowed
+        store.resume_journal(store.load(journal.run_id))
