@@ -254,3 +254,26 @@ async def test_a_repeated_cacheable_call_is_not_run_again() -> None:
     result = await Agent(tools=[lookup], model=model, grammar=False).run("?")
     assert calls == ["a", "b"]
     assert result.rounds[1].tasks["2"].output == "A"
+
+
+class WarmableScripted(ScriptedModel):
+    """A scripted model that records what it was asked to read ahead."""
+
+    def __init__(self, replies: list[str]) -> None:
+        super().__init__(replies)
+        self.warmed: list[tuple[Message, ...]] = []
+
+    async def warm(self, messages: Any) -> None:
+        self.warmed.append(tuple(messages))
+
+
+async def test_the_joiner_prompt_is_read_ahead_while_tools_run() -> None:
+    model = WarmableScripted([PLAN, "Thought: added.\nAction: Finish(149915166)"])
+    result = await Agent(tools=WORLD_TOOLS, model=model, grammar=False).run("France + Germany?")
+    assert result.answer == "149915166"
+    (warmed,) = model.warmed
+    joiner = model.calls[1]
+    # Every message but the last is the joiner's own; the last is a true prefix of its last.
+    assert warmed[:-1] == joiner[:-1]
+    assert warmed[-1].content == "Question: France + Germany?\nResults:\n"
+    assert joiner[-1].content.startswith(warmed[-1].content)

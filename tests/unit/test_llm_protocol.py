@@ -26,6 +26,7 @@ def test_public_names() -> None:
         "OpenAICompatible",
         "Role",
         "Usage",
+        "Warmable",
         "bundled_model_path",
         "model_from_config",
     ]

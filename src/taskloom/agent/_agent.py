@@ -22,13 +22,19 @@ from taskloom._ids import TaskId
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._grammar import joiner_grammar, plan_grammar
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
-from taskloom.agent.prompts import Observation, joiner_messages, planner_messages, result_text
+from taskloom.agent.prompts import (
+    Observation,
+    joiner_messages,
+    joiner_prefix,
+    planner_messages,
+    result_text,
+)
 from taskloom.engine import Budget, DurationStats, Run, RunResult, TaskStatus, open_run
 from taskloom.engine import events as ev
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
-from taskloom.llm import ChatModel, ChatStream, Message, model_from_config
+from taskloom.llm import ChatModel, ChatStream, Message, Warmable, model_from_config
 from taskloom.plan import PlanParser, Task
 from taskloom.store import CallCache, restore_tasks
 from taskloom.tools import Tool
@@ -415,8 +421,37 @@ class Agent:
                     break
                 shown = "\n".join(str(t) for t in run.plan)
                 repair = (shown or "(no valid calls yet)", attempt.error or "")
+            if isinstance(self.model, Warmable) and spend.exhausted is None:
+                run.close()  # the plan is complete: read ahead while its tools run
+                last = number == self.max_replans + 1
+                async with anyio.create_task_group() as warming:
+                    warming.start_soon(self._warm_joiner, self.model, question, history, run, last)
+                    await run.wait()
         this.run = run.result()
         return this
+
+    async def _warm_joiner(
+        self,
+        model: Warmable,
+        question: str,
+        history: Sequence[Observation],
+        run: Run,
+        last: bool,
+    ) -> None:
+        """Let the model read the joiner's fixed text while this round's tools run.
+
+        The joiner's prompt is known up to this round's results: its
+        instructions, examples, the question and earlier results. Reading it
+        now, while the model would otherwise wait on tools, leaves the joiner
+        only the new result lines to read.
+        """
+        planned = [(t.id, t.call_text(), "") for t in run.plan]
+        room = max(0, _MAX_HISTORY - len(planned))
+        earlier = list(history[-room:]) if room else []
+        try:
+            await model.warm(joiner_prefix(question, earlier, planned, force_finish=last))
+        except ModelError:
+            pass  # only a head start: the joiner reads the whole prompt anyway
 
     async def _restore_round(
         self,

@@ -135,6 +135,26 @@ def joiner_messages(
     return messages
 
 
+def joiner_prefix(
+    question: str,
+    earlier: Sequence[Observation],
+    planned: Sequence[Observation],
+    *,
+    force_finish: bool,
+) -> list[Message]:
+    """The start of the joiner's conversation before this round's results exist.
+
+    Its last message stops where this round's result lines will begin, so a
+    model can read all of it while the round's tools are still running.
+    `planned` names this round's calls (their results are ignored).
+    """
+    messages = joiner_messages(question, [*earlier, *planned], force_finish=force_finish)
+    head = f"Question: {question}\nResults:\n"
+    if earlier:
+        head += _observations(earlier) + "\n"
+    return [*messages[:-1], Message("user", head)]
+
+
 def _has_world_tools_named(observations: Sequence[Observation]) -> bool:
     # The examples speak of world tools; show them when the results do too.
     return any(call.split("(", 1)[0] in _WORLD for _, call, _ in observations) or not observations

@@ -19,6 +19,7 @@ from taskloom.llm._protocol import (
     Message,
     Role,
     Usage,
+    Warmable,
 )
 from taskloom.llm.local import BUNDLED_MODEL, Local, bundled_model_path
 from taskloom.llm.openai import OpenAICompatible
@@ -34,6 +35,7 @@ __all__ = [
     "OpenAICompatible",
     "Role",
     "Usage",
+    "Warmable",
     "bundled_model_path",
     "model_from_config",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "Message",
     "Role",
     "Usage",
+    "Warmable",
 ]
 
 Role = Literal["system", "user", "assistant"]
@@ -296,6 +297,24 @@ class ChatModel(Protocol):
         Raises:
             UserError: if the messages or options are invalid.
             ModelError: if the model could not be reached or misbehaved.
+
+        """
+        ...
+
+
+@runtime_checkable
+class Warmable(Protocol):
+    """A model that can evaluate the start of a prompt ahead of the request."""
+
+    async def warm(self, messages: Sequence[Message]) -> None:
+        """Evaluate the prompt `messages` begin, their last message left open.
+
+        A later request whose prompt starts with these messages (its last
+        message continuing the open one) then begins from there. It uses the
+        model like a request does; call it while the model would sit idle.
+
+        Raises:
+            ModelError: if the model cannot evaluate the prompt.
 
         """
         ...

@@ -19,7 +19,7 @@ import importlib.util
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -176,6 +176,10 @@ class _Generation:
             self.grammar.close()
 
 
+_WARM_SLACK = 2
+"""Tokens at the end of a warmed prompt left unevaluated (see `Local.warm`)."""
+
+
 class Local(_ChatModelBase):
     """A GGUF chat model run in-process by llama.cpp, on the CPU.
 
@@ -318,6 +322,38 @@ class Local(_ChatModelBase):
             completion_tokens=outcome.completion_tokens if outcome is not None else None,
             finish_reason=outcome.finish_reason if outcome is not None else None,
         )
+
+    async def warm(self, messages: Sequence[Message]) -> None:
+        """Evaluate the prompt `messages` begin, their last message left open.
+
+        A request whose prompt starts the same way then resumes from the
+        context this leaves (the planner uses it to read the joiner's fixed
+        text while the tools run). Does nothing while the model is busy with
+        a request, so it never delays real work.
+
+        Raises:
+            ModelError: if the model cannot be loaded or the prompt evaluated.
+
+        """
+        checked = tuple(messages)
+        if not checked or self._turn.value == 0:
+            return  # busy with a request: warming would only make it wait
+        async with self._turn:
+            loaded = await self._ensure_loaded()
+            await anyio.to_thread.run_sync(self._warm, loaded, checked, limiter=self._worker)
+
+    def _warm(self, loaded: _Loaded, messages: tuple[Message, ...]) -> None:
+        with self._translated("cannot evaluate a prompt"):
+            prompt, add_bos = loaded.format(messages)
+            # Keep the rendering up to the open message's text: what follows
+            # closes its turn, which the later request will not.
+            end = prompt.rfind(messages[-1].content) + len(messages[-1].content)
+            tokens = loaded.llama.tokenize(
+                prompt[:end].encode("utf-8"), add_bos=add_bos, special=True
+            )
+            # The last tokens may merge with text that follows; leave them to the request.
+            if len(tokens) > _WARM_SLACK and len(tokens) < self._n_ctx:
+                loaded.session.prefill(tokens[:-_WARM_SLACK])
 
     def _start(
         self, loaded: _Loaded, messages: tuple[Message, ...], options: GenerationOptions
