@@ -144,3 +144,25 @@ def test_key_depends_on_name_version_and_canonical_arguments() -> None:
     assert cache_key(tool, {"a": 1}) != cache_key(tool, {"a": 2})
     other = taskloom.tool(cacheable=True, version="2")(tool.fn)
     assert cache_key(tool, {"a": 1}) != cache_key(other, {"a": 1})
+
+
+async def test_a_failed_call_is_answered_with_its_error_for_a_while() -> None:
+    calls = 0
+
+    @taskloom.tool(cacheable=True)
+    async def flaky(name: str) -> str:
+        """Fails."""
+        nonlocal calls
+        calls += 1
+        raise LookupError(f"no {name}")
+
+    (remembering,) = CallCache().wrap([flaky])
+    for _ in range(3):
+        with pytest.raises(LookupError, match="no x"):
+            await remembering.call({"name": "x"})
+    assert calls == 1
+    (forgetting,) = CallCache(failure_ttl=0).wrap([flaky])
+    for _ in range(2):
+        with pytest.raises(LookupError):
+            await forgetting.call({"name": "x"})
+    assert calls == 3

@@ -9,6 +9,10 @@ layers answer, fastest first:
 3. the store, when one is given: results of earlier runs, across processes,
    until their time to live runs out.
 
+A call that fails is remembered too, in memory only and briefly
+(`failure_ttl`): a batch whose requests repeat a bad lookup runs it once, but
+a failure never outlives the process or hides a recovery for long.
+
 Only tools declared `cacheable=True` go through it; nothing else changes.
 """
 
@@ -81,16 +85,22 @@ class CallCache:
     each run instead of the tools themselves.
     """
 
-    def __init__(self, store: Store | None = None, *, ttl: float | None = None) -> None:
+    def __init__(
+        self, store: Store | None = None, *, ttl: float | None = None, failure_ttl: float = 60.0
+    ) -> None:
         """Make a cache.
 
         Args:
             store: where results outlive the process; None keeps them in memory.
             ttl: seconds a stored result stays valid; None for no expiry.
+            failure_ttl: seconds a failed call is answered with its error
+                again instead of running; 0 to always run again.
 
         """
         self._store = store
         self._ttl = ttl
+        self._failure_ttl = failure_ttl
+        self._failures: dict[str, tuple[float, Exception]] = {}
         self._memory: OrderedDict[str, tuple[float | None, Any]] = OrderedDict()
         self._flights: dict[str, _Flight] = {}
         self._seen: set[str] = set()
@@ -141,11 +151,20 @@ class CallCache:
         if found:
             self.stats.memory_hits += 1
             return output
+        failed = self._failures.get(key)
+        if failed is not None and failed[0] > time.monotonic():
+            self.stats.memory_hits += 1
+            raise failed[1]
         flight = self._flights[key] = _Flight()
         try:
             output = await self._lookup_or_run(tool, arguments, key)
         except Exception as exc:
             flight.error, flight.settled = exc, True
+            if self._failure_ttl > 0:
+                now = time.monotonic()
+                if len(self._failures) >= _MEMORY_ENTRIES:  # keep it bounded
+                    self._failures = {k: v for k, v in self._failures.items() if v[0] > now}
+                self._failures[key] = (now + self._failure_ttl, exc)
             raise
         else:
             flight.output, flight.settled = output, True
