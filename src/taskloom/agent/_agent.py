@@ -150,6 +150,7 @@ class Agent:
         store: Store | None = None,
         cache: CallCache | None = None,
         budget: Budget | None = None,
+        read_ahead: bool = True,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -169,6 +170,10 @@ class Agent:
                 agents (a batch) to share results and calls in flight. By
                 default each request has its own.
             budget: limits per request: tool calls, tokens, cost, a deadline.
+            read_ahead: while a round's tools run, let a model that can
+                (`Warmable`, the embedded one) read the joiner's prompt so far.
+                It helps one request at a time; `run_batch` turns it off,
+                since there other requests are waiting for the model.
 
         Raises:
             UserError: for negative limits or bad tools.
@@ -187,6 +192,7 @@ class Agent:
         self.store = store
         self.cache = cache
         self.budget = budget
+        self.read_ahead = read_ahead
         self.stats = DurationStats()
         """Tool durations seen by this agent's runs: ordering and deadline estimates."""
 
@@ -421,7 +427,7 @@ class Agent:
                     break
                 shown = "\n".join(str(t) for t in run.plan)
                 repair = (shown or "(no valid calls yet)", attempt.error or "")
-            if isinstance(self.model, Warmable) and spend.exhausted is None:
+            if self.read_ahead and isinstance(self.model, Warmable) and not spend.exhausted:
                 run.close()  # the plan is complete: read ahead while its tools run
                 last = number == self.max_replans + 1
                 async with anyio.create_task_group() as warming:

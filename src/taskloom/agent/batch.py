@@ -122,6 +122,7 @@ async def run_batch(
         raise UserError(f"concurrency must be at least 1, got {concurrency}")
     if agent.cache is None:
         agent.cache = CallCache(agent.store)
+    agent.read_ahead = False  # requests take turns on the model: no idle time to fill
     todo = [
         r if isinstance(r, BatchRequest) else BatchRequest(id=str(i), question=r)
         for i, r in enumerate(requests, start=1)

@@ -340,11 +340,14 @@ class Session:
         """
         return Grammar(self._lib, self._vocab, gbnf)
 
-    def prefill(self, tokens: Sequence[int]) -> None:
+    def prefill(self, tokens: Sequence[int], *, remember: bool = True) -> None:
         """Make the context hold `tokens`, with the logits after the last one.
 
         Evaluates what neither the context nor a checkpoint holds, and the
-        last token in any case: its logits are needed.
+        last token in any case: its logits are needed. With `remember=False`
+        the tokens do not count as a recent prompt: a read-ahead of a prompt
+        about to come must not make its own request save a checkpoint at its
+        very end (useless to any other prompt, and evicting ones that are not).
         """
         llama = self.llama
         wanted = np.asarray(tokens, dtype=np.intc)
@@ -364,7 +367,8 @@ class Session:
                 llama.eval(list(tokens[start:split]))
                 self.cache.put(wanted[:split].copy(), self._save())
                 start = split
-            self._recent.append(wanted)
+            if remember:
+                self._recent.append(wanted)
         llama.eval(list(tokens[start:]))
 
     def logits(self) -> Logits:

@@ -353,7 +353,7 @@ class Local(_ChatModelBase):
             )
             # The last tokens may merge with text that follows; leave them to the request.
             if len(tokens) > _WARM_SLACK and len(tokens) < self._n_ctx:
-                loaded.session.prefill(tokens[:-_WARM_SLACK])
+                loaded.session.prefill(tokens[:-_WARM_SLACK], remember=False)
 
     def _start(
         self, loaded: _Loaded, messages: tuple[Message, ...], options: GenerationOptions
