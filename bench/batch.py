@@ -67,7 +67,7 @@ def model_for(name: str, questions: list[dict[str, Any]]) -> Iterator[ChatModel]
 
 
 def add(total: CacheStats, part: CacheStats) -> None:
-    for field in ("requested", "executed", "memory_hits", "store_hits", "joined"):
+    for field in ("requested", "executed", "cancelled", "memory_hits", "store_hits", "joined"):
         setattr(total, field, getattr(total, field) + getattr(part, field))
 
 
@@ -139,6 +139,7 @@ def measure(
                 str(stats.requested),
                 str(stats.distinct),
                 str(stats.executed),
+                str(stats.cancelled),
                 f"{correct}/{n}" if backend == "embedded" else "-",
             ]
         )
@@ -175,14 +176,17 @@ def main() -> None:
             "tool calls requested",
             "distinct",
             "executed",
+            "cancelled",
             "correct",
         ],
         rows=rows,
         notes=[
             f"WorldQA questions 1-{len(questions)}, tool latency {args.latency}s on every "
             "world tool call (remote tools), grammars on; both modes record into a run store.",
-            "Executed equal to distinct means each distinct lookup ran once. One after "
-            "another, each question has its own cache, so a lookup repeats across questions.",
+            "Executed: calls that ran to an end; cancelled: calls stopped before their end "
+            "(their request was cancelled; a waiting twin then ran the lookup). Executed equal "
+            "to distinct means each distinct lookup ran once. One after another, each question "
+            "has its own cache, so a lookup repeats across questions.",
             f"The oracle backend writes each question's reference plan after "
             f"{ORACLE_MODEL_DELAY}s and answers with the last result: it measures the "
             "engine with a model server that serves requests concurrently.",

@@ -113,7 +113,8 @@ async def test_waiters_share_the_leaders_failure() -> None:
 async def test_a_cancelled_leader_hands_the_call_to_a_waiter() -> None:
     calls: list[str] = []
     gate = anyio.Event()
-    (lookup,) = CallCache().wrap([counting_tool(calls, gate)])
+    cache = CallCache()
+    (lookup,) = cache.wrap([counting_tool(calls, gate)])
     got: list[object] = []
 
     async def wait_for_it() -> None:
@@ -130,6 +131,7 @@ async def test_a_cancelled_leader_hands_the_call_to_a_waiter() -> None:
         gate.set()
     assert got == [{"name": "BERN"}]
     assert calls == ["bern", "bern"]
+    assert (cache.stats.cancelled, cache.stats.executed) == (1, 1)
 
 
 async def _in_scope(scope: anyio.CancelScope, lookup: taskloom.Tool) -> None:

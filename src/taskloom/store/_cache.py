@@ -54,7 +54,9 @@ class CacheStats:
     requested: int = 0
     """Calls of cacheable tools asked for."""
     executed: int = 0
-    """Calls that really ran the tool."""
+    """Calls that ran the tool to an end (an output or an error)."""
+    cancelled: int = 0
+    """Calls of the tool cancelled before they ended (a waiting twin then runs it)."""
     memory_hits: int = 0
     """Answered from this process's memory."""
     store_hits: int = 0
@@ -180,8 +182,15 @@ class CallCache:
                 self.stats.store_hits += 1
                 self._remember(key, output)
                 return output
+        try:
+            output = await tool.call(arguments)
+        except anyio.get_cancelled_exc_class():
+            self.stats.cancelled += 1
+            raise
+        except Exception:
+            self.stats.executed += 1
+            raise
         self.stats.executed += 1
-        output = await tool.call(arguments)
         self._remember(key, output)
         if self._store is not None:
             self._store.remember(key, tool.name, output, ttl=self._ttl)
