@@ -277,3 +277,21 @@ async def test_the_joiner_prompt_is_read_ahead_while_tools_run() -> None:
     assert warmed[:-1] == joiner[:-1]
     assert warmed[-1].content == "Question: France + Germany?\nResults:\n"
     assert joiner[-1].content.startswith(warmed[-1].content)
+
+
+async def test_the_joiner_reads_intermediate_records_compactly() -> None:
+    model = ScriptedModel([PLAN, "Thought: added.\nAction: Finish(149915166)"])
+    await Agent(tools=WORLD_TOOLS, model=model, grammar=False).run("France + Germany?")
+    joiner_prompt = model.calls[1][-1].content
+    # Only the name and the field the sum used; not the whole country record.
+    assert '1. country(name="France") -> {"name": "France", "population": 66987244}' in (
+        joiner_prompt
+    )
+    assert "capital" not in joiner_prompt.split("Question: France + Germany?")[-1]
+
+
+async def test_a_record_used_whole_or_not_at_all_is_shown_in_full() -> None:
+    plan = '1. country("France")\n2. join()<END_OF_PLAN>'
+    model = ScriptedModel([plan, "Thought: ok.\nAction: Finish(Paris)"])
+    await Agent(tools=WORLD_TOOLS, model=model, grammar=False).run("Capital of France?")
+    assert '"capital": "Paris"' in model.calls[1][-1].content

@@ -35,7 +35,8 @@ from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
 from taskloom.llm import ChatModel, ChatStream, Message, Warmable, model_from_config
-from taskloom.plan import PlanParser, Task
+from taskloom.plan import Plan, PlanParser, Task
+from taskloom.plan._model import iter_refs
 from taskloom.store import CallCache, restore_tasks
 from taskloom.tools import Tool
 
@@ -68,6 +69,8 @@ class _Round:
     """What one round of the loop gathered."""
 
     run: RunResult | None = None
+    used: dict[TaskId, frozenset[str] | None] = field(default_factory=dict)
+    """Per task, the output fields later tasks of the round read (None: the whole output)."""
     attempts: list[PlanAttempt] = field(default_factory=list)
     planner_s: float = 0.0
     planner_started_at: float | None = None
@@ -354,7 +357,7 @@ class Agent:
                 )
             rounds.append(this)
             assert this.run is not None
-            history += _observations(this.run)
+            history += _observations(this.run, this.used)
             outputs.update(this.run.outputs)
             if this.run.exhausted is not None:
                 spend.exhausted = spend.exhausted or this.run.exhausted
@@ -434,6 +437,7 @@ class Agent:
                     warming.start_soon(self._warm_joiner, self.model, question, history, run, last)
                     await run.wait()
         this.run = run.result()
+        this.used = _fields_used(run.plan)
         return this
 
     async def _warm_joiner(
@@ -492,6 +496,7 @@ class Agent:
             current = [t for t in record.tasks if t.round == number]
             restore_tasks(run, current, as_tools(tools))
         this.run = run.result()
+        this.used = _fields_used(run.plan)
         return this
 
     async def _stream_plan(
@@ -612,14 +617,45 @@ def _recorded_observation(record: TaskRecord) -> Observation:
     return (record.id, call, f"error: {record.error or record.status}")
 
 
-def _observations(run: RunResult) -> list[Observation]:
+def _fields_used(plan: Plan) -> dict[TaskId, frozenset[str] | None]:
+    """Per referenced task, the top-level fields its dependents read; None for all of it."""
+    used: dict[TaskId, frozenset[str] | None] = {}
+    for task in plan:
+        for ref in iter_refs((task.args, task.kwargs)):
+            known = used.get(ref.task, frozenset())
+            if known is None:
+                continue
+            field_ = ref.path[0] if ref.path and isinstance(ref.path[0], str) else None
+            used[ref.task] = None if field_ is None else known | {field_}
+    return used
+
+
+def _observations(
+    run: RunResult, used: Mapping[TaskId, frozenset[str] | None] | None = None
+) -> list[Observation]:
+    """What the joiner reads of a round: each call and its result or error.
+
+    An intermediate record (a country whose population fed a sum) is shown
+    with only its name and the fields the round used, once every task that
+    used it is done: the joiner answers from the final results, and full
+    records would make most of its prompt.
+    """
+    used = used or {}
+    done = {i for i, t in run.tasks.items() if t.status is TaskStatus.DONE}
+    readers: dict[TaskId, list[TaskId]] = {}
+    for task in run.tasks.values():
+        for dep in task.dependencies:
+            readers.setdefault(dep, []).append(task.id)
     seen: list[Observation] = []
     for task in run.tasks.values():
         call = run_call_text(run, task.id)
-        if task.status is TaskStatus.DONE:
-            seen.append((task.id, call, result_text(task.output)))
-        else:
+        if task.status is not TaskStatus.DONE:
             seen.append((task.id, call, f"error: {task.error}"))
+            continue
+        output, fields = task.output, used.get(task.id)
+        if fields and isinstance(output, Mapping) and done.issuperset(readers.get(task.id, ())):
+            output = {k: v for k, v in output.items() if k == "name" or k in fields}
+        seen.append((task.id, call, result_text(output)))
     return seen
 
 
