@@ -96,7 +96,7 @@ async def at_once(
     concurrency: int,
 ) -> tuple[list[str | None], CacheStats]:
     tools = [t.with_latency(latency) for t in WORLD_TOOLS]
-    cache = CallCache(store)
+    cache = CallCache(store, failure_ttl=None)  # as `taskloom batch` does
     agent = Agent(tools=tools, model=model, grammar=True, store=store, cache=cache)
     items = await run_batch(agent, [q["question"] for q in questions], concurrency=concurrency)
     return [i.result.answer if i.result else None for i in items], cache.stats

@@ -535,7 +535,7 @@ def batch(
     except UserError as exc:
         _fail(console, f"{requests_file}: {exc}")
     store = None if no_store else _open_store(console, store_path)
-    cache = CallCache(store)
+    cache = CallCache(store, failure_ttl=None)  # a failed lookup stays failed in one batch
     try:
         settings = _AgentSettings(
             model=model,

@@ -168,3 +168,20 @@ async def test_a_failed_call_is_answered_with_its_error_for_a_while() -> None:
         with pytest.raises(LookupError):
             await forgetting.call({"name": "x"})
     assert calls == 3
+
+
+async def test_a_batch_cache_keeps_failures_for_its_whole_life() -> None:
+    calls = 0
+
+    @taskloom.tool(cacheable=True)
+    async def missing(name: str) -> str:
+        """Fails."""
+        nonlocal calls
+        calls += 1
+        raise LookupError(name)
+
+    (wrapped,) = CallCache(failure_ttl=None).wrap([missing])
+    for _ in range(3):
+        with pytest.raises(LookupError):
+            await wrapped.call({"name": "atlantis"})
+    assert calls == 1

@@ -102,7 +102,8 @@ async def run_batch(
     """Answer many requests with one agent, `concurrency` of them at a time.
 
     Give the agent a `CallCache` (and a `Store`) to share lookups between
-    requests; with none, the batch makes one so they are shared anyway.
+    requests; with none, the batch makes one (keeping failures for the whole
+    batch) so they are shared anyway.
 
     Args:
         agent: answers every request; its model, cache and store are shared.
@@ -121,7 +122,8 @@ async def run_batch(
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1, got {concurrency}")
     if agent.cache is None:
-        agent.cache = CallCache(agent.store)
+        # Within one batch a failed lookup stays failed: asking again is waste.
+        agent.cache = CallCache(agent.store, failure_ttl=None)
     agent.read_ahead = False  # requests take turns on the model: no idle time to fill
     todo = [
         r if isinstance(r, BatchRequest) else BatchRequest(id=str(i), question=r)

@@ -9,9 +9,9 @@ layers answer, fastest first:
 3. the store, when one is given: results of earlier runs, across processes,
    until their time to live runs out.
 
-A call that fails is remembered too, in memory only and briefly
-(`failure_ttl`): a batch whose requests repeat a bad lookup runs it once, but
-a failure never outlives the process or hides a recovery for long.
+A call that fails is remembered too, in memory only, for `failure_ttl`
+(a minute by default; a batch keeps failures for its whole length): requests
+that repeat a bad lookup run it once, and a failure never outlives the process.
 
 Only tools declared `cacheable=True` go through it; nothing else changes.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -88,7 +89,11 @@ class CallCache:
     """
 
     def __init__(
-        self, store: Store | None = None, *, ttl: float | None = None, failure_ttl: float = 60.0
+        self,
+        store: Store | None = None,
+        *,
+        ttl: float | None = None,
+        failure_ttl: float | None = 60.0,
     ) -> None:
         """Make a cache.
 
@@ -96,13 +101,14 @@ class CallCache:
             store: where results outlive the process; None keeps them in memory.
             ttl: seconds a stored result stays valid; None for no expiry.
             failure_ttl: seconds a failed call is answered with its error
-                again instead of running; 0 to always run again.
+                again instead of running; 0 to always run again; None for as
+                long as this cache lives (one batch, say).
 
         """
         self._store = store
         self._ttl = ttl
-        self._failure_ttl = failure_ttl
         self._failures: dict[str, tuple[float, Exception]] = {}
+        self._failure_ttl_s = math.inf if failure_ttl is None else failure_ttl
         self._memory: OrderedDict[str, tuple[float | None, Any]] = OrderedDict()
         self._flights: dict[str, _Flight] = {}
         self._seen: set[str] = set()
@@ -162,11 +168,13 @@ class CallCache:
             output = await self._lookup_or_run(tool, arguments, key)
         except Exception as exc:
             flight.error, flight.settled = exc, True
-            if self._failure_ttl > 0:
+            if self._failure_ttl_s > 0:
                 now = time.monotonic()
                 if len(self._failures) >= _MEMORY_ENTRIES:  # keep it bounded
                     self._failures = {k: v for k, v in self._failures.items() if v[0] > now}
-                self._failures[key] = (now + self._failure_ttl, exc)
+                    while len(self._failures) >= _MEMORY_ENTRIES:
+                        del self._failures[next(iter(self._failures))]
+                self._failures[key] = (now + self._failure_ttl_s, exc)
             raise
         else:
             flight.output, flight.settled = output, True
