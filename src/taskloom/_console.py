@@ -200,10 +200,8 @@ def render_runs(runs: Sequence[RunSummary], console: Console) -> None:
 
 def render_record(record: RunRecord, console: Console) -> None:
     """Print a recorded run: its plans, its tasks with timings and results, the answer."""
-    console.print(
-        Text(f"run {record.id} · {record.kind} · {record.status}", style="bold"),
-        Text(f"started {_when(record.started)} · resumed {record.resumes}x", style="dim"),
-    )
+    console.print(Text(f"run {record.id} · {record.kind} · {record.status}", style="bold"))
+    console.print(Text(f"started {_when(record.started)} · resumed {record.resumes}x", style="dim"))
     console.print(Text(f"request: {record.request}"))
     for attempt in record.plan_attempts:
         mark = {True: "valid", False: f"invalid: {attempt.error}", None: "unfinished"}
