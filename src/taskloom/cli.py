@@ -7,8 +7,9 @@ import importlib
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import typer
@@ -39,6 +40,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+T = TypeVar("T")
 
 StorePath = Annotated[
     Path | None,
@@ -193,12 +196,7 @@ def _resume_agent(
         _fail(console, str(exc))
     finally:
         store.close()
-    if as_json:
-        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str))
-    else:
-        render_agent_summary(result, console)
-    if result.status != "answered":
-        raise typer.Exit(1)
+    _print_agent(console, result, as_json=as_json)
 
 
 @app.command("runs")
@@ -209,13 +207,7 @@ def runs_(
 ) -> None:
     """List recorded runs, newest first."""
     console = Console()
-    store = _open_store(console, store_path)
-    try:
-        runs = store.runs(limit)
-    except TaskloomError as exc:
-        _fail(console, str(exc))
-    finally:
-        store.close()
+    runs = _read_store(console, store_path, lambda store: store.runs(limit))
     if as_json:
         rows = [dataclasses.asdict(r) for r in runs]
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -231,13 +223,7 @@ def show(
 ) -> None:
     """Show one run: its plans, a table of its tasks with timings and results, the answer."""
     console = Console()
-    store = _open_store(console, store_path)
-    try:
-        record = store.load(run_id)
-    except TaskloomError as exc:
-        _fail(console, str(exc))
-    finally:
-        store.close()
+    record = _read_store(console, store_path, lambda store: store.load(run_id))
     if as_json:
         data = dataclasses.asdict(record)
         data.pop("task_index")
@@ -253,6 +239,17 @@ def _open_store(console: Console, path: Path | None) -> Store:
         return Store.open(path)
     except TaskloomError as exc:
         raise _fail(console, str(exc)) from exc
+
+
+def _read_store(console: Console, path: Path | None, read: Callable[[Store], T]) -> T:
+    """Open the store, read from it, close it; a store error ends the command (exit 2)."""
+    store = _open_store(console, path)
+    try:
+        return read(store)
+    except TaskloomError as exc:
+        raise _fail(console, str(exc)) from exc
+    finally:
+        store.close()
 
 
 def _tool_source(source: str | None) -> str | None:
@@ -274,6 +271,15 @@ def _run_live(console: Console, go: Any, *, live: bool, store: Store | None) -> 
     finally:
         if store is not None:
             store.close()
+
+
+def _print_agent(console: Console, result: Any, *, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str))
+    else:
+        render_agent_summary(result, console)
+    if result.status != "answered":
+        raise typer.Exit(1)
 
 
 def _print_run(
@@ -486,12 +492,7 @@ def run_(
     finally:
         if store is not None:
             store.close()
-    if as_json:
-        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str))
-    else:
-        render_agent_summary(result, console)
-    if result.status != "answered":
-        raise typer.Exit(1)
+    _print_agent(console, result, as_json=as_json)
 
 
 @app.command("batch")

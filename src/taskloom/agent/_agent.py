@@ -607,11 +607,7 @@ def _feed(
 
 def _recorded_observation(record: TaskRecord) -> Observation:
     """What the joiner sees of a task from an earlier round of a resumed request."""
-    args = record.arguments or {}
-    inner = ", ".join(
-        f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in args.items()
-    )
-    call = f"{record.task.tool}({inner})"
+    call = _call_text(record.task.tool, record.arguments)
     if record.status == "done":
         return (record.id, call, result_text(record.output))
     return (record.id, call, f"error: {record.error or record.status}")
@@ -662,11 +658,15 @@ def _observations(
 def run_call_text(run: RunResult, task_id: str) -> str:
     """The call of a finished task, written with its resolved arguments."""
     task = run.tasks[TaskId(task_id)]
-    args = task.arguments or {}
+    return _call_text(task.tool, task.arguments)
+
+
+def _call_text(tool: str, arguments: Mapping[str, Any] | None) -> str:
     inner = ", ".join(
-        f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in args.items()
+        f"{k}={json.dumps(v, ensure_ascii=False, default=str)}"
+        for k, v in (arguments or {}).items()
     )
-    return f"{task.tool}({inner})"
+    return f"{tool}({inner})"
 
 
 def _tool_span(run: RunResult) -> float:
