@@ -271,12 +271,42 @@ async def test_the_joiner_prompt_is_read_ahead_while_tools_run() -> None:
     model = WarmableScripted([PLAN, "Thought: added.\nAction: Finish(149915166)"])
     result = await Agent(tools=WORLD_TOOLS, model=model, grammar=False).run("France + Germany?")
     assert result.answer == "149915166"
-    (warmed,) = model.warmed
     joiner = model.calls[1]
-    # Every message but the last is the joiner's own; the last is a true prefix of its last.
-    assert warmed[:-1] == joiner[:-1]
-    assert warmed[-1].content == "Question: France + Germany?\nResults:\n"
-    assert joiner[-1].content.startswith(warmed[-1].content)
+    for warmed in model.warmed:
+        # Every message but the last is the joiner's own; the last is a true prefix of its last.
+        assert warmed[:-1] == joiner[:-1]
+        assert joiner[-1].content.startswith(warmed[-1].content)
+    assert model.warmed[0][-1].content.startswith("Question: France + Germany?\nResults:\n")
+
+
+async def test_each_result_line_is_read_ahead_as_its_task_settles() -> None:
+    warmed_enough = [anyio.Event() for _ in range(2)]
+
+    class Gated(WarmableScripted):
+        async def warm(self, messages: Any) -> None:
+            await super().warm(messages)
+            assert len(self.warmed) <= len(warmed_enough), "read ahead after the round ended"
+            warmed_enough[len(self.warmed) - 1].set()
+
+    @tool
+    async def step(name: str, after: int) -> str:
+        """Finishes once the model has read ahead `after` times."""
+        await warmed_enough[after - 1].wait()
+        return name.upper()
+
+    plan = '1. step("a", 1)\n2. step("b", 2)\n3. join()<END_OF_PLAN>'
+    model = Gated([plan, "Thought: ok.\nAction: Finish(A B)"])
+    result = await Agent(tools=[step], model=model, grammar=False).run("a and b?")
+    assert result.answer == "A B"
+    heads = [w[-1].content for w in model.warmed]
+    joiner = model.calls[1][-1].content
+    assert heads == [
+        "Question: a and b?\nResults:\n",
+        'Question: a and b?\nResults:\n1. step(name="a", after=1) -> A\n',
+    ]
+    # The last line is left to the joiner: once every task settled, the round is over.
+    assert joiner.startswith(heads[-1])
+    assert joiner.endswith('2. step(name="b", after=2) -> B')
 
 
 async def test_the_joiner_reads_intermediate_records_compactly() -> None:

@@ -1,9 +1,11 @@
+from typing import Any
+
 import anyio
 import pytest
 
 from taskloom import Plan, execute
 from taskloom.agent._examples import PLAN_EXAMPLES, closest, join_examples, react_examples
-from taskloom.agent.prompts import planner_messages
+from taskloom.agent.prompts import joiner_messages, planner_messages, react_messages
 from taskloom.tools.world import WORLD_TOOLS
 
 
@@ -22,13 +24,35 @@ def test_the_closest_examples_come_last() -> None:
     assert joins[-1].question == "What is the distance between Madrid and Rome in miles?"
 
 
-def test_planner_prompt_shows_the_closest_examples_before_the_question() -> None:
-    messages = planner_messages("How far is Oslo from Rome in miles?", WORLD_TOOLS)
+def test_planner_prompt_shows_the_anchors_then_the_closest_example_before_the_question() -> None:
+    question = "What is the combined population of France and Germany?"
+    messages = planner_messages(question, WORLD_TOOLS)
     assert messages[0].role == "system" and "distance(city_a: string, city_b: string)" in (
         messages[0].content
     )
-    assert messages[-2].content.startswith("Thought:") and "distance(" in messages[-2].content
-    assert messages[-1].content == "Question: How far is Oslo from Rome in miles?"
+    assert messages[1].content == "Question: What is the distance between Madrid and Rome in miles?"
+    assert messages[-3].content == "Question: What is the combined population of Italy and Spain?"
+    assert messages[-1].content == f"Question: {question}"
+
+
+@pytest.mark.parametrize(
+    ("build", "anchor_turns"),
+    [
+        (lambda q: planner_messages(q, WORLD_TOOLS), 2 * 2),
+        (lambda q: joiner_messages(q, [], force_finish=False), 1 * 2),
+        # question, three (action, observation) steps, finish
+        (lambda q: react_messages(q, WORLD_TOOLS, []), 1 + 3 * 2 + 1),
+    ],
+    ids=["planner", "joiner", "react"],
+)
+def test_prompts_for_different_questions_share_the_system_text_and_anchors(
+    build: Any, anchor_turns: int
+) -> None:
+    # A model that keeps the state of earlier prompts reads the shared start once.
+    one = build("What is the average population of the cities Lima, Quito and Bogota?")
+    other = build("How far is Oslo from Rome in miles?")
+    first_difference = next(i for i, (a, b) in enumerate(zip(one, other, strict=False)) if a != b)
+    assert first_difference == 1 + anchor_turns
 
 
 def test_react_and_join_examples_replay_the_plans_with_real_results() -> None:

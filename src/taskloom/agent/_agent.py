@@ -434,7 +434,15 @@ class Agent:
                 run.close()  # the plan is complete: read ahead while its tools run
                 last = number == self.max_replans + 1
                 async with anyio.create_task_group() as warming:
-                    warming.start_soon(self._warm_joiner, self.model, question, history, run, last)
+                    warming.start_soon(
+                        self._warm_joiner,
+                        self.model,
+                        question,
+                        history,
+                        run,
+                        _fields_used(run.plan),
+                        last,
+                    )
                     await run.wait()
         this.run = run.result()
         this.used = _fields_used(run.plan)
@@ -446,20 +454,41 @@ class Agent:
         question: str,
         history: Sequence[Observation],
         run: Run,
+        used: Mapping[TaskId, frozenset[str] | None],
         last: bool,
     ) -> None:
-        """Let the model read the joiner's fixed text while this round's tools run.
+        """Let the model read the joiner's prompt as far as it is known, while the tools run.
 
         The joiner's prompt is known up to this round's results: its
-        instructions, examples, the question and earlier results. Reading it
-        now, while the model would otherwise wait on tools, leaves the joiner
-        only the new result lines to read.
+        instructions, examples, the question and earlier results; then each
+        result line as its task settles (in plan order, as the joiner will
+        see them). Reading each part as soon as it exists, while the model
+        would otherwise wait on tools, leaves the joiner only the last
+        results to read.
         """
         planned = [(t.id, t.call_text(), "") for t in run.plan]
         room = max(0, _MAX_HISTORY - len(planned))
         earlier = list(history[-room:]) if room else []
+        settled = anyio.Event()
+
+        def on_event(event: ev.Event) -> None:
+            if isinstance(event, ev.TaskEvent) and run.status(event.task_id).is_final:
+                settled.set()
+
+        run.subscribe(on_event)
+        shown = -1
         try:
-            await model.warm(joiner_prefix(question, earlier, planned, force_finish=last))
+            while not run.finished:
+                lines = _observations(run.result(), used, settled_prefix=True)
+                if len(lines) > shown:
+                    shown = len(lines)
+                    await model.warm(
+                        joiner_prefix(question, earlier, planned, force_finish=last, done=lines)
+                    )
+                if len(lines) == len(planned):
+                    return  # every line is read: the joiner only writes
+                await settled.wait()
+                settled = anyio.Event()
         except ModelError:
             pass  # only a head start: the joiner reads the whole prompt anyway
 
@@ -627,7 +656,10 @@ def _fields_used(plan: Plan) -> dict[TaskId, frozenset[str] | None]:
 
 
 def _observations(
-    run: RunResult, used: Mapping[TaskId, frozenset[str] | None] | None = None
+    run: RunResult,
+    used: Mapping[TaskId, frozenset[str] | None] | None = None,
+    *,
+    settled_prefix: bool = False,
 ) -> list[Observation]:
     """What the joiner reads of a round: each call and its result or error.
 
@@ -635,21 +667,37 @@ def _observations(
     with only its name and the fields the round used, once every task that
     used it is done: the joiner answers from the final results, and full
     records would make most of its prompt.
+
+    With `settled_prefix` (a round still running) only the leading tasks that
+    have settled are shown, written as they will be once the round ends if
+    their readers still running succeed: the start of the joiner's prompt,
+    for the model to read ahead.
     """
     used = used or {}
-    done = {i for i, t in run.tasks.items() if t.status is TaskStatus.DONE}
+    lost = {
+        i for i, t in run.tasks.items() if t.status.is_final and t.status is not TaskStatus.DONE
+    }
     readers: dict[TaskId, list[TaskId]] = {}
     for task in run.tasks.values():
         for dep in task.dependencies:
             readers.setdefault(dep, []).append(task.id)
     seen: list[Observation] = []
     for task in run.tasks.values():
+        if not task.status.is_final:
+            if settled_prefix:
+                break
+            continue  # only a snapshot of a running round has these
         call = run_call_text(run, task.id)
         if task.status is not TaskStatus.DONE:
             seen.append((task.id, call, f"error: {task.error}"))
             continue
         output, fields = task.output, used.get(task.id)
-        if fields and isinstance(output, Mapping) and done.issuperset(readers.get(task.id, ())):
+        waiting_on = readers.get(task.id, ())
+        if settled_prefix:
+            complete = lost.isdisjoint(waiting_on)
+        else:
+            complete = all(run.tasks[r].status is TaskStatus.DONE for r in waiting_on)
+        if fields and isinstance(output, Mapping) and complete:
             output = {k: v for k, v in output.items() if k == "name" or k in fields}
         seen.append((task.id, call, result_text(output)))
     return seen

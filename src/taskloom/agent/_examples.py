@@ -1,10 +1,14 @@
-"""Worked examples for the prompts, and choosing the ones closest to a question.
+"""Worked examples for the prompts, and choosing the ones to show for a question.
 
 A small model copies the shape of the examples it is shown far more reliably
-than it follows instructions, so the planner and joiner are shown the worked
-examples whose questions look most like the user's (same kind of request,
-same number of places), with the closest last. The examples use the
-built-in world tools; every plan here is run by the test suite.
+than it follows instructions, so every prompt ends with the worked example
+whose question looks most like the user's (same kind of request, same number
+of places). Before it come a few anchors, the same for every question: they
+show the shapes the closest example may not (a dependent chain, a comparison,
+a replan), and, being the same text every time, they are read once by a
+model that keeps earlier prompts' state (the embedded one does), not once
+per request. The examples use the built-in world tools; every plan here is
+run by the test suite.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ __all__ = [
     "PlanExample",
     "ReActExample",
     "closest",
+    "shown",
     "join_examples",
     "react_examples",
     "traces",
@@ -229,6 +234,17 @@ def closest(question: str, examples: Sequence[_Example], k: int) -> list[_Exampl
     """The `k` examples most like `question`, least alike first (the closest is last)."""
     ranked = sorted(examples, key=lambda e: _similarity(question, e.question), reverse=True)
     return list(reversed(ranked[:k]))
+
+
+def shown(question: str, examples: Sequence[_Example], anchors: Sequence[str]) -> list[_Example]:
+    """The anchor examples (named by question) in their fixed order, then the closest other one.
+
+    Only the last example depends on the question, so prompts for different
+    questions share everything before it.
+    """
+    fixed = [e for a in anchors for e in examples if e.question == a]
+    rest = [e for e in examples if e.question not in anchors]
+    return fixed + closest(question, rest, 1)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -2,8 +2,9 @@
 
 Every prompt is a short system text, a few worked examples as earlier turns
 (so that even a small base model sees the exact format it must continue),
-and the request. The examples (`_examples.py`) use the built-in world tools and are shown only
-when those tools are present; the ones most like the question are chosen.
+and the request. The examples (`_examples.py`) use the built-in world tools
+and are shown only when those tools are present: fixed anchors, then the one
+most like the question.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from taskloom.agent._examples import PLAN_EXAMPLES, closest, join_examples, react_examples
+from taskloom.agent._examples import PLAN_EXAMPLES, join_examples, react_examples, shown
 from taskloom.llm import Message
 from taskloom.tools import Tool
 
@@ -29,10 +30,18 @@ Observation = tuple[str, str, str]
 """One finished call as the models see it: (task id, call text, result text)."""
 
 _MAX_RESULT_CHARS = 400
-_EXAMPLES_SHOWN = 3
-_JOIN_EXAMPLES_SHOWN = 2
 _EXAMPLE_RESULT_CHARS = 120
-_REACT_EXAMPLES_SHOWN = 2  # a ReAct example is a whole conversation: longer
+# The examples every prompt shows before the one closest to its question: a
+# dependent chain and a comparison for plans, a replan for the joiner; ReAct
+# examples are whole conversations, so one anchor there.
+_PLAN_ANCHORS = (
+    "What is the distance between Madrid and Rome in miles?",
+    "Which has the most people: Iran, Turkey or Thailand?",
+)
+_JOIN_ANCHORS = (
+    "Which is more populous, Kenya or Uganda, and how many people live in its capital?",
+)
+_REACT_ANCHORS = ("What is the combined population of Italy and Spain?",)
 _MAX_DESCRIPTION_CHARS = 240
 
 PLANNER_SYSTEM = """\
@@ -101,7 +110,7 @@ def planner_messages(
     """
     messages = [Message("system", PLANNER_SYSTEM.format(tools=tool_catalogue(tools)))]
     if _has_world_tools(tools):
-        for example in closest(question, PLAN_EXAMPLES, _EXAMPLES_SHOWN):
+        for example in shown(question, PLAN_EXAMPLES, _PLAN_ANCHORS):
             messages.append(Message("user", f"Question: {example.question}"))
             messages.append(Message("assistant", example.plan))
     request = f"Question: {question}"
@@ -126,7 +135,7 @@ def joiner_messages(
     system = JOINER_SYSTEM + (JOINER_FORCED if force_finish else "")
     messages = [Message("system", system)]
     if _has_world_tools_named(observations):
-        for example in closest(question, join_examples(), _JOIN_EXAMPLES_SHOWN):
+        for example in shown(question, join_examples(), _JOIN_ANCHORS):
             # Shortened results: the examples teach the form, and prompt tokens are time.
             results = [(i, call, _shorten(text)) for i, call, text in example.results]
             messages.append(Message("user", _joiner_request(example.question, results)))
@@ -141,17 +150,19 @@ def joiner_prefix(
     planned: Sequence[Observation],
     *,
     force_finish: bool,
+    done: Sequence[Observation] = (),
 ) -> list[Message]:
-    """The start of the joiner's conversation before this round's results exist.
+    """The start of the joiner's conversation while this round's results are coming in.
 
-    Its last message stops where this round's result lines will begin, so a
-    model can read all of it while the round's tools are still running.
-    `planned` names this round's calls (their results are ignored).
+    Its last message stops where the next result line will begin, so a model
+    can read all of it while the round's tools are still running. `planned`
+    names this round's calls (their results are ignored); `done` are the
+    result lines of its first calls, those that have settled.
     """
     messages = joiner_messages(question, [*earlier, *planned], force_finish=force_finish)
     head = f"Question: {question}\nResults:\n"
-    if earlier:
-        head += _observations(earlier) + "\n"
+    if earlier or done:
+        head += _observations([*earlier, *done]) + "\n"
     return [*messages[:-1], Message("user", head)]
 
 
@@ -171,7 +182,7 @@ def react_messages(
     """The ReAct conversation: examples, the question, and each (action, observation) so far."""
     messages = [Message("system", REACT_SYSTEM.format(tools=tool_catalogue(tools)))]
     if _has_world_tools(tools):
-        for example in closest(question, react_examples(), _REACT_EXAMPLES_SHOWN):
+        for example in shown(question, react_examples(), _REACT_ANCHORS):
             messages.append(Message("user", f"Question: {example.question}"))
             for action, observation in example.steps:
                 messages.append(Message("assistant", action))

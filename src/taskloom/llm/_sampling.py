@@ -43,8 +43,10 @@ _TIERS = (64, 1024)
 _ENTRY = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 # A checkpoint must save evaluating at least this many tokens.
 _MIN_CHECKPOINT_GAIN = 64
-# How many recent prompts to compare a new one with, to place checkpoints.
-_RECENT_PROMPTS = 8
+# How many recent prompts to compare a new one with, to place checkpoints:
+# enough that a dozen ReAct steps between two planner prompts do not hide
+# the first from the second.
+_RECENT_PROMPTS = 32
 # How far back to look for a line start to move a checkpoint to.
 _MAX_LINE_TOKENS = 256
 
