@@ -6,6 +6,7 @@ import pytest
 
 from taskloom import ModelError, tool
 from taskloom.agent import Agent, Finish, Replan, parse_decision
+from taskloom.agent.prompts import result_values
 from taskloom.agent.react import ReActAgent
 from taskloom.llm import GenerationOptions, Message
 from taskloom.testing import FunctionModel, ScriptedModel
@@ -325,3 +326,23 @@ async def test_a_record_used_whole_or_not_at_all_is_shown_in_full() -> None:
     model = ScriptedModel([plan, "Thought: ok.\nAction: Finish(Paris)"])
     await Agent(tools=WORLD_TOOLS, model=model, grammar=False).run("Capital of France?")
     assert '"capital": "Paris"' in model.calls[1][-1].content
+
+
+async def test_with_grammars_the_joiner_may_finish_only_with_values_from_the_results() -> None:
+    model = ScriptedModel([PLAN, "Thought: added.\nAction: Finish(149915166)"])
+    await Agent(tools=WORLD_TOOLS, model=model, grammar=True).run("France + Germany?")
+    joiner = model.options[1].grammar
+    assert joiner is not None
+    # The sum and the fields the joiner reads are quotable; a number it never saw is not.
+    assert '"149915166"' in joiner and '"66987244"' in joiner and '"France"' in joiner
+    assert "1154308" not in joiner
+
+
+def test_result_values_are_the_fields_and_results_as_written() -> None:
+    seen = [
+        ("1", 'country(name="France")', '{"name": "France", "population": 66987244}'),
+        ("2", 'math(expression="1 / 4")', "0.25"),
+        ("3", 'city(name="Atlantis")', "error: no such city"),
+        ("4", "convert(value=2)", '{"value": 3.5, "unit": "mile", "exact": true}'),
+    ]
+    assert result_values(seen) == ["France", "66987244", "0.25", "3.5", "mile"]

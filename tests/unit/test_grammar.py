@@ -302,6 +302,30 @@ def test_joiner_grammar(oracle: GrammarOracle, text: str, accepted: bool) -> Non
 @pytest.mark.parametrize(
     ("text", "accepted"),
     [
+        ("Thought: sum\nAction: Finish(149915166)", True),
+        ("Thought: both\nAction: Finish(Kenya, 51393010)", True),
+        ("Thought: x\nAction: Finish(Congo (Kinshasa))", True),
+        ("Thought: missing\nAction: Replan(look up Nairobi)", True),
+        ("Thought: copied\nAction: Finish(1154308)", False),  # not in the results
+        ("Thought: x\nAction: Finish(149915166 people)", False),
+        ("Thought: x\nAction: Finish(two\nlines)", False),
+    ],
+)
+def test_a_grounded_joiner_grammar_finishes_only_with_values_from_the_results(
+    oracle: GrammarOracle, text: str, accepted: bool
+) -> None:
+    values = ["149915166", "Kenya", "51393010", "Congo (Kinshasa)", "two\nlines", "a) (b"]
+    assert oracle.accepts(joiner_grammar(answers=values), text) is accepted
+
+
+def test_a_joiner_grammar_with_no_usable_values_takes_any_answer(oracle: GrammarOracle) -> None:
+    grammar = joiner_grammar(answers=["", "x)", "two\nlines"])
+    assert oracle.accepts(grammar, "Thought: x\nAction: Finish(anything at all)")
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
         ('Thought: look it up\nAction: city("Paris", country="FR")', True),
         ("Thought: known\nAction: Finish(Paris (France))", True),
         ('Thought: x\nAction: math("$1 + 1")', False),  # no results to refer to
@@ -334,3 +358,13 @@ def test_usage_mistakes() -> None:
         joiner_grammar(max_answer=0)
     with pytest.raises(UserError, match="at least one tool"):
         react_grammar([])
+
+
+def test_text_between_references_in_a_string_is_short(oracle: GrammarOracle) -> None:
+    # A model looping inside an expression ("+ 1.area + 2.area + ...") must close it.
+    grammar = plan_grammar(WORLD_TOOLS)
+    head = '1. country("Chad")\n2. math("$1.area_km2'
+    short = head + ' / 1000")\n3. join()<END_OF_PLAN>'
+    looping = head + " + 1.area_km2 + 2.area_km2 + 3.area_km2 + 4" + '")\n3. join()<END_OF_PLAN>'
+    assert oracle.accepts(grammar, short)
+    assert not oracle.accepts(grammar, looping)

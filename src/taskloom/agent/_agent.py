@@ -28,6 +28,7 @@ from taskloom.agent.prompts import (
     joiner_prefix,
     planner_messages,
     result_text,
+    result_values,
 )
 from taskloom.engine import Budget, DurationStats, Run, RunResult, TaskStatus, open_run
 from taskloom.engine import events as ev
@@ -599,8 +600,9 @@ class Agent:
         spend: _Spend,
     ) -> tuple[Decision | None, LLMCall]:
         """Ask the joiner; None instead of a decision if the deadline came first."""
-        grammar = joiner_grammar() if self.grammar else None
-        messages = joiner_messages(question, history[-_MAX_HISTORY:], force_finish=force_finish)
+        seen = history[-_MAX_HISTORY:]
+        grammar = joiner_grammar(answers=result_values(seen)) if self.grammar else None
+        messages = joiner_messages(question, seen, force_finish=force_finish)
         stream = self.model.stream(messages, max_tokens=_MAX_JOIN_TOKENS, grammar=grammar)
         try:
             with anyio.move_on_after(spend.time_left()) as limit:

@@ -41,6 +41,8 @@ _MAX_FIELD = 32
 """Longest identifier after `$N.`; bounds a runaway model."""
 _MAX_STRING_REFS = 16
 """Most references inside one string argument."""
+_MAX_GAP = 40
+"""Longest text between two references inside one string argument."""
 _MAX_PATH = 3
 """Most `.field` / `[index]` steps after one reference."""
 
@@ -147,7 +149,9 @@ def plan_grammar(
     return builder.render()
 
 
-def joiner_grammar(*, max_thought: int = 200, max_answer: int = 300) -> str:
+def joiner_grammar(
+    *, answers: Sequence[str] = (), max_thought: int = 200, max_answer: int = 300
+) -> str:
     """Build a GBNF grammar for the joiner's decision, LLMCompiler style.
 
     The reply is two lines: `Thought: <text>` and then either
@@ -156,6 +160,12 @@ def joiner_grammar(*, max_thought: int = 200, max_answer: int = 300) -> str:
     parenthesis that closes the action is unambiguous.
 
     Args:
+        answers: when given, Finish's answer is one to four of these texts
+            (values read from the results), separated by ", ": a grounded
+            answer, so a small model cannot finish with a number it made up
+            or copied from an example. Texts that could not be told apart
+            from the action's own syntax (a newline, unbalanced parentheses)
+            are left out; if none is left, the answer is free text.
         max_thought: the longest thought, in characters.
         max_answer: the most characters or parenthesised groups in the answer.
 
@@ -174,7 +184,25 @@ def joiner_grammar(*, max_thought: int = 200, max_answer: int = 300) -> str:
         **_ANSWER_RULES,
         "tchar": _TEXT_CHAR,
     }
+    grounded = sorted({a for a in answers if _fits_an_answer(a)})
+    if grounded:
+        rules["action"] = (
+            f'"Finish(" value (", " value){{0,3}} ")" | "Replan(" achar{{1,{max_answer}}} ")"'
+        )
+        rules["value"] = " | ".join(_gbnf_literal(a) for a in grounded)
     return _render(rules)
+
+
+def _fits_an_answer(text: str) -> bool:
+    """One line, not blank, parentheses balanced and at most one level deep."""
+    if not text.strip() or any(ord(c) < 0x20 for c in text) or "<E" in text:
+        return False
+    depth = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth not in (0, 1):
+            return False
+    return depth == 0
 
 
 def react_grammar(
@@ -277,6 +305,7 @@ class _PlanRules:
         self.tools = tools
         self.rules: dict[str, str] = dict(_SHARED)
         self.rules["text"] = f"schar{{0,{max_string}}}"
+        self.rules["gap"] = f"schar{{0,{_MAX_GAP - 1}}}"
         self.rules["str"] = '"\\"" text "\\""'
         self._memo: dict[tuple[str, str, int], str] = {}
         self._refs: dict[int, str | None] = {}
@@ -291,10 +320,12 @@ class _PlanRules:
         if earlier:
             ids = " | ".join(f'"{i}"' for i in earlier)
             self.rules[f"ref-{number}"] = f'"$" ({ids}) path'
-            # At most _MAX_STRING_REFS references: a small model caught in a loop
-            # ("$1 + $2 + $1 + $2 ...") is made to close the string.
+            # At most _MAX_STRING_REFS references, with short text between
+            # them (an operator, a word): a small model caught in a loop
+            # ("$1 + $2 + $1 + $2 ...", or the same without the dollars) is
+            # made to close the string.
             self.rules[f"str-{number}"] = (
-                f'"\\"" text (ref-{number} (rchar text)?){{0,{_MAX_STRING_REFS}}} "\\""'
+                f'"\\"" text (ref-{number} (rchar gap)?){{0,{_MAX_STRING_REFS}}} "\\""'
             )
         self._refs[number] = f"ref-{number}" if earlier else None
         names = []

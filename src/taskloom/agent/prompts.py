@@ -23,6 +23,7 @@ __all__ = [
     "planner_messages",
     "react_messages",
     "result_text",
+    "result_values",
     "tool_catalogue",
 ]
 
@@ -212,6 +213,30 @@ def result_text(value: Any) -> str:
     if len(text) > _MAX_RESULT_CHARS:
         text = text[: _MAX_RESULT_CHARS - 3] + "..."
     return text
+
+
+def result_values(observations: Sequence[Observation]) -> list[str]:
+    """The values the results show, as they are written: what a grounded answer may quote.
+
+    A record gives its text and number fields, any other result its whole
+    text; errors give nothing.
+    """
+    values: list[str] = []
+    for _, _, text in observations:
+        if text.startswith("error:"):
+            continue
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            values.append(text)
+            continue
+        fields = parsed.values() if isinstance(parsed, dict) else [parsed]
+        for value in fields:
+            if isinstance(value, str):
+                values.append(value)
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                values.append(result_text(value))
+    return values
 
 
 def _shorten(text: str) -> str:
