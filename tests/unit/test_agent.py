@@ -346,3 +346,18 @@ def test_result_values_are_the_fields_and_results_as_written() -> None:
         ("4", "convert(value=2)", '{"value": 3.5, "unit": "mile", "exact": true}'),
     ]
     assert result_values(seen) == ["France", "66987244", "0.25", "3.5", "mile"]
+
+
+async def test_react_finishes_with_observed_values_under_a_grammar() -> None:
+    model = ScriptedModel(
+        [
+            'Thought: look.\nAction: country("France")',
+            "Thought: done.\nAction: Finish(66987244)",
+        ]
+    )
+    result = await ReActAgent(tools=WORLD_TOOLS, model=model, grammar=True).run("France?")
+    assert result.answer == "66987244"
+    first, second = (o.grammar for o in model.options)
+    assert first is not None and second is not None
+    assert "value ::=" not in first  # nothing observed yet: any answer
+    assert '"66987244"' in second and '"Paris"' in second

@@ -368,3 +368,10 @@ def test_text_between_references_in_a_string_is_short(oracle: GrammarOracle) -> 
     looping = head + " + 1.area_km2 + 2.area_km2 + 3.area_km2 + 4" + '")\n3. join()<END_OF_PLAN>'
     assert oracle.accepts(grammar, short)
     assert not oracle.accepts(grammar, looping)
+
+
+def test_a_react_step_finishes_with_an_observed_value(oracle: GrammarOracle) -> None:
+    grammar = react_grammar(WORLD_TOOLS, answers=["Nairobi", "51393010"])
+    assert oracle.accepts(grammar, "Thought: seen\nAction: Finish(Nairobi)")
+    assert oracle.accepts(grammar, 'Thought: more\nAction: city("Nairobi")')
+    assert not oracle.accepts(grammar, "Thought: copied\nAction: Finish(386662.006672)")

@@ -178,19 +178,21 @@ def joiner_grammar(
     """
     if max_thought < 1 or max_answer < 1:
         raise UserError("max_thought and max_answer must be at least 1")
-    rules = {
-        "root": f'"Thought: " tchar{{1,{max_thought}}} "\\nAction: " action',
-        "action": f'("Finish" | "Replan") "(" achar{{1,{max_answer}}} ")"',
-        **_ANSWER_RULES,
-        "tchar": _TEXT_CHAR,
-    }
-    grounded = sorted({a for a in answers if _fits_an_answer(a)})
-    if grounded:
-        rules["action"] = (
-            f'"Finish(" value (", " value){{0,3}} ")" | "Replan(" achar{{1,{max_answer}}} ")"'
-        )
-        rules["value"] = " | ".join(_gbnf_literal(a) for a in grounded)
+    rules = {"root": f'"Thought: " tchar{{1,{max_thought}}} "\\nAction: " action'}
+    finish = _finish(answers, max_answer, rules)
+    rules["action"] = f'{finish} | "Replan(" achar{{1,{max_answer}}} ")"'
+    rules.update(_ANSWER_RULES)
+    rules["tchar"] = _TEXT_CHAR
     return _render(rules)
+
+
+def _finish(answers: Sequence[str], max_answer: int, rules: dict[str, str]) -> str:
+    """The Finish action: grounded in `answers` if any fit (adding their rule), else free."""
+    grounded = sorted({a for a in answers if _fits_an_answer(a)})
+    if not grounded:
+        return f'"Finish(" achar{{1,{max_answer}}} ")"'
+    rules["value"] = " | ".join(_gbnf_literal(a) for a in grounded)
+    return '"Finish(" value (", " value){0,3} ")"'
 
 
 def _fits_an_answer(text: str) -> bool:
@@ -206,7 +208,12 @@ def _fits_an_answer(text: str) -> bool:
 
 
 def react_grammar(
-    tools: Sequence[Tool], *, max_thought: int = 200, max_answer: int = 300, max_string: int = 200
+    tools: Sequence[Tool],
+    *,
+    answers: Sequence[str] = (),
+    max_thought: int = 200,
+    max_answer: int = 300,
+    max_string: int = 200,
 ) -> str:
     """Build a GBNF grammar for one ReAct step.
 
@@ -217,6 +224,8 @@ def react_grammar(
 
     Args:
         tools: the tools a step may call.
+        answers: values from the observations so far; when any fit, Finish
+            quotes them, as in `joiner_grammar`.
         max_thought: the longest thought, in characters.
         max_answer: the most characters or parenthesised groups in the answer.
         max_string: the longest string argument, in characters.
@@ -235,9 +244,9 @@ def react_grammar(
     builder = _PlanRules(tools, max_string)
     call = builder.call_rule(1, ())
     builder.rules.update(_ANSWER_RULES)
+    finish = _finish(answers, max_answer, builder.rules)
     builder.rules["root"] = (
-        f'"Thought: " tchar{{1,{max_thought}}} "\\nAction: " '
-        f'({call} | "Finish(" achar{{1,{max_answer}}} ")")'
+        f'"Thought: " tchar{{1,{max_thought}}} "\\nAction: " ({call} | {finish})'
     )
     return builder.render()
 

@@ -15,7 +15,7 @@ from taskloom.agent._agent import uses_grammar
 from taskloom.agent._decision import Decision, Finish
 from taskloom.agent._grammar import react_grammar
 from taskloom.agent._result import AgentResult, LLMCall, Timings
-from taskloom.agent.prompts import react_messages, result_text
+from taskloom.agent.prompts import react_messages, result_text, result_values
 from taskloom.engine import RunResult, TaskStatus, execute
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.engine._scheduler import EventListener
@@ -87,11 +87,15 @@ class ReActAgent:
         calls: list[LLMCall] = []
         decision: Decision | None = None
         error: str | None = None
-        grammar = react_grammar(self.tools) if self.grammar else None
         try:
             for number in range(1, self.max_steps + 1):
                 last = number == self.max_steps
                 messages = react_messages(question, self.tools, steps)
+                # Finish quotes what was observed, as the joiner's does (see joiner_grammar).
+                seen = [("", "", observation) for _, observation in steps]
+                grammar = (
+                    react_grammar(self.tools, answers=result_values(seen)) if self.grammar else None
+                )
                 began = time.monotonic()
                 stream = self.model.stream(
                     messages, max_tokens=_MAX_STEP_TOKENS, grammar=grammar, stop=["\nObservation"]
