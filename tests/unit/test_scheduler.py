@@ -529,3 +529,11 @@ async def test_a_tool_that_swallows_cancellation_cannot_undo_it() -> None:
     assert result.tasks["2"].output == 2
     kinds_of_1 = [e.kind for e in result.events if getattr(e, "task_id", None) == "1"]
     assert kinds_of_1.count("task_cancelled") == 1 and "task_finished" not in kinds_of_1
+
+
+async def test_a_run_result_repr_is_a_summary_not_every_task() -> None:
+    plan = Plan([Task(id=TaskId(str(n)), tool="echo", args=(n,)) for n in range(1, 501)])
+    result = await execute(plan, tools=[echo])
+    text = repr(result)
+    assert "tasks=<500: 500 done>" in text and "status='completed'" in text
+    assert len(text) < 200

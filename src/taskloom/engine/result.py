@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import enum
 import functools
 import graphlib
@@ -133,6 +134,17 @@ class RunResult:
     """Why the plan stream stopped early, when it did; the tasks before it still ran."""
     exhausted: str | None = None
     """Which budget ran out ("tool_calls", "deadline", "tokens", "cost"), if one did."""
+
+    def __repr__(self) -> str:
+        # A summary: a whole run's repr grows with its tasks, and asyncio may
+        # take one of a finished task's result (anyio.run does, to restore a
+        # signal handler), which for 10,000 tasks would cost half a second.
+        counts = collections.Counter(str(t.status) for t in self.tasks.values())
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        return (
+            f"RunResult(run_id={self.run_id!r}, status={str(self.status)!r}, "
+            f"tasks=<{len(self.tasks)}: {summary or 'none'}>, makespan={self.makespan:.3f}s)"
+        )
 
     @functools.cached_property
     def _critical(self) -> tuple[tuple[TaskId, ...], float]:
