@@ -269,15 +269,32 @@ class WarmableScripted(ScriptedModel):
 
 
 async def test_the_joiner_prompt_is_read_ahead_while_tools_run() -> None:
-    model = WarmableScripted([PLAN, "Thought: added.\nAction: Finish(149915166)"])
-    result = await Agent(tools=WORLD_TOOLS, model=model, grammar=False).run("France + Germany?")
+    first_read = anyio.Event()
+
+    class Signalling(WarmableScripted):
+        async def warm(self, messages: Any) -> None:
+            await super().warm(messages)
+            first_read.set()
+
+    world_country = next(t for t in WORLD_TOOLS if t.name == "country")
+
+    @tool(name="country")
+    async def country(name: str) -> Any:
+        """The world tool, answering only once the model has started reading ahead."""
+        await first_read.wait()
+        return world_country.fn(name=name)
+
+    tools = [country, *(t for t in WORLD_TOOLS if t.name != "country")]
+    model = Signalling([PLAN, "Thought: added.\nAction: Finish(149915166)"])
+    result = await Agent(tools=tools, model=model, grammar=False).run("France + Germany?")
     assert result.answer == "149915166"
     joiner = model.calls[1]
+    assert model.warmed
     for warmed in model.warmed:
         # Every message but the last is the joiner's own; the last is a true prefix of its last.
         assert warmed[:-1] == joiner[:-1]
         assert joiner[-1].content.startswith(warmed[-1].content)
-    assert model.warmed[0][-1].content.startswith("Question: France + Germany?\nResults:\n")
+    assert model.warmed[0][-1].content == "Question: France + Germany?\nResults:\n"
 
 
 async def test_each_result_line_is_read_ahead_as_its_task_settles() -> None:
