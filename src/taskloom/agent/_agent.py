@@ -694,11 +694,11 @@ def _observations(
             seen.append((task.id, call, f"error: {task.error}"))
             continue
         output, fields = task.output, used.get(task.id)
-        waiting_on = readers.get(task.id, ())
-        if settled_prefix:
-            complete = lost.isdisjoint(waiting_on)
+        its_readers = readers.get(task.id, ())
+        if settled_prefix:  # a reader still running is assumed to succeed
+            complete = lost.isdisjoint(its_readers)
         else:
-            complete = all(run.tasks[r].status is TaskStatus.DONE for r in waiting_on)
+            complete = all(run.tasks[r].status is TaskStatus.DONE for r in its_readers)
         if fields and isinstance(output, Mapping) and complete:
             output = {k: v for k, v in output.items() if k == "name" or k in fields}
         seen.append((task.id, call, result_text(output)))
