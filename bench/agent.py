@@ -257,6 +257,25 @@ def summarise(backend_name: str, phase: str, rows: list[dict[str, Any]]) -> list
                 "",
             ]
         )
+        # Where ReAct did the lookups (at least one call per place, then an answer): a
+        # model that gives up early makes ReAct fast and wrong, which the ratio above mixes in.
+        worked = [i for i in both if theirs[i]["llm_calls"] >= theirs[i]["width"] + 1]
+        if worked:
+            speed = statistics.geometric_mean(
+                [theirs[i]["total_s"] / ours[i]["total_s"] for i in worked]
+            )
+            table.append(
+                [
+                    backend_name,
+                    phase,
+                    "same, where ReAct made ≥ width + 1 calls",
+                    str(len(worked)),
+                    "",
+                    "",
+                    f"{speed:.2f}x (geo. mean)",
+                    *[""] * 5,
+                ]
+            )
     return table
 
 
