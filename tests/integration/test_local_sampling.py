@@ -9,7 +9,9 @@ near tie.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -265,3 +267,49 @@ async def test_a_checkpoint_gives_the_same_logits_as_evaluating_afresh() -> None
     assert int(np.argmax(resumed)) == int(np.argmax(fresh))
     # Only rounding: evaluating in other batches moves logits by up to about one.
     assert float(np.abs(resumed - fresh).max()) < 2.5
+
+
+async def _ask_counting(model: Local, system: str, question: str) -> tuple[str, int, int]:
+    """The reply, the prompt tokens evaluated for it, and the prompt's size."""
+    await model.load()
+    assert model._loaded is not None
+    llama = model._loaded.llama
+    evaluated: list[int] = []
+    evaluate = llama.eval
+
+    def counting(tokens: list[int]) -> None:
+        evaluated.append(len(tokens))
+        evaluate(tokens)
+
+    llama.eval = counting
+    try:
+        messages = [Message("system", system), Message("user", question)]
+        stream = model.stream(messages, grammar=YES_NO)
+        reply = "".join([chunk async for chunk in stream])
+    finally:
+        llama.eval = evaluate
+    assert stream.usage is not None
+    return reply, sum(evaluated) - 1, stream.usage.prompt_tokens  # minus the reply token fed back
+
+
+@pytest.mark.anyio
+async def test_a_new_process_resumes_from_checkpoints_saved_on_disk(tmp_path: Path) -> None:
+    planner = "You plan tool calls.\n\n" + PLAN_EXAMPLES * 12
+    # Each Local below reads only the disk, as one `taskloom run` process after another would.
+    first = Local(bundled_model_path(), name="gemma-disk-1", checkpoints=tmp_path)
+    await _ask_counting(first, planner, "Question: How far is Rome from Paris?")
+    # The second process's prompt starts like the first one's, which it finds among the
+    # recent prompts on disk: it places a checkpoint there, and saves it.
+    second = Local(bundled_model_path(), name="gemma-disk-2", checkpoints=tmp_path)
+    _, evaluated, size = await _ask_counting(second, planner, "Question: Where is Peru?")
+    assert size > 600 and evaluated >= size - 2
+    assert any(name.endswith(".kv") for _, _, names in os.walk(tmp_path) for name in names)
+    # The third resumes from it.
+    third = Local(bundled_model_path(), name="gemma-disk-3", checkpoints=tmp_path)
+    question = "Question: Is Lima in Peru?"
+    reply, evaluated, _ = await _ask_counting(third, planner, question)
+    assert evaluated < 40
+    fresh = Local(bundled_model_path(), name="gemma-disk-4", checkpoints=False)
+    again, evaluated_fresh, size = await _ask_counting(fresh, planner, question)
+    assert evaluated_fresh >= size - 2
+    assert again == reply

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from taskloom.llm._checkpoints import DiskCheckpoints
+
 __all__ = ["Grammar", "Outcome", "Session", "greedy", "pick", "sampled"]
 
 Logits = npt.NDArray[np.float32]
@@ -313,12 +315,16 @@ class Session:
     is still there (`_can_resume`).
     """
 
-    def __init__(self, llama: Any, *, cache_bytes: int) -> None:
+    def __init__(
+        self, llama: Any, *, cache_bytes: int, disk: DiskCheckpoints | None = None
+    ) -> None:
         """Wrap a loaded `llama_cpp.Llama`.
 
         Args:
             llama: The model; only this session may move its context.
             cache_bytes: Memory for checkpoints; 0 keeps none.
+            disk: Where checkpoints and recent prompts are also kept for
+                later processes (needs `cache_bytes` > 0).
 
         """
         import llama_cpp
@@ -331,7 +337,10 @@ class Session:
         self._pieces: dict[int, bytes] = {}
         self._buffer = ctypes.create_string_buffer(64)
         self.cache = _StateCache(cache_bytes) if cache_bytes > 0 else None
-        self._recent: deque[Tokens] = deque(maxlen=_RECENT_PROMPTS)
+        self.disk = disk if self.cache is not None else None
+        self._recent: deque[Tokens] = deque(
+            self.disk.recent() if self.disk else (), maxlen=_RECENT_PROMPTS
+        )
 
     def grammar(self, gbnf: str) -> Grammar:
         """Parse a grammar for this model's vocabulary.
@@ -358,8 +367,8 @@ class Session:
         if not self._can_resume(start):
             start = 0
         if self.cache is not None:
-            saved = self.cache.find(wanted[:last])
-            if saved is not None and len(saved.tokens) > start:
+            saved = self._find(wanted[:last], start)
+            if saved is not None:
                 start = len(saved.tokens) if self._restore(saved) else 0
         self._truncate(start)
         if self.cache is not None:
@@ -367,11 +376,33 @@ class Session:
             split = self._line_start(wanted, start, min(shared, last))
             if split - start >= _MIN_CHECKPOINT_GAIN:
                 llama.eval(list(tokens[start:split]))
-                self.cache.put(wanted[:split].copy(), self._save())
+                state = self._save()
+                self.cache.put(wanted[:split].copy(), state)
+                if self.disk is not None and state is not None:
+                    self.disk.put(wanted[:split], state)
                 start = split
             if remember:
                 self._recent.append(wanted)
+                if self.disk is not None:
+                    self.disk.remember(self._recent)
         llama.eval(list(tokens[start:]))
+
+    def _find(self, tokens: Tokens, beyond: int) -> _State | None:
+        """The longest checkpoint that starts `tokens` and holds more than `beyond` tokens.
+
+        Memory first; then the disk, whose find is kept in memory too.
+        """
+        assert self.cache is not None
+        saved = self.cache.find(tokens)
+        if saved is not None and len(saved.tokens) > beyond:
+            return saved
+        if self.disk is None:
+            return None
+        found = self.disk.find(tokens, longer_than=beyond)
+        if found is None:
+            return None
+        self.cache.put(*found)
+        return self.cache.find(tokens)
 
     def logits(self) -> Logits:
         """The scores after the last evaluated token (valid until the next `feed`)."""

@@ -31,6 +31,7 @@ from taskloom.errors import ConfigError, ModelError
 from taskloom.llm._protocol import GenerationOptions, Message, _ChatModelBase, _StreamEnd
 
 if TYPE_CHECKING:  # needs numpy, which comes with the local extra
+    from taskloom.llm._checkpoints import DiskCheckpoints
     from taskloom.llm._sampling import Grammar, Outcome, Session
 
 __all__ = ["BUNDLED_MODEL", "Local", "bundled_model_path"]
@@ -205,6 +206,7 @@ class Local(_ChatModelBase):
         name: str | None = None,
         cache_dir: str | Path | None = None,
         prompt_cache_bytes: int = 512 * 2**20,
+        checkpoints: bool | str | Path = True,
     ) -> None:
         """Describe the model to run.
 
@@ -220,6 +222,11 @@ class Local(_ChatModelBase):
                 prompts, so that a prompt starting like one of them (the
                 same system prompt, say) is only evaluated from where it
                 differs; 0 keeps none.
+            checkpoints: Also keep those states on disk, so that the next
+                process (the next `taskloom run`) starts from them: True
+                for a folder in the user cache (or the `TASKLOOM_CHECKPOINTS`
+                folder; "0" there turns it off), a path for that folder,
+                False for none.
 
         Raises:
             ConfigError: if llama-cpp-python is not installed, the file does
@@ -241,6 +248,7 @@ class Local(_ChatModelBase):
         self._seed = seed
         self._cache_dir = cache_dir
         self._prompt_cache_bytes = prompt_cache_bytes
+        self._checkpoints = checkpoints
         # Tests turn this off to compare the fast greedy path with
         # llama-cpp-python's own sampling.
         self._fast_greedy = True
@@ -294,8 +302,34 @@ class Local(_ChatModelBase):
                 seed=self._seed,
                 verbose=False,
             )
-            session = Session(llama, cache_bytes=self._prompt_cache_bytes)
+            session = Session(
+                llama, cache_bytes=self._prompt_cache_bytes, disk=self._disk(path, llama_cpp)
+            )
             return _prepare(llama, self._name, session)
+
+    def _disk(self, path: Path, llama_cpp: Any) -> DiskCheckpoints | None:
+        """Where to keep checkpoints for later processes, if anywhere."""
+        from taskloom.llm._checkpoints import DiskCheckpoints, folder_key
+
+        choice = self._checkpoints
+        if choice is True:
+            choice = os.environ.get("TASKLOOM_CHECKPOINTS") or True
+            if choice == "0":
+                return None
+        if choice is False:
+            return None
+        if choice is True:
+            import platformdirs
+
+            choice = platformdirs.user_cache_path("taskloom") / "checkpoints"
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        # A saved state is only valid for the same weights, llama.cpp build and context.
+        model = _BUNDLED_SHA256 if self.model_path is None else f"{path}:{stat.st_size}"
+        key = folder_key(model, stat.st_mtime_ns, llama_cpp.__version__, self._n_ctx)
+        return DiskCheckpoints(Path(choice) / key)
 
     async def _generate(
         self, messages: tuple[Message, ...], options: GenerationOptions
