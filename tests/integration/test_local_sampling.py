@@ -201,9 +201,8 @@ async def test_streamed_chunks_are_whole_utf8_characters(local: Local) -> None:
     assert (cut.text, cut.finish_reason) == ("Zürich, São Paulo, Kraków, ", "stop")
 
 
-@pytest.mark.anyio
-async def test_alternating_prompts_resume_from_checkpoints() -> None:
-    model = Local(bundled_model_path(), name="gemma-checkpoints")
+async def _ask_counting(model: Local, system: str, question: str) -> tuple[str, int, int]:
+    """The reply, the prompt tokens evaluated for it, and the prompt's size."""
     await model.load()
     assert model._loaded is not None
     llama = model._loaded.llama
@@ -215,6 +214,19 @@ async def test_alternating_prompts_resume_from_checkpoints() -> None:
         evaluate(tokens)
 
     llama.eval = counting
+    try:
+        messages = [Message("system", system), Message("user", question)]
+        stream = model.stream(messages, grammar=YES_NO)
+        reply = "".join([chunk async for chunk in stream])
+    finally:
+        llama.eval = evaluate
+    assert stream.usage is not None
+    return reply, sum(evaluated) - 1, stream.usage.prompt_tokens  # minus the reply token fed back
+
+
+@pytest.mark.anyio
+async def test_alternating_prompts_resume_from_checkpoints() -> None:
+    model = Local(bundled_model_path(), name="gemma-checkpoints", checkpoints=False)
     planner = "You plan tool calls.\n\n" + PLAN_EXAMPLES * 12
     joiner = "You read results and decide.\n\n" + JOIN_EXAMPLES * 10
     questions = ["How far is Rome from Paris?", "What is the capital of Peru?"]
@@ -222,20 +234,16 @@ async def test_alternating_prompts_resume_from_checkpoints() -> None:
     for round_ in range(3):
         for system in (planner, joiner):
             question = f"Question: {questions[round_ % 2]} ({round_})"
-            evaluated.clear()
-            stream = model.stream(
-                [Message("system", system), Message("user", question)],
-                grammar=YES_NO,
-            )
-            assert "".join([chunk async for chunk in stream]) in ("yes", "no")
-            assert stream.usage is not None
-            prompt_sizes.append(stream.usage.prompt_tokens)
-            prefills.append(sum(evaluated) - 1)  # minus the one reply token fed back
+            reply, evaluated, size = await _ask_counting(model, system, question)
+            assert reply in ("yes", "no")
+            prompt_sizes.append(size)
+            prefills.append(evaluated)
             print(f"prompt {prompt_sizes[-1]} tokens: evaluated {prefills[-1]}")
     assert min(prompt_sizes) > 600
     # The second round sets the checkpoints, the third resumes from them.
     assert all(p >= size - 64 for p, size in zip(prefills[:4], prompt_sizes, strict=False))
     assert all(p < 40 for p in prefills[4:])
+    assert model._loaded is not None
     cache = model._loaded.session.cache
     assert cache is not None and len(cache) == 2
     assert cache.size_bytes < 64 * 2**20
@@ -267,29 +275,6 @@ async def test_a_checkpoint_gives_the_same_logits_as_evaluating_afresh() -> None
     assert int(np.argmax(resumed)) == int(np.argmax(fresh))
     # Only rounding: evaluating in other batches moves logits by up to about one.
     assert float(np.abs(resumed - fresh).max()) < 2.5
-
-
-async def _ask_counting(model: Local, system: str, question: str) -> tuple[str, int, int]:
-    """The reply, the prompt tokens evaluated for it, and the prompt's size."""
-    await model.load()
-    assert model._loaded is not None
-    llama = model._loaded.llama
-    evaluated: list[int] = []
-    evaluate = llama.eval
-
-    def counting(tokens: list[int]) -> None:
-        evaluated.append(len(tokens))
-        evaluate(tokens)
-
-    llama.eval = counting
-    try:
-        messages = [Message("system", system), Message("user", question)]
-        stream = model.stream(messages, grammar=YES_NO)
-        reply = "".join([chunk async for chunk in stream])
-    finally:
-        llama.eval = evaluate
-    assert stream.usage is not None
-    return reply, sum(evaluated) - 1, stream.usage.prompt_tokens  # minus the reply token fed back
 
 
 @pytest.mark.anyio
