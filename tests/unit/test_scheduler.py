@@ -537,3 +537,38 @@ async def test_a_run_result_repr_is_a_summary_not_every_task() -> None:
     text = repr(result)
     assert "tasks=<500: 500 done>" in text and "status='completed'" in text
     assert len(text) < 200
+
+
+async def test_a_listener_that_raises_ends_the_run_with_its_error() -> None:
+    def picky(event: ev.Event) -> None:
+        if event.kind == "task_started":
+            raise LookupError("listener broke")
+
+    with anyio.fail_after(5), pytest.raises(LookupError, match="listener broke"):
+        await execute(Plan.parse("1. echo(1)\n2. echo($1)\n"), tools=[echo], on_event=picky)
+
+
+async def test_cancelling_the_caller_waits_for_every_running_tool_to_stop() -> None:
+    stopped: list[str] = []
+    started = anyio.Event()
+
+    @tool
+    async def slow_to_stop(name: str) -> None:
+        """Sleeps; needs a moment to clean up when cancelled."""
+        try:
+            started.set()
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.05)
+            stopped.append(name)
+
+    with anyio.CancelScope() as caller:
+        async with open_run(tools=[slow_to_stop]) as run:
+            run.add_all(Plan.parse('1. slow_to_stop("a")\n2. slow_to_stop("b")\n'))
+            await started.wait()
+            caller.cancel()
+            await anyio.sleep(5)
+    # Leaving the block means both tools have finished cleaning up.
+    assert sorted(stopped) == ["a", "b"]
+    assert {t.status for t in run.result().tasks.values()} == {"cancelled"}

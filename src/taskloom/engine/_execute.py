@@ -133,6 +133,11 @@ async def open_run(
             else:
                 run.close()
                 await run.wait()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await run._hosts_ended()
+    if run.crash is not None:
+        raise run.crash
     if journal is not None:
         with anyio.CancelScope(shield=True):  # what ran must reach the disk
             await journal.close(run.result())

@@ -14,7 +14,7 @@ from taskloom.errors import BadOutput, RunError
 from taskloom.plan import Task
 from taskloom.tools import Tool
 
-__all__ = ["Earlier", "Node", "TaskResults", "jsonable", "settled_by_cancel", "task_result"]
+__all__ = ["Earlier", "Node", "TaskResults", "jsonable", "task_result"]
 
 
 class Node:
@@ -56,11 +56,6 @@ class Node:
         """The asyncio task running the call, while it runs; cancelling it stops the call."""
         self.queued = 0
         """Non-zero while the node sits in the ready queue: its queue ticket."""
-
-
-def settled_by_cancel(node: Node) -> bool:
-    """Whether `Run.cancel` settled this node (then its CancelledError is ours)."""
-    return node.status is TaskStatus.CANCELLED
 
 
 def jsonable(node: Node, output: Any) -> Any:

@@ -2,9 +2,18 @@
 
 There are no levels and no supersteps. When a task settles, `_settle` walks
 its dependents synchronously: each one whose inputs are now complete is
-dispatched at once (`TaskGroup.start_soon`), in the same turn. When slots
+dispatched at once (an asyncio task of its own), in the same turn. When slots
 are scarce, ready tasks wait in a queue ordered by the longest remaining
 critical path, estimated from each tool's observed durations.
+
+The tasks running tool calls are the run's own asyncio tasks, not children
+of its anyio task group: `TaskGroup.start_soon` costs about 4 µs more per
+task than `loop.create_task` with its first step, which on a 10,000-task
+fan-out is 40 ms between the first and the last dependent starting. The run
+keeps the structure itself: it holds every such task (`_hosts`), cancels
+them when it is cancelled, and `open_run` waits for all of them before it
+returns (`Run._hosts_ended`); a task that crashes cancels the run and its
+error is raised by `open_run`.
 """
 
 from __future__ import annotations
@@ -25,12 +34,12 @@ import anyio.lowlevel
 from taskloom._ids import RunId, TaskId
 from taskloom.engine import events as ev
 from taskloom.engine._budget import Budget
+from taskloom.engine._gc import before_burst
 from taskloom.engine._node import (
     Earlier,
     Node,
     TaskResults,
     jsonable,
-    settled_by_cancel,
     task_result,
 )
 from taskloom.engine._stats import DurationStats
@@ -133,6 +142,9 @@ class Run:
         self._cancelled = False
         self._done = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
+        self._hosts: dict[asyncio.Task[None], Node] = {}
+        self.crash: BaseException | None = None
+        """An error that escaped a task's host (a listener that raised, say)."""
         self.loop: asyncio.AbstractEventLoop | None = None
         """The event loop the run lives on, once it started."""
         self.plan_error: PlanError | None = None
@@ -494,6 +506,7 @@ class Run:
             return
         if self._unlimited:
             queue, self._queue = self._queue, []
+            before_burst(len(queue))
             for _, ticket, node in queue:
                 if node.queued == ticket and node.status is TaskStatus.READY:
                     self._start(node)
@@ -539,24 +552,40 @@ class Run:
         if not self._unlimited:
             name = node.tool.name
             self._per_tool[name] = self._per_tool.get(name, 0) + 1
-        self._tg.start_soon(self._run_task, node, name=node.task.id)
+        assert self.loop is not None
+        host = node.host = self.loop.create_task(self._run_task(node), name=node.task.id)
+        self._hosts[host] = node
+        host.add_done_callback(self._host_done)
+
+    def _host_done(self, host: asyncio.Task[None]) -> None:
+        node = self._hosts.pop(host)
+        if host.cancelled():
+            if not node.status.is_final:  # cancelled by someone other than the run
+                self._cancel_node(node, "its asyncio task was cancelled")
+                self._dispatch()
+                self._check_done()
+            return
+        crash = host.exception()
+        if crash is not None and self.crash is None:
+            # A bug or a raising listener: the node can never settle, so the
+            # run stops and open_run raises the error.
+            self.crash = crash
+            assert self._tg is not None
+            self._tg.cancel_scope.cancel()
+
+    async def _hosts_ended(self) -> None:
+        """Wait until every task host has returned (after the run finished or was cancelled)."""
+        while self._hosts:
+            await asyncio.wait(list(self._hosts))
 
     # -- running one task -----------------------------------------------------
 
     async def _run_task(self, node: Node) -> None:
-        if node.status is not TaskStatus.RUNNING:
-            return  # cancelled between dispatch and this first step
         # Cancelling one task cancels its asyncio task (see `_cancel_node`);
         # a cancel scope per task would cost a sixth of the per-task budget.
-        node.host = asyncio.current_task()
+        # That CancelledError ends the host; `_host_done` expects it.
         try:
             await self._call(node)
-        except asyncio.CancelledError:
-            if not settled_by_cancel(node):
-                raise
-            # Our own cancellation of this one task: it was settled already.
-            if node.host is not None:
-                node.host.uncancel()
         finally:
             node.host = None
 
@@ -713,7 +742,7 @@ class Run:
         node.status = TaskStatus.CANCELLED
         node.queued = 0
         if was_running:
-            if node.host is not None:  # None: dispatched this turn, not yet stepped
+            if node.host is not None:  # None: the call is settling itself
                 node.host.cancel()
             self._release(node)
         else:
