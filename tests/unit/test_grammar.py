@@ -375,3 +375,21 @@ def test_a_react_step_finishes_with_an_observed_value(oracle: GrammarOracle) -> 
     assert oracle.accepts(grammar, "Thought: seen\nAction: Finish(Nairobi)")
     assert oracle.accepts(grammar, 'Thought: more\nAction: city("Nairobi")')
     assert not oracle.accepts(grammar, "Thought: copied\nAction: Finish(386662.006672)")
+
+
+def test_numbers_inside_a_string_are_short_and_few(oracle: GrammarOracle) -> None:
+    # The 270M model can loop inside a number; each digit is one token.
+    grammar = plan_grammar(WORLD_TOOLS)
+
+    def plan(expression: str) -> str:
+        return f'1. math("{expression}")\n2. join()<END_OF_PLAN>'
+
+    assert oracle.accepts(grammar, plan("(1000 + 2500) * 3 / 4 - 5.25"))
+    assert oracle.accepts(grammar, plan("123456789012 / 7"))
+    assert oracle.accepts(grammar, plan("x" * 200))  # plain text keeps its own bound
+    assert oracle.accepts(grammar, plan("a<5 and b"))
+    assert not oracle.accepts(grammar, plan("1" + "0" * 12))
+    assert not oracle.accepts(grammar, plan(" + ".join(["1"] * 7)))
+    head = '1. country("Chad")\n2. math("$1.area_km2'
+    assert oracle.accepts(grammar, head + ' / 1000 * 100")\n3. join()<END_OF_PLAN>')
+    assert not oracle.accepts(grammar, head + ' / 10 * 100 + 5")\n3. join()<END_OF_PLAN>')

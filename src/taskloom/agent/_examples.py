@@ -45,6 +45,16 @@ class PlanExample:
     answer: str | None = None
     """The final answer as the joiner should write it; None: the last call's result."""
 
+    @property
+    def calls(self) -> str:
+        """The plan from its first call: what the planner is shown.
+
+        Without the Thought line the embedded model starts its plans with a
+        call too, and the first tool starts about 12 tokens (0.15 s) sooner.
+        """
+        lines = self.plan.splitlines()
+        return "\n".join(line for line in lines if not line.startswith("Thought: "))
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class JoinExample:

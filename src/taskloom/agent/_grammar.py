@@ -42,15 +42,27 @@ _MAX_FIELD = 32
 _MAX_STRING_REFS = 16
 """Most references inside one string argument."""
 _MAX_GAP = 40
-"""Longest text between two references inside one string argument."""
+"""Longest text without digits between two references inside one string argument."""
+_MAX_DIGITS = 12
+"""Longest run of digits inside a string: a model repeating a digit must stop."""
+_MAX_NUMBERS = 6
+"""Most numbers in the text before a string's first reference (2 between two references)."""
+_NUMBER_GAP = 40
+"""Longest text without digits between two numbers of a string."""
 _MAX_PATH = 3
 """Most `.field` / `[index]` steps after one reference."""
 
 # Text characters: no control characters (so no newline) and no `<E`, so no
 # line can contain `<END_OF_PLAN>` and be cut short by the parser.
 _TEXT_CHAR = '[^\\x00-\\x1f<] | "<" [^\\x00-\\x1f<E]'
-# String characters also exclude the quote, the backslash and a raw `$`.
-_STRING_CHAR = '[^"\\\\\\x00-\\x1f$<] | "<" [^"\\\\\\x00-\\x1f$<E] | "\\\\" ["\\\\ntr0\'$]'
+# String characters exclude the quote, the backslash and a raw `$`; `nchar`
+# is one that is not a digit either (but may follow a `<`). Digits come in
+# runs of at most _MAX_DIGITS, and a string holds only a few runs: the 270M
+# model can loop inside a number ("1000000000...") and each digit is one
+# token, so an unbounded run used up the plan's token budget inside one string.
+_STRING_CHAR_NO_DIGIT = (
+    '[^"\\\\\\x00-\\x1f$<0-9] | "<" [^"\\\\\\x00-\\x1f$<E] | "\\\\" ["\\\\ntr0\'$]'
+)
 # After a reference inside a string: ASCII punctuation or space only. A digit
 # would extend the number (`$1` + `2` reads as `$12`; Python's `\d` also takes
 # other scripts' digits), `[` would start an index, and a letter would make
@@ -77,7 +89,8 @@ _SHARED = {
     "int": '"-"? [0-9]{1,15}',
     "num": 'int ("." [0-9]{1,10})?',
     "bool": '"True" | "False"',
-    "schar": _STRING_CHAR,
+    "nchar": _STRING_CHAR_NO_DIGIT,
+    "digits": f"[0-9]{{1,{_MAX_DIGITS}}}",
     "rchar": _AFTER_REF_CHAR,
 }
 
@@ -109,8 +122,10 @@ def plan_grammar(
         min_tasks: at least this many calls before `join()`.
         known_ids: ids of tasks from earlier plans that references may use.
         max_thought: the longest thought, in characters.
-        max_string: the longest run of plain text in a string argument
-            (references inside a string start a new run).
+        max_string: the longest text without digits in a string argument
+            (references inside a string start a new run). Text with
+            numbers has at most 6 runs of up to 12 digits, with at most
+            40 other characters around each.
 
     Returns:
         The grammar, whose start rule is `root`.
@@ -313,8 +328,15 @@ class _PlanRules:
     def __init__(self, tools: Sequence[Tool], max_string: int) -> None:
         self.tools = tools
         self.rules: dict[str, str] = dict(_SHARED)
-        self.rules["text"] = f"schar{{0,{max_string}}}"
-        self.rules["gap"] = f"schar{{0,{_MAX_GAP - 1}}}"
+        # Plain text, or text with a few numbers in it (see `nchar`).
+        # Two runs of digits always have a non-digit between them.
+        around, gap = f"nchar{{0,{_NUMBER_GAP}}}", f"nchar{{0,{_MAX_GAP - 1}}}"
+        between, gap_between = f"nchar{{1,{_NUMBER_GAP}}}", f"nchar{{1,{_MAX_GAP - 1}}}"
+        self.rules["text"] = (
+            f"nchar{{0,{max_string}}} | "
+            f"{around} digits ({between} digits){{0,{_MAX_NUMBERS - 1}}} {around}"
+        )
+        self.rules["gap"] = f"{gap} (digits ({gap_between} digits)? {gap})?"
         self.rules["str"] = '"\\"" text "\\""'
         self._memo: dict[tuple[str, str, int], str] = {}
         self._refs: dict[int, str | None] = {}

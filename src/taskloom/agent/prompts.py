@@ -113,7 +113,7 @@ def planner_messages(
     if _has_world_tools(tools):
         for example in shown(question, PLAN_EXAMPLES, _PLAN_ANCHORS):
             messages.append(Message("user", f"Question: {example.question}"))
-            messages.append(Message("assistant", example.plan))
+            messages.append(Message("assistant", example.calls))
     request = f"Question: {question}"
     if history:
         request += "\n\nResults so far (usable as $N):\n" + _observations(history)
