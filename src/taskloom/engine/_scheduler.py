@@ -559,6 +559,7 @@ class Run:
 
     def _host_done(self, host: asyncio.Task[None]) -> None:
         node = self._hosts.pop(host)
+        node.host = None
         if host.cancelled():
             if not node.status.is_final:  # cancelled by someone other than the run
                 self._cancel_node(node, "its asyncio task was cancelled")
@@ -584,12 +585,6 @@ class Run:
         # Cancelling one task cancels its asyncio task (see `_cancel_node`);
         # a cancel scope per task would cost a sixth of the per-task budget.
         # That CancelledError ends the host; `_host_done` expects it.
-        try:
-            await self._call(node)
-        finally:
-            node.host = None
-
-    async def _call(self, node: Node) -> None:
         node.started_at = time.monotonic()
         arguments = self._arguments(node)
         if isinstance(arguments, BadArguments):
