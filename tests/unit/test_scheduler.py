@@ -1,3 +1,4 @@
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -572,3 +573,23 @@ async def test_cancelling_the_caller_waits_for_every_running_tool_to_stop() -> N
     # Leaving the block means both tools have finished cleaning up.
     assert sorted(stopped) == ["a", "b"]
     assert {t.status for t in run.result().tasks.values()} == {"cancelled"}
+
+
+async def test_a_task_cancelled_from_outside_the_run_is_settled_as_cancelled() -> None:
+    @tool
+    async def cancelled_by_someone_else() -> None:
+        """Its asyncio task is cancelled by code that is not the run."""
+        current = asyncio.current_task()
+        assert current is not None
+        current.cancel()
+        await anyio.sleep(1)
+
+    with anyio.fail_after(5):
+        result = await execute(
+            Plan.parse("1. cancelled_by_someone_else()\n2. echo($1)\n3. echo(3)\n"),
+            tools=[cancelled_by_someone_else, echo],
+        )
+    assert result.tasks["1"].status == "cancelled"
+    assert "cancelled" in str(result.tasks["1"].error)
+    assert result.tasks["2"].status == "cancelled"
+    assert result.tasks["3"].output == 3
