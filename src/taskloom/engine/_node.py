@@ -111,5 +111,9 @@ class TaskResults(Mapping[TaskId, TaskResult]):
     def __len__(self) -> int:
         return len(self._nodes)
 
+    def statuses(self) -> Iterator[TaskStatus]:
+        """Every task's status, without making its TaskResult."""
+        return (node.status for node in self._nodes.values())
+
     def __repr__(self) -> str:
         return repr(dict(self))

@@ -139,7 +139,9 @@ class RunResult:
         # A summary: a whole run's repr grows with its tasks, and asyncio may
         # take one of a finished task's result (anyio.run does, to restore a
         # signal handler), which for 10,000 tasks would cost half a second.
-        counts = collections.Counter(str(t.status) for t in self.tasks.values())
+        statuses = getattr(self.tasks, "statuses", None)  # a finished run's: no TaskResults made
+        seen = statuses() if statuses else (t.status for t in self.tasks.values())
+        counts = collections.Counter(str(status) for status in seen)
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         return (
             f"RunResult(run_id={self.run_id!r}, status={str(self.status)!r}, "
