@@ -601,7 +601,8 @@ class Agent:
     ) -> tuple[Decision | None, LLMCall]:
         """Ask the joiner; None instead of a decision if the deadline came first."""
         seen = history[-_MAX_HISTORY:]
-        grammar = joiner_grammar(answers=result_values(seen)) if self.grammar else None
+        observed = result_values(text for _, _, text in seen)
+        grammar = joiner_grammar(answers=observed) if self.grammar else None
         messages = joiner_messages(question, seen, force_finish=force_finish)
         stream = self.model.stream(messages, max_tokens=_MAX_JOIN_TOKENS, grammar=grammar)
         try:

@@ -215,14 +215,14 @@ def result_text(value: Any) -> str:
     return text
 
 
-def result_values(observations: Sequence[Observation]) -> list[str]:
+def result_values(texts: Iterable[str]) -> list[str]:
     """The values the results show, as they are written: what a grounded answer may quote.
 
     A record gives its text and number fields, any other result its whole
     text; errors give nothing.
     """
     values: list[str] = []
-    for _, _, text in observations:
+    for text in texts:
         if text.startswith("error:"):
             continue
         try:

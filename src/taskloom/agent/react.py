@@ -92,10 +92,8 @@ class ReActAgent:
                 last = number == self.max_steps
                 messages = react_messages(question, self.tools, steps)
                 # Finish quotes what was observed, as the joiner's does (see joiner_grammar).
-                seen = [("", "", observation) for _, observation in steps]
-                grammar = (
-                    react_grammar(self.tools, answers=result_values(seen)) if self.grammar else None
-                )
+                observed = result_values(observation for _, observation in steps)
+                grammar = react_grammar(self.tools, answers=observed) if self.grammar else None
                 began = time.monotonic()
                 stream = self.model.stream(
                     messages, max_tokens=_MAX_STEP_TOKENS, grammar=grammar, stop=["\nObservation"]

@@ -3,7 +3,7 @@
 A run keeps a record, events and an asyncio task per tool call alive until
 it ends, and starting many tasks at once (a 10,000-task fan-out) allocates
 about 20 tracked objects per task in one burst. A collection in the middle of
-that burst walks every one of them, alive: 50-60 ms in the middle of the
+that burst walks every one of them, alive: 25-60 ms in the middle of the
 spawn, which delays the last dependents' start by as much. With CPython's
 default threshold (700 allocations) the collector also walks the same
 long-lived records again and again; that was a third of the scheduler's time
@@ -36,7 +36,7 @@ from contextlib import contextmanager
 __all__ = ["before_burst", "roomy_gc"]
 
 _YOUNG = 200_000
-"""About 20 allocations per task of a 10,000-task run, so the spawn triggers none."""
+"""The young threshold while runs are active; bursts raise it further (`before_burst`)."""
 
 _PER_TASK = 30
 """Tracked objects a started task allocates, with room: a coroutine per frame, its
