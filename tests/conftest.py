@@ -1,9 +1,21 @@
+import os
+
 import pytest
+
+# Settings that would point a test at a real model server, or a real key.
+_MODEL_ENV = ("TASKLOOM_BASE_URL", "TASKLOOM_MODEL", "TASKLOOM_API_KEY")
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _no_model_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches a model server by accident: model settings come only from the test."""
+    for name in [*_MODEL_ENV, *(n for n in os.environ if n.startswith("OPENAI_"))]:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,11 @@
 import ctypes
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from taskloom.llm._checkpoints import DiskCheckpoints, folder_key
+np = pytest.importorskip("numpy")  # comes with the local extra, as does this module
+
+from taskloom.llm._checkpoints import DiskCheckpoints, folder_key  # noqa: E402
 
 
 def tokens(*values: int) -> np.ndarray:
