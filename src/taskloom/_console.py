@@ -1,6 +1,10 @@
 """Terminal views of a run: live progress from events, and the final summary.
 
 A consumer of events like any other: the scheduler does not know it exists.
+Everything that comes from a plan, a tool or a model (ids, arguments,
+outputs, errors, requests) is printed as plain text: cells and lines are
+`Text` objects, never strings that rich would read as markup, so `[red]` in
+an output is shown as it is and `[/]` cannot break a table.
 """
 
 from __future__ import annotations
@@ -85,12 +89,14 @@ class LiveProgress:
         elif isinstance(event, ev.TaskStarted):
             row.update(status="running", began=event.at, note=_short(event.arguments))
         elif isinstance(event, ev.TaskRetried):
-            row["note"] = f"retry {event.attempt}: {event.error}"
+            row["note"] = _short(f"retry {event.attempt}: {event.error}")
         elif isinstance(event, ev.TaskFinished):
             row.update(status="done", ended=event.at, note=_short(event.output))
         elif isinstance(event, ev.TaskFailed | ev.TaskSkipped | ev.TaskCancelledEvent):
             row.update(
-                status=event.kind.removeprefix("task_"), ended=event.at, note=str(event.error)
+                status=event.kind.removeprefix("task_"),
+                ended=event.at,
+                note=_short(str(event.error)),
             )
 
     def _render(self) -> RenderableType:
@@ -110,8 +116,8 @@ class LiveProgress:
             if "began" in row and "ended" in row:
                 took = f"{row['ended'] - row['began']:.3f}s"
             table.add_row(
-                task_id,
-                row["tool"],
+                Text(task_id),
+                Text(row["tool"]),
                 Text(row["status"], style=_STYLE[row["status"]]),
                 took,
                 Text(row["note"][:80]),
@@ -128,7 +134,8 @@ class LiveProgress:
 
 def render_summary(result: RunResult, console: Console) -> None:
     """Print every task's outcome and the run's timing summary."""
-    table = Table(title=f"run {result.run_id}: {result.status}", title_justify="left", expand=True)
+    title = Text(f"run {result.run_id}: {result.status}")
+    table = Table(title=title, title_justify="left", expand=True)
     table.add_column("task", no_wrap=True, min_width=4)
     table.add_column("tool", no_wrap=True, min_width=8)
     table.add_column("status", no_wrap=True, min_width=9)
@@ -137,14 +144,14 @@ def render_summary(result: RunResult, console: Console) -> None:
     table.add_column("output or error", no_wrap=True, overflow="ellipsis", ratio=1)
     shown = list(result.tasks.values())
     for task in shown[:200]:
-        detail = _short(task.output) if task.status is TaskStatus.DONE else str(task.error)
+        detail = _short(task.output) if task.status is TaskStatus.DONE else _short(str(task.error))
         table.add_row(
-            task.id,
-            task.tool,
+            Text(task.id),
+            Text(task.tool),
             Text(str(task.status), style=_STYLE[str(task.status)]),
             str(task.attempts),
             f"{task.duration:.3f}s",
-            detail,
+            Text(detail),
         )
     console.print(table)
     if len(shown) > 200:
@@ -153,8 +160,11 @@ def render_summary(result: RunResult, console: Console) -> None:
         console.print(Text(f"plan error: {result.plan_error}", style="red"))
     path = " -> ".join(result.critical_path) or "-"
     console.print(
-        f"makespan {result.makespan:.3f}s · critical path {result.critical_path_s:.3f}s ({path}) · "
-        f"sum of task times {result.work:.3f}s · parallelism {result.parallelism:.2f}x"
+        Text(
+            f"makespan {result.makespan:.3f}s · critical path {result.critical_path_s:.3f}s "
+            f"({_short(path)}) · sum of task times {result.work:.3f}s · "
+            f"parallelism {result.parallelism:.2f}x"
+        )
     )
 
 
@@ -194,7 +204,13 @@ def render_runs(runs: Sequence[RunSummary], console: Console) -> None:
     table.add_column("request", no_wrap=True, overflow="ellipsis", ratio=1)
     for run in runs:
         status = run.status if run.status != "running" else "running (or stopped)"
-        table.add_row(run.id, run.kind, status, _when(run.started), run.request)
+        table.add_row(
+            Text(run.id),
+            Text(run.kind),
+            Text(status),
+            _when(run.started),
+            Text(_short(run.request)),
+        )
     console.print(table)
 
 
@@ -202,7 +218,7 @@ def render_record(record: RunRecord, console: Console) -> None:
     """Print a recorded run: its plans, its tasks with timings and results, the answer."""
     console.print(Text(f"run {record.id} · {record.kind} · {record.status}", style="bold"))
     console.print(Text(f"started {_when(record.started)} · resumed {record.resumes}x", style="dim"))
-    console.print(Text(f"request: {record.request}"))
+    console.print(Text(f"request: {_short(record.request, 2000)}"))
     for attempt in record.plan_attempts:
         mark = {True: "valid", False: f"invalid: {attempt.error}", None: "unfinished"}
         console.print(Text(f"plan {attempt.attempt} ({mark[attempt.valid]})", style="bold"))
@@ -212,14 +228,14 @@ def render_record(record: RunRecord, console: Console) -> None:
         table.add_column(name, no_wrap=True, overflow="ellipsis")
     table.add_column("output or error", no_wrap=True, overflow="ellipsis", ratio=1)
     for task in record.tasks:
-        detail = _short(task.output) if task.status == "done" else (task.error or "")
+        detail = _short(task.output) if task.status == "done" else _short(task.error or "")
         table.add_row(
-            task.id,
-            _short(task.task.call_text(), 40),
+            Text(task.id),
+            Text(_short(task.task.call_text(), 40)),
             Text(task.status, style=_STYLE.get(task.status, "")),
             "-" if task.started is None else f"{task.started:.3f}s",
             "-" if task.finished is None else f"{task.finished:.3f}s",
-            detail,
+            Text(detail),
         )
     console.print(table)
     if record.answer is not None:

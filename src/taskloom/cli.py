@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import anyio
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from taskloom._console import (
     LiveProgress,
@@ -23,9 +23,11 @@ from taskloom._console import (
     render_runs,
     render_summary,
 )
+from taskloom._text import clip
 from taskloom.engine import Budget, Price, RunResult, TaskStatus, execute
 from taskloom.errors import PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
+from taskloom.plan._plan import tool_map
 from taskloom.store import Store, resume
 from taskloom.tools import Tool
 from taskloom.tools.world import WORLD_TOOLS
@@ -62,10 +64,12 @@ def _root() -> None:
 def load_tools(source: str | None) -> dict[str, Tool]:
     """The built-in world tools plus every Tool found in a module or .py file.
 
-    Tools from `source` replace built-in tools of the same name.
+    A tool of `source` may not take the name of a built-in tool, nor of another
+    tool of `source`: a plan names tools, and could not say which one it means.
 
     Raises:
-        UserError: if the module or file cannot be imported.
+        UserError: if the module or file cannot be imported, defines no tools,
+            or defines a tool whose name is taken.
 
     """
     tools = {t.name: t for t in WORLD_TOOLS}
@@ -86,9 +90,15 @@ def load_tools(source: str | None) -> dict[str, Tool]:
         raise
     except Exception as exc:  # the user's module failed to import: say so plainly
         raise UserError(f"cannot load tools from {source}: {type(exc).__name__}: {exc}") from exc
-    found = {v.name: v for v in vars(module).values() if isinstance(v, Tool)}
+    found = tool_map(v for v in vars(module).values() if isinstance(v, Tool))
     if not found:
         raise UserError(f"{source} defines no @taskloom.tool functions")
+    for name, item in found.items():
+        if tools.get(name, item) is not item:
+            raise UserError(
+                f"{source} defines a tool named {name!r}, the name of a built-in tool; "
+                "give it another name (@taskloom.tool(name=...))"
+            )
     return tools | found
 
 
@@ -115,6 +125,8 @@ def exec_(
         _fail(console, f"cannot read {plan_file}: {exc.strerror or exc}")
     except (PlanError, UserError) as exc:
         _fail(console, f"{plan_file}: {exc}" if isinstance(exc, PlanError) else str(exc))
+    if not len(plan):
+        _fail(console, f"{plan_file}: the plan has no tasks; write lines like 1. tool(arguments)")
     store = None if no_store else _open_store(console, store_path)
     config = {"tools": _tool_source(tools), "max_concurrency": max_concurrency}
     journal = store.journal(request=str(plan_file), config=config, plan=plan) if store else None
@@ -533,6 +545,8 @@ def batch(
         requests = read_requests(requests_file.read_text(encoding="utf-8").splitlines())
     except OSError as exc:
         _fail(console, f"cannot read {requests_file}: {exc.strerror or exc}")
+    except UnicodeDecodeError as exc:
+        _fail(console, f"{requests_file}: {_not_utf8(exc)}")
     except UserError as exc:
         _fail(console, f"{requests_file}: {exc}")
     store = None if no_store else _open_store(console, store_path)
@@ -587,8 +601,21 @@ def batch(
         raise typer.Exit(1)
 
 
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8, in words."""
+    line = exc.object.count(b"\n", 0, exc.start) + 1
+    bad = exc.object[exc.start : exc.start + 1]
+    return f"line {line} is not valid UTF-8 (byte {bad!r} cannot be decoded)"
+
+
+_MAX_MESSAGE = 1500
+"""Characters of an error message printed; the messages quote excerpts, this is a last guard."""
+
+
 def _fail(console: Console, message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, markup=True)
+    # A Text, not markup: the message quotes user data, which may hold "[/]".
+    text = Text.assemble(("error:", "red"), " ", clip(message, _MAX_MESSAGE))
+    console.print(text, highlight=False)
     raise typer.Exit(2)
 
 

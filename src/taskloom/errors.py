@@ -49,6 +49,8 @@ __all__ = [
 
 from dataclasses import dataclass
 
+from taskloom._text import clip, excerpt_at
+
 
 class TaskloomError(Exception):
     """Base of every exception taskloom raises on purpose."""
@@ -107,21 +109,34 @@ class PlanError(TaskloomError):
         position: Position | None = None,
         line_text: str | None = None,
     ) -> None:
-        self.reason = reason
+        # Reasons quote short excerpts of the plan; the clip is a last guard.
+        self.reason = clip(reason, _MAX_REASON)
         self.task_id = task_id
         self.position = position
-        self.line_text = line_text
+        self.line_text = None if line_text is None else excerpt_at(line_text, _column(position))
+        """The part of the line around the position (the whole line when short)."""
         where = []
         if task_id is not None:
-            where.append(f"task {task_id}")
+            where.append(f"task {clip(task_id)}")
         if position is not None:
             where.append(str(position))
         prefix = f"{', '.join(where)}: " if where else ""
-        message = prefix + reason
-        if line_text is not None:
-            shown = line_text if len(line_text) <= 200 else line_text[:200] + "..."
-            message += f"\n    {shown}"
+        message = prefix + self.reason
+        if self.line_text is not None:
+            message += f"\n    {self.line_text}"
         super().__init__(message)
+
+
+_MAX_REASON = 600
+"""Characters of a PlanError's reason: enough for any message taskloom writes."""
+
+
+def _column(position: Position | None) -> int:
+    return 1 if position is None else position.column
+
+
+_MAX_CAUSE = 500
+"""Characters of a tool's own message (or another task's error) quoted in an error."""
 
 
 class RunError(TaskloomError):
@@ -139,7 +154,9 @@ class ToolFailed(RunError):
         self.tool = tool
         self.cause_type = type(cause).__name__
         self.cause_message = str(cause)
-        super().__init__(task_id, f"{tool} raised {self.cause_type}: {self.cause_message}")
+        """The exception's message in full; the error's own message quotes an excerpt."""
+        shown = clip(self.cause_message, _MAX_CAUSE)
+        super().__init__(task_id, f"{tool} raised {self.cause_type}: {shown}")
 
 
 class ToolTimedOut(RunError):
@@ -159,7 +176,7 @@ class BadArguments(RunError):
     def __init__(self, task_id: str, tool: str, problem: str) -> None:
         self.tool = tool
         self.problem = problem
-        super().__init__(task_id, f"bad arguments for {tool}: {problem}")
+        super().__init__(task_id, f"bad arguments for {tool}: {clip(problem, _MAX_CAUSE)}")
 
 
 class BadOutput(RunError):
@@ -179,7 +196,9 @@ class DependencyFailed(RunError):
     def __init__(self, task_id: str, dependency: str, cause: str) -> None:
         self.dependency = dependency
         self.cause = cause
-        super().__init__(task_id, f"skipped because task {dependency} did not finish: {cause}")
+        # Clipped: along a chain of skipped tasks each message holds the one before it.
+        shown = clip(cause, _MAX_CAUSE)
+        super().__init__(task_id, f"skipped because task {dependency} did not finish: {shown}")
 
 
 class TaskCancelled(RunError):

@@ -108,7 +108,9 @@ class Cli:
         return {(run, task): status for run, task, status in rows}
 
     @staticmethod
-    def assert_clear_error(outcome: Outcome, code: int = 2, *, mentions: Sequence[str] = ()) -> None:
+    def assert_clear_error(
+        outcome: Outcome, code: int = 2, *, mentions: Sequence[str] = ()
+    ) -> None:
         """One short paragraph on stderr that says what is wrong; never a traceback."""
         err = outcome.stderr
         assert outcome.code == code, (outcome.code, err[-2000:])
@@ -120,7 +122,6 @@ class Cli:
         for word in mentions:
             assert word in message, (word, message)
 
-
     def assert_store_intact(self, *, allow_running: bool = False) -> None:
         """The store passes SQLite's integrity check and no run is left `running`."""
         if not self.store.exists():
@@ -129,7 +130,6 @@ class Cli:
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         if not allow_running:
             assert "running" not in self.statuses().values(), self.statuses()
-
 
     @staticmethod
     def wait_for(predicate: Callable[[], bool], what: str, timeout: float = HANG_GUARD_S) -> None:

@@ -343,11 +343,10 @@ def test_react_grammar(oracle: GrammarOracle, text: str, accepted: bool) -> None
 
 
 def test_usage_mistakes() -> None:
-    join = Tool(lambda: None, name="join")
     with pytest.raises(UserError, match="at least one tool"):
         plan_grammar([])
-    with pytest.raises(UserError, match="'join'"):
-        plan_grammar([join])
+    with pytest.raises(UserError, match="'join'"):  # no tool can take the name
+        plan_grammar([Tool(lambda: None, name="join")])
     with pytest.raises(UserError, match="collide"):
         plan_grammar(WORLD_TOOLS, first_id=2, known_ids=["5"], max_tasks=4)
     with pytest.raises(UserError, match="task numbers"):

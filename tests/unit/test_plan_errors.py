@@ -1,12 +1,13 @@
 """Malformed plans: each gives a PlanError with a position, never a hang or another error."""
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskloom import Plan, PlanError, PlanParser, tool
+from taskloom import Plan, PlanError, PlanParser, parse_stream, tool
 
 
 @tool
@@ -47,6 +48,29 @@ CASES: list[tuple[str, str | bytes, str, int | None, int | None]] = [
     ("deep nesting", "1. add(" + "[" * 200 + ")\n", "nested more than 64 deep", 1, None),
     ("huge number", "1. add(" + "9" * 5000 + ", 1)\n", "not a usable number", 1, 8),
     ("1 MB line", '1. city("' + "x" * (1 << 20) + "\n", "never closed", 1, 9),
+    ("huge task number", "9" * 5000 + '. city("x")\n', "has at most 9 digits", 1, 1),
+    ("huge numbered prose", "9" * 5000 + ". look it up\n", "has at most 9 digits", 1, 1),
+    (
+        "huge reference",
+        '1. city("x")\n2. add($' + "9" * 5000 + ", 1)\n",
+        "more than 9 digits",
+        2,
+        8,
+    ),
+    ("huge reference in a string", '1. city("$' + "9" * 5000 + '")\n', "more than 9 digits", 1, 10),
+    ("huge index", '1. city("x")\n2. add($1.a[' + "9" * 5000 + "], 1)\n", "an index has", 2, 13),
+    (
+        "huge dotted index",
+        '1. city("x")\n2. add($1.' + "9" * 5000 + ", 1)\n",
+        "an index has",
+        2,
+        11,
+    ),
+    ("negative task number", '-1. city("x")\n', "'-1' is not a task number", 1, 1),
+    ("task number zero", '0. city("x")\n', "whole numbers from 1", 1, 1),
+    ("nested 10,000 deep", "1. add(" + "[" * 10_000 + ")\n", "nested more than 64 deep", 1, None),
+    ("dicts nested deep", "1. add(" + '{"k": ' * 10_000 + ")\n", "nested more than 64", 1, None),
+    ("infinite number", "1. add(1e999, 1)\n", "too large for a number", 1, 8),
 ]
 
 
@@ -123,3 +147,53 @@ def test_incremental_bytes_raise_nothing_but_plan_error(data: bytes, step: int) 
         parser.close()
     except PlanError:
         pass
+
+
+HUGE = 5_000_000
+
+
+@pytest.mark.parametrize(
+    ("text", "column"),
+    [
+        ("1. city(" + "x" * HUGE + ")\n", 9),
+        ("1. " + "y" * HUGE + '("a")\n', 1),
+        ('1. add("' + "z" * HUGE + '", 1)\n', 1),
+        ("1. add(1, " + "w" * HUGE + "=2)\n", 1),
+        ("1. add(a=1, " + "v" * HUGE + "=1, " + "v" * HUGE + "=2)\n", None),
+    ],
+    ids=["unquoted word", "tool name", "bad argument", "unknown keyword", "keyword twice"],
+)
+def test_messages_quote_a_short_excerpt_of_huge_text(text: str, column: int | None) -> None:
+    with pytest.raises(PlanError) as caught:
+        Plan.parse(text, tools=TOOLS)
+    message = str(caught.value)
+    assert len(message) < 1000, message[:2000]
+    assert "characters)" in message  # the excerpt says how long the text was
+    assert caught.value.position is not None
+    if column is not None:
+        assert caught.value.position.column == column
+
+
+def test_the_line_shown_is_the_part_around_the_error() -> None:
+    text = '1. add("' + "a" * 10_000 + '", b=zzz)\n'
+    with pytest.raises(PlanError) as caught:
+        Plan.parse(text, tools=TOOLS)
+    error = caught.value
+    assert error.position is not None and error.position.column == 10_014
+    assert error.line_text is not None and "b=zzz)" in error.line_text
+    assert len(error.line_text) < 200 and error.line_text.startswith("...")
+    assert len(str(error)) < 400
+
+
+async def _chunks(*parts: str) -> AsyncIterator[str]:
+    for part in parts:
+        yield part
+
+
+@pytest.mark.anyio
+async def test_a_streamed_plan_with_a_huge_task_number_raises_plan_error() -> None:
+    seen = []
+    with pytest.raises(PlanError, match="at most 9 digits"):
+        async for task in parse_stream(_chunks('1. city("a")\n', "9" * 5000, '. city("b")\n')):
+            seen.append(task.id)
+    assert seen == ["1"]

@@ -71,3 +71,40 @@ def test_published_schema_accepts_plans_and_rejects_wrong_tools() -> None:
         jsonschema.validate(bad, schema)
     ref_arg = {"tasks": [{"id": 2, "tool": "country", "args": {"name": "$1.capital"}}]}
     jsonschema.validate(ref_arg, schema)
+
+
+def _nested(depth: int) -> object:
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("as_text", [False, True], ids=["mapping", "json text"])
+def test_json_values_nested_10000_deep_are_a_plan_error(as_text: bool) -> None:
+    doc = {"tasks": [{"id": 1, "tool": "math", "args": {"expression": _nested(10_000)}}]}
+    deep = "[" * 10_000 + '"x"' + "]" * 10_000
+    text = '{"tasks": [{"id": 1, "tool": "math", "args": {"expression": ' + deep + "}}]}"
+    data = text if as_text else doc
+    with pytest.raises(PlanError, match="nested|cannot be read|recursion"):
+        Plan.from_json(data)  # type: ignore[arg-type]
+
+
+def test_json_values_nested_64_deep_are_fine() -> None:
+    doc = {"tasks": [{"id": 1, "tool": "math", "args": {"expression": _nested(60)}}]}
+    assert len(Plan.from_json(doc)) == 1
+
+
+@pytest.mark.parametrize("digits", ["1" + "0" * 9, "9" * 5000], ids=["ten digits", "5000 digits"])
+def test_json_task_ids_have_at_most_nine_digits(digits: str) -> None:
+    text = '{"tasks": [{"id": ' + digits + ', "tool": "math", "args": {}}]}'
+    with pytest.raises(PlanError, match=r"tasks\.0\.id|out of range") as caught:
+        Plan.from_json(text)
+    assert len(str(caught.value)) < 300
+
+
+def test_an_unknown_json_field_with_a_huge_name_is_quoted_short() -> None:
+    doc = {"tasks": [{"id": 1, "tool": "math", "x" * 1_000_000: 1}]}
+    with pytest.raises(PlanError) as caught:
+        Plan.from_json(doc)
+    assert len(str(caught.value)) < 300

@@ -85,7 +85,7 @@ def test_reference_forms() -> None:
         Ref("1", ("population",)),
         Ref("1", ("cities", 0)),
         Ref("1", ("key",)),
-        Ref("1"),  # a string that is only a reference means the value itself
+        Template((Ref("1"),)),  # a string: text or the value, by the parameter's type
         Template((Ref("1"), "x")),
     )
 

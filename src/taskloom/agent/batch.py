@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from taskloom._text import clip, quoted
 from taskloom.agent._agent import Agent
 from taskloom.agent._result import AgentResult
 from taskloom.errors import TaskloomError, UserError
@@ -70,26 +71,50 @@ class BatchItem:
 def read_requests(lines: Iterable[str]) -> list[BatchRequest]:
     """Read JSON lines: `{"question": ..., "id": ...}` objects, or bare JSON strings.
 
-    Blank lines are skipped; a request without an id gets its line number.
+    Blank lines are skipped; a request without an id gets its line number as
+    its id. An id is a string or a whole number, and no two requests may share
+    one (a line number given to a request without an id counts too).
 
     Raises:
-        UserError: naming the line, for a line that is not such a request.
+        UserError: naming the line, for a line that is not such a request or
+            an id that is malformed or already used.
 
     """
     requests = []
+    lines_by_id: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"line {number}: not JSON ({exc.msg})") from None
-        if isinstance(data, str):
-            data = {"question": data}
-        if not isinstance(data, Mapping) or not isinstance(data.get("question"), str):
-            raise UserError(f'line {number}: expected {{"question": "..."}} or a JSON string')
-        requests.append(BatchRequest(id=str(data.get("id", number)), question=data["question"]))
+        request = _request(line, number)
+        first = lines_by_id.setdefault(request.id, number)
+        if first != number:
+            raise UserError(
+                f"line {number}: the id {quoted(request.id)} is already used by line {first}; "
+                "every request needs its own id (a request without one is named by its line)"
+            )
+        requests.append(request)
     return requests
+
+
+def _request(line: str, number: int) -> BatchRequest:
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"line {number}: not JSON ({exc.msg})") from None
+    except (ValueError, RecursionError):  # an integer too long for Python, or nesting
+        raise UserError(f"line {number}: not a JSON value taskloom can read") from None
+    if isinstance(data, str):
+        data = {"question": data}
+    if not isinstance(data, Mapping) or not isinstance(data.get("question"), str):
+        raise UserError(f'line {number}: expected {{"question": "..."}} or a JSON string')
+    given = data.get("id", number)
+    # bool is an int to Python, but `true` is no name for a request.
+    if isinstance(given, bool) or not isinstance(given, str | int) or given == "":
+        raise UserError(
+            f"line {number}: the id must be a non-empty string or a whole number, "
+            f"not {clip(json.dumps(given))}"
+        )
+    return BatchRequest(id=str(given), question=data["question"])
 
 
 async def run_batch(
@@ -116,7 +141,8 @@ async def run_batch(
         item with its error; it does not stop the others.
 
     Raises:
-        UserError: if concurrency is below 1.
+        UserError: if concurrency is below 1, or two requests share an id (a
+            plain question's id is its position, from 1).
 
     """
     if concurrency < 1:
@@ -129,6 +155,7 @@ async def run_batch(
         r if isinstance(r, BatchRequest) else BatchRequest(id=str(i), question=r)
         for i, r in enumerate(requests, start=1)
     ]
+    _check_unique_ids(todo)
     items: list[BatchItem | None] = [None] * len(todo)
     limiter = anyio.CapacityLimiter(concurrency)
 
@@ -148,3 +175,11 @@ async def run_batch(
     done = [i for i in items if i is not None]
     assert len(done) == len(todo)
     return done
+
+
+def _check_unique_ids(requests: Iterable[BatchRequest]) -> None:
+    seen: set[str] = set()
+    for request in requests:
+        if request.id in seen:
+            raise UserError(f"two requests of the batch have the id {quoted(request.id)}")
+        seen.add(request.id)

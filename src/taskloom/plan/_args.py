@@ -10,6 +10,12 @@ The plan language is a small subset of Python call syntax plus references:
 
 Inside a string, `$3` and `${3}` are references too, except where they are
 plainly money: `$1,000` and `$2.50` stay text. `\$` writes a literal dollar.
+A reference outside quotes (`$3`) passes the output itself; one inside a
+string is replaced by the output as text. A string that is exactly one
+reference (`"$3"`) is text where the parameter's type is text (`str`, a
+`Literal` of strings, or those inside `Optional`, lists and dict values) and
+the output itself everywhere else (see `bind_task`). Task numbers and
+indexes have at most nine digits, and values nest at most 64 deep.
 It is parsed by hand rather than by `ast` because `$` is not Python, and so
 that every error can point at its column.
 """
@@ -20,12 +26,16 @@ import re
 from typing import Any, NoReturn
 
 from taskloom._ids import TaskId
+from taskloom._text import QUOTE_LIMIT, quoted
 from taskloom.errors import PlanError, Position
 from taskloom.plan._model import Ref, Template
 
-__all__ = ["ParsedArgs", "parse_args"]
+__all__ = ["MAX_DEPTH", "MAX_ID_DIGITS", "ParsedArgs", "parse_args", "task_number"]
 
-_MAX_DEPTH = 64
+MAX_DEPTH = 64
+"""How deeply lists, tuples and dicts may nest in an argument."""
+MAX_ID_DIGITS = 9
+"""Digits a task number, or an index in a reference, may have."""
 _NUMBER = re.compile(r"[-+]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][-+]?\d+)?")
 _NAME = re.compile(r"[A-Za-z_]\w*")
 _DIGITS = re.compile(r"\d+")
@@ -40,6 +50,19 @@ _CONSTANTS: dict[str, Any] = {
     "null": None,
 }
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'", "$": "$"}
+
+
+def task_number(digits: str) -> TaskId | None:
+    """The id a written task number stands for (`007` is task 7).
+
+    Returns:
+        The id, or None when the number has more than `MAX_ID_DIGITS` digits.
+
+    """
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > MAX_ID_DIGITS:
+        return None
+    return TaskId(str(int(significant)))
 
 
 class ParsedArgs:
@@ -113,7 +136,7 @@ class _Scanner:
             if name and self.text.startswith("=", eq) and not self.text.startswith("==", eq):
                 key = name.group()
                 if key in self.out.kwargs:
-                    self.fail(f"argument {key!r} is given twice")
+                    self.fail(f"argument {quoted(key)} is given twice")
                 self.pos = eq + 1
                 self.out.kwargs[key] = self.value(0)
                 seen_keyword = True
@@ -134,8 +157,8 @@ class _Scanner:
         self.fail(f"expected {wanted}, found {char!r}")
 
     def value(self, depth: int) -> Any:
-        if depth > _MAX_DEPTH:
-            self.fail(f"values are nested more than {_MAX_DEPTH} deep")
+        if depth > MAX_DEPTH:
+            self.fail(f"values are nested more than {MAX_DEPTH} deep")
         self.skip_space()
         char = self.peek()
         if char in ('"', "'"):
@@ -157,18 +180,20 @@ class _Scanner:
             if word in _CONSTANTS:
                 self.pos = name.end()
                 return _CONSTANTS[word]
-            self.fail(f'unquoted text {word!r}; write strings in quotes, like "{word}"')
+            example = word if len(word) <= QUOTE_LIMIT else "..."
+            self.fail(f'unquoted text {quoted(word)}; write strings in quotes, like "{example}"')
         self.unexpected("a value")
 
     def number(self, match: re.Match[str]) -> int | float:
         token = match.group()
         self.pos = match.end()
         try:
-            if any(c in token for c in ".eE"):
-                return float(token)
-            return int(token)
+            value: int | float = float(token) if any(c in token for c in ".eE") else int(token)
         except ValueError:
-            self.fail(f"{token[:40]!r} is not a usable number", at=match.start())
+            self.fail(f"{quoted(token)} is not a usable number", at=match.start())
+        if value in (float("inf"), float("-inf")):
+            self.fail(f"{quoted(token)} is too large for a number", at=match.start())
+        return value
 
     def sequence(self, close: str, depth: int) -> list[Any]:
         items: list[Any] = []
@@ -215,13 +240,16 @@ class _Scanner:
         digits = _DIGITS.match(self.text, self.pos)
         if not digits:
             self.fail("'$' must be followed by a task number, like $1 or ${1}", at=at)
+        task = task_number(digits.group())
+        if task is None:
+            self.fail(f"the task number after '$' has more than {MAX_ID_DIGITS} digits", at=at)
         self.pos = digits.end()
         path = self.path()
         if braced:
             if self.peek() != "}":
                 self.unexpected("'}' closing the reference")
             self.pos += 1
-        ref = Ref(TaskId(str(int(digits.group()))), tuple(path))
+        ref = Ref(task, tuple(path))
         self.out.refs.append((ref.task, at))
         return ref
 
@@ -236,7 +264,7 @@ class _Scanner:
                     path.append(name.group())
                     self.pos = name.end()
                 elif index:
-                    path.append(int(index.group()))
+                    path.append(self.index(index))
                     self.pos = index.end()
                 else:
                     return path
@@ -253,7 +281,7 @@ class _Scanner:
                     index = _DIGITS.match(self.text, self.pos)
                     if not index:
                         self.unexpected("an index or a quoted key")
-                    path.append(int(index.group()))
+                    path.append(self.index(index))
                     self.pos = index.end()
                 self.skip_space()
                 if self.peek() != "]":
@@ -262,7 +290,12 @@ class _Scanner:
             else:
                 return path
 
-    def string(self, quote: str) -> str | Ref | Template:
+    def index(self, digits: re.Match[str]) -> int:
+        if len(digits.group().lstrip("0")) > MAX_ID_DIGITS:
+            self.fail(f"an index has more than {MAX_ID_DIGITS} digits", at=digits.start())
+        return int(digits.group())
+
+    def string(self, quote: str) -> str | Template:
         start = self.pos
         self.pos += 1
         stop = re.compile(r"[\\$" + quote + "]")
@@ -295,9 +328,10 @@ class _Scanner:
             parts.append("".join(chunk))
         if not parts:
             return ""
-        if len(parts) == 1:
-            # A string that is only a reference ("$1") means the value itself.
+        if len(parts) == 1 and isinstance(parts[0], str):
             return parts[0]
+        # A string that is only a reference ("$1") stays a Template: it was
+        # written as text, and `bind_task` decides by the parameter's type.
         return Template(tuple(parts))
 
     def escape(self) -> str:
@@ -330,7 +364,7 @@ class _Scanner:
         return self.ref()
 
 
-def parse_string(value: str, *, task_id: str) -> str | Ref | Template:
+def parse_string(value: str, *, task_id: str) -> str | Template:
     r"""Find the references inside an already-decoded string (from the JSON form).
 
     The rules are those of strings in the plan language; `\$` keeps a dollar literal.

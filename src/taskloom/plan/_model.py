@@ -30,10 +30,23 @@ class Ref:
 
 @dataclass(frozen=True, slots=True)
 class Template:
-    """A string with references inside it: `"population of $1"`."""
+    """A string with references inside it: `"population of $1"`.
+
+    A string that is exactly one reference (`"$1"`) is a Template too, since
+    it was written as text. Checked against a tool (`bind_task`), it stays
+    text where the parameter wants text (`str`) and becomes the plain Ref,
+    the output itself, everywhere else.
+    """
 
     parts: tuple[str | Ref, ...]
     """Literal text and references, in order; references are rendered as text."""
+
+    @property
+    def lone_ref(self) -> Ref | None:
+        """The reference, when the string is exactly one reference; else None."""
+        if len(self.parts) == 1 and isinstance(self.parts[0], Ref):
+            return self.parts[0]
+        return None
 
     def __str__(self) -> str:
         return "".join(p if isinstance(p, str) else _braced(p) for p in self.parts)

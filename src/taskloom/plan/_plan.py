@@ -7,6 +7,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from taskloom._ids import TaskId
+from taskloom._text import quoted, short_repr
 from taskloom.errors import PlanError
 from taskloom.plan._check import bind_task
 from taskloom.plan._model import Task
@@ -21,8 +22,12 @@ __all__ = ["Plan", "tool_map"]
 def tool_map(tools: Iterable[Tool] | Mapping[str, Tool] | None) -> dict[str, Tool]:
     """Index tools by name.
 
+    The same tool given twice counts once; two different tools may not share
+    a name, since a plan could not say which one it means.
+
     Raises:
-        UserError: if two different tools share a name.
+        UserError: if two different tools share a name, an item is not a Tool,
+            or a mapping files a tool under a name that is not its own.
 
     """
     from taskloom.errors import UserError
@@ -30,15 +35,39 @@ def tool_map(tools: Iterable[Tool] | Mapping[str, Tool] | None) -> dict[str, Too
     if tools is None:
         return {}
     if isinstance(tools, Mapping):
+        for key, item in tools.items():
+            if not isinstance(item, Tool):
+                raise UserError(
+                    f"{short_repr(item)} is not a Tool; decorate it with @taskloom.tool"
+                )
+            if key != item.name:
+                raise UserError(
+                    f"the tool named {quoted(item.name)} is given under the name "
+                    f"{short_repr(key)}; a mapping of tools must use each tool's own name"
+                )
         return dict(tools)
     by_name: dict[str, Tool] = {}
     for item in tools:
         if not isinstance(item, Tool):
-            raise UserError(f"{item!r} is not a Tool; decorate it with @taskloom.tool")
-        if by_name.get(item.name, item) is not item:
-            raise UserError(f"two different tools are named {item.name!r}")
+            raise UserError(f"{short_repr(item)} is not a Tool; decorate it with @taskloom.tool")
+        known = by_name.get(item.name)
+        if known is not None and not _same_tool(known, item):
+            raise UserError(
+                f"two different tools are named {quoted(item.name)}; "
+                "give one of them another name (@taskloom.tool(name=...))"
+            )
         by_name[item.name] = item
     return by_name
+
+
+def _same_tool(a: Tool, b: Tool) -> bool:
+    """One function wrapped twice the same way (a plain function passed twice, say)."""
+    return a is b or (
+        a.fn is b.fn
+        and a.policy == b.policy
+        and a.version == b.version
+        and a.description == b.description
+    )
 
 
 class Plan:
@@ -174,7 +203,7 @@ class Plan:
                 lines.append(f"Thought: {task.thought}")
             lines.append(str(task))
         if self.joined:
-            last = max((int(i) for i in self._tasks if i.isdigit()), default=0)
+            last = max((int(i) for i in self._tasks if i.isdigit() and len(i) < 19), default=0)
             lines.append(f"{last + 1}. join()")
         return "\n".join(lines) + "\n"
 
@@ -252,8 +281,10 @@ def _written_in_order(tasks: Iterable[Task], external: Collection[TaskId]) -> bo
     return True
 
 
-def _numeric(task_id: str) -> tuple[int, str]:
-    return (int(task_id), "") if task_id.isdigit() else (0, task_id)
+def _numeric(task_id: str) -> tuple[int, int, str]:
+    # Numbers in numeric order without int(): an id may be too long to convert.
+    digits = task_id.lstrip("0")
+    return (1, len(digits), digits) if task_id.isdigit() else (0, 0, task_id)
 
 
 def _check_acyclic(tasks: Mapping[TaskId, Task]) -> None:

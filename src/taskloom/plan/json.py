@@ -18,8 +18,9 @@ from typing import Any
 import pydantic
 
 from taskloom._ids import TaskId
+from taskloom._text import clip
 from taskloom.errors import PlanError
-from taskloom.plan._args import parse_string
+from taskloom.plan._args import MAX_DEPTH, MAX_ID_DIGITS, parse_string
 from taskloom.plan._model import Task
 from taskloom.tools import Tool
 
@@ -33,7 +34,7 @@ class TaskModel(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    id: int = pydantic.Field(ge=1)
+    id: int = pydantic.Field(ge=1, lt=10**MAX_ID_DIGITS)
     """The task's number."""
     tool: str
     """Name of the tool to call."""
@@ -70,25 +71,30 @@ def tasks_from_json(data: str | bytes | Mapping[str, Any] | PlanModel) -> list[T
             model = PlanModel.model_validate(data)
     except pydantic.ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "plan"
+        where = clip(".".join(str(p) for p in first["loc"]) or "plan")
         raise PlanError(
             f"the JSON plan does not fit its schema at {where}: {first['msg']}"
         ) from None
+    except (ValueError, RecursionError) as exc:  # pydantic's own limits on huge input
+        raise PlanError(f"the JSON plan cannot be read: {clip(str(exc))}") from None
     tasks = []
     for item in model.tasks:
         task_id = TaskId(str(item.id))
-        kwargs = {k: _with_refs(v, task_id) for k, v in item.args.items()}
+        kwargs = {k: _with_refs(v, task_id, 1) for k, v in item.args.items()}
         tasks.append(Task(id=task_id, tool=item.tool, kwargs=kwargs, thought=item.thought))
     return tasks
 
 
-def _with_refs(value: Any, task_id: str) -> Any:
+def _with_refs(value: Any, task_id: str, depth: int) -> Any:
     if isinstance(value, str):
         return parse_string(value, task_id=task_id) if "$" in value else value
+    if isinstance(value, list | dict) and depth > MAX_DEPTH:
+        # The same bound as the text form: deeper values are a mistake or an attack.
+        raise PlanError(f"values are nested more than {MAX_DEPTH} deep", task_id=task_id)
     if isinstance(value, list):
-        return [_with_refs(v, task_id) for v in value]
+        return [_with_refs(v, task_id, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {k: _with_refs(v, task_id) for k, v in value.items()}
+        return {k: _with_refs(v, task_id, depth + 1) for k, v in value.items()}
     return value
 
 

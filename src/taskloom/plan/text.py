@@ -22,8 +22,9 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
 
 from taskloom._ids import TaskId
+from taskloom._text import quoted
 from taskloom.errors import PlanError, Position
-from taskloom.plan._args import parse_args
+from taskloom.plan._args import MAX_ID_DIGITS, parse_args, task_number
 from taskloom.plan._check import bind_task
 from taskloom.plan._model import Task
 from taskloom.tools import Tool
@@ -36,7 +37,7 @@ JOIN = "join"
 """The pseudo-tool that ends a plan: `4. join()`."""
 
 _TASK_HEAD = re.compile(r"\s*(\d+)\s*[.)]\s*([A-Za-z_]\w*)\s*\(")
-_NUMBERED = re.compile(r"\s*(\d+)\s*[.)](?:\s|$)")
+_NUMBERED = re.compile(r"\s*([-+]?\d+)\s*[.)](?:\s|$)")
 _THOUGHT = re.compile(r"\s*Thought\s*:\s*(.*)", re.IGNORECASE)
 _TRAILER = re.compile(r"\s*(?:#.*)?$")
 
@@ -173,8 +174,8 @@ class PlanParser:
         if head is None:
             self._prose(line)
             return None
-        task_id, tool = TaskId(str(int(head.group(1)))), head.group(2)
         position = Position(self._line_no, head.start(1) + 1)
+        task_id, tool = self._task_id(head.group(1), position, line), head.group(2)
         parsed = parse_args(line, head.end(), line=self._line_no, task_id=task_id)
         if not _TRAILER.match(line, parsed.end):
             junk = len(line) - len(line[parsed.end :].lstrip())
@@ -224,6 +225,19 @@ class PlanParser:
         self._seen.add(task_id)
         return task
 
+    def _task_id(self, number: str, position: Position, line: str) -> TaskId:
+        """The id of a task line's number; only whole numbers from 1 are task numbers."""
+        task_id = task_number(number) if number.isdigit() else None  # a sign is not a digit
+        if task_id is not None and task_id != "0":
+            return task_id
+        if number.isdigit() and task_id is None:
+            why = f"a task number has at most {MAX_ID_DIGITS} digits"
+        else:
+            why = "task numbers are whole numbers from 1"
+        raise PlanError(
+            f"{quoted(number)} is not a task number; {why}", position=position, line_text=line
+        )
+
     def _prose(self, line: str) -> None:
         thought = _THOUGHT.match(line)
         if thought:
@@ -231,10 +245,11 @@ class PlanParser:
             return
         numbered = _NUMBERED.match(line)
         if numbered:
+            position = Position(self._line_no, numbered.start(1) + 1)
             raise PlanError(
                 "expected a tool call like `3. tool(arguments)`",
-                task_id=str(int(numbered.group(1))),
-                position=Position(self._line_no, numbered.start(1) + 1),
+                task_id=self._task_id(numbered.group(1), position, line),
+                position=position,
                 line_text=line,
             )
 

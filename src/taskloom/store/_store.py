@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -59,6 +60,26 @@ def default_store_path() -> Path:
     if configured:
         return Path(configured).expanduser()
     return platformdirs.user_data_path("taskloom") / "store.sqlite3"
+
+
+def _check_regular_file(path: Path) -> None:
+    """A store is a file of its own; SQLite's errors for anything else mislead.
+
+    Raises:
+        StoreError: if `path` exists and is a folder, a device (`/dev/null`),
+            a pipe or anything else but a regular file.
+
+    """
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return  # created on open (or its folder cannot be, which open says)
+    except OSError as exc:
+        raise StoreError(str(path), f"cannot read it: {exc.strerror}") from exc
+    if stat.S_ISDIR(mode):
+        raise StoreError(str(path), "it is a folder, not a file; give the path of a file")
+    if not stat.S_ISREG(mode):
+        raise StoreError(str(path), "it is not a regular file; give the path of a file")
 
 
 @contextmanager
@@ -105,6 +126,7 @@ class Store:
 
         """
         where = Path(path).expanduser() if path is not None else default_store_path()
+        _check_regular_file(where)
         try:
             where.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

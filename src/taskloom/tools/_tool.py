@@ -13,10 +13,13 @@ import anyio
 import anyio.to_thread
 import pydantic
 
+from taskloom._text import quoted, short_repr
 from taskloom.errors import ToolDefinitionError
 
 __all__ = ["CallPolicy", "Tool", "tool"]
 
+RESERVED_NAME = "join"
+"""The plan language's `join()`, which ends a plan, so no tool may have this name."""
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
@@ -82,14 +85,15 @@ class Tool:
         """Wrap `fn`, reading its signature, type hints and docstring.
 
         Raises:
-            ToolDefinitionError: if the name is not an identifier, a parameter has
-                no type hint, or the function takes *args/**kwargs.
+            ToolDefinitionError: if the name is not an identifier or is `join`
+                (which ends a plan), a parameter has no type hint or a type
+                that JSON arguments cannot give (a callable, a plain class),
+                or the function takes *args/**kwargs.
 
         """
         self.fn = fn
-        self.name = name or fn.__name__
-        if not self.name or self.name[0].isdigit() or not set(self.name) <= _NAME_CHARS:
-            raise ToolDefinitionError(f"tool name {self.name!r} must be a Python identifier")
+        self.name: str = name or str(getattr(fn, "__name__", ""))
+        _check_name(self.name)
         self.description = inspect.cleandoc(description or fn.__doc__ or "").strip()
         self.policy = policy or CallPolicy()
         self.version = version
@@ -101,6 +105,7 @@ class Tool:
         self._validator = self._model.__pydantic_validator__
         self._required = frozenset(n for n, f in fields.items() if f.is_required())
         self._adapters: dict[str, pydantic.TypeAdapter[Any]] = {}
+        _check_schema(self)
 
     def __repr__(self) -> str:
         return f"<Tool {self.name}>"
@@ -146,16 +151,21 @@ class Tool:
         for key, value in kwargs.items():
             if key not in self._names:
                 raise ValueError(
-                    f"{self.name} has no parameter {key!r}; "
+                    f"{self.name} has no parameter {quoted(key)}; "
                     f"its parameters are: {', '.join(self._positional) or 'none'}"
                 )
             if key in bound:
-                raise ValueError(f"{self.name} got parameter {key!r} twice")
+                raise ValueError(f"{self.name} got parameter {quoted(key)} twice")
             bound[key] = value
         if len(bound) < len(self._required) or not self._required.issubset(bound):
             missing = [p for p in self._positional if p in self._required and p not in bound]
             raise ValueError(f"{self.name} is missing required argument(s): {', '.join(missing)}")
         return bound
+
+    def parameter_type(self, parameter: str) -> Any:
+        """The type hint of a parameter, as the argument schema reads it."""
+        annotation = self._model.model_fields[parameter].annotation
+        return Any if annotation is None else annotation
 
     def check_value(self, parameter: str, value: Any) -> str | None:
         """Validate one literal argument against its parameter's type.
@@ -172,7 +182,7 @@ class Tool:
         try:
             adapter.validate_python(value)
         except pydantic.ValidationError as exc:
-            return f"{parameter}={value!r}: {_first_problem(exc)}"
+            return f"{parameter}={short_repr(value)}: {_first_problem(exc)}"
         return None
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,6 +234,44 @@ class Tool:
         return await anyio.to_thread.run_sync(
             functools.partial(self.fn, **arguments), abandon_on_cancel=True
         )
+
+
+def _check_name(name: str) -> None:
+    if not name or name[0].isdigit() or not set(name) <= _NAME_CHARS:
+        raise ToolDefinitionError(f"tool name {quoted(name)} must be a Python identifier")
+    if name == RESERVED_NAME:
+        raise ToolDefinitionError(
+            f"a tool may not be named {RESERVED_NAME!r}: in a plan, `{RESERVED_NAME}()` "
+            "ends the plan; give the tool another name"
+        )
+
+
+def _check_schema(made: Tool) -> None:
+    """Every parameter must have a JSON Schema: arguments arrive as JSON values.
+
+    A callable or a plain class (allowed by the model's `arbitrary_types_allowed`,
+    so that such a hint fails here with its name rather than deep in pydantic)
+    has none: no plan could ever pass one.
+    """
+    try:
+        made.schema  # noqa: B018  (computed now so that a bad hint fails at definition)
+    except pydantic.PydanticUserError:
+        for parameter in made.parameters:
+            hint = made.parameter_type(parameter)
+            try:
+                pydantic.TypeAdapter(hint).json_schema()
+            except pydantic.PydanticUserError:
+                raise ToolDefinitionError(
+                    f"parameter {parameter!r} of tool {made.name} has type "
+                    f"{_type_name(hint)}, which a JSON argument cannot be; "
+                    "use JSON-like types (str, int, float, bool, lists, dicts, "
+                    "pydantic models, dataclasses)"
+                ) from None
+        raise
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def _arguments_model(fn: Callable[..., Any], tool_name: str) -> type[pydantic.BaseModel]:

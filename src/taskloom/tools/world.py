@@ -564,7 +564,19 @@ def convert(value: float, from_unit: str, to_unit: str) -> float:
         ) from exc
     except pint.PintError as exc:
         raise UnitError(f"cannot convert {source} to {target}: {exc}") from exc
-    result = float(f"{float(converted):.12g}")
+    except OverflowError as exc:  # km**99999: the factor between the units is too large
+        raise UnitError(
+            f"cannot convert {value} {from_unit.strip()} to {to_unit.strip()}: "
+            "the factor between the units is too large"
+        ) from exc
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        raise UnitError(f"cannot convert {source} to {target}: {exc}") from exc
+    try:
+        result = float(f"{float(converted):.12g}")
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise UnitError(
+            f"{value} {from_unit.strip()} in {to_unit.strip()} is not a number"
+        ) from exc
     if not _math.isfinite(result):
         raise UnitError(f"{value} {from_unit} in {to_unit} is not a finite number")
     return result

@@ -1,0 +1,75 @@
+"""Short excerpts of user text, for messages that must stay readable whatever they quote.
+
+A plan line, a tool name or an argument can be megabytes long; a message that
+quotes it whole takes longer to print than the run took. Every message that
+embeds text it did not write itself goes through these helpers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["clip", "excerpt_at", "quoted", "short_repr"]
+
+QUOTE_LIMIT = 60
+"""Characters of a quoted word or value kept in a message."""
+LINE_LIMIT = 120
+"""Characters of a plan line shown under a message."""
+
+
+def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text`, or its start and end joined by "..." when it is longer than `limit`.
+
+    Returns:
+        At most about `limit` characters, with the cut said in words.
+
+    """
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 3, 2)
+    head = keep * 2 // 3
+    tail = keep - head
+    return f"{text[:head]}...{text[len(text) - tail :]} ({len(text):,} characters)"
+
+
+def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(text)`, or the reprs of its start and end when it is longer than `limit`."""
+    if len(text) <= limit:
+        return repr(text)
+    keep = max(limit - 3, 2)
+    head = keep * 2 // 3
+    tail = keep - head
+    return f"{text[:head]!r}...{text[len(text) - tail :]!r} ({len(text):,} characters)"
+
+
+def short_repr(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)`, clipped to about `limit` characters.
+
+    A huge container is not rendered whole just to be cut: its repr is built
+    only when it is small (strings are clipped before `repr`).
+    """
+    if isinstance(value, str):
+        return quoted(value, limit)
+    if isinstance(value, list | tuple | dict | set | frozenset) and len(value) > limit:
+        return f"<{type(value).__name__} of {len(value):,} items>"
+    try:
+        text = repr(value)
+    except Exception:  # a user object whose __repr__ fails: name its type
+        return f"<{type(value).__name__}>"
+    return clip(text, limit)
+
+
+def excerpt_at(line: str, column: int, width: int = LINE_LIMIT) -> str:
+    """The part of `line` around `column` (counted from 1), at most about `width` long.
+
+    Returns:
+        The whole line when it is short; else a window that holds the column,
+        with "..." where the line was cut.
+
+    """
+    if len(line) <= width:
+        return line
+    at = min(max(column - 1, 0), len(line))
+    start = max(0, min(at - width // 3, len(line) - width))
+    end = start + width
+    return ("..." if start else "") + line[start:end] + ("..." if end < len(line) else "")
