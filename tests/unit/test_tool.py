@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -80,6 +81,104 @@ def test_var_args_are_rejected() -> None:
         @tool
         def f(**kwargs: int) -> int:
             return 1
+
+
+class Plain:
+    """A class that JSON arguments cannot give."""
+
+
+@pytest.mark.parametrize(
+    "hint",
+    [Callable[[int], int], Callable[..., Any], Plain, list[Plain], Plain | None],
+    ids=["callable", "bare callable", "plain class", "list of plain", "optional plain"],
+)
+def test_hints_no_json_argument_can_fit_are_rejected_at_definition(hint: Any) -> None:
+    def f(x: int, fn: Any) -> int:
+        return x
+
+    f.__annotations__["fn"] = hint
+    with pytest.raises(ToolDefinitionError, match="parameter 'fn' of tool f has type"):
+        tool(f)
+
+
+def test_json_like_hints_are_accepted() -> None:
+    import dataclasses
+    import datetime
+
+    import pydantic
+
+    @dataclasses.dataclass
+    class Point:
+        x: float
+
+    class Query(pydantic.BaseModel):
+        text: str
+
+    @tool
+    def f(p: Point, q: Query, when: datetime.date, raw: bytes, extra: dict[str, Any]) -> int:
+        return 1
+
+    assert set(f.schema["properties"]) == {"p", "q", "when", "raw", "extra"}
+
+
+def test_join_is_no_tool_name() -> None:
+    with pytest.raises(ToolDefinitionError, match="'join'.*ends the plan"):
+
+        @tool
+        def join(x: int) -> int:
+            return x
+
+    with pytest.raises(ToolDefinitionError, match="'join'"):
+        tool(name="join")(lambda x: x)
+
+
+def test_a_huge_bad_tool_name_is_quoted_short() -> None:
+    with pytest.raises(ToolDefinitionError) as caught:
+        tool(name="-" * 1_000_000)(lambda: None)
+    assert len(str(caught.value)) < 300
+
+
+def test_two_different_tools_with_one_name_are_a_user_error() -> None:
+    from taskloom.plan._plan import tool_map
+
+    @tool(name="same")
+    def a() -> int:
+        return 1
+
+    @tool(name="same")
+    def b() -> int:
+        return 2
+
+    with pytest.raises(taskloom.UserError, match="two different tools are named 'same'"):
+        tool_map([a, b])
+    with pytest.raises(taskloom.UserError, match="two different tools are named 'same'"):
+        taskloom.Plan.parse("1. same()\n", tools=[a, b])
+    with pytest.raises(taskloom.UserError, match="under the name 'other'"):
+        tool_map({"other": a})
+    assert tool_map([a, a]) == {"same": a}
+
+
+def test_a_plain_function_given_twice_is_one_tool() -> None:
+    from taskloom.engine._execute import as_tools
+
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert list(as_tools([double, double])) == ["double"]
+
+
+@pytest.mark.anyio
+async def test_execute_rejects_two_different_tools_with_one_name() -> None:
+    @tool(name="same")
+    async def a() -> int:
+        return 1
+
+    @tool(name="same")
+    async def b() -> int:
+        return 2
+
+    with pytest.raises(taskloom.UserError, match="two different tools"):
+        await taskloom.execute(taskloom.Plan.parse("1. same()\n"), tools=[a, b])
 
 
 def test_bind_maps_positional_and_keyword_arguments() -> None:

@@ -363,5 +363,47 @@ def test_convert_rejects_infinite_results() -> None:
         world.convert.fn(1e308, "mile", "mm")
 
 
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [("km**999999999", "m**999999999"), ("km**99999", "mm**99999"), ("mile**-99999", "km**-99999")],
+)
+def test_convert_between_huge_powers_of_units_is_a_unit_error(source: str, target: str) -> None:
+    with pytest.raises(UnitError, match="too large|not a finite number"):
+        world.convert.fn(1, source, target)
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), [("km**99999", "m"), ("km**(1/3)", "m"), ("degC**2", "K")]
+)
+def test_convert_between_powers_that_do_not_match_says_so(source: str, target: str) -> None:
+    with pytest.raises(UnitError, match="different things"):
+        world.convert.fn(1, source, target)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "round(floor(1e308) * floor(1e308), floor(-1e308))",
+        "round(5, -999999999)",
+        "round(floor(1e308), -99999)",
+    ],
+)
+def test_math_round_with_huge_digits_is_quick_and_bounded(expression: str) -> None:
+    # round() of an int by -10**308 digits would build 10**(10**308): never finish.
+    try:
+        assert world.math.fn(expression) == 0.0
+    except ExpressionError as exc:
+        assert "too large" in str(exc)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["1 << 99999", "9**9**9", "exp(99999)", "(" + "*".join(["floor(1e308)"] * 38) + ") // 7"],
+)
+def test_math_shifts_and_huge_powers_are_expression_errors(expression: str) -> None:
+    with pytest.raises(ExpressionError):
+        world.math.fn(expression)
+
+
 def test_convert_through_the_tool_schema_coerces_integers() -> None:
     assert _call(world.convert, value=3, from_unit="km", to_unit="m") == 3000.0

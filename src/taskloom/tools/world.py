@@ -406,11 +406,16 @@ def _power(base: float, exponent: float) -> float:
     return _math.pow(base, exponent)
 
 
+def _round(value: float, ndigits: int | None = None) -> float:
+    # On a float: round() of a huge int with ndigits=-10**300 would build 10**(10**300).
+    return round(float(value)) if ndigits is None else round(float(value), ndigits)
+
+
 _MATH_FUNCTIONS = (
     "sqrt exp log log10 log2 sin cos tan asin acos atan atan2 hypot floor ceil radians degrees"
 )
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
-    **{"abs": abs, "round": round, "min": min, "max": max, "pow": _power},
+    **{"abs": abs, "round": _round, "min": min, "max": max, "pow": _power},
     **{name: getattr(_math, name) for name in _MATH_FUNCTIONS.split()},
 }
 _CONSTANTS = {"pi": _math.pi, "e": _math.e, "tau": _math.tau}
