@@ -613,9 +613,11 @@ _MAX_MESSAGE = 1500
 
 
 def _fail(console: Console, message: str) -> typer.Exit:
-    # A Text, not markup: the message quotes user data, which may hold "[/]".
+    # On stderr, whatever stdout carries; a Text, not markup: the message
+    # quotes user data, which may hold "[/]".
+    err = console if console.stderr else Console(stderr=True)
     text = Text.assemble(("error:", "red"), " ", clip(message, _MAX_MESSAGE))
-    console.print(text, highlight=False)
+    err.print(text, highlight=False, soft_wrap=True)  # one line per line, whatever the width
     raise typer.Exit(2)
 
 
