@@ -12,7 +12,8 @@ A plan is a list of numbered tool calls, optionally with thoughts:
 and returns each task the moment its line is complete, so a scheduler can
 start it while the planner is still writing. Lines that are neither tasks
 nor thoughts (prose, code fences) are ignored; a line that starts like a task
-(`3.`) must be one.
+(`3.`, `-1.`) must be one, and its number a whole number from 1 of at most
+nine digits. `join` ends the plan, so no tool may take that name.
 """
 
 from __future__ import annotations
