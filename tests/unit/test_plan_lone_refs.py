@@ -170,3 +170,26 @@ class Model(pydantic.BaseModel):
 )
 def test_which_types_want_text(hint: Any, text: bool) -> None:
     assert wants_text(hint) is text
+
+
+async def test_a_missing_field_with_a_huge_name_is_quoted_short() -> None:
+    @tool
+    async def wide() -> dict[str, int]:
+        return {f"{'k' * 100_000}{i}": i for i in range(30)}
+
+    plan = Plan.parse(f"1. wide()\n2. keep($1.{'f' * 1_000_000})\n")
+    result = await execute(plan, tools=[wide, keep])
+    error = str(result.tasks["2"].error)
+    assert "has no field" in error and "and 10 more" in error
+    assert len(error) < 2000
+
+
+def test_a_python_built_task_nested_too_deeply_is_a_plan_error() -> None:
+    from taskloom import PlanError, Task
+
+    value: Any = [Ref("1")]
+    for _ in range(10_000):
+        value = [value]
+    tasks = [Task(id="1", tool="facts"), Task(id="2", tool="keep", args=(value,))]
+    with pytest.raises(PlanError, match="nested too deeply"):
+        Plan(tasks, tools=TOOLS)

@@ -46,6 +46,15 @@ def bind_task(task: Task, tools: Mapping[str, Tool]) -> dict[str, Any]:
         bound = tool.bind(task.args, task.kwargs)
     except ValueError as exc:
         raise PlanError(str(exc), task_id=task.id, position=task.position) from exc
+    try:
+        return _check_values(task, tool, bound)
+    except RecursionError:  # a Task built in Python: the parsers already bound nesting
+        raise PlanError(
+            "an argument is nested too deeply to check", task_id=task.id, position=task.position
+        ) from None
+
+
+def _check_values(task: Task, tool: Tool, bound: dict[str, Any]) -> dict[str, Any]:
     referencing = bool(task.dependencies)
     for name, value in bound.items():
         if referencing and _holds_refs(value):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from taskloom._ids import TaskId
+from taskloom._text import clip, short_repr
 from taskloom.plan._model import Ref, Template
 
 __all__ = ["HasOutput", "ResolveError", "resolve"]
@@ -54,23 +56,39 @@ def resolve(value: Any, done: Mapping[TaskId, HasOutput]) -> Any:
 def _follow(ref: Ref, output: Any) -> Any:
     current = output
     for depth, step in enumerate(ref.path):
-        where = str(Ref(ref.task, ref.path[: depth + 1]))
         if isinstance(current, Mapping):
             if step not in current and str(step) in current:
                 step = str(step)
             if step not in current:
-                keys = ", ".join(map(str, list(current)[:20])) or "none"
-                raise ResolveError(f"{where}: the output has no field {step!r} (fields: {keys})")
+                raise ResolveError(
+                    f"{_where(ref, depth)}: the output has no field {short_repr(step)} "
+                    f"(fields: {_fields(current)})"
+                )
             current = current[step]
         elif isinstance(current, Sequence) and not isinstance(current, str):
             if not isinstance(step, int) or not -len(current) <= step < len(current):
-                raise ResolveError(f"{where}: no item {step!r} in a list of {len(current)}")
+                raise ResolveError(
+                    f"{_where(ref, depth)}: no item {short_repr(step)} in a list of {len(current)}"
+                )
             current = current[step]
         else:
             raise ResolveError(
-                f"{where}: the output is a {type(current).__name__}, which has no fields"
+                f"{_where(ref, depth)}: the output is a {type(current).__name__}, "
+                "which has no fields"
             )
     return current
+
+
+def _where(ref: Ref, depth: int) -> str:
+    """The reference up to the step that failed, as written (clipped: keys may be long)."""
+    return clip(str(Ref(ref.task, ref.path[: depth + 1])))
+
+
+def _fields(record: Mapping[Any, Any]) -> str:
+    """The first field names of an output, each clipped, for a message."""
+    names = [clip(str(k), 40) for k in itertools.islice(record, 20)]
+    more = f" and {len(record) - 20} more" if len(record) > 20 else ""
+    return (", ".join(names) or "none") + more
 
 
 def _as_text(value: Any) -> str:

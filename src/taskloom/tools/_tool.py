@@ -13,7 +13,7 @@ import anyio
 import anyio.to_thread
 import pydantic
 
-from taskloom._text import quoted, short_repr
+from taskloom._text import clip, quoted, short_repr
 from taskloom.errors import ToolDefinitionError
 
 __all__ = ["CallPolicy", "Tool", "tool"]
@@ -307,7 +307,7 @@ def _first_problem(exc: pydantic.ValidationError) -> str:
 def _problems(exc: pydantic.ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False)[:5]:
-        where = ".".join(str(p) for p in error["loc"]) or "arguments"
+        where = clip(".".join(str(p) for p in error["loc"]) or "arguments")
         parts.append(f"{where}: {error['msg']}")
     return "; ".join(parts)
 
