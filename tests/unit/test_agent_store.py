@@ -151,3 +151,29 @@ def test_batch_requests_are_read_from_json_lines() -> None:
         read_requests(['"ok"', "{not json"])
     with pytest.raises(taskloom.UserError, match="line 1"):
         read_requests(['{"q": "missing"}'])
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        "9" * 5000 + '. country("France")\n',
+        '1. country("France")\n2. math($' + "9" * 5000 + ")\n",
+        "1. math(" + "[" * 10_000 + ")\n",
+    ],
+    ids=["huge task number", "huge reference", "nested 10,000 deep"],
+)
+async def test_a_model_plan_with_huge_numbers_is_a_plan_error_not_a_stuck_run(
+    tmp_path: Path, plan: str
+) -> None:
+    def reply(messages: tuple[Message, ...], options: GenerationOptions) -> str:
+        if "Action:" in messages[0].content or "Finish(" in messages[0].content:
+            return "Thought: nothing found.\nAction: Finish(unknown)"
+        return plan
+
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        agent = Agent(tools=WORLD_TOOLS, model=FunctionModel(reply), grammar=False, store=store)
+        result = await agent.run("Population of France?")
+        (summary,) = store.runs()
+    assert summary.status != "running"
+    assert summary.status == result.status
+    assert any("9 digits" in str(a.error) or "nested" in str(a.error) for a in result.plan_attempts)
