@@ -84,3 +84,51 @@ def test_error_messages_keep_their_square_brackets(tmp_path: Path) -> None:
     result = runner.invoke(app, ["exec", str(plan)])
     assert result.exit_code == 2
     assert '1. city("[bold]Paris[/bold]"' in result.output
+
+
+def test_a_plan_with_no_tasks_is_an_error(tmp_path: Path) -> None:
+    for content in ("", "Nothing to do here.\n", "1. join()\n"):
+        plan = tmp_path / "empty.plan"
+        plan.write_text(content)
+        result = runner.invoke(app, ["exec", str(plan), "--no-store"])
+        assert result.exit_code == 2, (content, result.output)
+        assert "the plan has no tasks" in result.stderr
+
+
+def test_a_tool_named_like_a_built_in_tool_is_an_error(tmp_path: Path) -> None:
+    import pytest
+
+    from taskloom import UserError
+    from taskloom.cli import load_tools
+
+    tools = tmp_path / "mine.py"
+    tools.write_text(
+        "import taskloom\n\n@taskloom.tool\ndef city(name: str) -> str:\n    return name\n"
+    )
+    with pytest.raises(UserError, match="'city', the name of a built-in tool"):
+        load_tools(str(tools))
+    reuse = tmp_path / "reuse.py"
+    reuse.write_text(
+        "import taskloom\nfrom taskloom.tools.world import city\n\n"
+        "@taskloom.tool\ndef shout(text: str) -> str:\n    return text.upper()\n"
+    )
+    assert set(load_tools(str(reuse))) >= {"city", "shout"}  # the built-in itself is fine
+
+
+def test_a_batch_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    requests = tmp_path / "q.jsonl"
+    requests.write_bytes(b'"ok"\n"caf\xe9"\n')
+    result = runner.invoke(app, ["batch", str(requests), "--no-store"])
+    assert result.exit_code == 2, result.output
+    assert "line 2 is not valid UTF-8" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_errors_are_one_unwrapped_line_on_stderr(tmp_path: Path) -> None:
+    plan = tmp_path / "bad.plan"
+    plan.write_text("1. country(" + "word " * 100 + ")\n")
+    result = runner.invoke(app, ["exec", str(plan), "--no-store"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: ") and "unquoted text 'word'" in first

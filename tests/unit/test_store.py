@@ -904,3 +904,11 @@ def test_a_run_whose_process_is_alive_is_not_resumed(tmp_path: Path) -> None:
             other.kill()
     with Store.open(path) as store:  # once that process is gone, resuming is allowed
         store.resume_journal(store.load(journal.run_id))
+
+
+@pytest.mark.parametrize("where", ["/dev/null", "folder"])
+def test_a_store_path_that_is_not_a_regular_file_says_so(tmp_path: Path, where: str) -> None:
+    path = Path(where) if where.startswith("/") else tmp_path
+    with pytest.raises(StoreError, match="not a regular file|is a folder") as caught:
+        Store.open(path)
+    assert "disk is full" not in str(caught.value)
