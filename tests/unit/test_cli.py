@@ -1,9 +1,11 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from taskloom.cli import app
+from taskloom import UserError
+from taskloom.cli import app, load_tools
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).parents[2] / "examples" / "europe.plan"
@@ -96,11 +98,6 @@ def test_a_plan_with_no_tasks_is_an_error(tmp_path: Path) -> None:
 
 
 def test_a_tool_named_like_a_built_in_tool_is_an_error(tmp_path: Path) -> None:
-    import pytest
-
-    from taskloom import UserError
-    from taskloom.cli import load_tools
-
     tools = tmp_path / "mine.py"
     tools.write_text(
         "import taskloom\n\n@taskloom.tool\ndef city(name: str) -> str:\n    return name\n"
