@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskloom import Plan, PlanError, PlanParser, parse_stream, tool
+from taskloom import Plan, PlanError, PlanParser, Ref, parse_stream, tool
 
 
 @tool
@@ -197,3 +197,15 @@ async def test_a_streamed_plan_with_a_huge_task_number_raises_plan_error() -> No
         async for task in parse_stream(_chunks('1. city("a")\n', "9" * 5000, '. city("b")\n')):
             seen.append(task.id)
     assert seen == ["1"]
+
+
+def test_python_built_tasks_with_huge_ids_give_short_messages() -> None:
+    from taskloom import Task
+
+    huge = "7" * 1_000_000
+    with pytest.raises(PlanError) as twice:
+        Plan([Task(id=huge, tool="city"), Task(id=huge, tool="city")])
+    with pytest.raises(PlanError) as missing:
+        Plan([Task(id="1", tool="add", args=(Ref(huge), 1))])
+    for caught in (twice, missing):
+        assert len(str(caught.value)) < 600

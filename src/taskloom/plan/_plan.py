@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from taskloom._ids import TaskId
-from taskloom._text import quoted, short_repr
+from taskloom._text import clip, quoted, short_repr
 from taskloom.errors import PlanError
 from taskloom.plan._check import bind_task
 from taskloom.plan._model import Task
@@ -245,13 +245,13 @@ class Plan:
     def _check_own(self, task: Task) -> None:
         if task.id in self._tasks or task.id in self._external:
             raise PlanError(
-                f"task id {task.id} is used twice; every task needs its own number",
+                f"task id {clip(task.id)} is used twice; every task needs its own number",
                 task_id=task.id,
                 position=task.position,
             )
         if task.id in task.dependencies:
             raise PlanError(
-                f"task {task.id} refers to its own result (${task.id})",
+                f"task {clip(task.id)} refers to its own result (${clip(task.id)})",
                 task_id=task.id,
                 position=task.position,
             )
@@ -267,7 +267,9 @@ class Plan:
                 else "which is not in the plan"
             )
             raise PlanError(
-                f"${dep} refers to task {dep}, {why}", task_id=task.id, position=task.position
+                f"${clip(dep)} refers to task {clip(dep)}, {why}",
+                task_id=task.id,
+                position=task.position,
             )
 
 
