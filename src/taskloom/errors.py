@@ -11,7 +11,7 @@ TaskloomError                   anything taskloom raises on purpose
 │   ├── ToolFailed              the tool raised
 │   ├── ToolTimedOut            the tool ran past its timeout
 │   ├── BadArguments            resolved arguments do not fit the tool's schema
-│   ├── BadOutput               the tool returned something that is not JSON-able
+│   ├── BadOutput               the tool returned something that cannot be stored as JSON
 │   ├── DependencyFailed        a task this one needs did not produce an output
 │   ├── TaskCancelled           the task or its run was cancelled
 │   ├── TaskInterrupted         the process died while a side-effecting task ran
@@ -139,7 +139,10 @@ class ToolFailed(RunError):
         self.tool = tool
         self.cause_type = type(cause).__name__
         self.cause_message = str(cause)
-        super().__init__(task_id, f"{tool} raised {self.cause_type}: {self.cause_message}")
+        # SystemExit, KeyboardInterrupt and the like would end the process; a
+        # tool may not do that, so they end only its task, and the message says so.
+        note = "" if isinstance(cause, Exception) else " (a tool may not stop the process)"
+        super().__init__(task_id, f"{tool} raised {self.cause_type}: {self.cause_message}{note}")
 
 
 class ToolTimedOut(RunError):
@@ -163,13 +166,16 @@ class BadArguments(RunError):
 
 
 class BadOutput(RunError):
-    """The tool returned a value that cannot be serialised to JSON."""
+    """The tool returned a value that cannot be stored, encoded as JSON or printed."""
 
-    def __init__(self, task_id: str, tool: str, type_name: str) -> None:
+    def __init__(self, task_id: str, tool: str, type_name: str, problem: str | None = None) -> None:
         self.tool = tool
         self.type_name = type_name
+        self.problem = problem
+        """What about the value cannot be encoded, when known."""
+        why = f": {problem}" if problem else ""
         super().__init__(
-            task_id, f"{tool} returned a {type_name}, which cannot be serialised to JSON"
+            task_id, f"{tool} returned a {type_name}, which cannot be serialised to JSON{why}"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -14,7 +15,7 @@ from taskloom.errors import BadOutput, RunError
 from taskloom.plan import Task
 from taskloom.tools import Tool
 
-__all__ = ["Earlier", "Node", "TaskResults", "jsonable", "task_result"]
+__all__ = ["MAX_INT_DIGITS", "Earlier", "Node", "TaskResults", "jsonable", "task_result"]
 
 
 class Node:
@@ -58,12 +59,66 @@ class Node:
         """Non-zero while the node sits in the ready queue: its queue ticket."""
 
 
+MAX_INT_DIGITS = 4300
+"""The most digits an integer output may have: Python's default limit for
+turning an int into text, so every process (and `taskloom show`) can read it back."""
+
+_INT_BOUND = 10**MAX_INT_DIGITS
+
+_check_json = json.JSONEncoder(ensure_ascii=False, allow_nan=True).encode
+"""The store's encoding, without its fallback to str(): what it cannot encode fails here."""
+
+
 def jsonable(node: Node, output: Any) -> Any:
-    """The output as JSON-able data, or BadOutput if it has no JSON form."""
+    """The output as JSON-able data, checked once where the scheduler accepts it.
+
+    Every consumer (the store, the call cache, `--json`, the summary, a
+    dependent's `$N`) can then encode or print it. Floats, bools and None
+    never reach this function (the scheduler's fast path); non-finite floats
+    are accepted, and each JSON writer says how it writes them.
+
+    Returns:
+        The output itself for plain text and integers; otherwise its JSON-able
+        form (pydantic's); or a BadOutput saying why it cannot be stored.
+    """
+    kind = type(output)
+    if kind is str and output.isascii():
+        return output
+    if kind is int:
+        if -_INT_BOUND < output < _INT_BOUND:
+            return output
+        return _bad(node, output, f"an integer of more than {MAX_INT_DIGITS} digits")
     try:
-        return to_jsonable_python(output)
-    except (PydanticSerializationError, ValueError, TypeError):
-        return BadOutput(node.task.id, node.tool.name, type(output).__name__)
+        value = to_jsonable_python(output)
+        _check_json(value).encode("utf-8")
+    except RecursionError:
+        return _bad(node, output, "it is nested too deeply")
+    except Exception as exc:  # anything that cannot be encoded is this task's failure
+        return _bad(node, output, _encoding_problem(exc))
+    return value
+
+
+def _bad(node: Node, output: Any, problem: str) -> BadOutput:
+    return BadOutput(node.task.id, node.tool.name, type(output).__name__, problem)
+
+
+def _encoding_problem(exc: Exception) -> str:
+    """Why encoding failed, in a short sentence (Python's own advice does not apply)."""
+    text = str(exc)
+    if isinstance(exc, UnicodeEncodeError):
+        return "its text is not valid Unicode (it holds a lone surrogate)"
+    if "integer string conversion" in text:
+        return f"it holds an integer of more than {MAX_INT_DIGITS} digits"
+    if "serialization depth" in text:
+        return "it is nested too deeply"
+    if "Circular reference" in text:
+        return "it contains itself"
+    if isinstance(exc, PydanticSerializationError):
+        text = text.removeprefix("Unable to serialize unknown type: ")
+        return f"it holds a value of unknown type {text}"
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(exc).__name__}: {text}"
 
 
 class Earlier:
