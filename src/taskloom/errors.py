@@ -138,11 +138,22 @@ class ToolFailed(RunError):
     def __init__(self, task_id: str, tool: str, cause: BaseException) -> None:
         self.tool = tool
         self.cause_type = type(cause).__name__
-        self.cause_message = str(cause)
+        self.cause_message = _message_of(cause)
         # SystemExit, KeyboardInterrupt and the like would end the process; a
         # tool may not do that, so they end only its task, and the message says so.
         note = "" if isinstance(cause, Exception) else " (a tool may not stop the process)"
         super().__init__(task_id, f"{tool} raised {self.cause_type}: {self.cause_message}{note}")
+
+
+def _message_of(exc: BaseException) -> str:
+    """str(exc), always printable: its own __str__ may raise, or hold a lone surrogate."""
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__ must not turn a tool's failure into a crash
+        return "(its message cannot be shown)"
+    # A lone surrogate (an undecodable file name, say) would break every
+    # printer and writer of the message: it is kept as its escape.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class ToolTimedOut(RunError):

@@ -231,3 +231,18 @@ async def test_an_ordinary_exception_says_nothing_about_stopping_the_process() -
         Plan.parse("1. stop()\n"), tools=[raising(ValueError("no"), sync=False, retries=0)]
     )
     assert str(result.tasks[TaskId("1")].error) == "stop raised ValueError: no"
+
+
+class Mute(Exception):
+    """Its message cannot be made."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+async def test_an_exception_whose_message_cannot_be_made_is_still_a_task_failure() -> None:
+    with anyio.fail_after(10):
+        result = await execute(
+            Plan.parse("1. stop()\n"), tools=[raising(Mute(), sync=False, retries=0)]
+        )
+    assert str(result.tasks[TaskId("1")].error) == "stop raised Mute: (its message cannot be shown)"

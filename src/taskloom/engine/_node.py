@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pydantic_core import PydanticSerializationError, to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
 from taskloom._ids import TaskId
 from taskloom.engine.result import TaskResult, TaskStatus
@@ -63,7 +64,11 @@ MAX_INT_DIGITS = 4300
 """The most digits an integer output may have: Python's default limit for
 turning an int into text, so every process (and `taskloom show`) can read it back."""
 
-_INT_BOUND = 10**MAX_INT_DIGITS
+_INT_HIGH = 10**MAX_INT_DIGITS
+_INT_LOW = -_INT_HIGH
+
+_MANY_DIGITS = re.compile(rb"\d{%d}" % (MAX_INT_DIGITS + 1))
+"""A run of digits longer than an int output may be (in JSON text)."""
 
 _check_json = json.JSONEncoder(ensure_ascii=False, allow_nan=True).encode
 """The store's encoding, without its fallback to str(): what it cannot encode fails here."""
@@ -85,12 +90,16 @@ def jsonable(node: Node, output: Any) -> Any:
     if kind is str and output.isascii():
         return output
     if kind is int:
-        if -_INT_BOUND < output < _INT_BOUND:
+        if _INT_LOW < output < _INT_HIGH:
             return output
         return _bad(node, output, f"an integer of more than {MAX_INT_DIGITS} digits")
     try:
-        value = to_jsonable_python(output)
-        _check_json(value).encode("utf-8")
+        value = to_jsonable_python(output)  # refuses cycles, depth past 254, unknown types
+        # pydantic's encoder (a third of the cost of json's) refuses text that is
+        # not valid Unicode. It writes ints of any size, so where a long run of
+        # digits shows up, json's encoder, the store's, checks the ints too.
+        if _MANY_DIGITS.search(to_json(value)) is not None:
+            _check_json(value)
     except RecursionError:
         return _bad(node, output, "it is nested too deeply")
     except Exception as exc:  # anything that cannot be encoded is this task's failure
@@ -105,7 +114,7 @@ def _bad(node: Node, output: Any, problem: str) -> BadOutput:
 def _encoding_problem(exc: Exception) -> str:
     """Why encoding failed, in a short sentence (Python's own advice does not apply)."""
     text = str(exc)
-    if isinstance(exc, UnicodeEncodeError):
+    if isinstance(exc, UnicodeEncodeError) or "UnicodeEncodeError" in text:
         return "its text is not valid Unicode (it holds a lone surrogate)"
     if "integer string conversion" in text:
         return f"it holds an integer of more than {MAX_INT_DIGITS} digits"

@@ -98,6 +98,17 @@ def _encode(params: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(_to_json(p.value) if type(p) is Json else p for p in params)
 
 
+def _encode_escaped(params: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`_encode`, with every lone surrogate (which UTF-8 cannot hold) written as its escape.
+
+    In JSON text the escape is JSON's own, so the value reads back exactly.
+    """
+    return tuple(
+        p.encode("utf-8", "backslashreplace").decode("utf-8") if type(p) is str else p
+        for p in _encode(params)
+    )
+
+
 class Writer:
     """Applies queued writes on its own thread, committing each batch at once."""
 
@@ -213,12 +224,24 @@ class Writer:
         return stop
 
     def _commit(self, groups: dict[int, dict[str, list[tuple[Any, ...]]]]) -> None:
+        try:
+            self._write(groups, _encode)
+        except UnicodeEncodeError:
+            # A lone surrogate (a file name's undecodable byte, a \ud800 escape in a
+            # plan) somewhere in the batch: rare, so only then is every text checked.
+            self._write(groups, _encode_escaped)
+
+    def _write(
+        self,
+        groups: dict[int, dict[str, list[tuple[Any, ...]]]],
+        encode: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+    ) -> None:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             for rank in sorted(groups):
                 for sql, rows in groups[rank].items():
-                    conn.executemany(sql, [_encode(r) for r in rows])
+                    conn.executemany(sql, [encode(r) for r in rows])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
