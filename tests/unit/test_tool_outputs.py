@@ -30,6 +30,7 @@ from taskloom import (
     tool,
 )
 from taskloom._console import render_summary
+from taskloom.store import CallCache
 from taskloom.engine._node import MAX_INT_DIGITS
 
 pytestmark = pytest.mark.anyio
@@ -170,6 +171,31 @@ async def test_a_stored_run_with_a_huge_int_output_ends_and_records_the_failure(
         ("skipped", "DependencyFailed"),
         ("done", None),
     ]
+
+
+async def test_a_cacheable_tool_with_an_output_no_store_can_hold_is_not_cached(
+    tmp_path: Path,
+) -> None:
+    """Once, the cache queued the output for the store, and recording stopped."""
+    calls: list[int] = []
+
+    @tool(cacheable=True)
+    async def huge_lookup(n: int) -> int:
+        """A lookup whose answer no store can hold."""
+        calls.append(n)
+        return HUGE
+
+    plan = Plan.parse("1. huge_lookup(1)\n2. echo(2)\n")
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        cache = CallCache(store)
+        for _ in range(2):
+            journal = store.journal(plan=plan)
+            with anyio.fail_after(30):
+                result = await execute(plan, tools=cache.wrap([huge_lookup, echo]), journal=journal)
+            assert isinstance(result.tasks[TaskId("1")].error, BadOutput)
+            assert result.tasks[TaskId("2")].output == 2
+            assert store.load(journal.run_id).status == "completed"
+    assert calls == [1, 1]  # nothing was remembered, in memory or in the store
 
 
 # -- tools that try to end the process ----------------------------------------

@@ -16,7 +16,16 @@ from taskloom.errors import BadOutput, RunError
 from taskloom.plan import Task
 from taskloom.tools import Tool
 
-__all__ = ["MAX_INT_DIGITS", "Earlier", "Node", "TaskResults", "jsonable", "task_result"]
+__all__ = [
+    "MAX_INT_DIGITS",
+    "Earlier",
+    "Node",
+    "TaskResults",
+    "is_storable",
+    "jsonable",
+    "storable",
+    "task_result",
+]
 
 
 class Node:
@@ -86,13 +95,34 @@ def jsonable(node: Node, output: Any) -> Any:
         The output itself for plain text and integers; otherwise its JSON-able
         form (pydantic's); or a BadOutput saying why it cannot be stored.
     """
+    value = storable(output)
+    if type(value) is _Unstorable:
+        return BadOutput(node.task.id, node.tool.name, type(output).__name__, value.problem)
+    return value
+
+
+class _Unstorable:
+    """Why a value cannot be stored (what `storable` returns for it)."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def storable(output: Any) -> Any:
+    """The output as JSON-able data, or an `_Unstorable` saying why it has none.
+
+    Use `is_storable` outside the scheduler; `jsonable` turns the reason into
+    the task's BadOutput.
+    """
     kind = type(output)
     if kind is str and output.isascii():
         return output
     if kind is int:
         if _INT_LOW < output < _INT_HIGH:
             return output
-        return _bad(node, output, f"an integer of more than {MAX_INT_DIGITS} digits")
+        return _Unstorable(f"an integer of more than {MAX_INT_DIGITS} digits")
     try:
         value = to_jsonable_python(output)  # refuses cycles, depth past 254, unknown types
         # pydantic's encoder (a third of the cost of json's) refuses text that is
@@ -101,14 +131,15 @@ def jsonable(node: Node, output: Any) -> Any:
         if _MANY_DIGITS.search(to_json(value)) is not None:
             _check_json(value)
     except RecursionError:
-        return _bad(node, output, "it is nested too deeply")
+        return _Unstorable("it is nested too deeply")
     except Exception as exc:  # anything that cannot be encoded is this task's failure
-        return _bad(node, output, _encoding_problem(exc))
+        return _Unstorable(_encoding_problem(exc))
     return value
 
 
-def _bad(node: Node, output: Any, problem: str) -> BadOutput:
-    return BadOutput(node.task.id, node.tool.name, type(output).__name__, problem)
+def is_storable(output: Any) -> bool:
+    """Whether every consumer (the store first) can encode the output."""
+    return type(storable(output)) is not _Unstorable
 
 
 def _encoding_problem(exc: Exception) -> str:
