@@ -245,20 +245,21 @@ def test_owners_that_cannot_be_checked_stay_running() -> None:
     assert not owner_gone(f"{socket.gethostname()}:{os.getpid()}", None)
 
 
-def v2_store(path: Path, owner: str | None) -> None:
-    """A store file as taskloom with schema version 2 left it, with one running run."""
+def old_store(path: Path, version: int, owner: str | None) -> None:
+    """A store file as an older taskloom left it, with one running run."""
     with closing(sqlite3.connect(path, isolation_level=None)) as db:
-        for version, script in enumerate(MIGRATIONS[:2], start=1):
+        for number, script in enumerate(MIGRATIONS[:version], start=1):
             for statement in script.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            db.execute(f"PRAGMA user_version = {version}")
+            db.execute(f"PRAGMA user_version = {number}")
         db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         db.execute(
-            "INSERT INTO runs (id, kind, request, status, started, config, owner)"
-            " VALUES ('old', 'exec', 'r', 'running', 0, '{}', ?)",
-            (owner,),
+            "INSERT INTO runs (id, kind, request, status, started, config)"
+            " VALUES ('old', 'exec', 'r', 'running', 0, '{}')"
         )
+        if version >= 2:
+            db.execute("UPDATE runs SET owner = ?", (owner,))
 
 
 def dead_pid() -> int:
@@ -272,17 +273,17 @@ def dead_pid() -> int:
 
 
 @pytest.mark.parametrize(
-    ("owner", "status"),
-    [("dead", "abandoned"), (None, "running")],
-    ids=["owner recorded", "no owner recorded"],
+    ("version", "owner", "status"),
+    [(2, "dead", "abandoned"), (2, None, "running"), (1, None, "running")],
+    ids=["schema 2, owner recorded", "schema 2, no owner", "schema 1"],
 )
 def test_an_older_store_migrates_and_its_runs_read_by_pid(
-    tmp_path: Path, owner: str | None, status: str
+    tmp_path: Path, version: int, owner: str | None, status: str
 ) -> None:
     path = tmp_path / "old.sqlite3"
     if owner == "dead":
         owner = f"{socket.gethostname()}:{dead_pid()}"
-    v2_store(path, owner)
+    old_store(path, version, owner)
     with Store.open(path) as store:
         assert [r.status for r in store.runs()] == [status]
         assert store.load("old").status == status

@@ -30,8 +30,8 @@ from taskloom import (
     tool,
 )
 from taskloom._console import render_summary
-from taskloom.store import CallCache
 from taskloom.engine._node import MAX_INT_DIGITS
+from taskloom.store import CallCache
 
 pytestmark = pytest.mark.anyio
 

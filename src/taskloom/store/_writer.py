@@ -203,20 +203,19 @@ class Writer:
 
     def _apply(self, batch: list[Any]) -> bool:
         """Commit one batch, then release its barriers; True if told to stop."""
-        groups: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
         barriers: list[_Barrier | _BlockingBarrier] = []
+        rows: list[Op] = []
         stop = False
         for item in batch:
             if type(item) is tuple:
-                rank, sql, params = item
-                groups.setdefault(rank, {}).setdefault(sql, []).append(params)
+                rows.append(item)
             elif item is _STOP:
                 stop = True
             else:
                 barriers.append(item)
-        if groups and self.failure is None:
+        if rows and self.failure is None:
             try:
-                self._commit(groups)
+                self._commit(_grouped(rows))
             except BaseException as exc:  # whatever it was, the thread goes on to release
                 self._fail(exc)
         for barrier in barriers:
@@ -265,6 +264,14 @@ class Writer:
                     callback(self.failure)
                 except Exception:  # one journal's trouble must not keep the others running
                     pass
+
+
+def _grouped(rows: list[Op]) -> dict[int, dict[str, list[tuple[Any, ...]]]]:
+    """Statements by rank, then by SQL, each group in queue order."""
+    groups: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
+    for rank, sql, params in rows:
+        groups.setdefault(rank, {}).setdefault(sql, []).append(params)
+    return groups
 
 
 def _release(future: asyncio.Future[None], failure: StoreError | None) -> None:
