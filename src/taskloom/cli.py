@@ -611,9 +611,11 @@ def _json_text(data: Any, *, indent: int | None = 2) -> str:
     "-Infinity"; text that is not valid Unicode (a lone surrogate) with its
     JSON escape; any other value JSON has no form for as its str().
     """
-    text = json.dumps(
-        _finite(data), ensure_ascii=False, indent=indent, allow_nan=False, default=str
-    )
+    options: dict[str, Any] = {"ensure_ascii": False, "indent": indent, "default": str}
+    try:
+        text = json.dumps(data, allow_nan=False, **options)
+    except ValueError:  # a NaN or an infinity somewhere (rare): only then walk the data
+        text = json.dumps(_finite(data), allow_nan=False, **options)
     # A lone surrogate can only sit inside a JSON string, where its escape is valid JSON.
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 

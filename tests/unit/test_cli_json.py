@@ -126,3 +126,50 @@ def test_json_text_is_strict(value: Any, text: str) -> None:
     assert written == text
     written.encode("utf-8")  # printable on any UTF-8 stdout
     strict_loads(written)
+
+
+def scripted(monkeypatch: pytest.MonkeyPatch, *replies: str) -> None:
+    """Make `run` and `batch` use a scripted model instead of building one."""
+    from taskloom.testing import ScriptedModel
+
+    model = ScriptedModel(list(replies))
+    monkeypatch.setattr("taskloom.llm.model_from_config", lambda *_: model)
+
+
+def test_run_json_keeps_tool_prints_off_stdout(
+    files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted(
+        monkeypatch,
+        '1. chatty("a")\n2. odd("inf")\n3. join()\n',
+        "Thought: done.\nAction: Finish(a)",
+    )
+    result = runner.invoke(
+        app,
+        ["run", "say a", "--tools", str(files / "jtools.py"), "--json", "--grammar"],
+    )
+    assert result.exit_code == 0, result.output
+    out = strict_loads(result.stdout)
+    assert out["answer"] == "a"
+    assert "chatty says a" in result.stderr
+    assert "Infinity" in result.stdout
+
+
+def test_batch_lines_on_stdout_are_strict_json_and_only_json(
+    files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted(
+        monkeypatch,
+        '1. chatty_async("b")\n2. odd("nan")\n3. join()\n',
+        "Thought: done.\nAction: Finish(b)",
+    )
+    questions = files / "q.jsonl"
+    questions.write_text('{"id": "q1", "question": "say b"}\n')
+    result = runner.invoke(
+        app,
+        ["batch", str(questions), "--tools", str(files / "jtools.py"), "--concurrency", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    assert strict_loads(line)["answer"] == "b"
+    assert "chatty_async says b" in result.stderr
