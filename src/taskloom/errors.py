@@ -142,7 +142,8 @@ class ToolFailed(RunError):
         # SystemExit, KeyboardInterrupt and the like would end the process; a
         # tool may not do that, so they end only its task, and the message says so.
         note = "" if isinstance(cause, Exception) else " (a tool may not stop the process)"
-        super().__init__(task_id, f"{tool} raised {self.cause_type}: {self.cause_message}{note}")
+        said = f": {self.cause_message}" if self.cause_message else ""
+        super().__init__(task_id, f"{tool} raised {self.cause_type}{said}{note}")
 
 
 def _message_of(exc: BaseException) -> str:
