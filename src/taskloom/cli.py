@@ -655,7 +655,7 @@ def _tool_output_to_stderr(active: bool = True) -> Iterator[TextIO]:
     if saved is not None:
         assert fd is not None and err_fd is not None
         os.dup2(err_fd, fd)
-        stream: TextIO = open(os.dup(saved), "w", encoding="utf-8")  # noqa: SIM115
+        stream: TextIO = open(os.dup(saved), "w", encoding="utf-8")
     else:
         stream = real  # not a file (a test runner's buffer): sys.stdout alone is moved
     sys.stdout = sys.stderr

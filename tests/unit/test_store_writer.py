@@ -196,9 +196,7 @@ def test_a_run_whose_process_died_reads_abandoned_and_resumes(tmp_path: Path) ->
         assert [(r.id, r.status) for r in store.runs()] == [(run_id, "abandoned")]
         record = store.load(run_id)
         assert record.status == "abandoned" and record.unfinished
-        result = anyio.run(
-            lambda: taskloom.resume(run_id, store=store, tools=[echo])  # noqa: PLW0108
-        )
+        result = anyio.run(lambda: taskloom.resume(run_id, store=store, tools=[echo]))
         assert result.status == "completed"
         finished = store.load(run_id)
     assert (finished.status, finished.resumes) == ("completed", 1)

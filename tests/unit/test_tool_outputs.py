@@ -9,6 +9,7 @@ run ends normally.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -95,11 +96,9 @@ def returning(value: Any, *, sync: bool = False, retries: int = 0) -> Any:
 
 def printable(result: RunResult) -> str:
     """What the summary and `--json` print: neither may raise."""
-    console = Console(record=True, width=200, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(record=True, width=200, file=io.StringIO())
     render_summary(result, console)
-    text = json.dumps(result.to_dict(), default=str)
-    console.file.close()
-    return text
+    return json.dumps(result.to_dict(), default=str)
 
 
 # -- outputs that cannot be stored --------------------------------------------
