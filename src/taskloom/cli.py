@@ -60,6 +60,22 @@ NoStore = Annotated[bool, typer.Option("--no-store", help="Do not record the run
 @app.callback()
 def _root() -> None:
     """Run the tool calls of a plan as a DAG, each the moment its inputs exist."""
+    _print_any_text()
+
+
+def _print_any_text() -> None:
+    """Let stdout and stderr print a lone surrogate (escaped in a plan, say) as its escape.
+
+    Such text is no valid Unicode, and printing it would otherwise raise in
+    the middle of a summary or of `taskloom show`.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot change: leave it
+                pass
 
 
 def load_tools(source: str | None) -> dict[str, Tool]:

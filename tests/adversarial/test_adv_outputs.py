@@ -232,3 +232,20 @@ def test_resume_json_keeps_tool_prints_off_stdout(cli: Cli, tools: str) -> None:
     assert strict(resumed.stdout)["tasks"]["2"]["output"] == "after 1"
     assert "chatty prints after 1" in resumed.stderr
     cli.assert_store_intact()
+
+
+def test_text_that_is_not_valid_unicode_prints_escaped(cli: Cli) -> None:
+    """A `\\ud800` escape in a plan is a lone surrogate: printing it once raised in `show`."""
+    plan_file = cli.write("p.plan", '1. city("Os\\ud800lo")\n2. country("France")\n')
+    outcome = cli("exec", plan_file)
+    assert outcome.code == 1, outcome.stderr[-2000:]
+    assert "Traceback" not in outcome.stderr
+    (run_id,) = cli.statuses()
+    shown = cli("show", run_id)
+    assert shown.code == 0, shown.stderr[-2000:]
+    assert "Traceback" not in shown.stderr
+    assert 'city("Os\\ud800lo")' in shown.stdout
+    as_json = cli("show", run_id, "--json")
+    assert strict(as_json.stdout)["tasks"][0]["arguments"]["name"] == "Os\ud800lo"
+    cli.assert_store_intact()
+    assert list(cli.statuses().values()) == ["completed"]
