@@ -157,6 +157,9 @@ class Store:
     def runs(self, limit: int | None = 50) -> list[RunSummary]:
         """Recent runs, newest first.
 
+        A run recorded `running` whose process is gone reads `abandoned`
+        (see `store/_owner.py`); `resume` finishes it.
+
         Raises:
             StoreError: if the store cannot be read.
 
@@ -202,6 +205,8 @@ class Store:
 
     def load(self, run_id: str) -> RunRecord:
         """Everything recorded about one run (an id prefix is enough).
+
+        Its status is `abandoned` if it was recorded `running` and its process is gone.
 
         Raises:
             UserError: if there is no such run.
