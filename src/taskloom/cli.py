@@ -6,10 +6,13 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import math
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar
 
 import anyio
 import typer
@@ -59,6 +62,22 @@ NoStore = Annotated[bool, typer.Option("--no-store", help="Do not record the run
 @app.callback()
 def _root() -> None:
     """Run the tool calls of a plan as a DAG, each the moment its inputs exist."""
+    _print_any_text()
+
+
+def _print_any_text() -> None:
+    """Let stdout and stderr print a lone surrogate (escaped in a plan, say) as its escape.
+
+    Such text is no valid Unicode, and printing it would otherwise raise in
+    the middle of a summary or of `taskloom show`.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot change: leave it
+                pass
 
 
 def load_tools(source: str | None) -> dict[str, Tool]:
@@ -129,7 +148,14 @@ def exec_(
         _fail(console, f"{plan_file}: the plan has no tasks; write lines like 1. tool(arguments)")
     store = None if no_store else _open_store(console, store_path)
     config = {"tools": _tool_source(tools), "max_concurrency": max_concurrency}
-    journal = store.journal(request=str(plan_file), config=config, plan=plan) if store else None
+    journal = None
+    if store is not None:
+        try:
+            journal = store.journal(request=str(plan_file), config=config, plan=plan)
+            store.flush()  # the run is on disk before any tool runs: even os._exit leaves it
+        except TaskloomError as exc:
+            store.close()
+            _fail(console, str(exc))
     if journal is not None:
         console.print(f"run {journal.run_id}", style="dim", highlight=False)
     live = console.is_terminal and not as_json
@@ -143,7 +169,8 @@ def exec_(
             journal=journal,
         )
 
-    result = _run_live(console, go, live=live, store=store)
+    with _tool_output_to_stderr(as_json):
+        result = _run_live(console, go, live=live, store=store)
     _print_run(console, result, as_json=as_json, plan_text=plan.to_text())
 
 
@@ -176,7 +203,8 @@ def resume_(
     async def go(listener: Any) -> RunResult:
         return await resume(record.id, store=store, tools=tool_index)
 
-    result = _run_live(console, go, live=console.is_terminal and not as_json, store=store)
+    with _tool_output_to_stderr(as_json):
+        result = _run_live(console, go, live=console.is_terminal and not as_json, store=store)
     _print_run(console, result, as_json=as_json, plan_text=None)
 
 
@@ -203,7 +231,8 @@ def _resume_agent(
     )
     try:
         planner = settings.build(store)
-        result = anyio.run(planner.resume, run_id)
+        with _tool_output_to_stderr(as_json):
+            result = anyio.run(planner.resume, run_id)
     except TaskloomError as exc:
         _fail(console, str(exc))
     finally:
@@ -221,8 +250,7 @@ def runs_(
     console = Console()
     runs = _read_store(console, store_path, lambda store: store.runs(limit))
     if as_json:
-        rows = [dataclasses.asdict(r) for r in runs]
-        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        typer.echo(_json_text([dataclasses.asdict(r) for r in runs]))
     else:
         render_runs(runs, console)
 
@@ -241,7 +269,7 @@ def show(
         data.pop("task_index")
         for task, source in zip(data["tasks"], record.tasks, strict=True):
             task["task"] = str(source.task)
-        typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+        typer.echo(_json_text(data))
     else:
         render_record(record, console)
 
@@ -287,7 +315,7 @@ def _run_live(console: Console, go: Any, *, live: bool, store: Store | None) -> 
 
 def _print_agent(console: Console, result: Any, *, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str))
+        typer.echo(_json_text(result.to_dict()))
     else:
         render_agent_summary(result, console)
     if result.status != "answered":
@@ -301,7 +329,7 @@ def _print_run(
         out = result.to_dict()
         if plan_text is not None:
             out["plan"] = plan_text
-        typer.echo(json.dumps(out, ensure_ascii=False, indent=2, default=str))
+        typer.echo(_json_text(out))
     else:
         render_summary(result, console)
     if any(t.status is not TaskStatus.DONE for t in result.tasks.values()):
@@ -495,7 +523,8 @@ def run_(
 
     try:
         if progress is None:
-            result = anyio.run(go)
+            with _tool_output_to_stderr(as_json):
+                result = anyio.run(go)
         else:
             with progress:
                 result = anyio.run(go)
@@ -564,20 +593,24 @@ def batch(
             budget=_budget(max_tool_calls, max_tokens, deadline, max_cost, price),
         )
         planner = settings.build(store, cache=cache)
-        sink = output.open("w", encoding="utf-8") if output else sys.stdout
+        sink = output.open("w", encoding="utf-8") if output else None
     except (TaskloomError, OSError) as exc:
         if store is not None:
             store.close()
         _fail(console, str(exc))
     failed = 0
-    with Progress(console=console, transient=True) as bar:
+    with (
+        _tool_output_to_stderr(sink is None) as stdout,
+        Progress(console=console, transient=True) as bar,
+    ):
         job = bar.add_task("answering", total=len(requests))
+        lines = sink or stdout
 
         def on_result(item: BatchItem) -> None:
             nonlocal failed
             failed += item.to_dict()["status"] != "answered"
-            sink.write(json.dumps(item.to_dict(), ensure_ascii=False, default=str) + "\n")
-            sink.flush()
+            lines.write(_json_text(item.to_dict(), indent=None) + "\n")
+            lines.flush()
             bar.advance(job)
 
         try:
@@ -589,7 +622,7 @@ def batch(
         finally:
             if store is not None:
                 store.close()
-            if output:
+            if sink is not None:
                 sink.close()
     stats = cache.stats
     console.print(
@@ -610,6 +643,81 @@ def _not_utf8(exc: UnicodeDecodeError) -> str:
 
 _MAX_MESSAGE = 1500
 """Characters of an error message printed; the messages quote excerpts, this is a last guard."""
+
+
+def _json_text(data: Any, *, indent: int | None = 2) -> str:
+    """Strict JSON for the command line's output (RFC 8259: no NaN, no Infinity).
+
+    A float that is not finite is written as the string "NaN", "Infinity" or
+    "-Infinity"; text that is not valid Unicode (a lone surrogate) with its
+    JSON escape; any other value JSON has no form for as its str().
+    """
+    options: dict[str, Any] = {"ensure_ascii": False, "indent": indent, "default": str}
+    try:
+        text = json.dumps(data, allow_nan=False, **options)
+    except ValueError:  # a NaN or an infinity somewhere (rare): only then walk the data
+        text = json.dumps(_finite(data), allow_nan=False, **options)
+    # A lone surrogate can only sit inside a JSON string, where its escape is valid JSON.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float (keys included) replaced by its name."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {_finite(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+@contextmanager
+def _tool_output_to_stderr(active: bool = True) -> Iterator[TextIO]:
+    """While tools run, send what they print to stderr, so stdout holds only JSON.
+
+    Both `sys.stdout` (print() in async tools and in sync tools' threads) and
+    file descriptor 1 (C code, child processes) point at stderr meanwhile.
+
+    Yields:
+        A stream on the real stdout, for what the command itself writes while
+        the tools run (batch's lines).
+
+    """
+    real = sys.stdout
+    if not active:
+        yield real
+        return
+    real.flush()
+    fd, err_fd = _fileno(real), _fileno(sys.stderr)
+    saved = os.dup(fd) if fd is not None and err_fd is not None else None
+    if saved is not None:
+        assert fd is not None and err_fd is not None
+        os.dup2(err_fd, fd)
+        stream: TextIO = open(os.dup(saved), "w", encoding="utf-8")
+    else:
+        stream = real  # not a file (a test runner's buffer): sys.stdout alone is moved
+    sys.stdout = sys.stderr
+    try:
+        yield stream
+    finally:
+        sys.stdout = real
+        sys.stderr.flush()
+        real.flush()  # what a tool wrote through a saved reference goes to stderr too
+        if saved is not None:
+            assert fd is not None
+            stream.close()
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
+def _fileno(stream: Any) -> int | None:
+    try:
+        return int(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _fail(console: Console, message: str) -> typer.Exit:

@@ -11,7 +11,7 @@ TaskloomError                   anything taskloom raises on purpose
 │   ├── ToolFailed              the tool raised
 │   ├── ToolTimedOut            the tool ran past its timeout
 │   ├── BadArguments            resolved arguments do not fit the tool's schema
-│   ├── BadOutput               the tool returned something that is not JSON-able
+│   ├── BadOutput               the tool returned something that cannot be stored as JSON
 │   ├── DependencyFailed        a task this one needs did not produce an output
 │   ├── TaskCancelled           the task or its run was cancelled
 │   ├── TaskInterrupted         the process died while a side-effecting task ran
@@ -153,10 +153,25 @@ class ToolFailed(RunError):
     def __init__(self, task_id: str, tool: str, cause: BaseException) -> None:
         self.tool = tool
         self.cause_type = type(cause).__name__
-        self.cause_message = str(cause)
+        self.cause_message = _message_of(cause)
         """The exception's message in full; the error's own message quotes an excerpt."""
+        # SystemExit, KeyboardInterrupt and the like would end the process; a
+        # tool may not do that, so they end only its task, and the message says so.
+        note = "" if isinstance(cause, Exception) else " (a tool may not stop the process)"
         shown = clip(self.cause_message, _MAX_CAUSE)
-        super().__init__(task_id, f"{tool} raised {self.cause_type}: {shown}")
+        said = f": {shown}" if shown else ""
+        super().__init__(task_id, f"{tool} raised {self.cause_type}{said}{note}")
+
+
+def _message_of(exc: BaseException) -> str:
+    """str(exc), always printable: its own __str__ may raise, or hold a lone surrogate."""
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__ must not turn a tool's failure into a crash
+        return "(its message cannot be shown)"
+    # A lone surrogate (an undecodable file name, say) would break every
+    # printer and writer of the message: it is kept as its escape.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class ToolTimedOut(RunError):
@@ -180,13 +195,16 @@ class BadArguments(RunError):
 
 
 class BadOutput(RunError):
-    """The tool returned a value that cannot be serialised to JSON."""
+    """The tool returned a value that cannot be stored, encoded as JSON or printed."""
 
-    def __init__(self, task_id: str, tool: str, type_name: str) -> None:
+    def __init__(self, task_id: str, tool: str, type_name: str, problem: str | None = None) -> None:
         self.tool = tool
         self.type_name = type_name
+        self.problem = problem
+        """What about the value cannot be encoded, when known."""
+        why = f": {problem}" if problem else ""
         super().__init__(
-            task_id, f"{tool} returned a {type_name}, which cannot be serialised to JSON"
+            task_id, f"{tool} returned a {type_name}, which cannot be serialised to JSON{why}"
         )
 
 

@@ -891,9 +891,9 @@ def test_a_run_whose_process_is_alive_is_not_resumed(tmp_path: Path) -> None:
             with Store.open(path) as store:
                 journal = store.journal(request="live")
                 anyio.run(journal.flush)
-                store._writer.put(
+                store._writer.put(  # as schema 2 kept owners: host and pid, no start
                     0,
-                    "UPDATE runs SET owner = ? WHERE id = ?",
+                    "UPDATE runs SET owner = ?, owner_start = NULL WHERE id = ?",
                     (f"{socket.gethostname()}:{other.pid}", journal.run_id),
                 )
                 anyio.run(journal.flush)

@@ -241,7 +241,7 @@ class Agent:
         record = self.store.load(run_id)
         if record.kind != "agent":
             raise UserError(f"run {record.id} is a plan run; resume it with taskloom.resume()")
-        if record.status != "running":
+        if not record.unfinished:
             return AgentResult(
                 question=record.request,
                 answer=record.answer,

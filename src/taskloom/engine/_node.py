@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pydantic_core import PydanticSerializationError, to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
 from taskloom._ids import TaskId
 from taskloom.engine.result import TaskResult, TaskStatus
@@ -14,7 +16,16 @@ from taskloom.errors import BadOutput, RunError
 from taskloom.plan import Task
 from taskloom.tools import Tool
 
-__all__ = ["Earlier", "Node", "TaskResults", "jsonable", "task_result"]
+__all__ = [
+    "MAX_INT_DIGITS",
+    "Earlier",
+    "Node",
+    "TaskResults",
+    "is_storable",
+    "jsonable",
+    "storable",
+    "task_result",
+]
 
 
 class Node:
@@ -58,12 +69,96 @@ class Node:
         """Non-zero while the node sits in the ready queue: its queue ticket."""
 
 
+MAX_INT_DIGITS = 4300
+"""The most digits an integer output may have: Python's default limit for
+turning an int into text, so every process (and `taskloom show`) can read it back."""
+
+_INT_HIGH = 10**MAX_INT_DIGITS
+_INT_LOW = -_INT_HIGH
+
+_MANY_DIGITS = re.compile(rb"\d{%d}" % (MAX_INT_DIGITS + 1))
+"""A run of digits longer than an int output may be (in JSON text)."""
+
+_check_json = json.JSONEncoder(ensure_ascii=False, allow_nan=True).encode
+"""The store's encoding, without its fallback to str(): what it cannot encode fails here."""
+
+
 def jsonable(node: Node, output: Any) -> Any:
-    """The output as JSON-able data, or BadOutput if it has no JSON form."""
+    """The output as JSON-able data, checked once where the scheduler accepts it.
+
+    Every consumer (the store, the call cache, `--json`, the summary, a
+    dependent's `$N`) can then encode or print it. Floats, bools and None
+    never reach this function (the scheduler's fast path); non-finite floats
+    are accepted, and each JSON writer says how it writes them.
+
+    Returns:
+        The output itself for plain text and integers; otherwise its JSON-able
+        form (pydantic's); or a BadOutput saying why it cannot be stored.
+    """
+    value = storable(output)
+    if type(value) is _Unstorable:
+        return BadOutput(node.task.id, node.tool.name, type(output).__name__, value.problem)
+    return value
+
+
+class _Unstorable:
+    """Why a value cannot be stored (what `storable` returns for it)."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def storable(output: Any) -> Any:
+    """The output as JSON-able data, or an `_Unstorable` saying why it has none.
+
+    Use `is_storable` outside the scheduler; `jsonable` turns the reason into
+    the task's BadOutput.
+    """
+    kind = type(output)
+    if kind is str and output.isascii():
+        return output
+    if kind is int:
+        if _INT_LOW < output < _INT_HIGH:
+            return output
+        return _Unstorable(f"an integer of more than {MAX_INT_DIGITS} digits")
     try:
-        return to_jsonable_python(output)
-    except (PydanticSerializationError, ValueError, TypeError):
-        return BadOutput(node.task.id, node.tool.name, type(output).__name__)
+        value = to_jsonable_python(output)  # refuses cycles, depth past 254, unknown types
+        # pydantic's encoder (a third of the cost of json's) refuses text that is
+        # not valid Unicode. It writes ints of any size, so where a long run of
+        # digits shows up, json's encoder, the store's, checks the ints too.
+        if _MANY_DIGITS.search(to_json(value)) is not None:
+            _check_json(value)
+    except RecursionError:
+        return _Unstorable("it is nested too deeply")
+    except Exception as exc:  # anything that cannot be encoded is this task's failure
+        return _Unstorable(_encoding_problem(exc))
+    return value
+
+
+def is_storable(output: Any) -> bool:
+    """Whether every consumer (the store first) can encode the output."""
+    return type(storable(output)) is not _Unstorable
+
+
+def _encoding_problem(exc: Exception) -> str:
+    """Why encoding failed, in a short sentence (Python's own advice does not apply)."""
+    text = str(exc)
+    if isinstance(exc, UnicodeEncodeError) or "UnicodeEncodeError" in text:
+        return "its text is not valid Unicode (it holds a lone surrogate)"
+    if "integer string conversion" in text:
+        return f"it holds an integer of more than {MAX_INT_DIGITS} digits"
+    if "serialization depth" in text:
+        return "it is nested too deeply"
+    if "Circular reference" in text:
+        return "it contains itself"
+    if isinstance(exc, PydanticSerializationError):
+        text = text.removeprefix("Unable to serialize unknown type: ")
+        return f"it holds a value of unknown type {text}"
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(exc).__name__}: {text}"
 
 
 class Earlier:

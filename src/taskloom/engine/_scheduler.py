@@ -76,7 +76,9 @@ Order = Literal["critical_path", "fifo"]
 _FEED_BATCH = 256
 """Tasks added between two checkpoints when a large plan is fed in."""
 
-_PLAIN = (str, int, float, bool, type(None))
+_PLAIN = (float, bool, type(None))
+"""Outputs that every consumer can encode as they are: the fast path skips `jsonable`.
+Not str or int: a lone surrogate or an int of 5,000 digits cannot be written."""
 
 
 class Run:
@@ -611,7 +613,7 @@ class Run:
                 output = await tool.fn(**arguments)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the tool's own failure: recorded as data
+            except BaseException as exc:  # the tool's own failure, SystemExit too: data
                 outcome = ToolFailed(node.task.id, tool.name, exc)
             else:
                 outcome = output if type(output) in _PLAIN else jsonable(node, output)
@@ -678,7 +680,7 @@ class Run:
                     )
         except anyio.get_cancelled_exc_class():
             raise
-        except Exception as exc:  # the tool's own failure: recorded, never propagated
+        except BaseException as exc:  # the tool's own failure, SystemExit too: recorded
             return ToolFailed(task_id, tool.name, exc)
         return output if type(output) in _PLAIN else jsonable(node, output)
 

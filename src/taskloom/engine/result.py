@@ -183,7 +183,13 @@ class RunResult:
         return self._critical[1]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able view of the whole run (events excluded)."""
+        """A JSON-able view of the whole run (events excluded).
+
+        Outputs are as the tools returned them, so a float may be NaN or
+        infinite: `json.dumps` writes those as `NaN`/`Infinity`, which is not
+        JSON; the CLI's `--json` writes them as the strings "NaN", "Infinity"
+        and "-Infinity".
+        """
         return {
             "run_id": self.run_id,
             "status": str(self.status),

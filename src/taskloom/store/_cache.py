@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from taskloom.engine._node import is_storable
 from taskloom.tools import Tool
 
 if TYPE_CHECKING:
@@ -195,13 +196,14 @@ class CallCache:
         except anyio.get_cancelled_exc_class():
             self.stats.cancelled += 1
             raise
-        except Exception:
+        except BaseException:  # SystemExit too: the run makes it this task's failure
             self.stats.executed += 1
             raise
         self.stats.executed += 1
-        self._remember(key, output)
-        if self._store is not None:
-            self._store.remember(key, tool.name, output, ttl=self._ttl)
+        if is_storable(output):  # else the run fails the task with BadOutput: keep nothing
+            self._remember(key, output)
+            if self._store is not None:
+                self._store.remember(key, tool.name, output, ttl=self._ttl)
         return output
 
     def _remembered(self, key: str) -> tuple[bool, Any]:

@@ -8,7 +8,21 @@ from typing import Any
 from taskloom._ids import RunId, TaskId
 from taskloom.plan import Task
 
-__all__ = ["LlmCallRecord", "PlanAttemptRecord", "RunRecord", "RunSummary", "TaskRecord"]
+__all__ = [
+    "ABANDONED",
+    "UNFINISHED",
+    "LlmCallRecord",
+    "PlanAttemptRecord",
+    "RunRecord",
+    "RunSummary",
+    "TaskRecord",
+]
+
+ABANDONED = "abandoned"
+"""The status read for a run recorded `running` whose process is gone."""
+
+UNFINISHED = frozenset({"running", ABANDONED})
+"""Statuses of runs that have not ended, which `resume` finishes."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -20,7 +34,8 @@ class RunSummary:
     kind: str
     """"exec" for a plan run by hand, "agent" for a question."""
     status: str
-    """running (or crashed), completed, cancelled, budget_exceeded, failed."""
+    """running, abandoned (its process is gone: resume it), completed, cancelled,
+    budget_exceeded, failed, answered..."""
     started: float
     """Wall-clock start, unix seconds."""
     request: str
@@ -98,7 +113,8 @@ class RunRecord:
     request: str
     """The question, or the plan's name."""
     status: str
-    """Its last recorded status; "running" for a run whose process died."""
+    """Its last recorded status; "abandoned" for a run whose process stopped
+    before it ended (computed on read: the row still says running)."""
     started: float
     """Wall-clock start, unix seconds."""
     finished: float | None
@@ -113,6 +129,8 @@ class RunRecord:
     """How many times it was resumed."""
     owner: str | None = None
     """The process that last ran it, as host:pid."""
+    owner_start: str | None = None
+    """That process's boot id and start time, which a reused pid does not share."""
     plan_attempts: tuple[PlanAttemptRecord, ...] = ()
     """Plans written for it, in order."""
     tasks: tuple[TaskRecord, ...] = ()
@@ -125,3 +143,8 @@ class RunRecord:
     """Seconds from its start to its last recorded event."""
     task_index: dict[TaskId, TaskRecord] = field(default_factory=dict, compare=False)
     """Its tasks by id."""
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether the run has not ended: it is running, or it was abandoned."""
+        return self.status in UNFINISHED

@@ -100,7 +100,7 @@ async def resume(
     tool_index = as_tools(tools)
     if max_concurrency is None:
         max_concurrency = record.config.get("max_concurrency")
-    finished = record.status != "running"
+    finished = not record.unfinished
     journal = None if finished else store.resume_journal(record)
     async with open_run(
         tools=tool_index,

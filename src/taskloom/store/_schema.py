@@ -88,6 +88,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN owner TEXT
     """,
+    # 3: the owner's start (boot id/start ticks), so a reused pid is not taken for it
+    # and a run whose process is gone reads as abandoned (see store/_owner.py).
+    """
+    ALTER TABLE runs ADD COLUMN owner_start TEXT
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -38,7 +38,9 @@ from taskloom.errors import StoreError, UserError
 from taskloom.plan import Plan
 from taskloom.store._codec import task_from_json, task_to_json
 from taskloom.store._journal import RunJournal
+from taskloom.store._owner import owner_gone, this_owner
 from taskloom.store._records import (
+    ABANDONED,
     LlmCallRecord,
     PlanAttemptRecord,
     RunRecord,
@@ -154,6 +156,19 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def flush(self) -> None:
+        """Block until everything queued so far is committed (call it outside a loop).
+
+        Raises:
+            StoreError: if a write failed, or the store is closed.
+
+        """
+        self._writer.wait()
+
+    def _check_writable(self) -> None:
+        if self._writer.failure is not None:
+            raise self._writer.failure
+
     @property
     def writer(self) -> Writer:
         """The background writer (journals and the cache queue their writes on it)."""
@@ -164,18 +179,27 @@ class Store:
     def runs(self, limit: int | None = 50) -> list[RunSummary]:
         """Recent runs, newest first.
 
+        A run recorded `running` whose process is gone reads `abandoned`
+        (see `store/_owner.py`); `resume` finishes it.
+
         Raises:
             StoreError: if the store cannot be read.
 
         """
         with self._reading, _translated(self.path, "list runs"):
             rows = self._reader.execute(
-                "SELECT id, kind, status, started, request FROM runs"
+                "SELECT id, kind, status, started, request, owner, owner_start FROM runs"
                 " ORDER BY started DESC, rowid DESC LIMIT ?",
                 (-1 if limit is None else limit,),
             ).fetchall()
         return [
-            RunSummary(id=RunId(r[0]), kind=r[1], status=r[2], started=r[3], request=r[4])
+            RunSummary(
+                id=RunId(r[0]),
+                kind=r[1],
+                status=_status(r[2], r[5], r[6]),
+                started=r[3],
+                request=r[4],
+            )
             for r in rows
         ]
 
@@ -204,6 +228,8 @@ class Store:
     def load(self, run_id: str) -> RunRecord:
         """Everything recorded about one run (an id prefix is enough).
 
+        Its status is `abandoned` if it was recorded `running` and its process is gone.
+
         Raises:
             UserError: if there is no such run.
             StoreError: if the store cannot be read.
@@ -219,7 +245,7 @@ class Store:
         try:
             run = db.execute(
                 "SELECT kind, request, status, started, finished, answer, exhausted, config,"
-                " resumes, owner FROM runs WHERE id = ?",
+                " resumes, owner, owner_start FROM runs WHERE id = ?",
                 (run_id,),
             ).fetchone()
             attempts = db.execute(
@@ -262,7 +288,7 @@ class Store:
             id=run_id,
             kind=run[0],
             request=run[1],
-            status=run[2],
+            status=_status(run[2], run[9], run[10]),
             started=run[3],
             finished=run[4],
             answer=run[5],
@@ -270,6 +296,7 @@ class Store:
             config=json.loads(run[7]),
             resumes=run[8],
             owner=run[9],
+            owner_start=run[10],
             plan_attempts=tuple(
                 PlanAttemptRecord(
                     attempt=a[0],
@@ -349,11 +376,13 @@ class Store:
         settings = dict(config or {})
         if plan is not None:
             settings["plan"] = [task_to_json(t) for t in plan.in_dependency_order()]
+        self._check_writable()
+        owner, start = this_owner()
         self._writer.put(
             0,
-            "INSERT INTO runs (id, kind, request, status, started, config, owner)"
-            " VALUES (?, ?, ?, 'running', ?, ?, ?)",
-            (new_id, kind, request, time.time(), Json(settings), _OWNER),
+            "INSERT INTO runs (id, kind, request, status, started, config, owner, owner_start)"
+            " VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+            (new_id, kind, request, time.time(), Json(settings), owner, start),
         )
         return RunJournal(self, new_id, kind=kind)
 
@@ -362,14 +391,17 @@ class Store:
 
         Raises:
             UserError: if the process that ran it is still alive on this machine.
+            StoreError: if an earlier write failed, so nothing more is recorded.
 
         """
         _check_stopped(record)
+        self._check_writable()
+        owner, start = this_owner()
         self._writer.put(
             0,
             "UPDATE runs SET status = 'running', finished = NULL, resumes = resumes + 1,"
-            " owner = ? WHERE id = ?",
-            (_OWNER, record.id),
+            " owner = ?, owner_start = ? WHERE id = ?",
+            (owner, start, record.id),
         )
         return RunJournal(
             self,
@@ -391,22 +423,20 @@ _CALL_FIELDS = (
 )
 
 
-_OWNER = f"{socket.gethostname()}:{os.getpid()}"
+def _status(recorded: str, owner: str | None, start: str | None) -> str:
+    """A run's status as read: `abandoned` for a running run whose process is gone."""
+    if recorded == "running" and owner_gone(owner, start):
+        return ABANDONED
+    return recorded
 
 
 def _check_stopped(record: RunRecord) -> None:
     """Refuse to resume a run whose process still lives: it would run tasks twice."""
-    if record.owner is None:
-        return
+    if record.owner is None or record.status != "running":
+        return  # no owner recorded, or it is gone (abandoned), or the run ended
     host, _, pid_text = record.owner.rpartition(":")
     if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
-        return
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return
-    except PermissionError:
-        pass  # alive, and someone else's
+        return  # another machine's (we cannot tell), or this very process's
     raise UserError(
         f"run {record.id} is still being run by process {pid_text} on this machine; "
         "resume it once that process has stopped"

@@ -8,6 +8,11 @@ batches grow by themselves, which is what keeps the per-task cost low.
 A *barrier* is a marker in the queue: it is released once everything queued
 before it is committed. A task with side effects waits on one before its
 tool is called, so its start is on disk first.
+
+The thread never dies before it is told to stop. A write that fails, for
+any reason (SQLite's errors, a value that cannot be encoded, a bug), becomes
+the writer's `failure`, a StoreError: every barrier waiting then and later is
+released with it, nothing more is written, and `sync()` raises it at once.
 """
 
 from __future__ import annotations
@@ -54,6 +59,26 @@ class _Barrier:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
 
+    def release(self, failure: StoreError | None) -> None:
+        try:
+            self.loop.call_soon_threadsafe(_release, self.future, failure)
+        except RuntimeError:  # its loop has closed: nobody is waiting any more
+            pass
+
+
+class _BlockingBarrier:
+    """A barrier a thread waits on, outside any event loop."""
+
+    __slots__ = ("event", "failure")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.failure: StoreError | None = None
+
+    def release(self, failure: StoreError | None) -> None:
+        self.failure = failure
+        self.event.set()
+
 
 _STOP = object()
 
@@ -73,6 +98,17 @@ def _encode(params: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(_to_json(p.value) if type(p) is Json else p for p in params)
 
 
+def _encode_escaped(params: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`_encode`, with every lone surrogate (which UTF-8 cannot hold) written as its escape.
+
+    In JSON text the escape is JSON's own, so the value reads back exactly.
+    """
+    return tuple(
+        p.encode("utf-8", "backslashreplace").decode("utf-8") if type(p) is str else p
+        for p in _encode(params)
+    )
+
+
 class Writer:
     """Applies queued writes on its own thread, committing each batch at once."""
 
@@ -88,6 +124,8 @@ class Writer:
         self._on_failure: list[weakref.WeakMethod[Callable[[StoreError], None]]] = []
         self.failure: StoreError | None = None
         """The first write that failed; after it nothing more is written."""
+        self._stopping = threading.Lock()  # no barrier may follow the stop marker
+        self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="taskloom-store", daemon=True)
         self._thread.start()
 
@@ -107,20 +145,42 @@ class Writer:
         """Return once everything queued before this call is committed.
 
         Raises:
-            StoreError: if a write failed; nothing after it was written.
+            StoreError: if a write failed (nothing after it was written), or
+                the store was closed.
 
         """
+        barrier = _Barrier(asyncio.get_running_loop())
+        self._enqueue(barrier)
+        await barrier.future
+
+    def wait(self) -> None:
+        """Block until everything queued before this call is committed (no event loop).
+
+        Raises:
+            StoreError: if a write failed, or the store was closed.
+
+        """
+        barrier = _BlockingBarrier()
+        self._enqueue(barrier)
+        barrier.event.wait()
+        if barrier.failure is not None:
+            raise barrier.failure
+
+    def _enqueue(self, barrier: _Barrier | _BlockingBarrier) -> None:
         if self.failure is not None:
             raise self.failure
-        barrier = _Barrier(asyncio.get_running_loop())
-        self._queue.put(barrier)
-        await barrier.future
+        with self._stopping:
+            if self._stopped:
+                raise StoreError(self._path, "the store is closed; nothing more can be written")
+            self._queue.put(barrier)
 
     def close(self) -> None:
         """Commit what is queued, stop the thread and close the connection."""
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join()
+        with self._stopping:
+            if not self._stopped:
+                self._stopped = True
+                self._queue.put(_STOP)
+        self._thread.join()
 
     # -- the writer thread ----------------------------------------------------
 
@@ -133,52 +193,85 @@ class Writer:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                stop = self._apply(batch)
-                if stop:
+                if self._apply(batch):
                     return
         finally:
-            self._conn.close()
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass  # closing cannot lose committed data; there is nobody to tell
 
     def _apply(self, batch: list[Any]) -> bool:
-        groups: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
-        barriers: list[_Barrier] = []
+        """Commit one batch, then release its barriers; True if told to stop."""
+        barriers: list[_Barrier | _BlockingBarrier] = []
+        rows: list[Op] = []
         stop = False
         for item in batch:
             if type(item) is tuple:
-                rank, sql, params = item
-                groups.setdefault(rank, {}).setdefault(sql, []).append(params)
+                rows.append(item)
             elif item is _STOP:
                 stop = True
             else:
                 barriers.append(item)
-        if groups and self.failure is None:
-            self._commit(groups)
-        for barrier in barriers:
+        if rows and self.failure is None:
             try:
-                barrier.loop.call_soon_threadsafe(_release, barrier.future, self.failure)
-            except RuntimeError:  # its loop has closed: nobody is waiting any more
-                pass
+                self._commit(_grouped(rows))
+            except BaseException as exc:  # whatever it was, the thread goes on to release
+                self._fail(exc)
+        for barrier in barriers:
+            barrier.release(self.failure)
         return stop
 
     def _commit(self, groups: dict[int, dict[str, list[tuple[Any, ...]]]]) -> None:
+        try:
+            self._write(groups, _encode)
+        except UnicodeEncodeError:
+            # A lone surrogate (a file name's undecodable byte, a \ud800 escape in a
+            # plan) somewhere in the batch: rare, so only then is every text checked.
+            self._write(groups, _encode_escaped)
+
+    def _write(
+        self,
+        groups: dict[int, dict[str, list[tuple[Any, ...]]]],
+        encode: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+    ) -> None:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             for rank in sorted(groups):
                 for sql, rows in groups[rank].items():
-                    conn.executemany(sql, [_encode(r) for r in rows])
+                    conn.executemany(sql, [encode(r) for r in rows])
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException:
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # SQLite rolls back by itself when the connection closes
-            self.failure = StoreError(self._path, explain("write", exc) + "; recording stopped")
-            for ref in self._on_failure:
-                callback = ref()
-                if callback is not None:
+            raise
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop recording: keep the failure for every waiter, and tell the journals."""
+        if isinstance(exc, sqlite3.Error):
+            problem = explain("write", exc)
+        else:  # a value that cannot be encoded or bound, or a bug of ours
+            problem = f"cannot write: {type(exc).__name__}: {_shorten(str(exc))}"
+        self.failure = StoreError(self._path, problem + "; recording stopped")
+        for ref in self._on_failure:
+            callback = ref()
+            if callback is not None:
+                try:
                     callback(self.failure)
+                except Exception:  # one journal's trouble must not keep the others running
+                    pass
+
+
+def _grouped(rows: list[Op]) -> dict[int, dict[str, list[tuple[Any, ...]]]]:
+    """Statements by rank, then by SQL, each group in queue order."""
+    groups: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
+    for rank, sql, params in rows:
+        groups.setdefault(rank, {}).setdefault(sql, []).append(params)
+    return groups
 
 
 def _release(future: asyncio.Future[None], failure: StoreError | None) -> None:
@@ -188,3 +281,7 @@ def _release(future: asyncio.Future[None], failure: StoreError | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(failure)
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

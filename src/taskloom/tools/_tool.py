@@ -231,9 +231,36 @@ class Tool:
             return await self.fn(**arguments)
         # abandon_on_cancel: a timeout or cancellation frees the run at once; the
         # thread finishes on its own and its result is dropped.
-        return await anyio.to_thread.run_sync(
-            functools.partial(self.fn, **arguments), abandon_on_cancel=True
+        result = await anyio.to_thread.run_sync(
+            functools.partial(_in_thread, self.fn, arguments), abandon_on_cancel=True
         )
+        if type(result) is _Escaped:
+            raise result.exc  # raised here, the caller catches it like an async tool's
+        return result
+
+
+class _Escaped:
+    """What a sync tool raised that is not an Exception (SystemExit, GeneratorExit...)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _in_thread(fn: Callable[..., Any], arguments: Mapping[str, Any]) -> Any:
+    """Call a sync tool in its worker thread.
+
+    A BaseException that is not an Exception comes back as a value: delivered
+    through the thread's future, a GeneratorExit would skip every `except`
+    of the coroutines awaiting it.
+    """
+    try:
+        return fn(**arguments)
+    except Exception:
+        raise
+    except BaseException as exc:
+        return _Escaped(exc)
 
 
 def _check_name(name: str) -> None:
