@@ -87,6 +87,7 @@ class ReActAgent:
         calls: list[LLMCall] = []
         decision: Decision | None = None
         error: str | None = None
+        model_failed = False
         try:
             for number in range(1, self.max_steps + 1):
                 last = number == self.max_steps
@@ -119,7 +120,7 @@ class ReActAgent:
                     timings.makespan_s += run.makespan
                 steps.append((text, observation))
         except ModelError as exc:
-            error = str(exc)
+            error, model_failed = str(exc), True
         timings.total_s = time.monotonic() - started
         answer = decision.answer if isinstance(decision, Finish) else None
         return AgentResult(
@@ -132,6 +133,7 @@ class ReActAgent:
             llm_calls=calls,
             timings=timings,
             error=error,
+            model_failed=model_failed,
             started_at=started,
         )
 
