@@ -36,8 +36,8 @@ class ChatServer:
         self.requests: list[dict[str, Any]] = []
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._http.daemon_threads = True
+        self._http = _HTTPServer(("127.0.0.1", 0), _Handler)
+        self._http.chat = self
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
 
     @property
@@ -76,79 +76,83 @@ def chat_server(replies: Sequence[str]) -> Iterator[ChatServer]:
         server.stop()
 
 
-def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # keep test output clean
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    chat: ChatServer
 
-        def do_POST(self) -> None:
-            length = int(self.headers.get("content-length", 0))
-            body = json.loads(self.rfile.read(length) or b"{}")
-            if not self.path.endswith("/chat/completions"):
-                self._error(404, f"no route {self.path}")
-                return
-            reply = server.next_reply(body)
-            if reply is None:
-                self._error(400, "the scripted server has no more replies")
-            elif reply == SILENT:
-                server.stopping.wait()
-            elif reply == KEEP_ALIVE:
-                self._keep_alive()
-            elif body.get("stream"):
-                self._stream(reply)
-            else:
-                self._whole(reply)
 
-        def _error(self, status: int, message: str) -> None:
-            data = json.dumps({"error": {"message": message}}).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
 
-        def _start_events(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "text/event-stream")
-            self.send_header("cache-control", "no-cache")
-            self.end_headers()  # HTTP/1.0: the body ends when the connection closes
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output clean
 
-        def _event(self, payload: dict[str, Any] | str) -> None:
-            data = payload if isinstance(payload, str) else json.dumps(payload)
-            self.wfile.write(f"data: {data}\n\n".encode())
-            self.wfile.flush()
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        if not self.path.endswith("/chat/completions"):
+            self._error(404, f"no route {self.path}")
+            return
+        reply = self.server.chat.next_reply(body)
+        if reply is None:
+            self._error(400, "the scripted server has no more replies")
+        elif reply == SILENT:
+            self.server.chat.stopping.wait()
+        elif reply == KEEP_ALIVE:
+            self._keep_alive()
+        elif body.get("stream"):
+            self._stream(reply)
+        else:
+            self._whole(reply)
 
-        def _stream(self, text: str) -> None:
-            self._start_events()
-            self._event(_chunk({"role": "assistant"}))
-            for start in range(0, len(text), CHUNK_CHARS):
-                self._event(_chunk({"content": text[start : start + CHUNK_CHARS]}))
-            self._event(_chunk({}, finish="stop"))
-            usage = {"prompt_tokens": 10, "completion_tokens": max(1, len(text) // 4)}
-            self._event({"choices": [], "usage": usage})
-            self._event("[DONE]")
+    def _error(self, status: int, message: str) -> None:
+        data = json.dumps({"error": {"message": message}}).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
-        def _whole(self, text: str) -> None:
-            message = {"role": "assistant", "content": text}
-            data = json.dumps(
-                {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
-            ).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def _start_events(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.end_headers()  # HTTP/1.0: the body ends when the connection closes
 
-        def _keep_alive(self) -> None:
-            self._start_events()
-            try:
-                while not server.stopping.wait(0.1):
-                    self.wfile.write(b": keep-alive\n\n")
-                    self.wfile.flush()
-            except OSError:
-                pass  # the client gave up and closed the connection, as it should
+    def _event(self, payload: dict[str, Any] | str) -> None:
+        data = payload if isinstance(payload, str) else json.dumps(payload)
+        self.wfile.write(f"data: {data}\n\n".encode())
+        self.wfile.flush()
 
-    return Handler
+    def _stream(self, text: str) -> None:
+        self._start_events()
+        self._event(_chunk({"role": "assistant"}))
+        for start in range(0, len(text), CHUNK_CHARS):
+            self._event(_chunk({"content": text[start : start + CHUNK_CHARS]}))
+        self._event(_chunk({}, finish="stop"))
+        usage = {"prompt_tokens": 10, "completion_tokens": max(1, len(text) // 4)}
+        self._event({"choices": [], "usage": usage})
+        self._event("[DONE]")
+
+    def _whole(self, text: str) -> None:
+        message = {"role": "assistant", "content": text}
+        data = json.dumps(
+            {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _keep_alive(self) -> None:
+        self._start_events()
+        try:
+            while not self.server.chat.stopping.wait(0.1):
+                self.wfile.write(b": keep-alive\n\n")
+                self.wfile.flush()
+        except OSError:
+            pass  # the client gave up and closed the connection, as it should
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
