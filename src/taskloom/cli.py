@@ -131,16 +131,17 @@ def resume_(
 ) -> None:
     """Finish a run whose process stopped: done tasks are kept, side effects never repeat."""
     console = Console(stderr=as_json)
-    store = _open_store(console, store_path)
+    errors = Console(stderr=True)
+    store = _open_store(errors, store_path)
     try:
         record = store.load(run_id)
         if record.kind == "agent":
-            _resume_agent(console, store, record.id, tools, (model, base_url, api_key), as_json)
+            _resume_agent(errors, store, record.id, tools, (model, base_url, api_key), as_json)
             return
         tool_index = load_tools(tools or record.config.get("tools"))
     except TaskloomError as exc:
         store.close()
-        _fail(console, str(exc))
+        _fail(errors, str(exc))
 
     async def go(listener: Any) -> RunResult:
         return await resume(record.id, store=store, tools=tool_index)
@@ -150,7 +151,7 @@ def resume_(
 
 
 def _resume_agent(
-    console: Console,
+    errors: Console,
     store: Store,
     run_id: str,
     tools: str | None,
@@ -168,10 +169,10 @@ def _resume_agent(
         )
         result = anyio.run(agent.resume, run_id)
     except TaskloomError as exc:
-        _fail(console, str(exc))
+        _fail(errors, str(exc))
     finally:
         store.close()
-    _print_agent(console, result, as_json=as_json)
+    _print_agent(Console(stderr=as_json), result, as_json=as_json)
 
 
 @app.command("runs")
@@ -257,6 +258,10 @@ def _print_agent(console: Console, result: Any, *, as_json: bool) -> None:
     if result.model_failed:
         _fail(Console(stderr=True), str(result.error))
     if result.status != "answered":
+        if as_json and result.error:  # stdout is the JSON: say why on stderr too
+            Console(stderr=True).print(
+                f"error: {result.error}", markup=False, highlight=False, soft_wrap=True
+            )
         raise typer.Exit(1)
 
 
