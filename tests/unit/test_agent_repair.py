@@ -241,3 +241,20 @@ async def test_a_server_plan_that_never_validates_fails() -> None:
             result = await Agent(tools=counting_tools([]), model=model).run("?")
     assert result.status == "failed" and "still invalid after 3 attempts" in (result.error or "")
     assert len(server.requests) == 3
+
+
+async def test_react_does_not_answer_when_every_call_failed() -> None:
+    from taskloom.agent.react import ReActAgent
+
+    @tool
+    async def lookup(name: str) -> str:
+        """Always fails."""
+        raise LookupError(f"no place called {name}")
+
+    model = ScriptedModel(
+        ['Thought: look it up.\nAction: lookup("Atlantis")', "Thought: hmm.\nAction: Finish(Paris)"]
+    )
+    result = await ReActAgent(tools=[lookup], model=model, grammar=False).run("Capital?")
+    assert result.status == "failed" and result.answer is None
+    assert "no tool call succeeded" in (result.error or "")
+    assert 'lookup("Atlantis")' in (result.error or "")
