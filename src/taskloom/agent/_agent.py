@@ -235,6 +235,8 @@ class Agent:
         Raises:
             UserError: if there is no such run, it is not an agent run, or its
                 tools or model cannot be found again and were not given.
+            ConfigError: if the recorded model settings no longer work (a
+                GGUF file that is gone).
             StoreError: if the store cannot be read.
 
         """
@@ -281,7 +283,9 @@ class Agent:
         Tasks that finished keep their results; a task that was running is
         called again only if its tool is idempotent, else it is `interrupted`
         and the joiner sees that. Plan lines already written are reused, not
-        regenerated: the joiner decides, and may replan, from there.
+        regenerated: the joiner decides, and may replan, from there. The
+        request goes on with this agent's settings; `Agent.from_store()`
+        builds the agent it recorded.
 
         Returns:
             The AgentResult of the finished request (for a request that had
