@@ -1,5 +1,7 @@
 """taskloom: run an LLM agent's tool calls as a streaming DAG, each the moment its inputs exist."""
 
+import typing as _typing
+
 from taskloom._ids import RunId, TaskId
 from taskloom.engine import (
     Budget,
@@ -36,7 +38,16 @@ from taskloom.plan import Plan, PlanParser, Ref, Task, Template, parse_stream
 from taskloom.store import Store, resume
 from taskloom.tools import CallPolicy, Tool, tool
 
+if _typing.TYPE_CHECKING:
+    from taskloom.agent import Agent, AgentResult
+
+# The agent brings the model clients (httpx, llama.cpp's bindings); it is
+# imported on first use, so `import taskloom` stays quick for plain plans.
+_LAZY = {"Agent": "taskloom.agent", "AgentResult": "taskloom.agent"}
+
 __all__ = [
+    "Agent",
+    "AgentResult",
     "BadArguments",
     "BadOutput",
     "Budget",
@@ -79,3 +90,24 @@ __all__ = [
     "tool",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """Import a lazily exported name (`Agent`, `AgentResult`) on first use.
+
+    Raises:
+        AttributeError: for a name taskloom does not export.
+
+    """
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskloom' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import json
 import math
 import os
@@ -30,9 +28,9 @@ from taskloom._text import clip
 from taskloom.engine import Budget, Price, RunResult, TaskStatus, execute
 from taskloom.errors import PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
-from taskloom.plan._plan import tool_map
 from taskloom.store import Store, resume
 from taskloom.tools import Tool
+from taskloom.tools._load import import_tools
 from taskloom.tools.world import WORLD_TOOLS
 
 __all__ = ["app", "load_tools", "main"]
@@ -94,24 +92,7 @@ def load_tools(source: str | None) -> dict[str, Tool]:
     tools = {t.name: t for t in WORLD_TOOLS}
     if source is None:
         return tools
-    try:
-        if source.endswith(".py") or Path(source).is_file():
-            path = Path(source)
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            if spec is None or spec.loader is None:
-                raise UserError(f"cannot load tools from {source}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules.setdefault(path.stem, module)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(source)
-    except TaskloomError:
-        raise
-    except Exception as exc:  # the user's module failed to import: say so plainly
-        raise UserError(f"cannot load tools from {source}: {type(exc).__name__}: {exc}") from exc
-    found = tool_map(v for v in vars(module).values() if isinstance(v, Tool))
-    if not found:
-        raise UserError(f"{source} defines no @taskloom.tool functions")
+    found = import_tools(source)
     for name, item in found.items():
         if tools.get(name, item) is not item:
             raise UserError(
@@ -189,16 +170,17 @@ def resume_(
 ) -> None:
     """Finish a run whose process stopped: done tasks are kept, side effects never repeat."""
     console = Console(stderr=as_json)
-    store = _open_store(console, store_path)
+    errors = Console(stderr=True)
+    store = _open_store(errors, store_path)
     try:
         record = store.load(run_id)
+        if record.kind == "agent":
+            _resume_agent(errors, store, record.id, tools, (model, base_url, api_key), as_json)
+            return
         tool_index = load_tools(tools or record.config.get("tools"))
     except TaskloomError as exc:
         store.close()
-        _fail(console, str(exc))
-    if record.kind == "agent":
-        _resume_agent(console, store, record.id, tools, model, base_url, api_key, as_json)
-        return
+        _fail(errors, str(exc))
 
     async def go(listener: Any) -> RunResult:
         return await resume(record.id, store=store, tools=tool_index)
@@ -209,35 +191,29 @@ def resume_(
 
 
 def _resume_agent(
-    console: Console,
+    errors: Console,
     store: Store,
     run_id: str,
     tools: str | None,
-    model: str | None,
-    base_url: str | None,
-    api_key: str | None,
+    model: tuple[str | None, str | None, str | None],
     as_json: bool,
 ) -> None:
-    settings = _AgentSettings(
-        model=model,
-        base_url=base_url,
-        api_key=api_key,
-        tools=tools,
-        tool_latency=0.0,
-        max_replans=3,
-        max_concurrency=None,
-        grammar=None,
-        budget=None,
-    )
+    """Resume an agent request as it was recorded; flags replace its tools or model."""
+    from taskloom.agent import Agent
+    from taskloom.llm import model_from_config
+
     try:
-        planner = settings.build(store)
+        chosen = model_from_config(*model) if model[0] or model[1] else None
+        agent = Agent.from_store(
+            store, run_id, tools=load_tools(tools) if tools else None, model=chosen
+        )
         with _tool_output_to_stderr(as_json):
-            result = anyio.run(planner.resume, run_id)
+            result = anyio.run(agent.resume, run_id)
     except TaskloomError as exc:
-        _fail(console, str(exc))
+        _fail(errors, str(exc))
     finally:
         store.close()
-    _print_agent(console, result, as_json=as_json)
+    _print_agent(Console(stderr=as_json), result, as_json=as_json)
 
 
 @app.command("runs")
@@ -314,11 +290,18 @@ def _run_live(console: Console, go: Any, *, live: bool, store: Store | None) -> 
 
 
 def _print_agent(console: Console, result: Any, *, as_json: bool) -> None:
+    """Print an agent's result; exit 1 if it has no answer, 2 if its model could not be used."""
     if as_json:
         typer.echo(_json_text(result.to_dict()))
-    else:
+    elif not result.model_failed:
         render_agent_summary(result, console)
+    if result.model_failed:
+        _fail(Console(stderr=True), str(result.error))
     if result.status != "answered":
+        if as_json and result.error:  # stdout is the JSON: say why on stderr too
+            Console(stderr=True).print(
+                f"error: {result.error}", markup=False, highlight=False, soft_wrap=True
+            )
         raise typer.Exit(1)
 
 
@@ -348,6 +331,24 @@ BaseUrl = Annotated[
 ]
 ApiKey = Annotated[
     str | None, typer.Option("--api-key", envvar="TASKLOOM_API_KEY", help="The server's key.")
+]
+ModelTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--model-timeout",
+        envvar="TASKLOOM_MODEL_TIMEOUT",
+        min=0.001,
+        help="Seconds one call to a model server may take in all (default 300).",
+    ),
+]
+ReadTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--read-timeout",
+        envvar="TASKLOOM_READ_TIMEOUT",
+        min=0.001,
+        help="Seconds a model server may stay silent (default 120).",
+    ),
 ]
 Tools = Annotated[
     str | None, typer.Option("--tools", help="A module or .py file with extra tools.")
@@ -400,6 +401,8 @@ class _AgentSettings:
     max_concurrency: int | None
     grammar: bool | None
     budget: Budget | None
+    model_timeout: float | None = None
+    read_timeout: float | None = None
 
     def build(self, store: Store | None, **extra: Any) -> Any:
         """The agent these settings describe.
@@ -411,9 +414,17 @@ class _AgentSettings:
         from taskloom.agent import Agent
         from taskloom.llm import model_from_config
 
+        model = model_from_config(
+            self.model,
+            self.base_url,
+            self.api_key,
+            timeout=self.model_timeout,
+            read_timeout=self.read_timeout,
+        )
         return Agent(
-            tools=[t.with_latency(self.tool_latency) for t in load_tools(self.tools).values()],
-            model=model_from_config(self.model, self.base_url, self.api_key),
+            tools=load_tools(self.tools),
+            tool_latency=self.tool_latency,
+            model=model,
             grammar=self.grammar,
             max_concurrency=self.max_concurrency,
             max_replans=self.max_replans,
@@ -457,6 +468,8 @@ def run_(
     model: Model = None,
     base_url: BaseUrl = None,
     api_key: ApiKey = None,
+    model_timeout: ModelTimeout = None,
+    read_timeout: ReadTimeout = None,
     agent: Annotated[
         str,
         typer.Option("--agent", help="llmcompiler (parallel plans) or react (one call a step)."),
@@ -496,6 +509,8 @@ def run_(
             max_concurrency=max_concurrency,
             grammar=grammar,
             budget=_budget(max_tool_calls, max_tokens, deadline, max_cost, price),
+            model_timeout=model_timeout,
+            read_timeout=read_timeout,
         )
         planner = settings.build(
             store,
@@ -550,6 +565,8 @@ def batch(
     model: Model = None,
     base_url: BaseUrl = None,
     api_key: ApiKey = None,
+    model_timeout: ModelTimeout = None,
+    read_timeout: ReadTimeout = None,
     tools: Tools = None,
     tool_latency: ToolLatency = 0.0,
     max_replans: MaxReplans = 3,
@@ -591,6 +608,8 @@ def batch(
             max_concurrency=max_concurrency,
             grammar=grammar,
             budget=_budget(max_tool_calls, max_tokens, deadline, max_cost, price),
+            model_timeout=model_timeout,
+            read_timeout=read_timeout,
         )
         planner = settings.build(store, cache=cache)
         sink = output.open("w", encoding="utf-8") if output else None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import anyio
+import pytest
 
 import taskloom
 from taskloom.agent import Agent
@@ -92,3 +95,91 @@ def test_killed_agent_request_resumes_without_repeating_the_side_effect(tmp_path
     assert len(joiner_prompts) == 1  # no new plan was asked for: the written one was reused
     assert "was running when the process stopped" in joiner_prompts[0]
     assert out.read_text().splitlines() == ["France has 66987244 people"]
+
+
+TOOLS_MODULE = """
+import os, signal, sys
+import taskloom
+
+@taskloom.tool
+def notify(message: str) -> str:
+    '''Send a message: a side effect; the process dies right after it.'''
+    with open(os.environ["SENT_FILE"], "a") as out:
+        out.write(message + "\\n")
+    if os.environ.get("DIE_AFTER_SENDING"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "sent"
+"""
+
+CRASHING_OVER_HTTP = """
+import sys
+import anyio
+from taskloom.agent import Agent
+from taskloom.cli import load_tools
+from taskloom.llm import OpenAICompatible
+from taskloom.store import Store
+
+async def main():
+    store_path, base_url, tools_file = sys.argv[1:]
+    with Store.open(store_path) as store:
+        agent = Agent(
+            tools=load_tools(tools_file),
+            model=OpenAICompatible(base_url, "scripted", total_timeout=30),
+            max_replans=0,
+            max_concurrency=2,
+            tool_latency=0.01,
+            store=store,
+        )
+        await agent.run("Tell me France's population")
+
+anyio.run(main)
+"""
+
+
+def test_taskloom_resume_of_a_killed_agent_run_uses_what_the_run_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from chat_server import chat_server
+    from taskloom.cli import app
+
+    store_path, sent = tmp_path / "s.sqlite3", tmp_path / "sent.txt"
+    tools_file = tmp_path / "resume_tools.py"
+    tools_file.write_text(TOOLS_MODULE)
+    script = tmp_path / "crash.py"
+    script.write_text(CRASHING_OVER_HTTP)
+    replies = [
+        '1. country("France")\n2. notify("France has $1.population people")\n3. join()',
+        "Thought: the message may not have gone out.\nAction: Finish(66987244)",
+    ]
+    with chat_server(replies) as server:
+        env = {**os.environ, "SENT_FILE": str(sent), "DIE_AFTER_SENDING": "1"}
+        proc = subprocess.run(
+            [sys.executable, str(script), str(store_path), server.url, str(tools_file)],
+            capture_output=True,
+            timeout=60,
+            env=env,
+        )
+        assert proc.returncode == -9, proc.stderr
+        assert len(server.requests) == 1  # the plan; the process died before the joiner
+
+        monkeypatch.setenv("SENT_FILE", str(sent))
+        with Store.open(store_path) as store:
+            (run,) = store.runs()
+        assert run.status == "running"
+        # No flags: the tools (a file), the model (the server), the limits all come
+        # from the record. The store is closed: the CLI opens it itself.
+        result = CliRunner().invoke(app, ["resume", run.id, "--json", "--store", str(store_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["status"] == "answered" and data["answer"] == "66987244"
+    assert sent.read_text().splitlines() == ["France has 66987244 people"]  # not sent twice
+    assert len(server.requests) == 2
+    joiner = server.requests[1]["messages"]
+    assert "This is the last round" in joiner[0]["content"]  # the recorded max_replans=0
+    assert "was running when the process stopped" in joiner[-1]["content"]
+    with Store.open(store_path) as store:
+        after = store.load(run.id)
+    assert after.status == "answered" and after.resumes == 1
+    assert after.config["max_concurrency"] == 2 and after.config["tool_latency"] == 0.01

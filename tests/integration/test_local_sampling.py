@@ -102,16 +102,13 @@ async def test_fast_plans_are_the_slow_plans(local: Local, question: str) -> Non
 
 
 @pytest.mark.anyio
-async def test_a_long_plan_is_the_same_and_faster(local: Local) -> None:
+async def test_a_long_plan_is_the_same(local: Local) -> None:
+    # How much faster the fast path writes it is measured by bench/sampling.py.
     grammar = plan_grammar(WORLD_TOOLS, min_tasks=5)
     prompt = plan_prompt("Compare the populations of France, Germany, Spain, Italy and Japan.")
     slow, fast = await both(local, prompt, grammar=grammar, max_tokens=120)
     assert_same(slow, fast)
     assert fast.usage.completion_tokens >= 80
-    slow_speed, fast_speed = slow.usage.tokens_per_s, fast.usage.tokens_per_s
-    assert slow_speed is not None and fast_speed is not None
-    assert fast_speed > 1.5 * slow_speed
-    print(f"\nplan grammar: slow {slow_speed:.1f} tokens/s, fast {fast_speed:.1f} tokens/s")
 
 
 @pytest.mark.anyio

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -73,12 +72,12 @@ def test_run_against_llama_cpp_server_over_http(server_url: str) -> None:
     _check_answer(data, exact=False)
 
 
-def test_dead_server_gives_a_clear_error_quickly(free_port: int) -> None:
+@pytest.mark.timeout(60)  # the hang guard: a refused connection gives up in seconds
+def test_dead_server_gives_a_clear_error(free_port: int) -> None:
     port = free_port
-    began = time.monotonic()
     code, data, output = _run(QUESTION, "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "x")
-    assert time.monotonic() - began < 60
-    assert code == 1
+    assert code == 2  # the model cannot be used: a setting to fix, as for a bad option
     assert data is not None
     assert data["status"] == "failed"
-    assert "model x" in str(data["error"]) and "Traceback" not in output
+    assert "model x" in str(data["error"]) and "cannot connect" in str(data["error"])
+    assert "error: model x" in output and "Traceback" not in output

@@ -133,7 +133,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch, *replies: str) -> None:
     from taskloom.testing import ScriptedModel
 
     model = ScriptedModel(list(replies))
-    monkeypatch.setattr("taskloom.llm.model_from_config", lambda *_: model)
+    monkeypatch.setattr("taskloom.llm.model_from_config", lambda *_, **__: model)
 
 
 def test_run_json_keeps_tool_prints_off_stdout(

@@ -10,8 +10,10 @@ import anyio
 import httpx
 import pytest
 
+from chat_server import KEEP_ALIVE, SILENT, chat_server
 from taskloom.errors import ConfigError, ModelError
-from taskloom.llm import Message, OpenAICompatible
+from taskloom.llm import Message, OpenAICompatible, model_from_config
+from taskloom.llm.openai import DEFAULT_TOTAL_TIMEOUT_S
 
 URL = "http://llm.test/v1"
 HI = [Message("user", "hi")]
@@ -294,3 +296,107 @@ def test_bad_settings_are_config_errors() -> None:
         OpenAICompatible(URL, "m", max_retries=-1)
     with pytest.raises(ConfigError):
         OpenAICompatible(URL, "m", json_mode="yaml")  # type: ignore[arg-type]
+
+
+# -- time limits, against a real server on loopback ----------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_server_sending_keep_alive_bytes_forever_fails_within_the_total_limit() -> None:
+    with chat_server([KEEP_ALIVE]) as server:
+        model = OpenAICompatible(server.url, "m", timeout=30, total_timeout=0.5)
+        with anyio.fail_after(20), pytest.raises(ModelError, match="0.5s time limit") as caught:
+            await model.complete(HI)
+    assert "with no output" in str(caught.value)
+    assert len(server.requests) == 1  # a call out of time is not tried again
+
+
+@pytest.mark.anyio
+async def test_a_silent_server_fails_at_the_total_limit_when_it_comes_first() -> None:
+    with chat_server([SILENT]) as server:
+        model = OpenAICompatible(server.url, "m", timeout=30, total_timeout=0.3)
+        with anyio.fail_after(20), pytest.raises(ModelError, match="0.3s time limit"):
+            await model.complete(HI)
+
+
+@pytest.mark.anyio
+async def test_a_silent_server_fails_at_the_read_timeout_when_it_comes_first() -> None:
+    with chat_server([SILENT]) as server:
+        model = OpenAICompatible(server.url, "m", timeout=0.3, total_timeout=30)
+        with anyio.fail_after(20), pytest.raises(ModelError, match="within 0.3s of silence"):
+            await model.complete(HI)
+
+
+@pytest.mark.anyio
+async def test_the_total_limit_stops_a_stream_that_has_started() -> None:
+    with chat_server([KEEP_ALIVE]) as server:
+        model = OpenAICompatible(server.url, "m", timeout=30, total_timeout=0.5)
+        with anyio.fail_after(20), pytest.raises(ModelError, match="time limit"):
+            async with model.stream(HI) as reply:
+                async for _ in reply:
+                    pass
+
+
+@pytest.mark.anyio
+async def test_a_scripted_server_streams_the_reply_in_pieces() -> None:
+    with chat_server(['1. country("France")\n2. join()']) as server:
+        model = OpenAICompatible(server.url, "scripted")
+        with anyio.fail_after(20):
+            async with model.stream(HI) as reply:
+                chunks = [c async for c in reply]
+    assert "".join(chunks) == '1. country("France")\n2. join()'
+    assert len(chunks) > 1
+    assert server.requests[0]["stream"] is True
+
+
+@pytest.mark.anyio
+async def test_retries_stop_when_the_next_would_pass_the_total_limit() -> None:
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    model = OpenAICompatible(
+        f"http://127.0.0.1:{port}/v1",
+        "m",
+        max_retries=5,
+        backoff=30,
+        max_backoff=30,
+        total_timeout=0.5,
+    )
+    # Full jitter may pick a short delay; the 30 s retry-after of a 429 is never short.
+    server = Server(
+        httpx.Response(429, headers={"retry-after": "30"}, json={"error": {"message": "busy"}})
+    )
+    limited = server.model(total_timeout=0.5, max_retries=5)
+    with anyio.fail_after(20), pytest.raises(ModelError, match="another would pass") as caught:
+        await limited.complete(HI)
+    assert "gave up after 1 attempt" in str(caught.value) and len(server.requests) == 1
+    with anyio.fail_after(20), pytest.raises(ModelError, match="cannot connect"):
+        await model.complete(HI)
+
+
+def test_time_limits_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="total_timeout=0"):
+        OpenAICompatible(URL, "m", total_timeout=0)
+    with pytest.raises(ConfigError, match="timeout=-1"):
+        OpenAICompatible(URL, "m", timeout=-1)
+    assert OpenAICompatible(URL, "m", total_timeout=None).total_timeout is None
+
+
+def test_time_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKLOOM_MODEL_TIMEOUT", "12.5")
+    monkeypatch.setenv("TASKLOOM_READ_TIMEOUT", "3")
+    model = model_from_config("m", URL)
+    assert isinstance(model, OpenAICompatible)
+    assert (model.total_timeout, model.read_timeout) == (12.5, 3.0)
+    given = model_from_config("m", URL, timeout=1, read_timeout=2)
+    assert isinstance(given, OpenAICompatible)
+    assert (given.total_timeout, given.read_timeout) == (1, 2)
+    for bad in ("soon", "0", "-4", "inf", "nan"):
+        monkeypatch.setenv("TASKLOOM_MODEL_TIMEOUT", bad)
+        with pytest.raises(ConfigError, match="TASKLOOM_MODEL_TIMEOUT must be a positive number"):
+            model_from_config("m", URL)
+
+
+def test_the_defaults_bound_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = model_from_config("m", URL)
+    assert isinstance(model, OpenAICompatible)
+    assert model.total_timeout == DEFAULT_TOTAL_TIMEOUT_S and model.read_timeout == 120.0

@@ -8,7 +8,6 @@ import json
 import random
 import sqlite3
 import sys
-import time
 import weakref
 from collections.abc import Callable, Iterable
 from contextlib import closing
@@ -642,7 +641,18 @@ def test_a_store_from_a_newer_taskloom_is_refused_untouched(tmp_path: Path) -> N
     assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION + 98,)]
 
 
-def test_a_store_locked_by_another_process_is_refused_quickly(tmp_path: Path) -> None:
+def test_a_store_locked_by_another_process_is_refused_quickly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskloom.store import _store
+
+    waits: list[float] = []
+    connect = _store._connect
+
+    def spy(where: Path, busy_timeout: float) -> sqlite3.Connection:
+        waits.append(busy_timeout)
+        return connect(where, busy_timeout)
+
     path = tmp_path / "s.sqlite3"
     Store.open(path).close()
     with closing(sqlite3.connect(path, isolation_level=None)) as other:
@@ -652,10 +662,11 @@ def test_a_store_locked_by_another_process_is_refused_quickly(tmp_path: Path) ->
         other.execute("BEGIN EXCLUSIVE")
         other.execute("UPDATE runs SET kind = kind")
         before = digest(path)
-        started = time.monotonic()
+        monkeypatch.setattr(_store, "_connect", spy)
         with pytest.raises(StoreError, match="locked by another process"):
             Store.open(path, busy_timeout=0.1)
-        assert time.monotonic() - started < 3.0  # the short timeout, not the 5 s default
+        assert waits and set(waits) == {0.1}  # SQLite waits the short time, not the 5 s default
+        monkeypatch.undo()
         assert digest(path) == before
         other.execute("ROLLBACK")
     with Store.open(path) as store:  # usable once the other process let go

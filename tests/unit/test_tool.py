@@ -241,8 +241,15 @@ async def test_async_tools_run_on_the_loop() -> None:
 
 
 @pytest.mark.anyio
-async def test_with_latency_delays_each_call_without_a_thread() -> None:
-    import time
+async def test_with_latency_delays_each_call_without_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    real_sleep = anyio.sleep
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
 
     @tool(cacheable=True)
     def double(x: int) -> int:
@@ -252,9 +259,10 @@ async def test_with_latency_delays_each_call_without_a_thread() -> None:
     slow = double.with_latency(0.05)
     assert slow.name == "double" and slow.schema == double.schema and slow.policy == double.policy
     assert slow.is_async and not double.is_async
-    began = time.monotonic()
+    monkeypatch.setattr(anyio, "sleep", sleep)
     assert await slow.call({"x": 3}) == 6
-    assert time.monotonic() - began >= 0.05
+    assert slept == [0.05]  # an async wait of the latency, then the call
+    monkeypatch.undo()
     assert double.with_latency(0) is double
     with pytest.raises(ToolDefinitionError):
         double.with_latency(-1)

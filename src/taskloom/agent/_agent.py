@@ -10,7 +10,6 @@ run()                         one request, start to answer
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,29 +19,30 @@ import anyio
 
 from taskloom._ids import TaskId
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
+from taskloom.agent._feed import feed_tasks, nothing_succeeded, unrepaired
 from taskloom.agent._grammar import joiner_grammar, plan_grammar
+from taskloom.agent._observations import fields_used, observations, recorded_observation
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
+from taskloom.agent._settings import recorded_budget, recorded_model, recorded_tools, settings
 from taskloom.agent.prompts import (
     Observation,
     joiner_messages,
     joiner_prefix,
     planner_messages,
-    result_text,
     result_values,
 )
-from taskloom.engine import Budget, DurationStats, Run, RunResult, TaskStatus, open_run
+from taskloom.engine import Budget, DurationStats, Run, RunResult, open_run
 from taskloom.engine import events as ev
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
 from taskloom.llm import ChatModel, ChatStream, Message, Warmable, model_from_config
-from taskloom.plan import Plan, PlanParser, Task
-from taskloom.plan._model import iter_refs
+from taskloom.plan import PlanParser
 from taskloom.store import CallCache, restore_tasks
 from taskloom.tools import Tool
 
 if TYPE_CHECKING:
-    from taskloom.store import RunJournal, RunRecord, Store, TaskRecord
+    from taskloom.store import RunJournal, RunRecord, Store
 
 __all__ = ["Agent", "uses_grammar"]
 
@@ -77,6 +77,8 @@ class _Round:
     planner_started_at: float | None = None
     first_dispatch_at: float | None = None
     calls: list[LLMCall] = field(default_factory=list)
+    plan_error: str | None = None
+    """The PlanError of the latest attempt, if the plan itself was wrong."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -94,6 +96,8 @@ class _Spend:
     attempts: int = 0
     """Plan attempts so far, over all rounds."""
     exhausted: str | None = None
+    model_failed: bool = False
+    """Whether the model's error ended the request."""
 
     def charge(self, purpose: str, messages: Sequence[Message], stream: ChatStream) -> None:
         """Record one finished model call and check the token and cost budgets."""
@@ -155,6 +159,7 @@ class Agent:
         cache: CallCache | None = None,
         budget: Budget | None = None,
         read_ahead: bool = True,
+        tool_latency: float = 0.0,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -178,6 +183,8 @@ class Agent:
                 (`Warmable`, the embedded one) read the joiner's prompt so far.
                 It helps one request at a time; `run_batch` turns it off,
                 since there other requests are waiting for the model.
+            tool_latency: seconds added to every tool call, to model remote
+                tools (a web search) with local ones (`Tool.with_latency`).
 
         Raises:
             UserError: for negative limits or bad tools.
@@ -185,7 +192,10 @@ class Agent:
         """
         if max_replans < 0 or max_repairs < 0:
             raise UserError("max_replans and max_repairs must be >= 0")
-        self.tools: list[Tool] = list(as_tools(tools).values())
+        given = list(as_tools(tools).values())
+        self._sources = given  # where resuming finds the tools again: not the delayed copies
+        self.tool_latency = tool_latency
+        self.tools: list[Tool] = [t.with_latency(tool_latency) for t in given]
         self.model = model if model is not None else model_from_config()
         self.max_replans = max_replans
         self.max_repairs = max_repairs
@@ -199,6 +209,54 @@ class Agent:
         self.read_ahead = read_ahead
         self.stats = DurationStats()
         """Tool durations seen by this agent's runs: ordering and deadline estimates."""
+
+    @classmethod
+    def from_store(
+        cls,
+        store: Store,
+        run_id: str,
+        *,
+        tools: ToolsLike | None = None,
+        model: ChatModel | None = None,
+        on_event: EventListener | None = None,
+        on_plan_text: Callable[[str], None] | None = None,
+    ) -> Agent:
+        """The agent a recorded request ran with, to `resume()` it.
+
+        Everything comes from what the request recorded: its tools (imported
+        again from the modules or files that define them), model (a server's
+        URL and name, or a GGUF file; a key comes from the environment),
+        replan, repair and concurrency limits, grammar choice, tool latency
+        and budget. `tools` and `model` replace the recorded ones.
+
+        Returns:
+            An Agent with `store` as its store.
+
+        Raises:
+            UserError: if there is no such run, it is not an agent run, or its
+                tools or model cannot be found again and were not given.
+            ConfigError: if the recorded model settings no longer work (a
+                GGUF file that is gone).
+            StoreError: if the store cannot be read.
+
+        """
+        record = store.load(run_id)
+        if record.kind != "agent":
+            raise UserError(f"run {record.id} is a plan run; resume it with taskloom.resume()")
+        config = record.config
+        return cls(
+            tools=recorded_tools(config) if tools is None else tools,
+            model=recorded_model(config, record.id) if model is None else model,
+            max_replans=int(config.get("max_replans", 3)),
+            max_repairs=int(config.get("max_repairs", 2)),
+            max_concurrency=config.get("max_concurrency"),
+            grammar=config.get("grammar"),
+            budget=recorded_budget(config),
+            tool_latency=float(config.get("tool_latency") or 0.0),
+            store=store,
+            on_event=on_event,
+            on_plan_text=on_plan_text,
+        )
 
     async def run(self, question: str) -> AgentResult:
         """Answer one question.
@@ -225,7 +283,9 @@ class Agent:
         Tasks that finished keep their results; a task that was running is
         called again only if its tool is idempotent, else it is `interrupted`
         and the joiner sees that. Plan lines already written are reused, not
-        regenerated: the joiner decides, and may replan, from there.
+        regenerated: the joiner decides, and may replan, from there. The
+        request goes on with this agent's settings; `Agent.from_store()`
+        builds the agent it recorded.
 
         Returns:
             The AgentResult of the finished request (for a request that had
@@ -268,11 +328,11 @@ class Agent:
         if resumed is not None:
             spend.seq, spend.attempts = resumed.last_seq, len(resumed.plan_attempts)
         try:
-            await self._run_rounds(
+            error = await self._run_rounds(
                 question, tools, rounds, decisions, joins, timings, spend, resumed
             )
         except ModelError as exc:
-            error = str(exc)
+            error, spend.model_failed = str(exc), True
         result = self._result(question, started, timings, rounds, decisions, joins, error, spend)
         if spend.journal is not None:
             with anyio.CancelScope(shield=True):
@@ -281,12 +341,16 @@ class Agent:
         return result
 
     def _settings(self) -> dict[str, Any]:
-        return {
-            "model": getattr(self.model, "name", type(self.model).__name__),
-            "tools": [t.name for t in self.tools],
-            "max_replans": self.max_replans,
-            "max_concurrency": self.max_concurrency,
-        }
+        return settings(
+            model=self.model,
+            tools=self._sources,
+            tool_latency=self.tool_latency,
+            max_replans=self.max_replans,
+            max_repairs=self.max_repairs,
+            max_concurrency=self.max_concurrency,
+            grammar=self.grammar,
+            budget=self.budget,
+        )
 
     def _result(
         self,
@@ -307,7 +371,9 @@ class Agent:
             # Counted from the planner's start, as LLMCompiler reports it.
             timings.first_dispatch_s = rounds[0].first_dispatch_at - rounds[0].planner_started_at
         answer = decisions[-1].answer if decisions and isinstance(decisions[-1], Finish) else None
-        status = "answered" if answer is not None and error is None else "failed"
+        if error is not None:
+            answer = None  # a failed request has no answer, whatever the joiner wrote
+        status = "answered" if answer is not None else "failed"
         if spend.exhausted is not None and answer is None:
             status = "budget_exceeded"
             error = error or f"the {spend.exhausted} budget ran out"
@@ -323,6 +389,7 @@ class Agent:
             llm_calls=[c for r in rounds for c in r.calls] + joins,
             timings=timings,
             error=error,
+            model_failed=spend.model_failed,
             started_at=started,
         )
 
@@ -336,7 +403,17 @@ class Agent:
         timings: Timings,
         spend: _Spend,
         resumed: RunRecord | None = None,
-    ) -> None:
+    ) -> str | None:
+        """Plan, execute and join until the joiner answers or the rounds run out.
+
+        Returns:
+            Why the request failed, or None when it ended with the joiner's
+            decision or out of budget (`spend.exhausted` says which).
+
+        Raises:
+            ModelError: if the model failed before a plan had any task.
+
+        """
         history: list[Observation] = []
         outputs: dict[TaskId, Any] = {}
         reason: str | None = None
@@ -345,7 +422,7 @@ class Agent:
             first = max(t.round for t in resumed.tasks)
             for record in resumed.tasks:
                 if record.round < first:
-                    history.append(_recorded_observation(record))
+                    history.append(recorded_observation(record))
                     if record.status == "done":
                         outputs[record.id] = record.output
         for number in range(first, self.max_replans + 2):
@@ -358,22 +435,29 @@ class Agent:
                 )
             rounds.append(this)
             assert this.run is not None
-            history += _observations(this.run, this.used)
+            history += observations(this.run, this.used)
             outputs.update(this.run.outputs)
             if this.run.exhausted is not None:
                 spend.exhausted = spend.exhausted or this.run.exhausted
             if spend.exhausted is not None:
-                return  # out of budget: no joiner call; the result says which
+                return None  # out of budget: no joiner call; the result says which
+            if this.plan_error is not None and not any(a.valid for a in this.attempts):
+                return unrepaired(this.attempts)
+            if not outputs and last:
+                return nothing_succeeded(history)  # no joiner: it could only make an answer up
             began = time.monotonic()
             decision, call = await self._join(question, history, force_finish=last, spend=spend)
             timings.joiner_s += time.monotonic() - began
             joins.append(call)
             if decision is None:
-                return
+                return None
             decisions.append(decision)
+            if isinstance(decision, Finish) and not outputs:
+                return nothing_succeeded(history)
             if isinstance(decision, Finish) or spend.exhausted is not None:
-                return
+                return None
             reason = decision.reason
+        return None
 
     async def _plan_and_execute(
         self,
@@ -441,12 +525,12 @@ class Agent:
                         question,
                         history,
                         run,
-                        _fields_used(run.plan),
+                        fields_used(run.plan),
                         last,
                     )
                     await run.wait()
         this.run = run.result()
-        this.used = _fields_used(run.plan)
+        this.used = fields_used(run.plan)
         return this
 
     async def _warm_joiner(
@@ -480,7 +564,7 @@ class Agent:
         shown = -1
         try:
             while not run.finished:
-                lines = _observations(run.result(), used, settled_prefix=True)
+                lines = observations(run.result(), used, settled_prefix=True)
                 if len(lines) > shown:
                     shown = len(lines)
                     await model.warm(
@@ -526,7 +610,7 @@ class Agent:
             current = [t for t in record.tasks if t.round == number]
             restore_tasks(run, current, as_tools(tools))
         this.run = run.result()
-        this.used = _fields_used(run.plan)
+        this.used = fields_used(run.plan)
         return this
 
     async def _stream_plan(
@@ -540,7 +624,8 @@ class Agent:
         spend: _Spend,
     ) -> PlanAttempt:
         """Stream one plan from the model into the run; each task starts when its line ends."""
-        parser = PlanParser(tools=self.tools, known=known | set(run.plan.tasks))
+        held = set(run.plan.tasks)  # accepted from an earlier attempt at this plan
+        parser = PlanParser(tools=self.tools, known=known | held, rewritable=held)
         grammar = (
             plan_grammar(
                 self.tools, first_id=first_id, known_ids=sorted(known | set(run.plan.tasks))
@@ -556,6 +641,7 @@ class Agent:
             messages, max_tokens=_MAX_PLAN_TOKENS, grammar=grammar, stop=["<END_OF_PLAN>"]
         )
         error: str | None = None
+        model_broke = False  # the stream failed, not the plan: what ran is still worth joining
         spend.attempts += 1
         journal, attempt_no = spend.journal, spend.attempts
         try:
@@ -564,19 +650,21 @@ class Agent:
                     async for chunk in stream:
                         if self._on_plan_text is not None:
                             self._on_plan_text(chunk)
-                        added += _feed(parser.feed(chunk), run, journal, attempt_no, parser.text)
+                        added += feed_tasks(
+                            parser.feed(chunk), run, journal, attempt_no, parser.text
+                        )
                         if parser.done or not run.accepting:
                             break
             if limit.cancelled_caught:
                 spend.exhausted = spend.exhausted or "deadline"
             elif run.accepting:
-                added += _feed(parser.close(), run, journal, attempt_no, parser.text)
+                added += feed_tasks(parser.close(), run, journal, attempt_no, parser.text)
         except PlanError as exc:
             error = str(exc)
         except ModelError as exc:
             if added == 0 and not run.plan.tasks:
                 raise  # nothing to join: the run fails with the model's error
-            error = str(exc)
+            error, model_broke = str(exc), True
         finally:
             this.planner_s += time.monotonic() - began
             this.calls.append(LLMCall(purpose="planner", usage=stream.usage))
@@ -585,6 +673,7 @@ class Agent:
             run.exceed(spend.exhausted)
         if error is None and added == 0 and not run.plan.tasks and not known:
             error = "the plan has no tool calls; write at least one numbered call"
+        this.plan_error = error if error is not None and not model_broke else None
         if journal is not None:
             journal.plan_attempt(attempt_no, stream.text, valid=error is None, error=error)
         return PlanAttempt(
@@ -620,104 +709,6 @@ class Agent:
         if isinstance(decision, Finish) and not decision.answer:
             decision = Finish(answer=_fallback_answer(history), thought=decision.thought)
         return decision, call
-
-
-def _feed(
-    tasks: Iterable[Task], run: Run, journal: RunJournal | None, attempt: int, text: str
-) -> int:
-    """Add parsed tasks to the run while it accepts them; return how many were added."""
-    added = 0
-    for task in tasks:
-        if not run.accepting:
-            break  # out of budget: what was written so far is all we use
-        run.add(task)
-        added += 1
-    if added and journal is not None:  # the text so far survives a crash
-        journal.plan_attempt(attempt, text, valid=None)
-    return added
-
-
-def _recorded_observation(record: TaskRecord) -> Observation:
-    """What the joiner sees of a task from an earlier round of a resumed request."""
-    call = _call_text(record.task.tool, record.arguments)
-    if record.status == "done":
-        return (record.id, call, result_text(record.output))
-    return (record.id, call, f"error: {record.error or record.status}")
-
-
-def _fields_used(plan: Plan) -> dict[TaskId, frozenset[str] | None]:
-    """Per referenced task, the top-level fields its dependents read; None for all of it."""
-    used: dict[TaskId, frozenset[str] | None] = {}
-    for task in plan:
-        for ref in iter_refs((task.args, task.kwargs)):
-            known = used.get(ref.task, frozenset())
-            if known is None:
-                continue
-            field_ = ref.path[0] if ref.path and isinstance(ref.path[0], str) else None
-            used[ref.task] = None if field_ is None else known | {field_}
-    return used
-
-
-def _observations(
-    run: RunResult,
-    used: Mapping[TaskId, frozenset[str] | None] | None = None,
-    *,
-    settled_prefix: bool = False,
-) -> list[Observation]:
-    """What the joiner reads of a round: each call and its result or error.
-
-    An intermediate record (a country whose population fed a sum) is shown
-    with only its name and the fields the round used, once every task that
-    used it is done: the joiner answers from the final results, and full
-    records would make most of its prompt.
-
-    With `settled_prefix` (a round still running) only the leading tasks that
-    have settled are shown, written as they will be once the round ends if
-    their readers still running succeed: the start of the joiner's prompt,
-    for the model to read ahead.
-    """
-    used = used or {}
-    lost = {
-        i for i, t in run.tasks.items() if t.status.is_final and t.status is not TaskStatus.DONE
-    }
-    readers: dict[TaskId, list[TaskId]] = {}
-    for task in run.tasks.values():
-        for dep in task.dependencies:
-            readers.setdefault(dep, []).append(task.id)
-    seen: list[Observation] = []
-    for task in run.tasks.values():
-        if not task.status.is_final:
-            if settled_prefix:
-                break
-            continue  # only a snapshot of a running round has these
-        call = run_call_text(run, task.id)
-        if task.status is not TaskStatus.DONE:
-            seen.append((task.id, call, f"error: {task.error}"))
-            continue
-        output, fields = task.output, used.get(task.id)
-        its_readers = readers.get(task.id, ())
-        if settled_prefix:  # a reader still running is assumed to succeed
-            complete = lost.isdisjoint(its_readers)
-        else:
-            complete = all(run.tasks[r].status is TaskStatus.DONE for r in its_readers)
-        if fields and isinstance(output, Mapping) and complete:
-            output = {k: v for k, v in output.items() if k == "name" or k in fields}
-        seen.append((task.id, call, result_text(output)))
-    return seen
-
-
-def run_call_text(run: RunResult, task_id: str) -> str:
-    """The call of a finished task, written with its resolved arguments."""
-    task = run.tasks[TaskId(task_id)]
-    return _call_text(task.tool, task.arguments)
-
-
-def _call_text(tool: str, arguments: Mapping[str, Any] | None) -> str:
-    inner = ", ".join(
-        f"{k}={json.dumps(v, ensure_ascii=False, default=str)}"
-        for k, v in (arguments or {}).items()
-    )
-    return f"{tool}({inner})"
 
 
 def _tool_span(run: RunResult) -> float:

@@ -79,6 +79,9 @@ class AgentResult:
     """Where the time went."""
     error: str | None = None
     """Why the run failed, when it did."""
+    model_failed: bool = False
+    """Whether it failed because the model could not be used (unreachable,
+    too slow, or its replies unreadable), not because of the plan or tools."""
     exhausted: str | None = None
     """Which budget ran out ("tool_calls", "deadline", "tokens", "cost"), if one did."""
     started_at: float = 0.0

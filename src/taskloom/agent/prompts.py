@@ -123,7 +123,8 @@ def planner_messages(
         text, error = repair
         request += (
             f"\n\nYour plan so far:\n{text.rstrip()}\n\nIt has an error: {error}\n"
-            "Write the plan again from its first call, with the error fixed."
+            "Write the plan again from its first call, with the error fixed; "
+            "repeat the calls above that are right exactly as they are."
         )
     messages.append(Message("user", request))
     return messages

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from taskloom._ids import TaskId
 from taskloom.agent._agent import uses_grammar
 from taskloom.agent._decision import Decision, Finish
+from taskloom.agent._feed import nothing_succeeded
 from taskloom.agent._grammar import react_grammar
 from taskloom.agent._result import AgentResult, LLMCall, Timings
 from taskloom.agent.prompts import react_messages, result_text, result_values
@@ -87,6 +88,7 @@ class ReActAgent:
         calls: list[LLMCall] = []
         decision: Decision | None = None
         error: str | None = None
+        model_failed = False
         try:
             for number in range(1, self.max_steps + 1):
                 last = number == self.max_steps
@@ -119,9 +121,13 @@ class ReActAgent:
                     timings.makespan_s += run.makespan
                 steps.append((text, observation))
         except ModelError as exc:
-            error = str(exc)
+            error, model_failed = str(exc), True
         timings.total_s = time.monotonic() - started
-        answer = decision.answer if isinstance(decision, Finish) else None
+        succeeded = any(t.status is TaskStatus.DONE for run in runs for t in run.tasks.values())
+        if error is None and not succeeded:
+            tried = [(str(n), _action(text), seen) for n, (text, seen) in enumerate(steps, 1)]
+            error = nothing_succeeded(tried)  # a Finish now could only be made up
+        answer = decision.answer if isinstance(decision, Finish) and error is None else None
         return AgentResult(
             question=question,
             answer=answer,
@@ -132,6 +138,7 @@ class ReActAgent:
             llm_calls=calls,
             timings=timings,
             error=error,
+            model_failed=model_failed,
             started_at=started,
         )
 

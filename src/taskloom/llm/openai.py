@@ -7,13 +7,14 @@ Ollama and others. Every httpx exception is translated to `ModelError` here.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio
 import httpx
@@ -21,7 +22,14 @@ import httpx
 from taskloom.errors import ConfigError, ModelError
 from taskloom.llm._protocol import GenerationOptions, Message, _ChatModelBase, _StreamEnd
 
-__all__ = ["OpenAICompatible"]
+__all__ = ["DEFAULT_READ_TIMEOUT_S", "DEFAULT_TOTAL_TIMEOUT_S", "OpenAICompatible"]
+
+DEFAULT_READ_TIMEOUT_S = 120.0
+"""How long a server may stay silent, before its first byte or between bytes."""
+DEFAULT_TOTAL_TIMEOUT_S = 300.0
+"""How long one model call may take in all, retries included."""
+
+T = TypeVar("T")
 
 _RETRY_STATUS = frozenset({408, 409, 429})
 _MAX_RETRY_AFTER_S = 60.0
@@ -44,6 +52,11 @@ class OpenAICompatible(_ChatModelBase):
     retried with exponential backoff and jitter. After text has been streamed
     nothing is retried, since the caller has already seen part of the reply.
 
+    Every call has two time limits: the longest silence (`timeout`, before
+    the first byte and between bytes) and its whole length (`total_timeout`,
+    retries and their waits included), so a server that keeps sending
+    keep-alive bytes without an answer fails the call too.
+
     Every request uses its own short-lived connection, so an instance needs no
     closing and works from any event loop.
     """
@@ -54,7 +67,8 @@ class OpenAICompatible(_ChatModelBase):
         model: str,
         *,
         api_key: str | None = None,
-        timeout: float = 120.0,
+        timeout: float = DEFAULT_READ_TIMEOUT_S,
+        total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT_S,
         connect_timeout: float = 10.0,
         max_retries: int = 2,
         backoff: float = 0.5,
@@ -69,9 +83,10 @@ class OpenAICompatible(_ChatModelBase):
             model: The model name to request, also this model's `name`.
             api_key: Sent as a bearer token when given.
             timeout: Seconds the server may stay silent (before the first
-                byte, and between chunks) before the request fails. There is
-                no limit on a reply's total time: wrap the call in
-                `anyio.fail_after` for that.
+                byte, and between bytes) before the call fails.
+            total_timeout: Seconds one call may take from its start to the
+                end of the reply, retries included, before it fails; None for
+                no limit. Time the caller spends between chunks counts too.
             connect_timeout: Seconds to establish a connection.
             max_retries: Extra attempts after a retryable failure.
             backoff: Delay before the first retry in seconds; doubled each
@@ -92,8 +107,15 @@ class OpenAICompatible(_ChatModelBase):
             raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
         if not model:
             raise ConfigError("model name must not be empty")
-        if timeout <= 0 or connect_timeout <= 0:
-            raise ConfigError("timeouts must be positive")
+        if (
+            timeout <= 0
+            or connect_timeout <= 0
+            or (total_timeout is not None and total_timeout <= 0)
+        ):
+            raise ConfigError(
+                f"timeouts must be positive, got timeout={timeout:g}, "
+                f"total_timeout={total_timeout}, connect_timeout={connect_timeout:g}"
+            )
         if max_retries < 0 or backoff < 0 or max_backoff < 0:
             raise ConfigError("max_retries, backoff and max_backoff must be >= 0")
         if json_mode not in ("json_schema", "json_object"):
@@ -106,6 +128,7 @@ class OpenAICompatible(_ChatModelBase):
         self._url = f"{self.base_url}/chat/completions"
         self._api_key = api_key
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.total_timeout = total_timeout
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._json_mode = json_mode
@@ -117,6 +140,13 @@ class OpenAICompatible(_ChatModelBase):
         """The requested model name."""
         return self.model
 
+    @property
+    def read_timeout(self) -> float:
+        """Seconds the server may stay silent before a call fails."""
+        read = self._timeout.read
+        assert read is not None  # set from a positive number
+        return read
+
     def __repr__(self) -> str:
         return f"<OpenAICompatible {self.model} at {self.base_url}>"
 
@@ -124,22 +154,31 @@ class OpenAICompatible(_ChatModelBase):
         self, messages: tuple[Message, ...], options: GenerationOptions
     ) -> AsyncIterator[str | _StreamEnd]:
         body = _request_body(self.model, messages, options, self._json_mode)
+        limit = math.inf if self.total_timeout is None else self.total_timeout
+        deadline = anyio.current_time() + limit
         attempt = 0
         while True:
             try:
                 # The attempt only raises _Retry before it has yielded any text.
-                async with aclosing(self._attempt(body)) as items:
+                async with aclosing(self._attempt(body, deadline)) as items:
                     async for item in items:
                         yield item
                 return
             except _Retry as exc:
+                tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
+                delay = self._delay(attempt, exc.retry_after)
                 if attempt >= self.max_retries:
-                    tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
-                    raise ModelError(
-                        self.name, f"{exc.problem} (gave up after {tries})", retryable=True
-                    ) from (exc.__cause__ or exc)
-                await anyio.sleep(self._delay(attempt, exc.retry_after))
-                attempt += 1
+                    problem = f"{exc.problem} (gave up after {tries})"
+                elif anyio.current_time() + delay >= deadline:
+                    problem = (
+                        f"{exc.problem} (gave up after {tries}: another would pass "
+                        f"the call's {limit:g}s time limit)"
+                    )
+                else:
+                    await anyio.sleep(delay)
+                    attempt += 1
+                    continue
+                raise ModelError(self.name, problem, retryable=True) from (exc.__cause__ or exc)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -147,12 +186,17 @@ class OpenAICompatible(_ChatModelBase):
         # Full jitter: clients that failed together do not retry together.
         return random.uniform(0, min(self._max_backoff, self._backoff * 2**attempt))
 
-    async def _attempt(self, body: dict[str, Any]) -> AsyncGenerator[str | _StreamEnd, None]:
+    async def _attempt(
+        self, body: dict[str, Any], deadline: float
+    ) -> AsyncGenerator[str | _StreamEnd, None]:
         """One request: yield text chunks, then the model's counts.
+
+        Every wait on the server ends at `deadline` (in `anyio.current_time()`
+        seconds); no cancel scope is held across a `yield`.
 
         Raises:
             _Retry: if the request failed retryably before any text came.
-            ModelError: for every other failure.
+            ModelError: for every other failure, and when `deadline` passes.
 
         """
         headers = {"Accept": "text/event-stream"}
@@ -160,23 +204,41 @@ class OpenAICompatible(_ChatModelBase):
             headers["Authorization"] = f"Bearer {self._api_key}"
         emitted = 0
         try:
-            async with (
-                httpx.AsyncClient(
-                    transport=self._transport,
-                    verify=await self._ssl_context(),
-                    timeout=self._timeout,
-                    headers=headers,
-                ) as client,
-                client.stream("POST", self._url, json=body) as response,
-            ):
-                await self._check_status(response)
-                async with aclosing(self._parse(response)) as items:
-                    async for item in items:
-                        if isinstance(item, str):
-                            emitted += len(item)
-                        yield item
+            async with httpx.AsyncClient(
+                transport=self._transport,
+                verify=await self._ssl_context(),
+                timeout=self._timeout,
+                headers=headers,
+            ) as client:
+                request = client.build_request("POST", self._url, json=body)
+                response = await self._before(deadline, client.send(request, stream=True), 0)
+                try:
+                    await self._before(deadline, self._check_status(response), 0)
+                    async with aclosing(self._parse(response)) as items:
+                        while True:
+                            item = await self._before(deadline, anext(items, None), emitted)
+                            if item is None:
+                                return
+                            if isinstance(item, str):
+                                emitted += len(item)
+                            yield item
+                finally:
+                    await response.aclose()
         except httpx.HTTPError as exc:
             raise self._translate(exc, emitted) from exc
+
+    async def _before(self, deadline: float, step: Awaitable[T], emitted: int) -> T:
+        """Await `step`, or fail with ModelError once the call's time limit has passed."""
+        with anyio.CancelScope(deadline=deadline):
+            return await step
+        limit = self.total_timeout or 0.0
+        got = f"after {emitted} chars of partial output" if emitted else "with no output"
+        raise ModelError(
+            self.name,
+            f"no complete reply from {self._url} within the call's {limit:g}s time limit "
+            f"(stopped {got}; a longer limit: total_timeout=, or TASKLOOM_MODEL_TIMEOUT)",
+            retryable=True,
+        )
 
     async def _ssl_context(self) -> ssl.SSLContext | bool:
         if self._transport is not None:
@@ -209,7 +271,10 @@ class OpenAICompatible(_ChatModelBase):
             # would double the wait, so the caller decides.
             read = self._timeout.read
             return ModelError(
-                self.name, f"no reply from {self._url} within {read:g}s", retryable=True
+                self.name,
+                f"no reply from {self._url} within {read:g}s of silence "
+                "(a longer wait: timeout=, or TASKLOOM_READ_TIMEOUT)",
+                retryable=True,
             )
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
             return _Retry(f"cannot connect to {self._url} ({what})")

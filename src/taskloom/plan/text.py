@@ -53,6 +53,7 @@ class PlanParser:
         known: Collection[TaskId] = (),
         forward_refs: bool = False,
         first_line: int = 1,
+        rewritable: Collection[TaskId] = (),
     ) -> None:
         """Start a parser.
 
@@ -62,12 +63,16 @@ class PlanParser:
             forward_refs: accept references to tasks not seen yet; the caller
                 checks the whole plan at the end (`Plan.parse` does).
             first_line: the line number of the first line fed, for messages.
+            rewritable: ids among `known` that a line may write once more (a
+                plan written again after an error): such a task is returned
+                like any other, and the caller compares it with the one it holds.
 
         """
         from taskloom.plan._plan import tool_map
 
         self._tools = tool_map(tools)
         self._seen: set[TaskId] = set(known)
+        self._rewritable = set(rewritable)
         self._forward_refs = forward_refs
         self._line_no = first_line - 1
         self._buffer = ""
@@ -205,7 +210,9 @@ class PlanParser:
                     position=Position(self._line_no, column + 1),
                     line_text=line,
                 )
-        if task_id in self._seen:
+        if task_id in self._rewritable:
+            self._rewritable.discard(task_id)  # written again once; a second time is a repeat
+        elif task_id in self._seen:
             raise PlanError(
                 f"task id {task_id} is used twice; every task needs its own number",
                 task_id=task_id,

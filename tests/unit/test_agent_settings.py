@@ -1,0 +1,103 @@
+"""An agent request records its agent's settings; `Agent.from_store` builds that agent again."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from chat_server import chat_server
+from taskloom import Agent, Budget, Price, UserError
+from taskloom.cli import load_tools
+from taskloom.llm import OpenAICompatible
+from taskloom.store import Store
+from taskloom.testing import ScriptedModel
+from taskloom.tools.world import WORLD_TOOLS
+
+pytestmark = pytest.mark.anyio
+
+TOOLS = """
+import taskloom
+
+@taskloom.tool
+def shout(text: str) -> str:
+    '''Upper-case a text.'''
+    return text.upper()
+"""
+PLAN = '1. country("Japan")\n2. shout($1.capital)\n3. join()'
+FINISH = "Thought: shouted.\nAction: Finish(TOKYO)"
+
+
+async def test_from_store_rebuilds_the_recorded_agent(tmp_path: Path) -> None:
+    tools_file = tmp_path / "settings_tools.py"
+    tools_file.write_text(TOOLS)
+    budget = Budget(tool_calls=9, tokens=10_000, prices={"scripted": Price(prompt=1, completion=2)})
+    with chat_server([PLAN, FINISH]) as server, Store.open(tmp_path / "s.sqlite3") as store:
+        model = OpenAICompatible(server.url, "scripted", timeout=7, total_timeout=70)
+        agent = Agent(
+            tools=load_tools(str(tools_file)),
+            model=model,
+            max_replans=1,
+            max_repairs=0,
+            max_concurrency=2,
+            tool_latency=0.01,
+            budget=budget,
+            store=store,
+        )
+        with anyio.fail_after(30):
+            result = await agent.run("Shout the capital of Japan")
+        assert result.status == "answered"
+        (run,) = store.runs()
+        again = Agent.from_store(store, run.id)
+    assert [t.name for t in again.tools] == [t.name for t in agent.tools]
+    assert again.tools[-1].is_async  # the recorded latency wraps every tool again
+    assert (again.max_replans, again.max_repairs, again.max_concurrency) == (1, 0, 2)
+    assert (again.tool_latency, again.grammar, again.budget) == (0.01, False, budget)
+    assert again.store is store
+    rebuilt = again.model
+    assert isinstance(rebuilt, OpenAICompatible)
+    assert (rebuilt.base_url, rebuilt.model) == (server.url, "scripted")
+    assert (rebuilt.read_timeout, rebuilt.total_timeout) == (7, 70)
+
+
+async def test_a_model_taskloom_cannot_build_must_be_given(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        agent = Agent(
+            tools=WORLD_TOOLS,
+            model=ScriptedModel(['1. math("1+1")\n2. join()', "Action: Finish(2)"]),
+            store=store,
+        )
+        await agent.run("1+1?")
+        (run,) = store.runs()
+        with pytest.raises(UserError, match="cannot build again; give a model"):
+            Agent.from_store(store, run.id)
+        given = ScriptedModel([])
+        assert Agent.from_store(store, run.id, model=given).model is given
+
+
+async def test_tools_that_cannot_be_found_again_must_be_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools_file = tmp_path / "gone_tools.py"
+    tools_file.write_text(TOOLS)
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        model = ScriptedModel(['1. shout("a")\n2. join()', "Action: Finish(A)"])
+        await Agent(tools=load_tools(str(tools_file)), model=model, store=store).run("shout a")
+        (run,) = store.runs()
+        tools_file.unlink()
+        monkeypatch.delitem(sys.modules, "gone_tools")  # as in a new process
+        with pytest.raises(UserError, match="gone_tools.*give the tools again"):
+            Agent.from_store(store, run.id, model=model)
+        found = Agent.from_store(store, run.id, model=model, tools=WORLD_TOOLS)
+        assert {t.name for t in found.tools} == {t.name for t in WORLD_TOOLS}
+
+
+async def test_from_store_refuses_a_plan_run(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        journal = store.journal(request="p.plan", config={})
+        journal.end("completed")
+        await journal.flush()
+        with pytest.raises(UserError, match="is a plan run"):
+            Agent.from_store(store, journal.run_id)
