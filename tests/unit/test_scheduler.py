@@ -1,7 +1,7 @@
 import asyncio
 import threading
-from types import SimpleNamespace
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
