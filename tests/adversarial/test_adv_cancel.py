@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import threading
 
 import pytest
 
@@ -93,3 +95,46 @@ def test_a_signal_stops_exec_json_with_a_notice_on_stderr_only(cli) -> None:
     assert outcome.stdout == ""  # stdout stays clean for JSON readers
     assert "interrupted by SIGINT" in outcome.stderr
     cli.assert_store_intact()
+
+
+class SilentServer:
+    """A model server on loopback that accepts a request and never answers."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.asked = threading.Event()
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            conn.recv(65536)
+            self.asked.set()
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_run_while_it_waits_for_the_model(cli, sig: signal.Signals) -> None:
+    server = SilentServer()
+    try:
+        url = f"http://127.0.0.1:{server.port}/v1"
+        process = cli.start("run", "Population of France?", "--base-url", url, "--model", "m")
+        cli.wait_for(server.asked.is_set, "the planner's request")
+        outcome = cli.interrupt(process, sig)
+    finally:
+        server.close()
+    assert outcome.code == 128 + sig, (outcome.code, outcome.stderr[-2000:])
+    assert "Traceback" not in outcome.stderr, outcome.stderr[-2000:]
+    assert f"interrupted by {sig.name}" in outcome.stderr.strip().splitlines()[-1]
+    cli.assert_store_intact()
+    assert list(cli.statuses().values()) == ["cancelled"]
