@@ -132,8 +132,8 @@ class LiveProgress:
         )
 
 
-def render_summary(result: RunResult, console: Console) -> None:
-    """Print every task's outcome and the run's timing summary."""
+def render_summary(result: RunResult, console: Console, *, within_agent: bool = False) -> None:
+    """Print every task's outcome and the run's timing summary (see `timing_line`)."""
     title = Text(f"run {result.run_id}: {result.status}")
     table = Table(title=title, title_justify="left", expand=True)
     table.add_column("task", no_wrap=True, min_width=4)
@@ -158,14 +158,31 @@ def render_summary(result: RunResult, console: Console) -> None:
         console.print(f"... and {len(shown) - 200} more tasks")
     if result.plan_error is not None:
         console.print(Text(f"plan error: {result.plan_error}", style="red"))
+    console.print(Text(timing_line(result, within_agent=within_agent)))
+
+
+def timing_line(result: RunResult, *, within_agent: bool = False) -> str:
+    """The run's timings in words a person reads correctly.
+
+    Parallelism (the sum of task times over the makespan) is shown only when
+    it says something: at least two tasks ran and, on average, at least one
+    was running. Below that the run mostly waited (for a plan being written,
+    for a free thread), and the share of the run's time tools were busy says
+    so plainly. In an agent's round the wall time includes the planner's
+    writing, so tool time and wall time are shown side by side instead.
+    """
     path = " -> ".join(result.critical_path) or "-"
-    console.print(
-        Text(
-            f"makespan {result.makespan:.3f}s · critical path {result.critical_path_s:.3f}s "
-            f"({_short(path)}) · sum of task times {result.work:.3f}s · "
-            f"parallelism {result.parallelism:.2f}x"
-        )
-    )
+    critical = f"critical path {result.critical_path_s:.3f}s ({_short(path)})"
+    work, span = result.work, result.makespan
+    if within_agent:
+        return f"tools ran {work:.3f}s in all over {span:.3f}s of wall time · {critical}"
+    ran = sum(1 for t in result.tasks.values() if t.started_at is not None)
+    line = f"makespan {span:.3f}s · {critical} · sum of task times {work:.3f}s"
+    if ran < 2 or span <= 0:
+        return line
+    if work >= span:
+        return f"{line} · parallelism {result.parallelism:.2f}x"
+    return f"{line} · tools busy {work / span:.0%} of the makespan"
 
 
 def render_agent_summary(result: AgentResult, console: Console) -> None:
@@ -176,7 +193,7 @@ def render_agent_summary(result: AgentResult, console: Console) -> None:
         console.print(Text(attempt.text.strip() or "(empty)", style="dim"))
     for run in result.rounds:
         if run.tasks:
-            render_summary(run, console)
+            render_summary(run, console, within_agent=True)
     if result.status == "answered":
         console.print(Text.assemble(("answer: ", "bold green"), result.answer or ""))
     else:

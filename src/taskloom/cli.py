@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
 import os
+import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TextIO, TypeVar
@@ -208,7 +210,7 @@ def _resume_agent(
             store, run_id, tools=load_tools(tools) if tools else None, model=chosen
         )
         with _tool_output_to_stderr(as_json):
-            result = anyio.run(agent.resume, run_id)
+            result = _run_stoppable(errors, agent.resume, run_id)
     except TaskloomError as exc:
         _fail(errors, str(exc))
     finally:
@@ -279,14 +281,67 @@ def _run_live(console: Console, go: Any, *, live: bool, store: Store | None) -> 
     """Run `go(listener)` with live progress when on a terminal; close the store after."""
     try:
         if not live:
-            return anyio.run(go, None)
+            return _run_stoppable(console, go, None)
         with LiveProgress(console) as progress:
-            return anyio.run(go, progress.on_event)
+            return _run_stoppable(console, go, progress.on_event)
     except TaskloomError as exc:
         _fail(console, str(exc))
     finally:
         if store is not None:
             store.close()
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _run_stoppable(console: Console, go: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run `go(*args)` with anyio; Ctrl-C (SIGINT) or SIGTERM cancels it.
+
+    The first signal cancels `go` like any caller's cancellation: running
+    tools stop, the run is recorded `cancelled`, and the command exits with
+    128 + the signal's number (130, 143) after a one-line notice. A second
+    signal exits at once, without waiting for tools to clean up (the run is
+    then reads `abandoned` in the store, and can be resumed).
+
+    Returns:
+        What `go` returned.
+
+    Raises:
+        typer.Exit: when a signal stopped the command.
+
+    """
+    stopped: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals, scope: anyio.CancelScope) -> None:
+        if stopped:
+            _notice(f"{sig.name} again: exiting without waiting for tools to stop")
+            os._exit(128 + sig)
+        stopped.append(sig)
+        scope.cancel()
+
+    async def main() -> T | None:
+        loop = asyncio.get_running_loop()
+        with anyio.CancelScope() as scope:
+            for sig in _STOP_SIGNALS:
+                loop.add_signal_handler(sig, on_signal, sig, scope)
+            try:
+                return await go(*args)
+            finally:
+                for sig in _STOP_SIGNALS:
+                    loop.remove_signal_handler(sig)
+        return None  # cancelled by a signal
+
+    outcome = anyio.run(main)
+    if stopped:
+        sig = stopped[0]
+        _notice(f"interrupted by {sig.name}: the run was cancelled")
+        raise typer.Exit(128 + sig)
+    return outcome  # type: ignore[return-value]  # None only when a signal stopped it
+
+
+def _notice(message: str) -> None:
+    """One line on stderr, also when the command prints JSON on stdout."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _print_agent(console: Console, result: Any, *, as_json: bool) -> None:
@@ -539,10 +594,10 @@ def run_(
     try:
         if progress is None:
             with _tool_output_to_stderr(as_json):
-                result = anyio.run(go)
+                result = _run_stoppable(console, go)
         else:
             with progress:
-                result = anyio.run(go)
+                result = _run_stoppable(console, go)
     except TaskloomError as exc:
         _fail(console, str(exc))
     finally:
@@ -633,8 +688,9 @@ def batch(
             bar.advance(job)
 
         try:
-            anyio.run(
-                lambda: run_batch(planner, requests, concurrency=concurrency, on_result=on_result)
+            _run_stoppable(
+                console,
+                lambda: run_batch(planner, requests, concurrency=concurrency, on_result=on_result),
             )
         except TaskloomError as exc:
             _fail(console, str(exc))

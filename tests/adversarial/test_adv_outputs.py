@@ -83,7 +83,7 @@ def dies_once(x: int) -> int:
 @taskloom.tool
 def chatty(text: str) -> str:
     """Prints through sys.stdout and straight to file descriptor 1."""
-    print("chatty prints", text)
+    print(f"chatty prints {text}")  # one write: threads may interleave writes
     os.write(1, b"chatty writes to fd 1\\n")
     return text
 
@@ -91,7 +91,7 @@ def chatty(text: str) -> str:
 @taskloom.tool
 async def chatty_async(text: str) -> str:
     """Prints from the event loop."""
-    print("chatty_async prints", text, flush=True)
+    print(f"chatty_async prints {text}", flush=True)
     return text
 '''
 

@@ -16,7 +16,7 @@ def test_exec_runs_the_example_plan_and_summarises(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "completed" in result.output
     assert "makespan" in result.output and "critical path" in result.output
-    assert "parallelism" in result.output
+    assert "sum of task times" in result.output
 
 
 def test_exec_json_gives_the_run_result() -> None:

@@ -333,6 +333,12 @@ class Agent:
             )
         except ModelError as exc:
             error, spend.model_failed = str(exc), True
+        except anyio.get_cancelled_exc_class():
+            await _record_end(spend.journal, "cancelled", exhausted=spend.exhausted)
+            raise
+        except BaseException:
+            await _record_end(spend.journal, "failed", exhausted=spend.exhausted)
+            raise
         result = self._result(question, started, timings, rounds, decisions, joins, error, spend)
         if spend.journal is not None:
             with anyio.CancelScope(shield=True):
@@ -709,6 +715,19 @@ class Agent:
         if isinstance(decision, Finish) and not decision.answer:
             decision = Finish(answer=_fallback_answer(history), thought=decision.thought)
         return decision, call
+
+
+async def _record_end(journal: RunJournal | None, status: str, *, exhausted: str | None) -> None:
+    """Record, shielded, how a request ended that stopped by an exception (a cancellation).
+
+    Raises:
+        StoreError: if the store failed.
+
+    """
+    if journal is not None:
+        with anyio.CancelScope(shield=True):
+            journal.end(status, exhausted=exhausted)
+            await journal.flush()
 
 
 def _tool_span(run: RunResult) -> float:

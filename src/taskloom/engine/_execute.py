@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from taskloom._ids import RunId, TaskId
 from taskloom.engine._budget import Budget
@@ -115,34 +116,52 @@ async def open_run(
         first_seq=first_seq,
     )
     failure: Exception | None = None
-    with roomy_gc():
-        async with anyio.create_task_group() as tg:
-            run._attach(tg)
-            if journal is not None:
-                journal.attach(run)
-            try:
-                yield run
-            except Exception as exc:
-                # Re-raised below, outside the task group, so the caller gets the
-                # error itself rather than an ExceptionGroup around it.
-                run.cancel(reason=f"the code driving the run raised {type(exc).__name__}")
-                failure = exc
-            except BaseException:
-                run.cancel(reason="the code driving the run was cancelled")
-                raise
-            else:
-                run.close()
-                await run.wait()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await run._hosts_ended()
+    try:
+        with roomy_gc():
+            async with anyio.create_task_group() as tg:
+                run._attach(tg)
+                if journal is not None:
+                    journal.attach(run)
+                try:
+                    # Cancelled already: no task of this run may start, not even
+                    # in the turn in which the block's first await meets it.
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+                    yield run
+                except Exception as exc:
+                    # Re-raised below, outside the task group, so the caller gets the
+                    # error itself rather than an ExceptionGroup around it.
+                    run.cancel(reason=f"the code driving the run raised {type(exc).__name__}")
+                    failure = exc
+                except BaseException:
+                    run.cancel(reason="the code driving the run was cancelled")
+                    raise
+                else:
+                    run.close()
+                    await run.wait()
+                finally:
+                    # Whatever ended the wait (the caller's cancellation, a crashed
+                    # host): the tools still running must stop before we leave.
+                    if not run.finished:
+                        run.cancel(reason=_why_stopped(run))
+                    with anyio.CancelScope(shield=True):
+                        await run._hosts_ended()
+    finally:
+        if journal is not None:
+            with anyio.CancelScope(shield=True):  # what ran, and how it ended, must reach the disk
+                await journal.close(run.result())
     if run.crash is not None:
         raise run.crash
-    if journal is not None:
-        with anyio.CancelScope(shield=True):  # what ran must reach the disk
-            await journal.close(run.result())
     if failure is not None:
         raise failure
+    # A cancellation that arrived while the journal was closing is delivered
+    # here, so the caller's scope sees it (the shield only postponed it).
+    await anyio.lowlevel.checkpoint_if_cancelled()
+
+
+def _why_stopped(run: Run) -> str:
+    if run.crash is not None:
+        return f"the run crashed: {type(run.crash).__name__}"
+    return "the caller was cancelled"
 
 
 async def execute(

@@ -587,7 +587,6 @@ class Run:
         # Cancelling one task cancels its asyncio task (see `_cancel_node`);
         # a cancel scope per task would cost a sixth of the per-task budget.
         # That CancelledError ends the host; `_host_done` expects it.
-        node.started_at = time.monotonic()
         arguments = self._arguments(node)
         if isinstance(arguments, BadArguments):
             self._fail(node, arguments)
@@ -609,6 +608,9 @@ class Run:
         if tool.is_async and tool.policy.simple:
             # The common case, inlined: one coroutine less per task.
             node.attempts = 1
+            # Timed from the call itself: after its arguments, the journal's
+            # barrier and any wait for a slot (`Tool.call` does the same).
+            node.started_at = time.monotonic()
             try:
                 output = await tool.fn(**arguments)
             except asyncio.CancelledError:
@@ -670,10 +672,10 @@ class Run:
         timeout = tool.policy.timeout
         try:
             if timeout is None:
-                output = await tool.call(arguments)
+                output = await tool.call(arguments, times=node)
             else:
                 with anyio.move_on_after(timeout) as deadline:
-                    output = await tool.call(arguments)
+                    output = await tool.call(arguments, times=node)
                 if deadline.cancelled_caught:
                     return ToolTimedOut(
                         task_id, tool.name, timeout, thread_abandoned=not tool.is_async
@@ -752,7 +754,10 @@ class Run:
 
     def _release(self, node: Node) -> None:
         """Give back a running task's slots and count it as settled."""
-        node.finished_at = time.monotonic()
+        if node.finished_at is None or node.status is TaskStatus.CANCELLED:
+            # Not when a worker thread recorded when the call ended: the time the
+            # loop took to read its result is not the tool's.
+            node.finished_at = time.monotonic()
         self._running -= 1
         if not self._unlimited:
             self._per_tool[node.tool.name] -= 1

@@ -86,9 +86,12 @@ class TaskResult:
     attempts: int = 0
     """How many times the tool was called."""
     started_at: float | None = None
-    """When its first attempt began, in monotonic seconds."""
+    """When its tool was first really called, in monotonic seconds: after its
+    arguments were resolved, its start committed and any rate-limit wait; for
+    a sync tool, when a worker thread picked the call up. None if never called."""
     finished_at: float | None = None
-    """When it reached its final status, in monotonic seconds."""
+    """When it reached its final status (for a sync tool: when its function
+    returned), in monotonic seconds."""
 
     @property
     def duration(self) -> float:

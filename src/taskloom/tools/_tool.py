@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import inspect
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
 import anyio
-import anyio.to_thread
 import pydantic
 
 from taskloom._text import clip, quoted, short_repr
 from taskloom.errors import ToolDefinitionError
+from taskloom.tools._threads import ThreadCall, run_in_thread
 
-__all__ = ["CallPolicy", "Tool", "tool"]
+__all__ = ["CallPolicy", "CallTimes", "Tool", "tool"]
 
 RESERVED_NAME = "join"
 """The plan language's `join()`, which ends a plan, so no tool may have this name."""
@@ -225,18 +227,52 @@ class Tool:
         clone.is_async = True
         return clone
 
-    async def call(self, arguments: Mapping[str, Any]) -> Any:
-        """Call the function with validated arguments; sync functions run in a thread."""
+    async def call(self, arguments: Mapping[str, Any], *, times: CallTimes | None = None) -> Any:
+        """Call the function with validated arguments; sync functions run in a thread.
+
+        A sync function runs on one of taskloom's daemon worker threads.
+        Cancelling the call (a timeout, say) abandons it: it runs on to its
+        end on its thread, its result is dropped, and the process does not
+        wait for it when it exits.
+
+        Args:
+            arguments: the validated arguments, by parameter name.
+            times: where to record when the call really ran: `started_at` is
+                set if still None (for a sync function: when a thread picked
+                it up, not when it began to wait for one); `finished_at` is set
+                to when a sync function returned, or None if it was abandoned.
+
+        Returns:
+            What the function returned.
+
+        Raises:
+            Exception: whatever the function raised.
+
+        """
         if self.is_async:
+            if times is not None and times.started_at is None:
+                times.started_at = time.monotonic()
             return await self.fn(**arguments)
-        # abandon_on_cancel: a timeout or cancellation frees the run at once; the
-        # thread finishes on its own and its result is dropped.
-        result = await anyio.to_thread.run_sync(
-            functools.partial(_in_thread, self.fn, arguments), abandon_on_cancel=True
+        call = ThreadCall(
+            functools.partial(_in_thread, self.fn, arguments), asyncio.get_running_loop()
         )
+        try:
+            result = await run_in_thread(call)
+        finally:
+            if times is not None:
+                if times.started_at is None:
+                    times.started_at = call.started_at
+                times.finished_at = call.finished_at
         if type(result) is _Escaped:
             raise result.exc  # raised here, the caller catches it like an async tool's
         return result
+
+
+class CallTimes(Protocol):
+    """Where `Tool.call` records when a call really began and ended (monotonic seconds)."""
+
+    started_at: float | None
+    finished_at: float | None
 
 
 class _Escaped:
