@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["clip", "excerpt_at", "quoted", "short_repr"]
+__all__ = ["clip", "escape_surrogates", "excerpt_at", "quoted", "short_repr"]
 
 QUOTE_LIMIT = 60
 """Characters of a quoted word or value kept in a message."""
@@ -26,20 +26,33 @@ def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
     """
     if len(text) <= limit:
         return text
-    keep = max(limit - 3, 2)
-    head = keep * 2 // 3
-    tail = keep - head
-    return f"{text[:head]}...{text[len(text) - tail :]} ({len(text):,} characters)"
+    head, tail = _ends(text, limit)
+    return f"{head}...{tail} ({len(text):,} characters)"
 
 
 def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
     """`repr(text)`, or the reprs of its start and end when it is longer than `limit`."""
     if len(text) <= limit:
         return repr(text)
+    head, tail = _ends(text, limit)
+    return f"{head!r}...{tail!r} ({len(text):,} characters)"
+
+
+def _ends(text: str, limit: int) -> tuple[str, str]:
+    """The start and the end of a text too long to quote, about `limit` in all."""
     keep = max(limit - 3, 2)
     head = keep * 2 // 3
-    tail = keep - head
-    return f"{text[:head]!r}...{text[len(text) - tail :]!r} ({len(text):,} characters)"
+    return text[:head], text[len(text) - (keep - head) :]
+
+
+def escape_surrogates(text: str) -> str:
+    r"""`text` with every lone surrogate (which UTF-8 cannot hold) written as its escape.
+
+    Such text comes from an undecodable file name or a `\ud800` escape in a
+    plan; every printer, writer and encoder of it would fail. Inside JSON text
+    the escape is JSON's own, so the value reads back exactly.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def short_repr(value: Any, limit: int = QUOTE_LIMIT) -> str:

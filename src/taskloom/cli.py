@@ -26,7 +26,7 @@ from taskloom._console import (
     render_runs,
     render_summary,
 )
-from taskloom._text import clip
+from taskloom._text import clip, escape_surrogates
 from taskloom.engine import Budget, Price, RunResult, TaskStatus, execute
 from taskloom.errors import PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
@@ -164,13 +164,22 @@ def resume_(
         str | None,
         typer.Option("--tools", help="Extra tools; default: those the run was started with."),
     ] = None,
-    model: Model = None,
-    base_url: BaseUrl = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Another model than the one recorded (name or GGUF path)."),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="Another server than the one recorded.")
+    ] = None,
     api_key: ApiKey = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     store_path: StorePath = None,
 ) -> None:
-    """Finish a run whose process stopped: done tasks are kept, side effects never repeat."""
+    """Finish a run whose process stopped: done tasks are kept, side effects never repeat.
+
+    The run's recorded model is used unless --model or --base-url is given;
+    TASKLOOM_MODEL and TASKLOOM_BASE_URL do not replace it.
+    """
     console = Console(stderr=as_json)
     errors = Console(stderr=True)
     store = _open_store(errors, store_path)
@@ -210,7 +219,7 @@ def _resume_agent(
             store, run_id, tools=load_tools(tools) if tools else None, model=chosen
         )
         with _tool_output_to_stderr(as_json):
-            result = _run_stoppable(errors, agent.resume, run_id)
+            result = _run_stoppable(agent.resume, run_id)
     except TaskloomError as exc:
         _fail(errors, str(exc))
     finally:
@@ -281,9 +290,9 @@ def _run_live(console: Console, go: Any, *, live: bool, store: Store | None) -> 
     """Run `go(listener)` with live progress when on a terminal; close the store after."""
     try:
         if not live:
-            return _run_stoppable(console, go, None)
+            return _run_stoppable(go, None)
         with LiveProgress(console) as progress:
-            return _run_stoppable(console, go, progress.on_event)
+            return _run_stoppable(go, progress.on_event)
     except TaskloomError as exc:
         _fail(console, str(exc))
     finally:
@@ -294,14 +303,15 @@ def _run_live(console: Console, go: Any, *, live: bool, store: Store | None) -> 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _run_stoppable(console: Console, go: Callable[..., Awaitable[T]], *args: Any) -> T:
+def _run_stoppable(go: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run `go(*args)` with anyio; Ctrl-C (SIGINT) or SIGTERM cancels it.
 
     The first signal cancels `go` like any caller's cancellation: running
     tools stop, the run is recorded `cancelled`, and the command exits with
     128 + the signal's number (130, 143) after a one-line notice. A second
-    signal exits at once, without waiting for tools to clean up (the run is
-    then reads `abandoned` in the store, and can be resumed).
+    signal exits at once, without waiting for tools to clean up (the run then
+    reads `abandoned` in the store, and can be resumed). A signal that comes
+    too late to stop `go` (it returned anyway) changes nothing.
 
     Returns:
         What `go` returned.
@@ -311,6 +321,7 @@ def _run_stoppable(console: Console, go: Callable[..., Awaitable[T]], *args: Any
 
     """
     stopped: list[signal.Signals] = []
+    returned: list[T] = []
 
     def on_signal(sig: signal.Signals, scope: anyio.CancelScope) -> None:
         if stopped:
@@ -319,24 +330,23 @@ def _run_stoppable(console: Console, go: Callable[..., Awaitable[T]], *args: Any
         stopped.append(sig)
         scope.cancel()
 
-    async def main() -> T | None:
+    async def main() -> None:
         loop = asyncio.get_running_loop()
         with anyio.CancelScope() as scope:
             for sig in _STOP_SIGNALS:
                 loop.add_signal_handler(sig, on_signal, sig, scope)
             try:
-                return await go(*args)
+                returned.append(await go(*args))
             finally:
                 for sig in _STOP_SIGNALS:
                     loop.remove_signal_handler(sig)
-        return None  # cancelled by a signal
 
-    outcome = anyio.run(main)
-    if stopped:
-        sig = stopped[0]
-        _notice(f"interrupted by {sig.name}: the run was cancelled")
-        raise typer.Exit(128 + sig)
-    return outcome  # type: ignore[return-value]  # None only when a signal stopped it
+    anyio.run(main)
+    if returned:
+        return returned[0]
+    sig = stopped[0]  # nothing returned and nothing raised: a signal cancelled it
+    _notice(f"interrupted by {sig.name}: the run was cancelled")
+    raise typer.Exit(128 + sig)
 
 
 def _notice(message: str) -> None:
@@ -594,10 +604,10 @@ def run_(
     try:
         if progress is None:
             with _tool_output_to_stderr(as_json):
-                result = _run_stoppable(console, go)
+                result = _run_stoppable(go)
         else:
             with progress:
-                result = _run_stoppable(console, go)
+                result = _run_stoppable(go)
     except TaskloomError as exc:
         _fail(console, str(exc))
     finally:
@@ -689,8 +699,7 @@ def batch(
 
         try:
             _run_stoppable(
-                console,
-                lambda: run_batch(planner, requests, concurrency=concurrency, on_result=on_result),
+                lambda: run_batch(planner, requests, concurrency=concurrency, on_result=on_result)
             )
         except TaskloomError as exc:
             _fail(console, str(exc))
@@ -733,7 +742,7 @@ def _json_text(data: Any, *, indent: int | None = 2) -> str:
     except ValueError:  # a NaN or an infinity somewhere (rare): only then walk the data
         text = json.dumps(_finite(data), allow_nan=False, **options)
     # A lone surrogate can only sit inside a JSON string, where its escape is valid JSON.
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return escape_surrogates(text)
 
 
 def _finite(value: Any) -> Any:

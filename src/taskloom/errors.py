@@ -49,7 +49,7 @@ __all__ = [
 
 from dataclasses import dataclass
 
-from taskloom._text import clip, excerpt_at
+from taskloom._text import clip, escape_surrogates, excerpt_at
 
 
 class TaskloomError(Exception):
@@ -171,7 +171,7 @@ def _message_of(exc: BaseException) -> str:
         return "(its message cannot be shown)"
     # A lone surrogate (an undecodable file name, say) would break every
     # printer and writer of the message: it is kept as its escape.
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return escape_surrogates(text)
 
 
 class ToolTimedOut(RunError):

@@ -155,6 +155,8 @@ def killed_agent_run(cli, url: str) -> tuple[str, Path]:  # type: ignore[no-unty
 def test_resuming_a_killed_agent_run_uses_what_it_recorded(cli) -> None:  # type: ignore[no-untyped-def]
     with chat_server([PLAN, FINISH]) as server:
         run_id, _ = killed_agent_run(cli, server.url)
+        # The environment's model settings do not replace the recorded ones.
+        cli.env["TASKLOOM_BASE_URL"] = "http://127.0.0.1:9/v1"
         outcome = cli("resume", run_id, "--json")
         assert len(server.requests) == 2  # the recorded server answered the joiner
     assert outcome.code == 0, outcome.stderr

@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from taskloom._text import clip, escape_surrogates
 from taskloom.errors import StoreError
 
 __all__ = ["Json", "Writer", "explain"]
@@ -103,10 +104,7 @@ def _encode_escaped(params: tuple[Any, ...]) -> tuple[Any, ...]:
 
     In JSON text the escape is JSON's own, so the value reads back exactly.
     """
-    return tuple(
-        p.encode("utf-8", "backslashreplace").decode("utf-8") if type(p) is str else p
-        for p in _encode(params)
-    )
+    return tuple(escape_surrogates(p) if type(p) is str else p for p in _encode(params))
 
 
 class Writer:
@@ -255,7 +253,7 @@ class Writer:
         if isinstance(exc, sqlite3.Error):
             problem = explain("write", exc)
         else:  # a value that cannot be encoded or bound, or a bug of ours
-            problem = f"cannot write: {type(exc).__name__}: {_shorten(str(exc))}"
+            problem = f"cannot write: {type(exc).__name__}: {clip(str(exc), 200)}"
         self.failure = StoreError(self._path, problem + "; recording stopped")
         for ref in self._on_failure:
             callback = ref()
@@ -281,7 +279,3 @@ def _release(future: asyncio.Future[None], failure: StoreError | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(failure)
-
-
-def _shorten(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."

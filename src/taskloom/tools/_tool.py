@@ -246,7 +246,7 @@ class Tool:
             What the function returned.
 
         Raises:
-            Exception: whatever the function raised.
+            BaseException: whatever the function raised (SystemExit included).
 
         """
         if self.is_async:
