@@ -34,6 +34,11 @@ def tool_map(tools: Iterable[Tool] | Mapping[str, Tool] | None) -> dict[str, Too
 
     if tools is None:
         return {}
+    if isinstance(tools, str | bytes) or not isinstance(tools, Iterable | Mapping):
+        # A str is iterable too, and would be read one letter at a time.
+        raise UserError(
+            f"tools must be Tools (a list or a mapping by name), not {short_repr(tools)}"
+        )
     if isinstance(tools, Mapping):
         for key, item in tools.items():
             if not isinstance(item, Tool):
@@ -128,6 +133,7 @@ class Plan:
 
         Raises:
             PlanError: naming the task, the line and column, and what is wrong.
+            UserError: if `text` is neither str nor bytes, or `tools` are not Tools.
 
         """
         from taskloom.plan.text import PlanParser
