@@ -1,0 +1,76 @@
+"""A second sweep of bad input through the real command line: siblings of the first.
+
+Each row asserts the exit code, one short clear paragraph on stderr (never a
+traceback) and a store left intact.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:  # the `cli` fixture's class; conftest modules are not imported by name
+    from conftest import Cli
+
+BAD_PLANS: list[tuple[str, str | bytes, list[str]]] = [
+    # (case, plan file content, words the message must contain)
+    ("fullwidth task number", '１. country("France")\n', ["'１'", "digits 0-9", "line 1"]),
+    ("arabic-indic task number", '١. country("France")\n', ["digits 0-9"]),
+    ("half a surrogate pair", '1. country("\\ud800")\n', ["half of a surrogate pair", "line 1"]),
+    ("a low surrogate", '1. country("\\udc00x")\n', ["half of a surrogate pair"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "mentions"),
+    [case[1:] for case in BAD_PLANS],
+    ids=[case[0] for case in BAD_PLANS],
+)
+def test_a_bad_plan_file_is_a_clear_error(
+    cli: Cli, content: str | bytes, mentions: list[str]
+) -> None:
+    plan = cli.write("bad.plan", content)
+    outcome = cli("exec", plan)
+    cli.assert_clear_error(outcome, 2, mentions=mentions)
+    cli.assert_store_intact()
+    assert cli.statuses() == {}  # nothing was started
+
+
+def test_a_plan_file_that_starts_with_a_byte_order_mark_runs_every_task(cli: Cli) -> None:
+    plan = cli.write("bom.plan", b'\xef\xbb\xbf1. math("1 + 1")\n2. math("2 + 2")\n')
+    outcome = cli("exec", plan, "--json")
+    assert outcome.code == 0, outcome.stderr[-2000:]
+    assert sorted(json.loads(outcome.stdout)["tasks"]) == ["1", "2"]
+    cli.assert_store_intact()
+
+
+BAD_POLICIES: list[tuple[str, str, list[str]]] = [
+    ("timeout NaN", "timeout=float('nan')", ["tool shout", "timeout must be a number"]),
+    ("timeout text", "timeout='3'", ["tool shout", "timeout must be a number", "'3'"]),
+    ("fractional retries", "retries=2.5, idempotent=True", ["tool shout", "retries", "2.5"]),
+    ("retries True", "retries=True", ["tool shout", "retries must be a whole number"]),
+    ("negative timeout", "timeout=-1", ["tool shout", "timeout must be > 0"]),
+    ("a name that is no str", "name=3", ["name must be a str"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "mentions"),
+    [case[1:] for case in BAD_POLICIES],
+    ids=[case[0] for case in BAD_POLICIES],
+)
+def test_a_tool_with_a_bad_call_policy_is_a_clear_error(
+    cli: Cli, options: str, mentions: list[str]
+) -> None:
+    tools = cli.write(
+        "mytools.py",
+        f"import taskloom\n\n@taskloom.tool({options})\n"
+        "def shout(text: str) -> str:\n    return text.upper()\n",
+    )
+    plan = cli.write("p.plan", '1. shout("hi")\n')
+    outcome = cli("exec", plan, "--tools", tools)
+    cli.assert_clear_error(outcome, 2, mentions=mentions)
+    cli.assert_store_intact()
+    assert cli.statuses() == {}
