@@ -23,7 +23,7 @@ from taskloom._console import (
     render_runs,
     render_summary,
 )
-from taskloom._text import clip
+from taskloom._text import clip, printable
 from taskloom.engine import Budget, Price, RunResult, TaskStatus, execute
 from taskloom.errors import PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
@@ -616,7 +616,7 @@ def _fail(console: Console, message: str) -> typer.Exit:
     # On stderr, whatever stdout carries; a Text, not markup: the message
     # quotes user data, which may hold "[/]".
     err = console if console.stderr else Console(stderr=True)
-    text = Text.assemble(("error:", "red"), " ", clip(message, _MAX_MESSAGE))
+    text = Text.assemble(("error:", "red"), " ", printable(clip(message, _MAX_MESSAGE)))
     err.print(text, highlight=False, soft_wrap=True)  # one line per line, whatever the width
     raise typer.Exit(2)
 

@@ -7,6 +7,7 @@ traceback) and a store left intact.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 import pytest
@@ -74,3 +75,34 @@ def test_a_tool_with_a_bad_call_policy_is_a_clear_error(
     cli.assert_clear_error(outcome, 2, mentions=mentions)
     cli.assert_store_intact()
     assert cli.statuses() == {}
+
+
+def test_control_characters_in_outputs_and_calls_reach_the_terminal_as_escapes(cli: Cli) -> None:
+    tools = cli.write(
+        "mytools.py",
+        "import taskloom\n\n@taskloom.tool\ndef paint(text: str) -> str:\n"
+        "    return '\\x1b[31m' + text + '\\x1b]0;pwned\\x07'\n",
+    )
+    cli.env["COLUMNS"] = "400"
+    plan = cli.write("p.plan", '1. paint("hi")\n2. country("\\u001b[2J")\n')
+    outcome = cli("exec", plan, "--tools", tools)
+    assert outcome.code == 1, outcome.stderr[-2000:]  # task 2 fails: no such country
+    assert "\x1b" not in outcome.stdout
+    assert "\\x1b[31mhi\\x1b]0;pwned\\x07" in outcome.stdout
+    shown = cli("show", _run_id(outcome.stdout))
+    assert shown.code == 0, shown.stderr[-2000:]
+    assert "\x1b" not in shown.stdout and 'country("\\x1b[2J")' in shown.stdout
+    cli.assert_store_intact()
+
+
+def test_a_nul_byte_in_a_plan_line_is_shown_as_an_escape(cli: Cli) -> None:
+    plan = cli.write("p.plan", b'1. country("France")\x00\n')
+    outcome = cli("exec", plan)
+    cli.assert_clear_error(outcome, 2, mentions=["after the call", "\\x00"])
+    assert "\x00" not in outcome.stderr
+
+
+def _run_id(output: str) -> str:
+    match = re.search(r"run ([0-9a-f]{12})", output)
+    assert match, output[-2000:]
+    return match.group(1)
