@@ -106,3 +106,27 @@ def _run_id(output: str) -> str:
     match = re.search(r"run ([0-9a-f]{12})", output)
     assert match, output[-2000:]
     return match.group(1)
+
+
+@pytest.mark.parametrize("command", ["show", "resume"])
+@pytest.mark.parametrize(
+    ("run_id", "mentions"),
+    [("", ["give a run id"]), (" ", ["give a run id"]), ("f" * 100_000, ["no run", "100,000"])],
+    ids=["empty", "blank", "100,000 characters"],
+)
+def test_an_empty_or_huge_run_id_is_a_clear_error(
+    cli: Cli, command: str, run_id: str, mentions: list[str]
+) -> None:
+    plan = cli.write("p.plan", '1. math("1 + 1")\n')
+    assert cli("exec", plan).code == 0  # one run, which an empty prefix would have picked
+    outcome = cli(command, run_id)
+    cli.assert_clear_error(outcome, 2, mentions=mentions)
+    cli.assert_store_intact()
+
+
+def test_runs_with_a_limit_past_sqlite_integers_lists_every_run(cli: Cli) -> None:
+    plan = cli.write("p.plan", '1. math("1 + 1")\n')
+    assert cli("exec", plan).code == 0
+    outcome = cli("runs", "--limit", "9" * 30, "--json")
+    assert outcome.code == 0, outcome.stderr[-2000:]
+    assert len(json.loads(outcome.stdout)) == 1

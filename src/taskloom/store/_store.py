@@ -34,6 +34,7 @@ from typing import Any
 import platformdirs
 
 from taskloom._ids import RunId, TaskId
+from taskloom._text import quoted
 from taskloom.errors import StoreError, UserError
 from taskloom.plan import Plan
 from taskloom.store._codec import task_from_json, task_to_json
@@ -50,6 +51,10 @@ from taskloom.store._writer import Json, Writer, explain
 
 __all__ = ["Store", "default_store_path"]
 
+_MAX_PREFIX = 200
+"""Characters of a run id prefix matched with LIKE; longer ones must match whole."""
+_ALL_ROWS = 2**62
+"""A `runs()` limit this large means all of them (SQLite's integers stop at 2**63)."""
 _BUSY_TIMEOUT = 5.0
 """Seconds to wait for another process's lock before saying the store is locked."""
 
@@ -172,7 +177,7 @@ class Store:
             rows = self._reader.execute(
                 "SELECT id, kind, status, started, request FROM runs"
                 " ORDER BY started DESC, rowid DESC LIMIT ?",
-                (-1 if limit is None else limit,),
+                (-1 if limit is None or limit > _ALL_ROWS else limit,),
             ).fetchall()
         return [
             RunSummary(id=RunId(r[0]), kind=r[1], status=r[2], started=r[3], request=r[4])
@@ -183,22 +188,27 @@ class Store:
         """The full id of the run whose id is or starts with `run_id`.
 
         Raises:
-            UserError: if no run, or more than one, matches.
+            UserError: if `run_id` is empty, or no run, or more than one, matches.
             StoreError: if the store cannot be read.
 
         """
+        if not run_id.strip():
+            # Every id starts with "": an empty id would pick whichever run comes first.
+            raise UserError("give a run id, or the start of one (taskloom runs lists them)")
+        # A prefix longer than any id is no prefix; SQLite refuses very long patterns.
+        query, params = "SELECT id FROM runs WHERE id = ?", (run_id,)
+        if len(run_id) <= _MAX_PREFIX:
+            query += " OR id LIKE ? ESCAPE '\\' LIMIT 3"
+            params = (run_id, _like_prefix(run_id))
         with self._reading, _translated(self.path, "look up the run"):
-            rows = self._reader.execute(
-                "SELECT id FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' LIMIT 3",
-                (run_id, _like_prefix(run_id)),
-            ).fetchall()
+            rows = self._reader.execute(query, params).fetchall()
         ids = {r[0] for r in rows}
         if run_id in ids:
             return RunId(run_id)
         if not ids:
-            raise UserError(f"no run {run_id!r} in {self.path}")
+            raise UserError(f"no run {quoted(run_id)} in {self.path}")
         if len(ids) > 1:
-            raise UserError(f"{run_id!r} matches several runs; give more of the id")
+            raise UserError(f"{quoted(run_id)} matches several runs; give more of the id")
         return RunId(ids.pop())
 
     def load(self, run_id: str) -> RunRecord:
