@@ -196,10 +196,10 @@ class Store:
             # Every id starts with "": an empty id would pick whichever run comes first.
             raise UserError("give a run id, or the start of one (taskloom runs lists them)")
         # A prefix longer than any id is no prefix; SQLite refuses very long patterns.
-        query, params = "SELECT id FROM runs WHERE id = ?", (run_id,)
+        query, params = "SELECT id FROM runs WHERE id = ?", [run_id]
         if len(run_id) <= _MAX_PREFIX:
             query += " OR id LIKE ? ESCAPE '\\' LIMIT 3"
-            params = (run_id, _like_prefix(run_id))
+            params.append(_like_prefix(run_id))
         with self._reading, _translated(self.path, "look up the run"):
             rows = self._reader.execute(query, params).fetchall()
         ids = {r[0] for r in rows}
