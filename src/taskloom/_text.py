@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["clip", "excerpt_at", "printable", "quoted", "short_repr"]
+__all__ = ["SURROGATE", "clip", "excerpt_at", "printable", "quoted", "short_repr"]
 
+SURROGATE = re.compile("[\ud800-\udfff]")
+"""Half of a UTF-16 pair: a Python str may hold one, but no UTF-8 text (nor the store) can."""
 QUOTE_LIMIT = 60
 """Characters of a quoted word or value kept in a message."""
 LINE_LIMIT = 120

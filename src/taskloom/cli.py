@@ -68,8 +68,8 @@ def load_tools(source: str | None) -> dict[str, Tool]:
     tool of `source`: a plan names tools, and could not say which one it means.
 
     Raises:
-        UserError: if the module or file cannot be imported, defines no tools,
-            or defines a tool whose name is taken.
+        UserError: if the module or file cannot be imported (or exits while
+            imported), defines no tools, or defines a tool whose name is taken.
 
     """
     tools = {t.name: t for t in WORLD_TOOLS}
@@ -88,6 +88,10 @@ def load_tools(source: str | None) -> dict[str, Tool]:
             module = importlib.import_module(source)
     except TaskloomError:
         raise
+    except SystemExit as exc:  # a script's `sys.exit()` at import would end taskloom silently
+        raise UserError(
+            f"cannot load tools from {source}: it called sys.exit({exc.code!r}) while imported"
+        ) from exc
     except Exception as exc:  # the user's module failed to import: say so plainly
         raise UserError(f"cannot load tools from {source}: {type(exc).__name__}: {exc}") from exc
     found = tool_map(v for v in vars(module).values() if isinstance(v, Tool))
@@ -542,13 +546,16 @@ def batch(
 
     console = Console(stderr=True)
     try:
-        requests = read_requests(requests_file.read_text(encoding="utf-8").splitlines())
+        # utf-8-sig: a byte order mark (Windows editors write one) is no part of line 1.
+        requests = read_requests(requests_file.read_text(encoding="utf-8-sig").splitlines())
     except OSError as exc:
         _fail(console, f"cannot read {requests_file}: {exc.strerror or exc}")
     except UnicodeDecodeError as exc:
         _fail(console, f"{requests_file}: {_not_utf8(exc)}")
     except UserError as exc:
         _fail(console, f"{requests_file}: {exc}")
+    if not requests:
+        _fail(console, f'{requests_file}: no requests; write one per line, {{"question": "..."}}')
     store = None if no_store else _open_store(console, store_path)
     cache = CallCache(store, failure_ttl=None)  # a failed lookup stays failed in one batch
     try:

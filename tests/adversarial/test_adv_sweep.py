@@ -130,3 +130,37 @@ def test_runs_with_a_limit_past_sqlite_integers_lists_every_run(cli: Cli) -> Non
     outcome = cli("runs", "--limit", "9" * 30, "--json")
     assert outcome.code == 0, outcome.stderr[-2000:]
     assert len(json.loads(outcome.stdout)) == 1
+
+
+BAD_BATCHES: list[tuple[str, str | bytes, list[str]]] = [
+    ("empty file", "", ["no requests"]),
+    ("only blank lines", "\n   \n\n", ["no requests"]),
+    ("half a surrogate pair", '"caf\\ud800"\n', ["line 1", "half of a surrogate pair"]),
+    ("surrogate id", '{"id": "\\udc00", "question": "x"}\n', ["line 1", "the id holds half"]),
+    ("byte order mark, then a list", b"\xef\xbb\xbf[1]\n", ["line 1", '{"question": "..."}']),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "mentions"),
+    [case[1:] for case in BAD_BATCHES],
+    ids=[case[0] for case in BAD_BATCHES],
+)
+def test_a_bad_batch_file_is_a_clear_error(
+    cli: Cli, content: str | bytes, mentions: list[str]
+) -> None:
+    requests = cli.write("q.jsonl", content)
+    outcome = cli("batch", requests)
+    cli.assert_clear_error(outcome, 2, mentions=mentions)
+    cli.assert_store_intact()
+    assert cli.statuses() == {}
+
+
+@pytest.mark.parametrize("code", ["sys.exit(3)", "raise SystemExit('bye')"])
+def test_a_tool_module_that_exits_while_imported_is_a_clear_error(cli: Cli, code: str) -> None:
+    tools = cli.write("quits.py", f"import sys\n{code}\n")
+    plan = cli.write("p.plan", '1. math("1 + 1")\n')
+    outcome = cli("exec", plan, "--tools", tools)
+    cli.assert_clear_error(outcome, 2, mentions=["quits.py", "sys.exit", "while imported"])
+    cli.assert_store_intact()
+    assert cli.statuses() == {}

@@ -129,3 +129,29 @@ def test_errors_are_one_unwrapped_line_on_stderr(tmp_path: Path) -> None:
     assert result.stdout == ""
     first = result.stderr.splitlines()[0]
     assert first.startswith("error: ") and "unquoted text 'word'" in first
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n\n"], ids=["empty", "blank lines"])
+def test_a_batch_file_with_no_requests_is_an_error(tmp_path: Path, content: str) -> None:
+    requests = tmp_path / "q.jsonl"
+    requests.write_text(content)
+    result = runner.invoke(app, ["batch", str(requests), "--no-store"])
+    assert result.exit_code == 2, result.output
+    assert "no requests" in result.stderr
+
+
+def test_a_byte_order_mark_is_no_part_of_a_batch_files_first_line(tmp_path: Path) -> None:
+    requests = tmp_path / "q.jsonl"
+    requests.write_bytes(b"\xef\xbb\xbf[1]\n")  # read past the mark, the line is a list
+    result = runner.invoke(app, ["batch", str(requests), "--no-store"])
+    assert result.exit_code == 2, result.output
+    assert 'line 1: expected {"question": "..."}' in result.stderr
+    assert "BOM" not in result.stderr
+
+
+@pytest.mark.parametrize("code", ["sys.exit(3)", "sys.exit('bye')", "raise SystemExit"])
+def test_a_tool_module_that_exits_while_imported_is_a_user_error(tmp_path: Path, code: str) -> None:
+    tools = tmp_path / "quits.py"
+    tools.write_text(f"import sys\n{code}\n")
+    with pytest.raises(UserError, match=r"quits.py: it called sys.exit\(.*\) while imported"):
+        load_tools(str(tools))

@@ -26,11 +26,11 @@ import re
 from typing import Any, NoReturn
 
 from taskloom._ids import TaskId
-from taskloom._text import QUOTE_LIMIT, quoted
+from taskloom._text import QUOTE_LIMIT, SURROGATE, quoted
 from taskloom.errors import PlanError, Position
 from taskloom.plan._model import Ref, Template
 
-__all__ = ["MAX_DEPTH", "MAX_ID_DIGITS", "SURROGATE", "ParsedArgs", "parse_args", "task_number"]
+__all__ = ["MAX_DEPTH", "MAX_ID_DIGITS", "ParsedArgs", "parse_args", "task_number"]
 
 MAX_DEPTH = 64
 """How deeply lists, tuples and dicts may nest in an argument."""
@@ -51,8 +51,6 @@ _CONSTANTS: dict[str, Any] = {
     "null": None,
 }
 _HIGH_SURROGATE, _LOW_SURROGATE, _LAST_SURROGATE = "\ud800", "\udc00", "\udfff"
-SURROGATE = re.compile("[\ud800-\udfff]")
-"""Half of a UTF-16 pair: Python strings may hold one, but no UTF-8 text (nor the store) can."""
 _HALF_PAIR = "the string holds half of a surrogate pair (U+D800-U+DFFF), which is no character"
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'", "$": "$"}
 

@@ -23,9 +23,9 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
 
 from taskloom._ids import TaskId
-from taskloom._text import quoted
+from taskloom._text import SURROGATE, quoted
 from taskloom.errors import PlanError, Position, UserError
-from taskloom.plan._args import MAX_ID_DIGITS, SURROGATE, parse_args, task_number
+from taskloom.plan._args import MAX_ID_DIGITS, parse_args, task_number
 from taskloom.plan._check import bind_task
 from taskloom.plan._model import Task
 from taskloom.tools import Tool
