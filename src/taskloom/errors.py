@@ -185,8 +185,10 @@ class BadOutput(RunError):
     def __init__(self, task_id: str, tool: str, type_name: str) -> None:
         self.tool = tool
         self.type_name = type_name
+        # "a list that cannot be": some lists can, this one (cyclic, too deep) could not.
+        article = "an" if type_name[:1].lower() in "aeiou" else "a"
         super().__init__(
-            task_id, f"{tool} returned a {type_name}, which cannot be serialised to JSON"
+            task_id, f"{tool} returned {article} {type_name} that cannot be serialised to JSON"
         )
 
 

@@ -595,3 +595,24 @@ async def test_a_task_cancelled_from_outside_the_run_is_settled_as_cancelled() -
     assert "cancelled" in str(result.tasks["1"].error)
     assert result.tasks["2"].status == "cancelled"
     assert result.tasks["3"].output == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [(object(), "returned an object that cannot"), ([], "returned a list that cannot")],
+    ids=["object", "cyclic list"],
+)
+async def test_an_output_that_is_not_json_is_named_with_its_type_in_plain_words(
+    value: Any, words: str
+) -> None:
+    if isinstance(value, list):
+        value.append(value)  # a list that holds itself: no JSON can
+
+    @tool
+    def give(n: int) -> Any:
+        return value
+
+    result = await execute(Plan.parse("1. give(1)\n", tools=[give]), tools=[give])
+    error = result.tasks["1"].error
+    assert isinstance(error, BadOutput)
+    assert words in str(error)
