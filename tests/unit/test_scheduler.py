@@ -616,3 +616,30 @@ async def test_an_output_that_is_not_json_is_named_with_its_type_in_plain_words(
     error = result.tasks["1"].error
     assert isinstance(error, BadOutput)
     assert words in str(error)
+
+
+@pytest.mark.parametrize(
+    ("plan", "tools", "words"),
+    [
+        ('1. echo("a")', [echo], "execute() needs a Plan"),
+        (b'1. echo("a")', [echo], "execute() needs a Plan"),
+        (['1. echo("a")'], [echo], "a Plan is built from Tasks, not '1. echo"),
+        ([], None, "tools must be a list of tools or functions, not None"),
+        ([], echo, "tools must be a list of tools or functions, not <Tool echo>"),
+        ([], "echo", "tools must be a list of tools or functions, not 'echo'"),
+    ],
+    ids=["plan text", "plan bytes", "a list of lines", "no tools", "one tool", "a tool name"],
+)
+async def test_execute_of_plan_text_or_tools_that_are_no_collection_is_a_user_error(
+    plan: Any, tools: Any, words: str
+) -> None:
+    with pytest.raises(taskloom.UserError) as caught:
+        await execute(plan, tools=tools)
+    assert words in str(caught.value)
+    assert len(str(caught.value)) < 300
+
+
+async def test_execute_of_a_huge_object_quotes_it_briefly() -> None:
+    with pytest.raises(taskloom.UserError) as caught:
+        await execute({"x": "a" * 1_000_000}, tools=[echo])  # type: ignore[arg-type]
+    assert "characters" in str(caught.value) and len(str(caught.value)) < 300

@@ -103,14 +103,25 @@ class Plan:
             PlanError: duplicate ids, references to missing tasks or to the
                 task itself, cycles, or (with tools) unknown tools and bad
                 arguments.
+            UserError: if an item of `tasks` is not a Task, or `tools` are not Tools.
 
         """
+        from taskloom.errors import UserError
+
         self._tools = tool_map(tools)
         self._external = frozenset(external)
         self._tasks: dict[TaskId, Task] = {}
         self.joined = False
         """The planner closed the plan with `join()`: nothing more will be added."""
+        if isinstance(tasks, str | bytes):  # iterable too, one letter at a time
+            raise UserError("a Plan is built from Tasks; parse plan text with Plan.parse()")
         pending = list(tasks)
+        for task in pending:
+            if not isinstance(task, Task):
+                raise UserError(
+                    f"a Plan is built from Tasks, not {short_repr(task)}; "
+                    "parse plan text with Plan.parse()"
+                )
         for task in pending:
             self._check_own(task)
             self._tasks[task.id] = task
