@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -409,7 +410,7 @@ def _budget(
     """A Budget from the command line's flags, or None when none is set.
 
     Raises:
-        UserError: for a malformed --price or a cost budget without prices.
+        UserError: for a malformed or negative --price, or a cost budget without prices.
 
     """
     table = {}
@@ -421,6 +422,9 @@ def _budget(
             raise UserError(f"--price {entry!r}: write MODEL=PROMPT,COMPLETION") from None
         if not name:
             raise UserError(f"--price {entry!r}: write MODEL=PROMPT,COMPLETION")
+        if not all(math.isfinite(p) and p >= 0 for p in (prompt, completion)):
+            # float() reads "nan", "inf" and "-1": no price of a token.
+            raise UserError(f"--price {entry!r}: prices are finite numbers >= 0")
         table[name] = Price(prompt=prompt, completion=completion)
     if tool_calls is None and tokens is None and deadline is None and cost is None:
         return None

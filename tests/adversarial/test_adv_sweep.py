@@ -164,3 +164,22 @@ def test_a_tool_module_that_exits_while_imported_is_a_clear_error(cli: Cli, code
     cli.assert_clear_error(outcome, 2, mentions=["quits.py", "sys.exit", "while imported"])
     cli.assert_store_intact()
     assert cli.statuses() == {}
+
+
+@pytest.mark.parametrize(
+    ("options", "mentions"),
+    [
+        (["--price", "m=nan,1"], ["--price 'm=nan,1'", "finite numbers >= 0"]),
+        (["--price", "m=-1,2"], ["--price 'm=-1,2'", "finite numbers >= 0"]),
+        (["--tool-latency", "inf"], ["latency must be a finite number"]),
+    ],
+    ids=["price NaN", "negative price", "infinite tool latency"],
+)
+def test_an_option_value_that_makes_no_sense_is_a_clear_error(
+    cli: Cli, options: list[str], mentions: list[str]
+) -> None:
+    # The server is never reached: the options are refused first.
+    outcome = cli("run", "q", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", *options)
+    cli.assert_clear_error(outcome, 2, mentions=mentions)
+    cli.assert_store_intact()
+    assert cli.statuses() == {}

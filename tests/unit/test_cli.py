@@ -155,3 +155,24 @@ def test_a_tool_module_that_exits_while_imported_is_a_user_error(tmp_path: Path,
     tools.write_text(f"import sys\n{code}\n")
     with pytest.raises(UserError, match=r"quits.py: it called sys.exit\(.*\) while imported"):
         load_tools(str(tools))
+
+
+@pytest.mark.parametrize("price", ["m=nan,1", "m=-1,2", "m=1,inf"])
+def test_a_price_that_is_no_amount_of_money_is_an_error(price: str) -> None:
+    result = runner.invoke(
+        app,
+        ["run", "q", "--no-store", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
+        + ["--price", price],
+    )
+    assert result.exit_code == 2, result.output
+    assert f"--price '{price}': prices are finite numbers >= 0" in result.stderr
+
+
+def test_an_infinite_tool_latency_is_an_error() -> None:
+    result = runner.invoke(
+        app,
+        ["run", "q", "--no-store", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
+        + ["--tool-latency", "inf"],
+    )
+    assert result.exit_code == 2, result.output
+    assert "latency must be a finite number >= 0, got inf" in result.stderr

@@ -299,3 +299,13 @@ def test_a_tool_text_option_that_is_not_a_str_is_a_definition_error(option: str)
 def test_a_tool_of_something_not_callable_is_a_definition_error() -> None:
     with pytest.raises(ToolDefinitionError, match="wraps a function, not 5"):
         tool(5)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), float("nan"), -1.0])
+def test_a_latency_that_is_no_finite_wait_is_a_definition_error(seconds: float) -> None:
+    @tool
+    def fetch(url: str) -> str:
+        return url
+
+    with pytest.raises(ToolDefinitionError, match="latency must be a finite number >= 0"):
+        fetch.with_latency(seconds)

@@ -249,11 +249,11 @@ class Tool:
         the offline ones. The wait is async, so it holds no worker thread.
 
         Raises:
-            ToolDefinitionError: if `seconds` is negative.
+            ToolDefinitionError: if `seconds` is negative, infinite or NaN.
 
         """
-        if seconds < 0:
-            raise ToolDefinitionError(f"latency must be >= 0, got {seconds}")
+        if not math.isfinite(seconds) or seconds < 0:  # an infinite wait would never call
+            raise ToolDefinitionError(f"latency must be a finite number >= 0, got {seconds}")
         if seconds == 0:
             return self
         original = self
