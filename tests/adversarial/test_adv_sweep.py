@@ -183,3 +183,20 @@ def test_an_option_value_that_makes_no_sense_is_a_clear_error(
     cli.assert_clear_error(outcome, 2, mentions=mentions)
     cli.assert_store_intact()
     assert cli.statuses() == {}
+
+
+def test_a_tool_exception_whose_str_raises_fails_only_its_task(cli: Cli) -> None:
+    tools = cli.write(
+        "mytools.py",
+        "import taskloom\n\nclass Nasty(Exception):\n    def __str__(self):\n"
+        "        raise RuntimeError('no str')\n\n"
+        "@taskloom.tool\ndef nasty(n: int) -> int:\n    raise Nasty()\n",
+    )
+    plan = cli.write("p.plan", '1. nasty(1)\n2. math("1 + 1")\n')
+    outcome = cli("exec", plan, "--tools", tools, "--json")
+    assert outcome.code == 1, outcome.stderr[-2000:]
+    assert "Traceback" not in outcome.stderr
+    tasks = json.loads(outcome.stdout)["tasks"]
+    assert tasks["2"]["status"] == "done"
+    assert "nasty raised Nasty: (its message could not be read" in tasks["1"]["error"]
+    cli.assert_store_intact()

@@ -643,3 +643,37 @@ async def test_execute_of_a_huge_object_quotes_it_briefly() -> None:
     with pytest.raises(taskloom.UserError) as caught:
         await execute({"x": "a" * 1_000_000}, tools=[echo])  # type: ignore[arg-type]
     assert "characters" in str(caught.value) and len(str(caught.value)) < 300
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+class _SelfPrinting(Exception):
+    def __str__(self) -> str:
+        return str(self)  # recurses until Python stops it
+
+
+@pytest.mark.parametrize(
+    ("cause", "words"),
+    [
+        (_Unprintable(), "raised _Unprintable: (its message could not be read: RuntimeError"),
+        (_SelfPrinting(), "raised _SelfPrinting: (its message could not be read: RecursionError"),
+        (LookupError(), "raised LookupError"),
+    ],
+    ids=["__str__ raises", "__str__ recurses", "no message"],
+)
+async def test_a_tool_exception_whose_message_is_unreadable_or_empty_fails_only_its_task(
+    cause: Exception, words: str
+) -> None:
+    @tool
+    async def bad(n: int) -> int:
+        raise cause
+
+    result = await execute(
+        Plan.parse("1. bad(1)\n2. echo(2)\n", tools=[bad, echo]), tools=[bad, echo]
+    )
+    assert result.tasks["2"].status == "done"
+    message = str(result.tasks["1"].error)
+    assert message.startswith(f"bad {words}") and not message.endswith(": ")
