@@ -161,8 +161,11 @@ class ToolFailed(RunError):
 
 
 def _message_of(cause: BaseException) -> str:
-    """`str(cause)`, or a note saying it could not be read: a tool's own exception
-    class may break in `__str__`, and that must fail the task, not the run."""
+    """`str(cause)`, or a note saying it could not be read.
+
+    A tool's own exception class may break in `__str__`; that must fail the
+    task, not the run.
+    """
     try:
         return str(cause)
     except Exception as exc:  # RecursionError too: a __str__ that calls itself
