@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["SURROGATE", "clip", "excerpt_at", "printable", "quoted", "short_repr"]
+__all__ = ["SURROGATE", "clip", "exception_text", "excerpt_at", "printable", "quoted", "short_repr"]
 
 SURROGATE = re.compile("[\ud800-\udfff]")
 """Half of a UTF-16 pair: a Python str may hold one, but no UTF-8 text (nor the store) can."""
@@ -98,3 +98,15 @@ def printable(text: str) -> str:
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def exception_text(exc: BaseException) -> str:
+    """`str(exc)`, or a note saying it could not be read.
+
+    A user's exception class may break in `__str__`; quoting it must not
+    raise in turn.
+    """
+    try:
+        return str(exc)
+    except Exception as failure:  # RecursionError too: a __str__ that calls itself
+        return f"(its message could not be read: {type(failure).__name__} in __str__)"

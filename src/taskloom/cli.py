@@ -24,7 +24,7 @@ from taskloom._console import (
     render_runs,
     render_summary,
 )
-from taskloom._text import clip, printable
+from taskloom._text import clip, exception_text, printable
 from taskloom.engine import Budget, Price, RunResult, TaskStatus, execute
 from taskloom.errors import PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
@@ -94,7 +94,9 @@ def load_tools(source: str | None) -> dict[str, Tool]:
             f"cannot load tools from {source}: it called sys.exit({exc.code!r}) while imported"
         ) from exc
     except Exception as exc:  # the user's module failed to import: say so plainly
-        raise UserError(f"cannot load tools from {source}: {type(exc).__name__}: {exc}") from exc
+        raise UserError(
+            f"cannot load tools from {source}: {type(exc).__name__}: {exception_text(exc)}"
+        ) from exc
     found = tool_map(v for v in vars(module).values() if isinstance(v, Tool))
     if not found:
         raise UserError(f"{source} defines no @taskloom.tool functions")

@@ -49,7 +49,7 @@ __all__ = [
 
 from dataclasses import dataclass
 
-from taskloom._text import clip, excerpt_at
+from taskloom._text import clip, exception_text, excerpt_at
 
 
 class TaskloomError(Exception):
@@ -153,23 +153,11 @@ class ToolFailed(RunError):
     def __init__(self, task_id: str, tool: str, cause: BaseException) -> None:
         self.tool = tool
         self.cause_type = type(cause).__name__
-        self.cause_message = _message_of(cause)
+        self.cause_message = exception_text(cause)
         """The exception's message in full; the error's own message quotes an excerpt."""
         shown = clip(self.cause_message, _MAX_CAUSE)
         said = f": {shown}" if shown else ""  # `raise KeyError()` has no message to quote
         super().__init__(task_id, f"{tool} raised {self.cause_type}{said}")
-
-
-def _message_of(cause: BaseException) -> str:
-    """`str(cause)`, or a note saying it could not be read.
-
-    A tool's own exception class may break in `__str__`; that must fail the
-    task, not the run.
-    """
-    try:
-        return str(cause)
-    except Exception as exc:  # RecursionError too: a __str__ that calls itself
-        return f"(its message could not be read: {type(exc).__name__} in __str__)"
 
 
 class ToolTimedOut(RunError):

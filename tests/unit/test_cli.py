@@ -176,3 +176,15 @@ def test_an_infinite_tool_latency_is_an_error() -> None:
     )
     assert result.exit_code == 2, result.output
     assert "latency must be a finite number >= 0, got inf" in result.stderr
+
+
+def test_a_tool_module_raising_an_exception_whose_str_raises_is_a_user_error(
+    tmp_path: Path,
+) -> None:
+    tools = tmp_path / "nasty.py"
+    tools.write_text(
+        "class Nasty(Exception):\n    def __str__(self):\n        raise RuntimeError('no')\n\n"
+        "raise Nasty()\n"
+    )
+    with pytest.raises(UserError, match=r"Nasty: \(its message could not be read"):
+        load_tools(str(tools))
