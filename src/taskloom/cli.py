@@ -76,6 +76,12 @@ def load_tools(source: str | None) -> dict[str, Tool]:
     tools = {t.name: t for t in WORLD_TOOLS}
     if source is None:
         return tools
+    if not source.strip() or source.startswith(".") and not source.endswith(".py"):
+        # importlib's own words for these ("the 'package' argument is required") mislead.
+        raise UserError(f"--tools {source!r}: give a .py file or a module name like my.tools")
+    if Path(source).is_dir() and not (Path(source) / "__init__.py").is_file():
+        # A package folder imports by its name; any other folder holds no tools.
+        raise UserError(f"--tools {source}: it is a folder; give a .py file or a module name")
     try:
         if source.endswith(".py") or Path(source).is_file():
             path = Path(source)

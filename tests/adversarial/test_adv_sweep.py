@@ -200,3 +200,23 @@ def test_a_tool_exception_whose_str_raises_fails_only_its_task(cli: Cli) -> None
     assert tasks["2"]["status"] == "done"
     assert "nasty raised Nasty: (its message could not be read" in tasks["1"]["error"]
     cli.assert_store_intact()
+
+
+@pytest.mark.parametrize(
+    ("source", "mentions"),
+    [
+        ("", ["give a .py file or a module name"]),
+        (".", ["give a .py file or a module name"]),
+        ("folder", ["it is a folder"]),
+    ],
+    ids=["empty", "a dot", "a plain folder"],
+)
+def test_tools_that_name_no_module_are_a_clear_error(
+    cli: Cli, source: str, mentions: list[str]
+) -> None:
+    if source == "folder":
+        (cli.root / "folder").mkdir()
+    plan = cli.write("p.plan", '1. math("1 + 1")\n')
+    outcome = cli("exec", plan, "--tools", source)
+    cli.assert_clear_error(outcome, 2, mentions=mentions)
+    assert cli.statuses() == {}

@@ -188,3 +188,26 @@ def test_a_tool_module_raising_an_exception_whose_str_raises_is_a_user_error(
     )
     with pytest.raises(UserError, match=r"Nasty: \(its message could not be read"):
         load_tools(str(tools))
+
+
+@pytest.mark.parametrize("source", ["", " ", ".", "..tools"])
+def test_tools_named_by_no_file_or_module_name_are_a_user_error(source: str) -> None:
+    with pytest.raises(UserError, match="give a .py file or a module name"):
+        load_tools(source)
+
+
+def test_tools_given_as_a_plain_folder_are_a_user_error_and_a_package_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    with pytest.raises(UserError, match="it is a folder"):
+        load_tools(str(folder))
+    package = tmp_path / "sweep_tools_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import taskloom\n\n@taskloom.tool\ndef shout(text: str) -> str:\n    return text\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "shout" in load_tools("sweep_tools_pkg")
