@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from typing import Any
 
@@ -356,6 +357,22 @@ def test_convert(value: float, source: str, target: str, expected: float) -> Non
 def test_convert_rejects_bad_units(source: str, target: str, problem: str) -> None:
     with pytest.raises(UnitError, match=problem):
         world.convert.fn(1, source, target)
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("(km", "cannot read from_unit '(km': its parentheses do not match"),
+        ("km)", "cannot read from_unit 'km)': its parentheses do not match"),
+        ("km**km", "cannot read from_unit 'km**km': malformed unit expression"),
+    ],
+)
+def test_convert_says_what_is_wrong_with_unit_text_in_its_own_words(
+    source: str, problem: str
+) -> None:
+    with pytest.raises(UnitError, match=re.escape(problem)) as caught:
+        world.convert.fn(1, source, "m")
+    assert "EOF" not in str(caught.value) and "ParserHelper" not in str(caught.value)
 
 
 def test_convert_rejects_infinite_results() -> None:

@@ -22,6 +22,7 @@ import math as _math
 import operator
 import re
 import threading
+import tokenize
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -530,8 +531,17 @@ def _parse_unit(unit: str, which: str) -> Any:
         return _units.get().parse_units(text)
     # pint reports malformed unit text with a grab-bag of builtin exceptions.
     except Exception as exc:
-        reason = str(exc) or "malformed unit expression"
+        reason = _unit_problem(exc)
         raise UnitError(f"cannot read {which} {text!r}: {reason}") from exc
+
+
+def _unit_problem(exc: Exception) -> str:
+    """What pint's exception says about unit text, in words that do not name its internals."""
+    if isinstance(exc, tokenize.TokenError):  # its args: ('EOF in multi-line statement', (2, 0))
+        return "its parentheses do not match"
+    if isinstance(exc, TypeError):  # e.g. "unsupported operand type(s) ... 'ParserHelper'"
+        return "malformed unit expression"
+    return str(exc) or "malformed unit expression"
 
 
 @tool(cacheable=True)
