@@ -220,3 +220,14 @@ def test_tools_that_name_no_module_are_a_clear_error(
     outcome = cli("exec", plan, "--tools", source)
     cli.assert_clear_error(outcome, 2, mentions=mentions)
     assert cli.statuses() == {}
+
+
+def test_a_unit_with_unbalanced_parentheses_fails_that_task_in_words(cli: Cli) -> None:
+    plan = cli.write("p.plan", '1. convert(1, "(km", "m")\n2. math("1 + 1")\n')
+    outcome = cli("exec", plan, "--json")
+    assert outcome.code == 1, outcome.stderr[-2000:]
+    tasks = json.loads(outcome.stdout)["tasks"]
+    assert "its parentheses do not match" in tasks["1"]["error"]
+    assert "EOF" not in tasks["1"]["error"]
+    assert tasks["2"]["status"] == "done"
+    cli.assert_store_intact()
