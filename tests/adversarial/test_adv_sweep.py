@@ -231,3 +231,12 @@ def test_a_unit_with_unbalanced_parentheses_fails_that_task_in_words(cli: Cli) -
     assert "EOF" not in tasks["1"]["error"]
     assert tasks["2"]["status"] == "done"
     cli.assert_store_intact()
+
+
+def test_converting_to_a_value_too_small_for_a_float_fails_that_task_not_zero(cli: Cli) -> None:
+    plan = cli.write("p.plan", '1. convert(1, "mm**300", "km**300")\n')
+    outcome = cli("exec", plan, "--json")
+    assert outcome.code == 1, outcome.stderr[-2000:]
+    task = json.loads(outcome.stdout)["tasks"]["1"]
+    assert task["output"] is None and "too small to be written as a number" in task["error"]
+    cli.assert_store_intact()

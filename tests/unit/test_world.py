@@ -390,6 +390,21 @@ def test_convert_between_huge_powers_of_units_is_a_unit_error(source: str, targe
 
 
 @pytest.mark.parametrize(
+    ("value", "source", "target"),
+    [(1, "mm**300", "km**300"), (1, "km**-999999999", "m**-999999999"), (1e-300, "nm", "Ym")],
+)
+def test_convert_to_a_value_too_small_for_a_float_is_a_unit_error_not_zero(
+    value: float, source: str, target: str
+) -> None:
+    with pytest.raises(UnitError, match="too small to be written as a number"):
+        world.convert.fn(value, source, target)
+
+
+def test_convert_of_zero_is_zero() -> None:
+    assert world.convert.fn(0, "km", "m") == 0.0
+
+
+@pytest.mark.parametrize(
     ("source", "target"), [("km**99999", "m"), ("km**(1/3)", "m"), ("degC**2", "K")]
 )
 def test_convert_between_powers_that_do_not_match_says_so(source: str, target: str) -> None:

@@ -562,8 +562,9 @@ def convert(value: float, from_unit: str, to_unit: str) -> float:
         The value in `to_unit`, rounded to 12 significant digits.
 
     Raises:
-        UnitError: a unit is unknown or malformed, or the two units measure
-            different kinds of quantity (length and time, say).
+        UnitError: a unit is unknown or malformed, the two units measure
+            different kinds of quantity (length and time, say), or the result
+            is too large or too small for a float.
 
     """
     import pint
@@ -594,6 +595,11 @@ def convert(value: float, from_unit: str, to_unit: str) -> float:
         ) from exc
     if not _math.isfinite(result):
         raise UnitError(f"{value} {from_unit} in {to_unit} is not a finite number")
+    if result == 0 and value != 0:  # mm**300 in km**300: 1e-1800 is no float, 0 is wrong
+        raise UnitError(
+            f"{value} {from_unit.strip()} in {to_unit.strip()} is too small to be "
+            "written as a number"
+        )
     return result
 
 
