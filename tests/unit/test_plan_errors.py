@@ -238,3 +238,14 @@ def test_a_task_given_args_as_a_list_keeps_them_as_a_tuple() -> None:
 
     task = Task(id="2", tool="f", args=[Ref("1"), 2])  # type: ignore[arg-type]
     assert task.args == (Ref("1"), 2) and task.dependencies == {"1"}
+
+
+@pytest.mark.parametrize("literal", ["1e-400", "2e-324", "-3.5e-999"])
+def test_a_number_too_small_for_a_float_is_a_plan_error_not_zero(literal: str) -> None:
+    with pytest.raises(PlanError, match=f"'{literal}' is too small for a number"):
+        Plan.parse(f"1. f({literal})\n")
+
+
+@pytest.mark.parametrize("literal", ["0e5", "0.0", "-0.0", "0.000e-999", "5e-324"])
+def test_zero_and_the_smallest_floats_are_numbers(literal: str) -> None:
+    assert Plan.parse(f"1. f({literal})\n")["1"].args == (float(literal),)

@@ -41,6 +41,7 @@ _NUMBER = re.compile(r"[-+]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][-+]?\d+)?", 
 _NAME = re.compile(r"[A-Za-z_]\w*")
 _DIGITS = re.compile(r"\d+", re.ASCII)
 _SPACE = re.compile(r"\s*")
+_NONZERO_DIGIT = re.compile("[1-9]")
 _MONEY_AFTER = re.compile(r",\d{3}(?!\d)|\.\d", re.ASCII)
 _CONSTANTS: dict[str, Any] = {
     "True": True,
@@ -196,6 +197,9 @@ class _Scanner:
             self.fail(f"{quoted(token)} is not a usable number", at=match.start())
         if value in (float("inf"), float("-inf")):
             self.fail(f"{quoted(token)} is too large for a number", at=match.start())
+        if value == 0 and _NONZERO_DIGIT.search(token.lower().partition("e")[0]):
+            # 1e-400 reads as 0.0: the plan would run with a value it never wrote.
+            self.fail(f"{quoted(token)} is too small for a number", at=match.start())
         return value
 
     def sequence(self, close: str, depth: int) -> list[Any]:
