@@ -132,7 +132,7 @@ def exec_(
     console = Console(stderr=as_json)
     try:
         tool_index = load_tools(tools)
-        text = plan_file.read_bytes()
+        text = _read_bounded(plan_file, _MAX_PLAN_BYTES, "plan")
         plan = Plan.parse(text, tools=tool_index)
     except OSError as exc:
         _fail(console, f"cannot read {plan_file}: {exc.strerror or exc}")
@@ -275,6 +275,25 @@ def _read_store(console: Console, path: Path | None, read: Callable[[Store], T])
         raise _fail(console, str(exc)) from exc
     finally:
         store.close()
+
+
+_MAX_PLAN_BYTES = 64 * 1024 * 1024
+"""A plan file larger than this is a mistake (some 3 million tasks), or /dev/zero."""
+
+
+def _read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of `path`, which may be a pipe; never more than `limit` are read.
+
+    Raises:
+        OSError: if the file cannot be read.
+        UserError: if it holds more than `limit` bytes.
+
+    """
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise UserError(f"{path}: the {what} is larger than {limit:,} bytes")
+    return data
 
 
 def _tool_source(source: str | None) -> str | None:

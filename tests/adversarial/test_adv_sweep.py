@@ -241,3 +241,9 @@ def test_converting_to_a_value_too_small_for_a_float_fails_that_task_not_zero(cl
     task = json.loads(outcome.stdout)["tasks"]["1"]
     assert task["output"] is None and "too small to be written as a number" in task["error"]
     cli.assert_store_intact()
+
+
+def test_a_plan_file_that_never_ends_is_a_clear_error(cli: Cli) -> None:
+    outcome = cli("exec", "/dev/zero")
+    cli.assert_clear_error(outcome, 2, mentions=["/dev/zero", "the plan is larger than"])
+    assert cli.statuses() == {}

@@ -211,3 +211,19 @@ def test_tools_given_as_a_plain_folder_are_a_user_error_and_a_package_loads(
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "shout" in load_tools("sweep_tools_pkg")
+
+
+def test_a_plan_file_past_the_size_bound_is_an_error_and_read_no_further(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import taskloom.cli
+
+    monkeypatch.setattr(taskloom.cli, "_MAX_PLAN_BYTES", 1024)
+    plan = tmp_path / "big.plan"
+    plan.write_text('1. math("1 + 1")\n' * 100)
+    result = runner.invoke(app, ["exec", str(plan), "--no-store"])
+    assert result.exit_code == 2, result.output
+    assert "the plan is larger than" in result.stderr
+    small = tmp_path / "small.plan"
+    small.write_text('1. math("1 + 1")\n')
+    assert runner.invoke(app, ["exec", str(small), "--no-store"]).exit_code == 0
