@@ -26,7 +26,7 @@ from taskloom._console import (
 )
 from taskloom._text import clip, exception_text, printable
 from taskloom.engine import Budget, Price, RunResult, TaskStatus, execute
-from taskloom.errors import PlanError, TaskloomError, UserError
+from taskloom.errors import ConfigError, PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
 from taskloom.plan._plan import tool_map
 from taskloom.store import Store, resume
@@ -137,7 +137,8 @@ def exec_(
     except OSError as exc:
         _fail(console, f"cannot read {plan_file}: {exc.strerror or exc}")
     except (PlanError, UserError) as exc:
-        _fail(console, f"{plan_file}: {exc}" if isinstance(exc, PlanError) else str(exc))
+        about_file = isinstance(exc, PlanError | ConfigError)
+        _fail(console, f"{plan_file}: {exc}" if about_file else str(exc))
     if not len(plan):
         _fail(console, f"{plan_file}: the plan has no tasks; write lines like 1. tool(arguments)")
     store = None if no_store else _open_store(console, store_path)
@@ -279,6 +280,8 @@ def _read_store(console: Console, path: Path | None, read: Callable[[Store], T])
 
 _MAX_PLAN_BYTES = 64 * 1024 * 1024
 """A plan file larger than this is a mistake (some 3 million tasks), or /dev/zero."""
+_MAX_BATCH_BYTES = 512 * 1024 * 1024
+"""A batch file larger than this (millions of questions) is a mistake, or /dev/zero."""
 
 
 def _read_bounded(path: Path, limit: int, what: str) -> bytes:
@@ -286,13 +289,14 @@ def _read_bounded(path: Path, limit: int, what: str) -> bytes:
 
     Raises:
         OSError: if the file cannot be read.
-        UserError: if it holds more than `limit` bytes.
+        ConfigError: if it holds more than `limit` bytes (the message does
+            not name the file; the caller does).
 
     """
     with path.open("rb") as file:
         data = file.read(limit + 1)
     if len(data) > limit:
-        raise UserError(f"{path}: the {what} is larger than {limit:,} bytes")
+        raise ConfigError(f"the {what} is larger than {limit:,} bytes")
     return data
 
 
@@ -577,8 +581,9 @@ def batch(
 
     console = Console(stderr=True)
     try:
+        data = _read_bounded(requests_file, _MAX_BATCH_BYTES, "batch file")
         # utf-8-sig: a byte order mark (Windows editors write one) is no part of line 1.
-        requests = read_requests(requests_file.read_text(encoding="utf-8-sig").splitlines())
+        requests = read_requests(data.decode("utf-8-sig").splitlines())
     except OSError as exc:
         _fail(console, f"cannot read {requests_file}: {exc.strerror or exc}")
     except UnicodeDecodeError as exc:

@@ -227,3 +227,16 @@ def test_a_plan_file_past_the_size_bound_is_an_error_and_read_no_further(
     small = tmp_path / "small.plan"
     small.write_text('1. math("1 + 1")\n')
     assert runner.invoke(app, ["exec", str(small), "--no-store"]).exit_code == 0
+
+
+def test_a_batch_file_past_the_size_bound_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import taskloom.cli
+
+    monkeypatch.setattr(taskloom.cli, "_MAX_BATCH_BYTES", 1024)
+    requests = tmp_path / "q.jsonl"
+    requests.write_text('"a question?"\n' * 100)
+    result = runner.invoke(app, ["batch", str(requests), "--no-store"])
+    assert result.exit_code == 2, result.output
+    assert f"{requests}: the batch file is larger than 1,024 bytes" in result.stderr
