@@ -247,10 +247,3 @@ def test_a_plan_file_that_never_ends_is_a_clear_error(cli: Cli) -> None:
     outcome = cli("exec", "/dev/zero")
     cli.assert_clear_error(outcome, 2, mentions=["/dev/zero", "the plan is larger than"])
     assert cli.statuses() == {}
-
-
-def test_a_batch_file_that_never_ends_is_a_clear_error(cli: Cli) -> None:
-    outcome = cli("batch", "/dev/zero")
-    cli.assert_clear_error(outcome, 2, mentions=["/dev/zero: the batch file is larger than"])
-    assert "/dev/zero: /dev/zero" not in outcome.stderr
-    assert cli.statuses() == {}
