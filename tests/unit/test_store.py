@@ -324,6 +324,17 @@ async def test_an_empty_or_huge_run_id_finds_no_run_and_says_so_briefly(tmp_path
         assert store.find(long_id) == long_id
 
 
+def test_run_ids_limits_and_paths_of_the_wrong_type_are_clear_errors(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        for bad in [None, 5]:
+            with pytest.raises(UserError, match="a run id is a str, not"):
+                store.load(bad)  # type: ignore[arg-type]
+        with pytest.raises(UserError, match="limit is a whole number or None, not 'x'"):
+            store.runs("x")  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="cannot hold a NUL character"):
+        Store.open(str(tmp_path / "a\x00b"))
+
+
 @pytest.mark.anyio
 async def test_a_runs_limit_past_sqlite_integers_lists_them_all(tmp_path: Path) -> None:
     plan = Plan.parse("1. echo(1)\n")

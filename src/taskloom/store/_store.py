@@ -34,7 +34,7 @@ from typing import Any
 import platformdirs
 
 from taskloom._ids import RunId, TaskId
-from taskloom._text import quoted
+from taskloom._text import quoted, short_repr
 from taskloom.errors import StoreError, UserError
 from taskloom.plan import Plan
 from taskloom.store._codec import task_from_json, task_to_json
@@ -79,6 +79,8 @@ def _check_regular_file(path: Path) -> None:
         mode = path.stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
         return  # created on open (or its folder cannot be, which open says)
+    except ValueError:  # os.stat's "embedded null byte"
+        raise StoreError(repr(str(path)), "a path cannot hold a NUL character") from None
     except OSError as exc:
         raise StoreError(str(path), f"cannot read it: {exc.strerror}") from exc
     if stat.S_ISDIR(mode):
@@ -167,9 +169,10 @@ class Store:
     # -- reading --------------------------------------------------------------
 
     def runs(self, limit: int | None = 50) -> list[RunSummary]:
-        """Recent runs, newest first.
+        """Recent runs, newest first (all of them when `limit` is None).
 
         Raises:
+            UserError: if `limit` is not a whole number.
             StoreError: if the store cannot be read.
 
         """
@@ -177,7 +180,7 @@ class Store:
             rows = self._reader.execute(
                 "SELECT id, kind, status, started, request FROM runs"
                 " ORDER BY started DESC, rowid DESC LIMIT ?",
-                (-1 if limit is None or limit > _ALL_ROWS else limit,),
+                (_limit(limit),),
             ).fetchall()
         return [
             RunSummary(id=RunId(r[0]), kind=r[1], status=r[2], started=r[3], request=r[4])
@@ -188,10 +191,12 @@ class Store:
         """The full id of the run whose id is or starts with `run_id`.
 
         Raises:
-            UserError: if `run_id` is empty, or no run, or more than one, matches.
+            UserError: if `run_id` is no str or empty, or no run, or more than one, matches.
             StoreError: if the store cannot be read.
 
         """
+        if not isinstance(run_id, str):
+            raise UserError(f"a run id is a str, not {short_repr(run_id)}")
         if not run_id.strip():
             # Every id starts with "": an empty id would pick whichever run comes first.
             raise UserError("give a run id, or the start of one (taskloom runs lists them)")
@@ -425,6 +430,20 @@ def _check_stopped(record: RunRecord) -> None:
 
 def _json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def _limit(limit: int | None) -> int:
+    """SQLite's LIMIT for `runs(limit)`: -1 for all of them.
+
+    Raises:
+        UserError: if `limit` is not a whole number (or None).
+
+    """
+    if limit is None:
+        return -1
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise UserError(f"limit is a whole number or None, not {short_repr(limit)}")
+    return -1 if limit > _ALL_ROWS else max(limit, 0)
 
 
 def _like_prefix(prefix: str) -> str:
