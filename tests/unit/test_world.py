@@ -439,3 +439,16 @@ def test_math_shifts_and_huge_powers_are_expression_errors(expression: str) -> N
 
 def test_convert_through_the_tool_schema_coerces_integers() -> None:
     assert _call(world.convert, value=3, from_unit="km", to_unit="m") == 3000.0
+
+
+@pytest.mark.parametrize("expression", ["1e-400 + 1", "2 * 1e-999"])
+def test_math_refuses_a_number_too_small_for_a_float_rather_than_reading_zero(
+    expression: str,
+) -> None:
+    with pytest.raises(ExpressionError, match="is too small for a number"):
+        world.math.fn(expression)
+
+
+@pytest.mark.parametrize(("expression", "value"), [("0.0", 0.0), ("0e5", 0.0), ("5e-324", 5e-324)])
+def test_math_reads_zero_and_the_smallest_floats(expression: str, value: float) -> None:
+    assert world.math.fn(expression) == value

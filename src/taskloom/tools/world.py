@@ -436,13 +436,17 @@ _ALLOWED_CHARS = frozenset("0123456789.+-*/%^(), _\t\n" + "abcdefghijklmnopqrstu
 _HELP = f"use numbers, + - * / // % ** ( ), {', '.join(_CONSTANTS)} and {', '.join(_FUNCTIONS)}"
 
 
-def _check_syntax(tree: ast.Expression) -> None:
+def _check_syntax(tree: ast.Expression, source: str) -> None:
     """Reject every construct except numbers, constants, arithmetic and known calls."""
     callees = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant):
             if type(node.value) not in (int, float):
                 raise ExpressionError(f"{node.value!r} is not a number; {_HELP}")
+            written = ast.get_source_segment(source, node) or ""
+            if node.value == 0 and re.search("[1-9]", written.lower().partition("e")[0]):
+                # 1e-400 reads as 0.0: the result would be computed from a value never written.
+                raise ExpressionError(f"{written!r} is too small for a number")
         elif isinstance(node, ast.Name):
             if node.id in _FUNCTIONS and id(node) not in callees:
                 raise ExpressionError(f"{node.id} is a function; call it, as in {node.id}(2)")
@@ -477,8 +481,9 @@ def math(expression: str) -> float:
 
     Raises:
         ExpressionError: the expression is malformed, uses anything not
-            allowed, divides by zero, leaves a function's domain, or its value
-            is too large or not finite.
+            allowed, divides by zero, leaves a function's domain, writes a
+            number too small for a float (1e-400), or its value is too large
+            or not finite.
 
     """
     text = expression.strip()
@@ -490,8 +495,9 @@ def math(expression: str) -> float:
     if bad:
         raise ExpressionError(f"unexpected character(s) {''.join(bad)!r}; {_HELP}")
     try:
-        tree = ast.parse(text.replace("^", "**"), mode="eval")
-        _check_syntax(tree)
+        source = text.replace("^", "**")
+        tree = ast.parse(source, mode="eval")
+        _check_syntax(tree, source)
         evaluator = simpleeval.SimpleEval(
             operators=_OPERATORS, functions=_FUNCTIONS, names=_CONSTANTS
         )
