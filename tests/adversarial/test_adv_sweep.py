@@ -247,3 +247,13 @@ def test_a_plan_file_that_never_ends_is_a_clear_error(cli: Cli) -> None:
     outcome = cli("exec", "/dev/zero")
     cli.assert_clear_error(outcome, 2, mentions=["/dev/zero", "the plan is larger than"])
     assert cli.statuses() == {}
+
+
+def test_math_of_a_number_too_small_for_a_float_fails_that_task(cli: Cli) -> None:
+    plan = cli.write("p.plan", '1. math("1e-400 + 1")\n2. math("1 + 1")\n')
+    outcome = cli("exec", plan, "--json")
+    assert outcome.code == 1, outcome.stderr[-2000:]
+    tasks = json.loads(outcome.stdout)["tasks"]
+    assert "'1e-400' is too small for a number" in tasks["1"]["error"]
+    assert tasks["2"]["output"] == 2.0
+    cli.assert_store_intact()
