@@ -4,7 +4,8 @@ A consumer of events like any other: the scheduler does not know it exists.
 Everything that comes from a plan, a tool or a model (ids, arguments,
 outputs, errors, requests) is printed as plain text: cells and lines are
 `Text` objects, never strings that rich would read as markup, so `[red]` in
-an output is shown as it is and `[/]` cannot break a table.
+an output is shown as it is and `[/]` cannot break a table; control
+characters (an ESC that would recolour the terminal) are shown as escapes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from taskloom._text import printable
 from taskloom.engine import RunResult, TaskStatus
 
 if TYPE_CHECKING:
@@ -126,7 +128,7 @@ class LiveProgress:
             header.append(f"  (last {_MAX_ROWS} of {len(rows)} tasks)")
         if not self._plan_text:
             return Group(header, table)
-        plan = "\n".join(self._plan_text.splitlines()[-12:])
+        plan = printable("\n".join(self._plan_text.splitlines()[-12:]))
         return Group(
             Text("plan (as written):", style="bold"), Text(plan, style="dim"), header, table
         )
@@ -157,7 +159,7 @@ def render_summary(result: RunResult, console: Console, *, within_agent: bool = 
     if len(shown) > 200:
         console.print(f"... and {len(shown) - 200} more tasks")
     if result.plan_error is not None:
-        console.print(Text(f"plan error: {result.plan_error}", style="red"))
+        console.print(Text(printable(f"plan error: {result.plan_error}"), style="red"))
     console.print(Text(timing_line(result, within_agent=within_agent)))
 
 
@@ -189,15 +191,15 @@ def render_agent_summary(result: AgentResult, console: Console) -> None:
     """Print an agent run: its plans, tasks, the answer and where the time went."""
     for attempt in result.plan_attempts:
         mark = "valid" if attempt.valid else f"invalid: {attempt.error}"
-        console.print(Text(f"plan {attempt.round} ({mark})", style="bold"))
-        console.print(Text(attempt.text.strip() or "(empty)", style="dim"))
+        console.print(Text(printable(f"plan {attempt.round} ({mark})"), style="bold"))
+        console.print(Text(printable(attempt.text.strip()) or "(empty)", style="dim"))
     for run in result.rounds:
         if run.tasks:
             render_summary(run, console, within_agent=True)
     if result.status == "answered":
-        console.print(Text.assemble(("answer: ", "bold green"), result.answer or ""))
+        console.print(Text.assemble(("answer: ", "bold green"), printable(result.answer or "")))
     else:
-        console.print(Text(f"failed: {result.error or 'no answer'}", style="bold red"))
+        console.print(Text(printable(f"failed: {result.error or 'no answer'}"), style="bold red"))
     t = result.timings
     first = "-" if t.first_dispatch_s is None else f"{t.first_dispatch_s:.2f}s"
     console.print(
@@ -238,8 +240,10 @@ def render_record(record: RunRecord, console: Console) -> None:
     console.print(Text(f"request: {_short(record.request, 2000)}"))
     for attempt in record.plan_attempts:
         mark = {True: "valid", False: f"invalid: {attempt.error}", None: "unfinished"}
-        console.print(Text(f"plan {attempt.attempt} ({mark[attempt.valid]})", style="bold"))
-        console.print(Text(attempt.text.strip() or "(empty)", style="dim"))
+        console.print(
+            Text(printable(f"plan {attempt.attempt} ({mark[attempt.valid]})"), style="bold")
+        )
+        console.print(Text(printable(attempt.text.strip()) or "(empty)", style="dim"))
     table = Table(expand=True)
     for name in ("task", "call", "status", "start", "end"):
         table.add_column(name, no_wrap=True, overflow="ellipsis")
@@ -256,9 +260,9 @@ def render_record(record: RunRecord, console: Console) -> None:
         )
     console.print(table)
     if record.answer is not None:
-        console.print(Text.assemble(("answer: ", "bold green"), record.answer))
+        console.print(Text.assemble(("answer: ", "bold green"), printable(record.answer)))
     if record.exhausted:
-        console.print(Text(f"budget exceeded: {record.exhausted}", style="red"))
+        console.print(Text(printable(f"budget exceeded: {record.exhausted}"), style="red"))
     if record.llm_calls:
         tokens = sum(c.prompt_tokens + c.completion_tokens for c in record.llm_calls)
         console.print(f"{len(record.llm_calls)} LLM calls · {tokens} tokens")
@@ -270,4 +274,4 @@ def _when(unix: float) -> str:
 
 def _short(value: Any, limit: int = 120) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return printable(text if len(text) <= limit else text[: limit - 3] + "...")

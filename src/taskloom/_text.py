@@ -7,10 +7,22 @@ embeds text it did not write itself goes through these helpers.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-__all__ = ["clip", "escape_surrogates", "excerpt_at", "quoted", "short_repr"]
+__all__ = [
+    "SURROGATE",
+    "clip",
+    "escape_surrogates",
+    "exception_text",
+    "excerpt_at",
+    "printable",
+    "quoted",
+    "short_repr",
+]
 
+SURROGATE = re.compile("[\ud800-\udfff]")
+"""Half of a UTF-16 pair: a Python str may hold one, but no UTF-8 text (nor the store) can."""
 QUOTE_LIMIT = 60
 """Characters of a quoted word or value kept in a message."""
 LINE_LIMIT = 120
@@ -86,3 +98,37 @@ def excerpt_at(line: str, column: int, width: int = LINE_LIMIT) -> str:
     start = max(0, min(at - width // 3, len(line) - width))
     end = start + width
     return ("..." if start else "") + line[start:end] + ("..." if end < len(line) else "")
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Characters a terminal obeys rather than shows: C0 and C1 controls but tab and newline
+(ESC starts colour, cursor and title sequences), and the marks that reorder text."""
+
+
+def printable(text: str) -> str:
+    r"""`text` with every control character written as an escape (`\x1b`, `\u202e`).
+
+    Tool outputs, plan strings and errors may hold escape sequences that would
+    recolour the terminal, move its cursor or reverse the text around them;
+    printed through this they show as what they are. Tabs and newlines stay.
+    """
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def exception_text(exc: BaseException) -> str:
+    """`str(exc)`, or a note saying it could not be read.
+
+    A user's exception class may break in `__str__`; quoting it must not
+    raise in turn.
+    """
+    try:
+        return str(exc)
+    except Exception as failure:  # RecursionError too: a __str__ that calls itself
+        return f"(its message could not be read: {type(failure).__name__} in __str__)"

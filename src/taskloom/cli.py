@@ -26,9 +26,9 @@ from taskloom._console import (
     render_runs,
     render_summary,
 )
-from taskloom._text import clip, escape_surrogates
+from taskloom._text import clip, escape_surrogates, printable
 from taskloom.engine import Budget, Price, RunResult, TaskStatus, execute
-from taskloom.errors import PlanError, TaskloomError, UserError
+from taskloom.errors import ConfigError, PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
 from taskloom.store import Store, resume
 from taskloom.tools import Tool
@@ -87,8 +87,8 @@ def load_tools(source: str | None) -> dict[str, Tool]:
     tool of `source`: a plan names tools, and could not say which one it means.
 
     Raises:
-        UserError: if the module or file cannot be imported, defines no tools,
-            or defines a tool whose name is taken.
+        UserError: if the module or file cannot be imported (or exits while
+            imported), defines no tools, or defines a tool whose name is taken.
 
     """
     tools = {t.name: t for t in WORLD_TOOLS}
@@ -121,12 +121,13 @@ def exec_(
     console = Console(stderr=as_json)
     try:
         tool_index = load_tools(tools)
-        text = plan_file.read_bytes()
+        text = _read_bounded(plan_file, _MAX_PLAN_BYTES, "plan")
         plan = Plan.parse(text, tools=tool_index)
     except OSError as exc:
         _fail(console, f"cannot read {plan_file}: {exc.strerror or exc}")
     except (PlanError, UserError) as exc:
-        _fail(console, f"{plan_file}: {exc}" if isinstance(exc, PlanError) else str(exc))
+        about_file = isinstance(exc, PlanError | ConfigError)
+        _fail(console, f"{plan_file}: {exc}" if about_file else str(exc))
     if not len(plan):
         _fail(console, f"{plan_file}: the plan has no tasks; write lines like 1. tool(arguments)")
     store = None if no_store else _open_store(console, store_path)
@@ -277,6 +278,28 @@ def _read_store(console: Console, path: Path | None, read: Callable[[Store], T])
         raise _fail(console, str(exc)) from exc
     finally:
         store.close()
+
+
+_MAX_PLAN_BYTES = 64 * 1024 * 1024
+"""A plan file larger than this is a mistake (some 3 million tasks), or /dev/zero."""
+_MAX_BATCH_BYTES = 512 * 1024 * 1024
+"""A batch file larger than this (millions of questions) is a mistake, or /dev/zero."""
+
+
+def _read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of `path`, which may be a pipe; never more than `limit` are read.
+
+    Raises:
+        OSError: if the file cannot be read.
+        ConfigError: if it holds more than `limit` bytes (the message does
+            not name the file; the caller does).
+
+    """
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(f"the {what} is larger than {limit:,} bytes")
+    return data
 
 
 def _tool_source(source: str | None) -> str | None:
@@ -509,7 +532,7 @@ def _budget(
     """A Budget from the command line's flags, or None when none is set.
 
     Raises:
-        UserError: for a malformed --price or a cost budget without prices.
+        UserError: for a malformed or negative --price, or a cost budget without prices.
 
     """
     table = {}
@@ -521,6 +544,9 @@ def _budget(
             raise UserError(f"--price {entry!r}: write MODEL=PROMPT,COMPLETION") from None
         if not name:
             raise UserError(f"--price {entry!r}: write MODEL=PROMPT,COMPLETION")
+        if not all(math.isfinite(p) and p >= 0 for p in (prompt, completion)):
+            # float() reads "nan", "inf" and "-1": no price of a token.
+            raise UserError(f"--price {entry!r}: prices are finite numbers >= 0")
         table[name] = Price(prompt=prompt, completion=completion)
     if tool_calls is None and tokens is None and deadline is None and cost is None:
         return None
@@ -653,13 +679,17 @@ def batch(
 
     console = Console(stderr=True)
     try:
-        requests = read_requests(requests_file.read_text(encoding="utf-8").splitlines())
+        data = _read_bounded(requests_file, _MAX_BATCH_BYTES, "batch file")
+        # utf-8-sig: a byte order mark (Windows editors write one) is no part of line 1.
+        requests = read_requests(data.decode("utf-8-sig").splitlines())
     except OSError as exc:
         _fail(console, f"cannot read {requests_file}: {exc.strerror or exc}")
     except UnicodeDecodeError as exc:
         _fail(console, f"{requests_file}: {_not_utf8(exc)}")
     except UserError as exc:
         _fail(console, f"{requests_file}: {exc}")
+    if not requests:
+        _fail(console, f'{requests_file}: no requests; write one per line, {{"question": "..."}}')
     store = None if no_store else _open_store(console, store_path)
     cache = CallCache(store, failure_ttl=None)  # a failed lookup stays failed in one batch
     try:
@@ -808,7 +838,7 @@ def _fail(console: Console, message: str) -> typer.Exit:
     # On stderr, whatever stdout carries; a Text, not markup: the message
     # quotes user data, which may hold "[/]".
     err = console if console.stderr else Console(stderr=True)
-    text = Text.assemble(("error:", "red"), " ", clip(message, _MAX_MESSAGE))
+    text = Text.assemble(("error:", "red"), " ", printable(clip(message, _MAX_MESSAGE)))
     err.print(text, highlight=False, soft_wrap=True)  # one line per line, whatever the width
     raise typer.Exit(2)
 

@@ -49,7 +49,7 @@ __all__ = [
 
 from dataclasses import dataclass
 
-from taskloom._text import clip, escape_surrogates, excerpt_at
+from taskloom._text import clip, escape_surrogates, exception_text, excerpt_at
 
 
 class TaskloomError(Exception):
@@ -153,25 +153,14 @@ class ToolFailed(RunError):
     def __init__(self, task_id: str, tool: str, cause: BaseException) -> None:
         self.tool = tool
         self.cause_type = type(cause).__name__
-        self.cause_message = _message_of(cause)
+        self.cause_message = escape_surrogates(exception_text(cause))
         """The exception's message in full; the error's own message quotes an excerpt."""
         # SystemExit, KeyboardInterrupt and the like would end the process; a
         # tool may not do that, so they end only its task, and the message says so.
         note = "" if isinstance(cause, Exception) else " (a tool may not stop the process)"
         shown = clip(self.cause_message, _MAX_CAUSE)
-        said = f": {shown}" if shown else ""
+        said = f": {shown}" if shown else ""  # `raise KeyError()` has no message to quote
         super().__init__(task_id, f"{tool} raised {self.cause_type}{said}{note}")
-
-
-def _message_of(exc: BaseException) -> str:
-    """str(exc), always printable: its own __str__ may raise, or hold a lone surrogate."""
-    try:
-        text = str(exc)
-    except Exception:  # a broken __str__ must not turn a tool's failure into a crash
-        return "(its message cannot be shown)"
-    # A lone surrogate (an undecodable file name, say) would break every
-    # printer and writer of the message: it is kept as its escape.
-    return escape_surrogates(text)
 
 
 class ToolTimedOut(RunError):
@@ -203,8 +192,9 @@ class BadOutput(RunError):
         self.problem = problem
         """What about the value cannot be encoded, when known."""
         why = f": {problem}" if problem else ""
+        article = "an" if type_name[:1].lower() in "aeiou" else "a"
         super().__init__(
-            task_id, f"{tool} returned a {type_name}, which cannot be serialised to JSON{why}"
+            task_id, f"{tool} returned {article} {type_name} that cannot be serialised to JSON{why}"
         )
 
 

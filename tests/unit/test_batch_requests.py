@@ -69,3 +69,22 @@ async def test_run_batch_rejects_requests_that_share_an_id() -> None:
     agent = Agent(tools=[], model=ScriptedModel([]))
     with pytest.raises(UserError, match="two requests of the batch have the id '1'"):
         await run_batch(agent, ["a", BatchRequest(id="1", question="b")])
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ('"caf\\ud800"', "line 1: the question holds half of a surrogate pair (\\ud800)"),
+        ('{"id": "\\udc00", "question": "x"}', "line 1: the id holds half of a surrogate pair"),
+    ],
+    ids=["in the question", "in the id"],
+)
+def test_half_a_surrogate_pair_is_a_user_error(line: str, fragment: str) -> None:
+    with pytest.raises(UserError) as caught:
+        read_requests([line])
+    assert fragment in str(caught.value)
+
+
+def test_a_pair_of_surrogate_escapes_is_one_character() -> None:
+    (request,) = read_requests(['"\\ud83d\\ude00"'])
+    assert request.question == "\U0001f600"

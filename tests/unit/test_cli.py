@@ -129,3 +129,114 @@ def test_errors_are_one_unwrapped_line_on_stderr(tmp_path: Path) -> None:
     assert result.stdout == ""
     first = result.stderr.splitlines()[0]
     assert first.startswith("error: ") and "unquoted text 'word'" in first
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n\n"], ids=["empty", "blank lines"])
+def test_a_batch_file_with_no_requests_is_an_error(tmp_path: Path, content: str) -> None:
+    requests = tmp_path / "q.jsonl"
+    requests.write_text(content)
+    result = runner.invoke(app, ["batch", str(requests), "--no-store"])
+    assert result.exit_code == 2, result.output
+    assert "no requests" in result.stderr
+
+
+def test_a_byte_order_mark_is_no_part_of_a_batch_files_first_line(tmp_path: Path) -> None:
+    requests = tmp_path / "q.jsonl"
+    requests.write_bytes(b"\xef\xbb\xbf[1]\n")  # read past the mark, the line is a list
+    result = runner.invoke(app, ["batch", str(requests), "--no-store"])
+    assert result.exit_code == 2, result.output
+    assert 'line 1: expected {"question": "..."}' in result.stderr
+    assert "BOM" not in result.stderr
+
+
+@pytest.mark.parametrize("code", ["sys.exit(3)", "sys.exit('bye')", "raise SystemExit"])
+def test_a_tool_module_that_exits_while_imported_is_a_user_error(tmp_path: Path, code: str) -> None:
+    tools = tmp_path / "quits.py"
+    tools.write_text(f"import sys\n{code}\n")
+    with pytest.raises(UserError, match=r"quits.py: it called sys.exit\(.*\) while imported"):
+        load_tools(str(tools))
+
+
+@pytest.mark.parametrize("price", ["m=nan,1", "m=-1,2", "m=1,inf"])
+def test_a_price_that_is_no_amount_of_money_is_an_error(price: str) -> None:
+    result = runner.invoke(
+        app,
+        ["run", "q", "--no-store", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
+        + ["--price", price],
+    )
+    assert result.exit_code == 2, result.output
+    assert f"--price '{price}': prices are finite numbers >= 0" in result.stderr
+
+
+def test_an_infinite_tool_latency_is_an_error() -> None:
+    result = runner.invoke(
+        app,
+        ["run", "q", "--no-store", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
+        + ["--tool-latency", "inf"],
+    )
+    assert result.exit_code == 2, result.output
+    assert "latency must be a finite number >= 0, got inf" in result.stderr
+
+
+def test_a_tool_module_raising_an_exception_whose_str_raises_is_a_user_error(
+    tmp_path: Path,
+) -> None:
+    tools = tmp_path / "nasty.py"
+    tools.write_text(
+        "class Nasty(Exception):\n    def __str__(self):\n        raise RuntimeError('no')\n\n"
+        "raise Nasty()\n"
+    )
+    with pytest.raises(UserError, match=r"Nasty: \(its message could not be read"):
+        load_tools(str(tools))
+
+
+@pytest.mark.parametrize("source", ["", " ", ".", "..tools"])
+def test_tools_named_by_no_file_or_module_name_are_a_user_error(source: str) -> None:
+    with pytest.raises(UserError, match="give a .py file or a module name"):
+        load_tools(source)
+
+
+def test_tools_given_as_a_plain_folder_are_a_user_error_and_a_package_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    with pytest.raises(UserError, match="it is a folder"):
+        load_tools(str(folder))
+    package = tmp_path / "sweep_tools_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import taskloom\n\n@taskloom.tool\ndef shout(text: str) -> str:\n    return text\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "shout" in load_tools("sweep_tools_pkg")
+
+
+def test_a_plan_file_past_the_size_bound_is_an_error_and_read_no_further(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import taskloom.cli
+
+    monkeypatch.setattr(taskloom.cli, "_MAX_PLAN_BYTES", 1024)
+    plan = tmp_path / "big.plan"
+    plan.write_text('1. math("1 + 1")\n' * 100)
+    result = runner.invoke(app, ["exec", str(plan), "--no-store"])
+    assert result.exit_code == 2, result.output
+    assert "the plan is larger than" in result.stderr
+    small = tmp_path / "small.plan"
+    small.write_text('1. math("1 + 1")\n')
+    assert runner.invoke(app, ["exec", str(small), "--no-store"]).exit_code == 0
+
+
+def test_a_batch_file_past_the_size_bound_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import taskloom.cli
+
+    monkeypatch.setattr(taskloom.cli, "_MAX_BATCH_BYTES", 1024)
+    requests = tmp_path / "q.jsonl"
+    requests.write_text('"a question?"\n' * 100)
+    result = runner.invoke(app, ["batch", str(requests), "--no-store"])
+    assert result.exit_code == 2, result.output
+    assert f"{requests}: the batch file is larger than 1,024 bytes" in result.stderr

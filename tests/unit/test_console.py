@@ -107,3 +107,32 @@ async def test_a_huge_error_is_shown_short() -> None:
     view = console()
     render_summary(result, view)
     assert len(written(view)) < 20_000
+
+
+ESCAPES = "A\x1b[2J\x1b]0;title\x07B\u202eC\rD\x9bE"
+"""Clear the screen, set the window title, reverse the text, return the carriage."""
+
+
+async def test_control_characters_in_outputs_errors_and_calls_are_shown_as_escapes(
+    tmp_path: Path,
+) -> None:
+    plan = Plan.parse('1. echo("a\\u001b[2Jb")\n2. boom("c\\u202ed")\n')
+    views = [console(), console()]
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        result = await execute(plan, tools=[echo, boom], journal=store.journal(plan=plan))
+        render_summary(result, views[0])
+        render_record(store.load(result.run_id), views[1])
+    for view in views:
+        out = written(view)
+        assert "\x1b[2J" not in out and "\u202e" not in out
+        assert "a\\x1b[2Jb" in plain(view)
+        assert "\\u202e" in plain(view)
+
+
+def test_printable_escapes_terminal_controls_and_keeps_lines() -> None:
+    from taskloom._text import printable
+
+    assert printable(ESCAPES) == "A\\x1b[2J\\x1b]0;title\\x07B\\u202eC\\x0dD\\x9bE"
+    assert (
+        printable("tab\tand\nnewline stay; é and 中 too") == "tab\tand\nnewline stay; é and 中 too"
+    )

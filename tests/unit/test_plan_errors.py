@@ -209,3 +209,43 @@ def test_python_built_tasks_with_huge_ids_give_short_messages() -> None:
         Plan([Task(id="1", tool="add", args=(Ref(huge), 1))])
     for caught in (twice, missing):
         assert len(str(caught.value)) < 600
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"id": "", "tool": "f"}, "a task id is a non-empty str, like '1'; got ''"),
+        ({"id": 1, "tool": "f"}, "a task id is a non-empty str, like '1'; got 1"),
+        ({"id": "1", "tool": ""}, "task 1: the tool is named by a non-empty str"),
+        ({"id": "1", "tool": "f", "args": "ab"}, "task 1: args is a tuple of arguments, not 'ab'"),
+        ({"id": "1", "tool": "f", "kwargs": {3: 4}}, "task 1: kwargs maps parameter names"),
+        ({"id": "1", "tool": "f", "kwargs": [("a", 1)]}, "task 1: kwargs maps parameter names"),
+    ],
+    ids=["empty id", "int id", "empty tool", "str args", "int keyword", "list kwargs"],
+)
+def test_a_task_built_in_python_with_fields_of_the_wrong_type_is_a_user_error(
+    fields: dict[str, Any], words: str
+) -> None:
+    from taskloom import Task, UserError
+
+    with pytest.raises(UserError) as caught:
+        Task(**fields)
+    assert str(caught.value).startswith(words)
+
+
+def test_a_task_given_args_as_a_list_keeps_them_as_a_tuple() -> None:
+    from taskloom import Task
+
+    task = Task(id="2", tool="f", args=[Ref("1"), 2])  # type: ignore[arg-type]
+    assert task.args == (Ref("1"), 2) and task.dependencies == {"1"}
+
+
+@pytest.mark.parametrize("literal", ["1e-400", "2e-324", "-3.5e-999"])
+def test_a_number_too_small_for_a_float_is_a_plan_error_not_zero(literal: str) -> None:
+    with pytest.raises(PlanError, match=f"'{literal}' is too small for a number"):
+        Plan.parse(f"1. f({literal})\n")
+
+
+@pytest.mark.parametrize("literal", ["0e5", "0.0", "-0.0", "0.000e-999", "5e-324"])
+def test_zero_and_the_smallest_floats_are_numbers(literal: str) -> None:
+    assert Plan.parse(f"1. f({literal})\n")["1"].args == (float(literal),)

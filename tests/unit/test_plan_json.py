@@ -108,3 +108,24 @@ def test_an_unknown_json_field_with_a_huge_name_is_quoted_short() -> None:
     with pytest.raises(PlanError) as caught:
         Plan.from_json(doc)
     assert len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '\ufeff{"tasks": [{"id": 1, "tool": "f", "args": {"x": "a"}}]}',
+        b'\xef\xbb\xbf{"tasks": [{"id": 1, "tool": "f", "args": {"x": "a"}}]}',
+    ],
+    ids=["str", "bytes"],
+)
+def test_a_byte_order_mark_before_a_json_plan_is_skipped(data: str | bytes) -> None:
+    assert list(Plan.from_json(data).tasks) == ["1"]
+
+
+@pytest.mark.parametrize("value", ["\ud800", ["ok", "x\udc00"], {"k": "\ud83d"}])
+def test_half_a_surrogate_pair_in_a_json_plan_built_in_python_is_a_plan_error(
+    value: object,
+) -> None:
+    data = {"tasks": [{"id": 1, "tool": "f", "args": {"x": value}}]}
+    with pytest.raises(PlanError, match="half of a surrogate pair"):
+        Plan.from_json(data)

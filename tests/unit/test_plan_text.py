@@ -159,3 +159,71 @@ def test_known_ids_allow_references_to_earlier_plans() -> None:
     parser = PlanParser(known={"1", "2"})
     (task,) = parser.feed("3. f($2)\n")
     assert task.dependencies == {"2"}
+
+
+@pytest.mark.parametrize(
+    "text", ['\ufeff1. f("a")\n2. f("b")\n', b'\xef\xbb\xbf1. f("a")\n2. f("b")\n']
+)
+def test_a_byte_order_mark_before_the_first_task_is_not_text(text: str | bytes) -> None:
+    assert list(Plan.parse(text).tasks) == ["1", "2"]
+
+
+def test_a_byte_order_mark_split_over_chunks_is_skipped() -> None:
+    parser = PlanParser()
+    assert parser.feed(b"\xef") == []
+    assert parser.feed(b"\xbb\xbf") == []
+    assert [t.id for t in parser.feed(b'1. f("a")\n')] == ["1"]
+
+
+@pytest.mark.parametrize("number", ["１", "١", "٣"])
+def test_a_task_numbered_with_other_digits_than_0_to_9_is_an_error(number: str) -> None:
+    from taskloom import PlanError
+
+    with pytest.raises(PlanError, match="written with the digits 0-9"):
+        Plan.parse(f'{number}. f("a")\n')
+
+
+@pytest.mark.parametrize("digit", ["１", "١"])
+def test_a_dollar_before_other_digits_is_text_not_a_reference(digit: str) -> None:
+    plan = Plan.parse(f'1. f("a")\n2. f("costs ${digit}")\n')
+    assert plan["2"].args == (f"costs ${digit}",)
+    assert plan["2"].dependencies == set()
+
+
+def test_numbers_in_arguments_are_written_with_0_to_9() -> None:
+    from taskloom import PlanError
+
+    with pytest.raises(PlanError, match="expected a value"):
+        Plan.parse("1. f(١٢)\n")
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['1. f("\\ud800")', '1. f("\\udfff x")', '1. f("\ud800")', 'Thought: \udc00\n1. f("a")'],
+    ids=["high escape", "low escape", "raw in a string", "raw in a thought"],
+)
+def test_half_a_surrogate_pair_is_a_plan_error(line: str) -> None:
+    from taskloom import PlanError
+
+    with pytest.raises(PlanError, match="half of a surrogate pair"):
+        Plan.parse(line + "\n")
+
+
+def test_a_surrogate_pair_of_escapes_is_one_character() -> None:
+    plan = Plan.parse('1. f("\\ud83d\\ude00")\n')
+    assert plan["1"].args == ("\U0001f600",)
+
+
+@pytest.mark.parametrize("text", [None, 5, ['1. f("a")']])
+def test_plan_text_that_is_not_str_or_bytes_is_a_user_error(text: object) -> None:
+    from taskloom import UserError
+
+    with pytest.raises(UserError, match="str or bytes"):
+        Plan.parse(text)  # type: ignore[arg-type]
+
+
+def test_tools_given_as_a_string_are_a_user_error() -> None:
+    from taskloom import UserError
+
+    with pytest.raises(UserError, match="tools must be Tools"):
+        Plan.parse('1. f("a")\n', tools="math")  # type: ignore[arg-type]

@@ -611,3 +611,85 @@ async def test_a_task_cancelled_from_outside_the_run_is_settled_as_cancelled() -
     assert "cancelled" in str(result.tasks["1"].error)
     assert result.tasks["2"].status == "cancelled"
     assert result.tasks["3"].output == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [(object(), "returned an object that cannot"), ([], "returned a list that cannot")],
+    ids=["object", "cyclic list"],
+)
+async def test_an_output_that_is_not_json_is_named_with_its_type_in_plain_words(
+    value: Any, words: str
+) -> None:
+    if isinstance(value, list):
+        value.append(value)  # a list that holds itself: no JSON can
+
+    @tool
+    def give(n: int) -> Any:
+        return value
+
+    result = await execute(Plan.parse("1. give(1)\n", tools=[give]), tools=[give])
+    error = result.tasks["1"].error
+    assert isinstance(error, BadOutput)
+    assert words in str(error)
+
+
+@pytest.mark.parametrize(
+    ("plan", "tools", "words"),
+    [
+        ('1. echo("a")', [echo], "execute() needs a Plan"),
+        (b'1. echo("a")', [echo], "execute() needs a Plan"),
+        (['1. echo("a")'], [echo], "a Plan is built from Tasks, not '1. echo"),
+        ([], None, "tools must be a list of tools or functions, not None"),
+        ([], echo, "tools must be a list of tools or functions, not <Tool echo>"),
+        ([], "echo", "tools must be a list of tools or functions, not 'echo'"),
+    ],
+    ids=["plan text", "plan bytes", "a list of lines", "no tools", "one tool", "a tool name"],
+)
+async def test_execute_of_plan_text_or_tools_that_are_no_collection_is_a_user_error(
+    plan: Any, tools: Any, words: str
+) -> None:
+    with pytest.raises(taskloom.UserError) as caught:
+        await execute(plan, tools=tools)
+    assert words in str(caught.value)
+    assert len(str(caught.value)) < 300
+
+
+async def test_execute_of_a_huge_object_quotes_it_briefly() -> None:
+    with pytest.raises(taskloom.UserError) as caught:
+        await execute({"x": "a" * 1_000_000}, tools=[echo])  # type: ignore[arg-type]
+    assert "characters" in str(caught.value) and len(str(caught.value)) < 300
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+class _SelfPrinting(Exception):
+    def __str__(self) -> str:
+        return str(self)  # recurses until Python stops it
+
+
+@pytest.mark.parametrize(
+    ("cause", "words"),
+    [
+        (_Unprintable(), "raised _Unprintable: (its message could not be read: RuntimeError"),
+        (_SelfPrinting(), "raised _SelfPrinting: (its message could not be read: RecursionError"),
+        (LookupError(), "raised LookupError"),
+    ],
+    ids=["__str__ raises", "__str__ recurses", "no message"],
+)
+async def test_a_tool_exception_whose_message_is_unreadable_or_empty_fails_only_its_task(
+    cause: Exception, words: str
+) -> None:
+    @tool
+    async def bad(n: int) -> int:
+        raise cause
+
+    result = await execute(
+        Plan.parse("1. bad(1)\n2. echo(2)\n", tools=[bad, echo]), tools=[bad, echo]
+    )
+    assert result.tasks["2"].status == "done"
+    message = str(result.tasks["1"].error)
+    assert message.startswith(f"bad {words}") and not message.endswith(": ")

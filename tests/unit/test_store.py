@@ -308,6 +308,42 @@ async def test_an_exact_id_wins_over_longer_ids_it_prefixes(tmp_path: Path) -> N
 
 
 @pytest.mark.anyio
+async def test_an_empty_or_huge_run_id_finds_no_run_and_says_so_briefly(tmp_path: Path) -> None:
+    plan = Plan.parse("1. echo(1)\n")
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        await execute(plan, tools=[echo], journal=store.journal(run_id="abc111"))
+        for empty in ["", "  "]:  # a prefix of every id, which would pick one at random
+            with pytest.raises(UserError, match="give a run id"):
+                store.find(empty)
+        with pytest.raises(UserError, match=r"no run 'aaaa.*\(100,000 characters\)") as caught:
+            store.load("a" * 100_000)
+        assert len(str(caught.value)) < 300
+        long_id = "b" * 300  # longer than any prefix matched with LIKE: found whole
+        await execute(plan, tools=[echo], journal=store.journal(run_id=long_id))
+        assert store.find(long_id) == long_id
+
+
+def test_run_ids_limits_and_paths_of_the_wrong_type_are_clear_errors(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        for bad in [None, 5]:
+            with pytest.raises(UserError, match="a run id is a str, not"):
+                store.load(bad)  # type: ignore[arg-type]
+        with pytest.raises(UserError, match="limit is a whole number or None, not 'x'"):
+            store.runs("x")  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="cannot hold a NUL character"):
+        Store.open(str(tmp_path / "a\x00b"))
+
+
+@pytest.mark.anyio
+async def test_a_runs_limit_past_sqlite_integers_lists_them_all(tmp_path: Path) -> None:
+    plan = Plan.parse("1. echo(1)\n")
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        for run_id in ["r1", "r2"]:
+            await execute(plan, tools=[echo], journal=store.journal(run_id=run_id))
+        assert [r.id for r in store.runs(10**20)] == ["r2", "r1"]
+
+
+@pytest.mark.anyio
 async def test_two_runs_recorded_at_once_keep_their_own_numbering(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     plan = Plan.parse("1. echo(1)\n2. echo($1)\n3. echo($2)\n4. echo(4)\n")

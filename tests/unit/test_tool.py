@@ -266,3 +266,54 @@ async def test_with_latency_delays_each_call_without_a_thread(
     assert double.with_latency(0) is double
     with pytest.raises(ToolDefinitionError):
         double.with_latency(-1)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"timeout": float("nan")}, "timeout must be a number or None, got nan"),
+        ({"timeout": "3"}, "timeout must be a number or None, got '3'"),
+        ({"timeout": -1}, "timeout must be > 0, got -1"),
+        ({"retries": 2.5, "idempotent": True}, "retries must be a whole number, got 2.5"),
+        ({"retries": True}, "retries must be a whole number, got True"),
+        ({"backoff": float("nan")}, "backoff must be a number, got nan"),
+        ({"max_concurrency": 2.5}, "max_concurrency must be a whole number or None"),
+        ({"max_concurrency": True}, "max_concurrency must be a whole number or None"),
+        ({"rate_limit": float("nan")}, "rate_limit must be a number or None"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_a_call_policy_option_of_the_wrong_type_or_range_names_the_tool(
+    options: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(ToolDefinitionError) as caught:
+
+        @tool(**options)
+        def fetch(url: str) -> str:
+            return url
+
+    assert str(caught.value).startswith(f"tool fetch: {words}")
+
+
+@pytest.mark.parametrize("option", ["name", "description", "version"])
+def test_a_tool_text_option_that_is_not_a_str_is_a_definition_error(option: str) -> None:
+    with pytest.raises(ToolDefinitionError, match=f"{option} must be a str, got 3"):
+
+        @tool(**{option: 3})
+        def fetch(url: str) -> str:
+            return url
+
+
+def test_a_tool_of_something_not_callable_is_a_definition_error() -> None:
+    with pytest.raises(ToolDefinitionError, match="wraps a function, not 5"):
+        tool(5)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), float("nan"), -1.0])
+def test_a_latency_that_is_no_finite_wait_is_a_definition_error(seconds: float) -> None:
+    @tool
+    def fetch(url: str) -> str:
+        return url
+
+    with pytest.raises(ToolDefinitionError, match="latency must be a finite number >= 0"):
+        fetch.with_latency(seconds)

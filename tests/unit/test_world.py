@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from typing import Any
 
@@ -358,6 +359,22 @@ def test_convert_rejects_bad_units(source: str, target: str, problem: str) -> No
         world.convert.fn(1, source, target)
 
 
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("(km", "cannot read from_unit '(km': its parentheses do not match"),
+        ("km)", "cannot read from_unit 'km)': its parentheses do not match"),
+        ("km**km", "cannot read from_unit 'km**km': malformed unit expression"),
+    ],
+)
+def test_convert_says_what_is_wrong_with_unit_text_in_its_own_words(
+    source: str, problem: str
+) -> None:
+    with pytest.raises(UnitError, match=re.escape(problem)) as caught:
+        world.convert.fn(1, source, "m")
+    assert "EOF" not in str(caught.value) and "ParserHelper" not in str(caught.value)
+
+
 def test_convert_rejects_infinite_results() -> None:
     with pytest.raises(UnitError, match="not a finite number"):
         world.convert.fn(1e308, "mile", "mm")
@@ -370,6 +387,21 @@ def test_convert_rejects_infinite_results() -> None:
 def test_convert_between_huge_powers_of_units_is_a_unit_error(source: str, target: str) -> None:
     with pytest.raises(UnitError, match="too large|not a finite number"):
         world.convert.fn(1, source, target)
+
+
+@pytest.mark.parametrize(
+    ("value", "source", "target"),
+    [(1, "mm**300", "km**300"), (1, "km**-999999999", "m**-999999999"), (1e-300, "nm", "Ym")],
+)
+def test_convert_to_a_value_too_small_for_a_float_is_a_unit_error_not_zero(
+    value: float, source: str, target: str
+) -> None:
+    with pytest.raises(UnitError, match="too small to be written as a number"):
+        world.convert.fn(value, source, target)
+
+
+def test_convert_of_zero_is_zero() -> None:
+    assert world.convert.fn(0, "km", "m") == 0.0
 
 
 @pytest.mark.parametrize(
@@ -407,3 +439,16 @@ def test_math_shifts_and_huge_powers_are_expression_errors(expression: str) -> N
 
 def test_convert_through_the_tool_schema_coerces_integers() -> None:
     assert _call(world.convert, value=3, from_unit="km", to_unit="m") == 3000.0
+
+
+@pytest.mark.parametrize("expression", ["1e-400 + 1", "2 * 1e-999"])
+def test_math_refuses_a_number_too_small_for_a_float_rather_than_reading_zero(
+    expression: str,
+) -> None:
+    with pytest.raises(ExpressionError, match="is too small for a number"):
+        world.math.fn(expression)
+
+
+@pytest.mark.parametrize(("expression", "value"), [("0.0", 0.0), ("0e5", 0.0), ("5e-324", 5e-324)])
+def test_math_reads_zero_and_the_smallest_floats(expression: str, value: float) -> None:
+    assert world.math.fn(expression) == value

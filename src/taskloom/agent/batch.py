@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from taskloom._text import clip, quoted
+from taskloom._text import SURROGATE, clip, quoted
 from taskloom.agent._agent import Agent
 from taskloom.agent._result import AgentResult
 from taskloom.errors import TaskloomError, UserError
@@ -76,8 +76,9 @@ def read_requests(lines: Iterable[str]) -> list[BatchRequest]:
     one (a line number given to a request without an id counts too).
 
     Raises:
-        UserError: naming the line, for a line that is not such a request or
-            an id that is malformed or already used.
+        UserError: naming the line, for a line that is not such a request,
+            an id that is malformed or already used, or text holding half a
+            surrogate pair.
 
     """
     requests = []
@@ -114,6 +115,13 @@ def _request(line: str, number: int) -> BatchRequest:
             f"line {number}: the id must be a non-empty string or a whole number, "
             f"not {clip(json.dumps(given))}"
         )
+    for what, text in (("question", data["question"]), ("id", str(given))):
+        half = SURROGATE.search(text)
+        if half is not None:  # JSON's "\ud800" decodes to one; no output line could hold it
+            raise UserError(
+                f"line {number}: the {what} holds half of a surrogate pair "
+                f"(\\u{ord(half.group()):04x}), which is no character"
+            )
     return BatchRequest(id=str(given), question=data["question"])
 
 

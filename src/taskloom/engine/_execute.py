@@ -11,6 +11,7 @@ import anyio
 import anyio.lowlevel
 
 from taskloom._ids import RunId, TaskId
+from taskloom._text import short_repr
 from taskloom.engine._budget import Budget
 from taskloom.engine._gc import roomy_gc
 from taskloom.engine._journal import Journal
@@ -32,12 +33,14 @@ def as_tools(tools: ToolsLike) -> dict[str, Tool]:
     """Index tools by name, wrapping plain functions with `@tool`.
 
     Raises:
-        UserError: if two different tools share a name.
+        UserError: if `tools` is not a collection, or two different tools share a name.
         ToolDefinitionError: if a plain function cannot become a tool.
 
     """
     if isinstance(tools, Mapping):
         return tool_map(tools)
+    if isinstance(tools, Tool | str | bytes) or not isinstance(tools, Iterable):
+        raise UserError(f"tools must be a list of tools or functions, not {short_repr(tools)}")
     return tool_map(t if isinstance(t, Tool) else tool(t) for t in tools)
 
 
@@ -205,9 +208,11 @@ async def execute(
         StoreError: if the journal could not record the run.
 
     """
-    if not isinstance(plan, Plan | Sequence | AsyncIterable):
+    if isinstance(plan, str | bytes) or not isinstance(plan, Plan | Sequence | AsyncIterable):
+        # Plan text is a Sequence too; it needs parsing first.
         raise UserError(
-            f"execute() needs a Plan, a list of Tasks or a stream of them, got {plan!r}"
+            "execute() needs a Plan, a list of Tasks or a stream of them, "
+            f"got {short_repr(plan)}; parse plan text with Plan.parse()"
         )
     tool_index = as_tools(tools)
     if not isinstance(plan, AsyncIterable | Plan):

@@ -26,7 +26,7 @@ import re
 from typing import Any, NoReturn
 
 from taskloom._ids import TaskId
-from taskloom._text import QUOTE_LIMIT, quoted
+from taskloom._text import QUOTE_LIMIT, SURROGATE, quoted
 from taskloom.errors import PlanError, Position
 from taskloom.plan._model import Ref, Template
 
@@ -36,11 +36,13 @@ MAX_DEPTH = 64
 """How deeply lists, tuples and dicts may nest in an argument."""
 MAX_ID_DIGITS = 9
 """Digits a task number, or an index in a reference, may have."""
-_NUMBER = re.compile(r"[-+]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][-+]?\d+)?")
+# ASCII only: Python's `\d` also matches "١" or "１", which no plan means as a number.
+_NUMBER = re.compile(r"[-+]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][-+]?\d+)?", re.ASCII)
 _NAME = re.compile(r"[A-Za-z_]\w*")
-_DIGITS = re.compile(r"\d+")
+_DIGITS = re.compile(r"\d+", re.ASCII)
 _SPACE = re.compile(r"\s*")
-_MONEY_AFTER = re.compile(r",\d{3}(?!\d)|\.\d")
+_NONZERO_DIGIT = re.compile("[1-9]")
+_MONEY_AFTER = re.compile(r",\d{3}(?!\d)|\.\d", re.ASCII)
 _CONSTANTS: dict[str, Any] = {
     "True": True,
     "False": False,
@@ -49,6 +51,8 @@ _CONSTANTS: dict[str, Any] = {
     "false": False,
     "null": None,
 }
+_HIGH_SURROGATE, _LOW_SURROGATE, _LAST_SURROGATE = "\ud800", "\udc00", "\udfff"
+_HALF_PAIR = "the string holds half of a surrogate pair (U+D800-U+DFFF), which is no character"
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'", "$": "$"}
 
 
@@ -193,6 +197,9 @@ class _Scanner:
             self.fail(f"{quoted(token)} is not a usable number", at=match.start())
         if value in (float("inf"), float("-inf")):
             self.fail(f"{quoted(token)} is too large for a number", at=match.start())
+        if value == 0 and _NONZERO_DIGIT.search(token.lower().partition("e")[0]):
+            # 1e-400 reads as 0.0: the plan would run with a value it never wrote.
+            self.fail(f"{quoted(token)} is too small for a number", at=match.start())
         return value
 
     def sequence(self, close: str, depth: int) -> list[Any]:
@@ -307,6 +314,9 @@ class _Scanner:
             if hit is None:
                 self.fail(f"string opened here is never closed (missing {quote})", at=start)
             chunk.append(text[self.pos : hit.start()])
+            half = SURROGATE.search(text, self.pos, hit.start())
+            if half is not None:  # from the JSON form or the Python API; text plans check lines
+                self.fail(_HALF_PAIR, at=half.start())
             self.pos = hit.start()
             char = hit.group()
             if char == quote:
@@ -340,16 +350,29 @@ class _Scanner:
             self.pos += 2
             return _ESCAPES[code]
         if code in ("u", "x"):
-            width = 4 if code == "u" else 2
-            digits = self.text[self.pos + 2 : self.pos + 2 + width]
-            if len(digits) == width and all(c in "0123456789abcdefABCDEF" for c in digits):
-                self.pos += 2 + width
-                return chr(int(digits, 16))
-            self.fail(f"bad \\{code} escape", at=self.pos)
+            at = self.pos
+            char = self.hex_escape(code)
+            if _HIGH_SURROGATE <= char < _LOW_SURROGATE and self.text.startswith("\\u", self.pos):
+                # A pair of \u escapes, as JSON writes a character beyond U+FFFF.
+                low = self.hex_escape("u")
+                if _LOW_SURROGATE <= low <= _LAST_SURROGATE:
+                    return chr(0x10000 + ((ord(char) - 0xD800) << 10) + ord(low) - 0xDC00)
+            if _HIGH_SURROGATE <= char <= _LAST_SURROGATE:
+                self.fail(_HALF_PAIR, at=at)
+            return char
         if not code:
             self.fail("the line ends inside a string escape")
         self.pos += 2
         return "\\" + code
+
+    def hex_escape(self, code: str) -> str:
+        r"""The character of the `\u` or `\x` escape at `pos`; moves past it."""
+        width = 4 if code == "u" else 2
+        digits = self.text[self.pos + 2 : self.pos + 2 + width]
+        if len(digits) == width and all(c in "0123456789abcdefABCDEF" for c in digits):
+            self.pos += 2 + width
+            return chr(int(digits, 16))
+        self.fail(f"bad \\{code} escape", at=self.pos)
 
     def string_ref(self) -> Ref | None:
         """A reference at `$` inside a string, or None where the `$` is plain text."""

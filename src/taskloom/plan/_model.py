@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskloom._ids import TaskId
-from taskloom.errors import Position
+from taskloom._text import clip, short_repr
+from taskloom.errors import Position, UserError
 
 __all__ = ["Ref", "Task", "Template", "iter_refs", "render_value"]
 
@@ -79,6 +80,9 @@ class Task:
     """Ids of the tasks whose outputs this task's arguments reference."""
 
     def __post_init__(self) -> None:
+        _check_fields(self)
+        if isinstance(self.args, list):  # a list is as good as a tuple; keep one kind
+            object.__setattr__(self, "args", tuple(self.args))
         deps = frozenset(ref.task for ref in iter_refs((self.args, self.kwargs)))
         object.__setattr__(self, "dependencies", deps)
 
@@ -90,6 +94,32 @@ class Task:
 
     def __str__(self) -> str:
         return f"{self.id}. {self.call_text()}"
+
+
+def _check_fields(task: Task) -> None:
+    """A Task built in Python has the field types the parsers give it.
+
+    References name tasks by str id, so `id=1` would never be found; a str
+    as `args` would pass one letter per parameter.
+
+    Raises:
+        UserError: for an id or tool name that is no non-empty str, args that
+            are no tuple or list, or kwargs that are no mapping by str name.
+
+    """
+    if not isinstance(task.id, str) or not task.id:
+        raise UserError(f"a task id is a non-empty str, like '1'; got {short_repr(task.id)}")
+    if not isinstance(task.tool, str) or not task.tool:
+        raise UserError(f"task {clip(task.id)}: the tool is named by a non-empty str")
+    if not isinstance(task.args, tuple | list):
+        raise UserError(
+            f"task {clip(task.id)}: args is a tuple of arguments, not {short_repr(task.args)}"
+        )
+    if not isinstance(task.kwargs, Mapping) or not all(isinstance(k, str) for k in task.kwargs):
+        raise UserError(
+            f"task {clip(task.id)}: kwargs maps parameter names (str) to arguments, "
+            f"not {short_repr(task.kwargs)}"
+        )
 
 
 def iter_refs(value: Any) -> Iterator[Ref]:

@@ -34,6 +34,11 @@ def tool_map(tools: Iterable[Tool] | Mapping[str, Tool] | None) -> dict[str, Too
 
     if tools is None:
         return {}
+    if isinstance(tools, str | bytes) or not isinstance(tools, Iterable | Mapping):
+        # A str is iterable too, and would be read one letter at a time.
+        raise UserError(
+            f"tools must be Tools (a list or a mapping by name), not {short_repr(tools)}"
+        )
     if isinstance(tools, Mapping):
         for key, item in tools.items():
             if not isinstance(item, Tool):
@@ -98,14 +103,25 @@ class Plan:
             PlanError: duplicate ids, references to missing tasks or to the
                 task itself, cycles, or (with tools) unknown tools and bad
                 arguments.
+            UserError: if an item of `tasks` is not a Task, or `tools` are not Tools.
 
         """
+        from taskloom.errors import UserError
+
         self._tools = tool_map(tools)
         self._external = frozenset(external)
         self._tasks: dict[TaskId, Task] = {}
         self.joined = False
         """The planner closed the plan with `join()`: nothing more will be added."""
+        if isinstance(tasks, str | bytes):  # iterable too, one letter at a time
+            raise UserError("a Plan is built from Tasks; parse plan text with Plan.parse()")
         pending = list(tasks)
+        for task in pending:
+            if not isinstance(task, Task):
+                raise UserError(
+                    f"a Plan is built from Tasks, not {short_repr(task)}; "
+                    "parse plan text with Plan.parse()"
+                )
         for task in pending:
             self._check_own(task)
             self._tasks[task.id] = task
@@ -128,6 +144,7 @@ class Plan:
 
         Raises:
             PlanError: naming the task, the line and column, and what is wrong.
+            UserError: if `text` is neither str nor bytes, or `tools` are not Tools.
 
         """
         from taskloom.plan.text import PlanParser

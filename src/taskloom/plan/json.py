@@ -18,7 +18,7 @@ from typing import Any
 import pydantic
 
 from taskloom._ids import TaskId
-from taskloom._text import clip
+from taskloom._text import SURROGATE, clip, quoted
 from taskloom.errors import PlanError
 from taskloom.plan._args import MAX_DEPTH, MAX_ID_DIGITS, parse_string
 from taskloom.plan._model import Task
@@ -66,7 +66,9 @@ def tasks_from_json(data: str | bytes | Mapping[str, Any] | PlanModel) -> list[T
         if isinstance(data, PlanModel):
             model = data
         elif isinstance(data, str | bytes):
-            model = PlanModel.model_validate_json(data)
+            # A byte order mark (Windows editors write one) is no part of the JSON.
+            bom = "\ufeff" if isinstance(data, str) else b"\xef\xbb\xbf"
+            model = PlanModel.model_validate_json(data.removeprefix(bom))  # type: ignore[arg-type]
         else:
             model = PlanModel.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -87,6 +89,12 @@ def tasks_from_json(data: str | bytes | Mapping[str, Any] | PlanModel) -> list[T
 
 def _with_refs(value: Any, task_id: str, depth: int) -> Any:
     if isinstance(value, str):
+        if SURROGATE.search(value):  # a Python str may hold one; no store or output can
+            raise PlanError(
+                f"the string {quoted(value)} holds half of a surrogate pair "
+                "(U+D800-U+DFFF), which is no character",
+                task_id=task_id,
+            )
         return parse_string(value, task_id=task_id) if "$" in value else value
     if isinstance(value, list | dict) and depth > MAX_DEPTH:
         # The same bound as the text form: deeper values are a mistake or an attack.

@@ -23,8 +23,8 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
 
 from taskloom._ids import TaskId
-from taskloom._text import quoted
-from taskloom.errors import PlanError, Position
+from taskloom._text import SURROGATE, quoted
+from taskloom.errors import PlanError, Position, UserError
 from taskloom.plan._args import MAX_ID_DIGITS, parse_args, task_number
 from taskloom.plan._check import bind_task
 from taskloom.plan._model import Task
@@ -37,8 +37,11 @@ END_OF_PLAN = "<END_OF_PLAN>"
 JOIN = "join"
 """The pseudo-tool that ends a plan: `4. join()`."""
 
-_TASK_HEAD = re.compile(r"\s*(\d+)\s*[.)]\s*([A-Za-z_]\w*)\s*\(")
+# A task number is written 0-9 (Python's `\d` also matches "١" or "１"); a line
+# numbered with other digits is caught by _NUMBERED and refused.
+_TASK_HEAD = re.compile(r"\s*([0-9]+)\s*[.)]\s*([A-Za-z_]\w*)\s*\(")
 _NUMBERED = re.compile(r"\s*([-+]?\d+)\s*[.)](?:\s|$)")
+_BOM = "\ufeff"
 _THOUGHT = re.compile(r"\s*Thought\s*:\s*(.*)", re.IGNORECASE)
 _TRAILER = re.compile(r"\s*(?:#.*)?$")
 
@@ -104,6 +107,12 @@ class PlanParser:
         self._raise_pending()
         if isinstance(chunk, bytes):
             chunk = self._decode(chunk, final=False)
+        elif not isinstance(chunk, str):
+            raise UserError(f"plan text must be str or bytes, not {type(chunk).__name__}")
+        if not self.text and chunk.startswith(_BOM):
+            chunk = chunk[1:]  # editors on Windows begin UTF-8 files with one; it is no text
+            if not chunk:
+                return []  # the next chunk is still the start of the text
         self.text += chunk
         if self.done:
             return []
@@ -173,6 +182,12 @@ class PlanParser:
 
     def _line(self, line: str) -> Task | None:
         self._line_no += 1
+        half = SURROGATE.search(line)
+        if half is not None:  # a str from Python or a model's JSON may hold one; no file can
+            raise PlanError(
+                "the line holds half of a surrogate pair (U+D800-U+DFFF), which is no character",
+                position=Position(self._line_no, half.start() + 1),
+            )
         if END_OF_PLAN in line:
             line = line[: line.index(END_OF_PLAN)]
             self.done = True
@@ -235,11 +250,14 @@ class PlanParser:
 
     def _task_id(self, number: str, position: Position, line: str) -> TaskId:
         """The id of a task line's number; only whole numbers from 1 are task numbers."""
-        task_id = task_number(number) if number.isdigit() else None  # a sign is not a digit
+        digits = number.isascii() and number.isdigit()  # a sign is not a digit
+        task_id = task_number(number) if digits else None
         if task_id is not None and task_id != "0":
             return task_id
-        if number.isdigit() and task_id is None:
+        if digits and task_id is None:
             why = f"a task number has at most {MAX_ID_DIGITS} digits"
+        elif not digits and number.isdigit():
+            why = "task numbers are written with the digits 0-9"
         else:
             why = "task numbers are whole numbers from 1"
         raise PlanError(

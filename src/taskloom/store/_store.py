@@ -34,6 +34,7 @@ from typing import Any
 import platformdirs
 
 from taskloom._ids import RunId, TaskId
+from taskloom._text import quoted, short_repr
 from taskloom.errors import StoreError, UserError
 from taskloom.plan import Plan
 from taskloom.store._codec import task_from_json, task_to_json
@@ -52,6 +53,10 @@ from taskloom.store._writer import Json, Writer, explain
 
 __all__ = ["Store", "default_store_path"]
 
+_MAX_PREFIX = 200
+"""Characters of a run id prefix matched with LIKE; longer ones must match whole."""
+_ALL_ROWS = 2**62
+"""A `runs()` limit this large means all of them (SQLite's integers stop at 2**63)."""
 _BUSY_TIMEOUT = 5.0
 """Seconds to wait for another process's lock before saying the store is locked."""
 
@@ -76,6 +81,8 @@ def _check_regular_file(path: Path) -> None:
         mode = path.stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
         return  # created on open (or its folder cannot be, which open says)
+    except ValueError:  # os.stat's "embedded null byte"
+        raise StoreError(repr(str(path)), "a path cannot hold a NUL character") from None
     except OSError as exc:
         raise StoreError(str(path), f"cannot read it: {exc.strerror}") from exc
     if stat.S_ISDIR(mode):
@@ -177,12 +184,13 @@ class Store:
     # -- reading --------------------------------------------------------------
 
     def runs(self, limit: int | None = 50) -> list[RunSummary]:
-        """Recent runs, newest first.
+        """Recent runs, newest first (all of them when `limit` is None).
 
         A run recorded `running` whose process is gone reads `abandoned`
         (see `store/_owner.py`); `resume` finishes it.
 
         Raises:
+            UserError: if `limit` is not a whole number.
             StoreError: if the store cannot be read.
 
         """
@@ -190,7 +198,7 @@ class Store:
             rows = self._reader.execute(
                 "SELECT id, kind, status, started, request, owner, owner_start FROM runs"
                 " ORDER BY started DESC, rowid DESC LIMIT ?",
-                (-1 if limit is None else limit,),
+                (_limit(limit),),
             ).fetchall()
         return [
             RunSummary(
@@ -207,22 +215,29 @@ class Store:
         """The full id of the run whose id is or starts with `run_id`.
 
         Raises:
-            UserError: if no run, or more than one, matches.
+            UserError: if `run_id` is no str or empty, or no run, or more than one, matches.
             StoreError: if the store cannot be read.
 
         """
+        if not isinstance(run_id, str):
+            raise UserError(f"a run id is a str, not {short_repr(run_id)}")
+        if not run_id.strip():
+            # Every id starts with "": an empty id would pick whichever run comes first.
+            raise UserError("give a run id, or the start of one (taskloom runs lists them)")
+        # A prefix longer than any id is no prefix; SQLite refuses very long patterns.
+        query, params = "SELECT id FROM runs WHERE id = ?", [run_id]
+        if len(run_id) <= _MAX_PREFIX:
+            query += " OR id LIKE ? ESCAPE '\\' LIMIT 3"
+            params.append(_like_prefix(run_id))
         with self._reading, _translated(self.path, "look up the run"):
-            rows = self._reader.execute(
-                "SELECT id FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' LIMIT 3",
-                (run_id, _like_prefix(run_id)),
-            ).fetchall()
+            rows = self._reader.execute(query, params).fetchall()
         ids = {r[0] for r in rows}
         if run_id in ids:
             return RunId(run_id)
         if not ids:
-            raise UserError(f"no run {run_id!r} in {self.path}")
+            raise UserError(f"no run {quoted(run_id)} in {self.path}")
         if len(ids) > 1:
-            raise UserError(f"{run_id!r} matches several runs; give more of the id")
+            raise UserError(f"{quoted(run_id)} matches several runs; give more of the id")
         return RunId(ids.pop())
 
     def load(self, run_id: str) -> RunRecord:
@@ -445,6 +460,20 @@ def _check_stopped(record: RunRecord) -> None:
 
 def _json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def _limit(limit: int | None) -> int:
+    """SQLite's LIMIT for `runs(limit)`: -1 for all of them.
+
+    Raises:
+        UserError: if `limit` is not a whole number (or None).
+
+    """
+    if limit is None:
+        return -1
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise UserError(f"limit is a whole number or None, not {short_repr(limit)}")
+    return -1 if limit > _ALL_ROWS else max(limit, 0)
 
 
 def _like_prefix(prefix: str) -> str:

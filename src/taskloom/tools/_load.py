@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from taskloom._text import exception_text
 from taskloom.errors import TaskloomError, UserError
 from taskloom.tools._tool import Tool
 
@@ -30,6 +31,12 @@ def import_tools(source: str) -> dict[str, Tool]:
         UserError: if the module cannot be imported or defines no tools.
 
     """
+    if not source.strip() or source.startswith(".") and not source.endswith(".py"):
+        # importlib's own words for these ("the 'package' argument is required") mislead.
+        raise UserError(f"--tools {source!r}: give a .py file or a module name like my.tools")
+    if Path(source).is_dir() and not (Path(source) / "__init__.py").is_file():
+        # A package folder imports by its name; any other folder holds no tools.
+        raise UserError(f"--tools {source}: it is a folder; give a .py file or a module name")
     try:
         if source.endswith(".py") or Path(source).is_file():
             module = _import_file(Path(source))
@@ -37,8 +44,14 @@ def import_tools(source: str) -> dict[str, Tool]:
             module = importlib.import_module(source)
     except TaskloomError:
         raise
+    except SystemExit as exc:  # a script's `sys.exit()` at import would end taskloom silently
+        raise UserError(
+            f"cannot load tools from {source}: it called sys.exit({exc.code!r}) while imported"
+        ) from exc
     except Exception as exc:  # the user's module failed to import: say so plainly
-        raise UserError(f"cannot load tools from {source}: {type(exc).__name__}: {exc}") from exc
+        raise UserError(
+            f"cannot load tools from {source}: {type(exc).__name__}: {exception_text(exc)}"
+        ) from exc
     found = _tools_in(module)
     if not found:
         raise UserError(f"{source} defines no @taskloom.tool functions")

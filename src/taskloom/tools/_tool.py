@@ -6,6 +6,7 @@ import asyncio
 import copy
 import functools
 import inspect
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,16 +48,12 @@ class CallPolicy:
     """Results may be memoised by (name, version, arguments)."""
 
     def __post_init__(self) -> None:
-        if self.timeout is not None and self.timeout <= 0:
-            raise ToolDefinitionError(f"timeout must be positive, got {self.timeout}")
-        if self.backoff < 0:
-            raise ToolDefinitionError(f"backoff must be >= 0, got {self.backoff}")
-        if self.retries < 0:
-            raise ToolDefinitionError(f"retries must be >= 0, got {self.retries}")
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise ToolDefinitionError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
-        if self.rate_limit is not None and self.rate_limit <= 0:
-            raise ToolDefinitionError(f"rate_limit must be positive, got {self.rate_limit}")
+        _check_number("timeout", self.timeout, minimum=0.0, optional=True)
+        _check_number("backoff", self.backoff, minimum=0.0, inclusive=True)
+        _check_number("max_backoff", self.max_backoff, minimum=0.0, inclusive=True)
+        _check_whole("retries", self.retries, minimum=0)
+        _check_whole("max_concurrency", self.max_concurrency, minimum=1, optional=True)
+        _check_number("rate_limit", self.rate_limit, minimum=0.0, optional=True)
 
     @property
     def simple(self) -> bool:
@@ -67,6 +64,46 @@ class CallPolicy:
     def attempts(self) -> int:
         """How many times one task may call the tool in all."""
         return 1 + self.retries if self.idempotent else 1
+
+
+def _check_number(
+    option: str,
+    value: object,
+    *,
+    minimum: float,
+    inclusive: bool = False,
+    optional: bool = False,
+) -> None:
+    """A policy number is a real number above `minimum` (or at it, when `inclusive`).
+
+    Raises:
+        ToolDefinitionError: for another type, NaN, or a value out of range.
+
+    """
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        kind = "a number or None" if optional else "a number"
+        raise ToolDefinitionError(f"{option} must be {kind}, got {short_repr(value)}")
+    if value < minimum or (value == minimum and not inclusive):
+        bound = ">= " if inclusive else "> "
+        raise ToolDefinitionError(f"{option} must be {bound}{minimum:g}, got {value}")
+
+
+def _check_whole(option: str, value: object, *, minimum: int, optional: bool = False) -> None:
+    """A policy count is a whole number of at least `minimum`.
+
+    Raises:
+        ToolDefinitionError: for another type (True is no count) or a smaller value.
+
+    """
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = "a whole number or None" if optional else "a whole number"
+        raise ToolDefinitionError(f"{option} must be {kind}, got {short_repr(value)}")
+    if value < minimum:
+        raise ToolDefinitionError(f"{option} must be >= {minimum}, got {value}")
 
 
 class Tool:
@@ -93,6 +130,11 @@ class Tool:
                 or the function takes *args/**kwargs.
 
         """
+        if not callable(fn):
+            raise ToolDefinitionError(f"a tool wraps a function, not {short_repr(fn)}")
+        for option, value in (("name", name), ("description", description), ("version", version)):
+            if value is not None and not isinstance(value, str):
+                raise ToolDefinitionError(f"{option} must be a str, got {short_repr(value)}")
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", ""))
         _check_name(self.name)
@@ -209,11 +251,11 @@ class Tool:
         the offline ones. The wait is async, so it holds no worker thread.
 
         Raises:
-            ToolDefinitionError: if `seconds` is negative.
+            ToolDefinitionError: if `seconds` is negative, infinite or NaN.
 
         """
-        if seconds < 0:
-            raise ToolDefinitionError(f"latency must be >= 0, got {seconds}")
+        if not math.isfinite(seconds) or seconds < 0:  # an infinite wait would never call
+            raise ToolDefinitionError(f"latency must be a finite number >= 0, got {seconds}")
         if seconds == 0:
             return self
         original = self
@@ -437,17 +479,21 @@ def tool(
         ToolDefinitionError: if the function or the options are unusable.
 
     """
-    policy = CallPolicy(
-        idempotent=cacheable if idempotent is None else idempotent,
-        timeout=timeout,
-        retries=retries,
-        backoff=backoff,
-        max_concurrency=max_concurrency,
-        rate_limit=rate_limit,
-        cacheable=cacheable,
-    )
 
     def make(f: Callable[..., Any]) -> Tool:
+        try:
+            policy = CallPolicy(
+                idempotent=cacheable if idempotent is None else idempotent,
+                timeout=timeout,
+                retries=retries,
+                backoff=backoff,
+                max_concurrency=max_concurrency,
+                rate_limit=rate_limit,
+                cacheable=cacheable,
+            )
+        except ToolDefinitionError as exc:  # say which tool: a module may define many
+            label = name if isinstance(name, str) else getattr(f, "__name__", "?")
+            raise ToolDefinitionError(f"tool {clip(str(label))}: {exc}") from None
         return Tool(f, name=name, description=description, policy=policy, version=version)
 
     return make(fn) if fn is not None else make

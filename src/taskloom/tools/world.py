@@ -22,6 +22,7 @@ import math as _math
 import operator
 import re
 import threading
+import tokenize
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -435,13 +436,17 @@ _ALLOWED_CHARS = frozenset("0123456789.+-*/%^(), _\t\n" + "abcdefghijklmnopqrstu
 _HELP = f"use numbers, + - * / // % ** ( ), {', '.join(_CONSTANTS)} and {', '.join(_FUNCTIONS)}"
 
 
-def _check_syntax(tree: ast.Expression) -> None:
+def _check_syntax(tree: ast.Expression, source: str) -> None:
     """Reject every construct except numbers, constants, arithmetic and known calls."""
     callees = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant):
             if type(node.value) not in (int, float):
                 raise ExpressionError(f"{node.value!r} is not a number; {_HELP}")
+            written = ast.get_source_segment(source, node) or ""
+            if node.value == 0 and re.search("[1-9]", written.lower().partition("e")[0]):
+                # 1e-400 reads as 0.0: the result would be computed from a value never written.
+                raise ExpressionError(f"{written!r} is too small for a number")
         elif isinstance(node, ast.Name):
             if node.id in _FUNCTIONS and id(node) not in callees:
                 raise ExpressionError(f"{node.id} is a function; call it, as in {node.id}(2)")
@@ -476,8 +481,9 @@ def math(expression: str) -> float:
 
     Raises:
         ExpressionError: the expression is malformed, uses anything not
-            allowed, divides by zero, leaves a function's domain, or its value
-            is too large or not finite.
+            allowed, divides by zero, leaves a function's domain, writes a
+            number too small for a float (1e-400), or its value is too large
+            or not finite.
 
     """
     text = expression.strip()
@@ -489,8 +495,9 @@ def math(expression: str) -> float:
     if bad:
         raise ExpressionError(f"unexpected character(s) {''.join(bad)!r}; {_HELP}")
     try:
-        tree = ast.parse(text.replace("^", "**"), mode="eval")
-        _check_syntax(tree)
+        source = text.replace("^", "**")
+        tree = ast.parse(source, mode="eval")
+        _check_syntax(tree, source)
         evaluator = simpleeval.SimpleEval(
             operators=_OPERATORS, functions=_FUNCTIONS, names=_CONSTANTS
         )
@@ -530,8 +537,17 @@ def _parse_unit(unit: str, which: str) -> Any:
         return _units.get().parse_units(text)
     # pint reports malformed unit text with a grab-bag of builtin exceptions.
     except Exception as exc:
-        reason = str(exc) or "malformed unit expression"
+        reason = _unit_problem(exc)
         raise UnitError(f"cannot read {which} {text!r}: {reason}") from exc
+
+
+def _unit_problem(exc: Exception) -> str:
+    """What pint's exception says about unit text, in words that do not name its internals."""
+    if isinstance(exc, tokenize.TokenError):  # its args: ('EOF in multi-line statement', (2, 0))
+        return "its parentheses do not match"
+    if isinstance(exc, TypeError):  # e.g. "unsupported operand type(s) ... 'ParserHelper'"
+        return "malformed unit expression"
+    return str(exc) or "malformed unit expression"
 
 
 @tool(cacheable=True)
@@ -552,8 +568,9 @@ def convert(value: float, from_unit: str, to_unit: str) -> float:
         The value in `to_unit`, rounded to 12 significant digits.
 
     Raises:
-        UnitError: a unit is unknown or malformed, or the two units measure
-            different kinds of quantity (length and time, say).
+        UnitError: a unit is unknown or malformed, the two units measure
+            different kinds of quantity (length and time, say), or the result
+            is too large or too small for a float.
 
     """
     import pint
@@ -584,6 +601,11 @@ def convert(value: float, from_unit: str, to_unit: str) -> float:
         ) from exc
     if not _math.isfinite(result):
         raise UnitError(f"{value} {from_unit} in {to_unit} is not a finite number")
+    if result == 0 and value != 0:  # mm**300 in km**300: 1e-1800 is no float, 0 is wrong
+        raise UnitError(
+            f"{value} {from_unit.strip()} in {to_unit.strip()} is too small to be "
+            "written as a number"
+        )
     return result
 
 
