@@ -47,6 +47,7 @@ from taskloom.engine.result import RunResult, RunStatus, TaskResult, TaskStatus
 from taskloom.errors import (
     BadArguments,
     BadOutput,
+    CallTimedOut,
     DependencyFailed,
     EditError,
     PlanError,
@@ -669,17 +670,13 @@ class Run:
     async def _attempt(self, node: Node, arguments: dict[str, Any]) -> Any:
         """One call of the tool; a failure comes back as a RunError value."""
         tool, task_id = node.tool, node.task.id
-        timeout = tool.policy.timeout
         try:
-            if timeout is None:
-                output = await tool.call(arguments, times=node)
-            else:
-                with anyio.move_on_after(timeout) as deadline:
-                    output = await tool.call(arguments, times=node)
-                if deadline.cancelled_caught:
-                    return ToolTimedOut(
-                        task_id, tool.name, timeout, thread_abandoned=not tool.is_async
-                    )
+            # The tool applies the timeout: a sync call's starts once it has a thread.
+            output = await tool.call(arguments, times=node, timeout=tool.policy.timeout)
+        except CallTimedOut as exc:
+            if exc.tool != tool.name:  # another tool's, called by this one: its failure
+                return ToolFailed(task_id, tool.name, exc)
+            return ToolTimedOut(task_id, tool.name, exc.timeout, thread_abandoned=not tool.is_async)
         except anyio.get_cancelled_exc_class():
             raise
         except BaseException as exc:  # the tool's own failure, SystemExit too: recorded
