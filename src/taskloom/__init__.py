@@ -18,6 +18,7 @@ from taskloom.engine import (
 from taskloom.errors import (
     BadArguments,
     BadOutput,
+    CallTimedOut,
     ConfigError,
     DependencyFailed,
     EditError,
@@ -52,6 +53,7 @@ __all__ = [
     "BadOutput",
     "Budget",
     "CallPolicy",
+    "CallTimedOut",
     "ConfigError",
     "DependencyFailed",
     "DurationStats",

@@ -16,6 +16,7 @@ TaskloomError                   anything taskloom raises on purpose
 │   ├── TaskCancelled           the task or its run was cancelled
 │   ├── TaskInterrupted         the process died while a side-effecting task ran
 │   └── RecordedFailure         a failure read back from the run store
+├── CallTimedOut                `Tool.call` ran past the timeout it was given
 ├── ModelError                  a chat model could not be reached or misbehaved
 └── StoreError                  the run store cannot be opened, read or written
 ```
@@ -29,6 +30,7 @@ from __future__ import annotations
 __all__ = [
     "BadArguments",
     "BadOutput",
+    "CallTimedOut",
     "ConfigError",
     "DependencyFailed",
     "EditError",
@@ -161,6 +163,18 @@ class ToolFailed(RunError):
         shown = clip(self.cause_message, _MAX_CAUSE)
         said = f": {shown}" if shown else ""  # `raise KeyError()` has no message to quote
         super().__init__(task_id, f"{tool} raised {self.cause_type}{said}{note}")
+
+
+class CallTimedOut(TaskloomError):
+    """`Tool.call` ran past the timeout it was given; the call was abandoned.
+
+    The scheduler records it on the task as `ToolTimedOut`.
+    """
+
+    def __init__(self, tool: str, timeout: float) -> None:
+        self.tool = tool
+        self.timeout = timeout
+        super().__init__(f"{tool} did not finish within {timeout:g}s")
 
 
 class ToolTimedOut(RunError):

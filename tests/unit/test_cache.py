@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import pytest
 
 import taskloom
+from taskloom import Task, TaskId
+from taskloom.engine import events as ev
 from taskloom.store import CallCache, Store, cache_key
 
 pytestmark = pytest.mark.anyio
@@ -185,3 +190,78 @@ async def test_a_batch_cache_keeps_failures_for_its_whole_life() -> None:
         with pytest.raises(LookupError):
             await wrapped.call({"name": "atlantis"})
     assert calls == 1
+
+
+async def test_a_cached_sync_tools_timeout_and_times_count_only_once_it_has_a_thread() -> None:
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    tokens, limiter.total_tokens = limiter.total_tokens, 1
+    loop = asyncio.get_running_loop()
+    holding, queued = anyio.Event(), anyio.Event()
+    release, never = threading.Event(), threading.Event()
+    timeout = 0.5
+
+    @taskloom.tool
+    def hold() -> str:
+        """Takes the only thread until released."""
+        loop.call_soon_threadsafe(holding.set)
+        release.wait(30)
+        return "held"
+
+    @taskloom.tool(cacheable=True, timeout=timeout)
+    def quick(n: int) -> int:
+        """Returns at once when it gets a thread."""
+        return n
+
+    @taskloom.tool(cacheable=True, timeout=timeout)
+    def slow() -> None:
+        """Outlives its timeout even with a thread of its own."""
+        never.wait(30)
+
+    def note(event: ev.Event) -> None:
+        if event.kind == "task_started" and event.task_id == "3":
+            queued.set()
+
+    tools = CallCache().wrap([hold, quick, slow])
+    try:
+        async with taskloom.open_run(tools=tools, on_event=note) as run:
+            run.add(Task(id=TaskId("1"), tool="hold"))
+            with anyio.fail_after(30):
+                await holding.wait()
+            run.add(Task(id=TaskId("2"), tool="quick", args=(2,)))
+            run.add(Task(id=TaskId("3"), tool="slow"))
+            with anyio.fail_after(30):
+                await queued.wait()
+            await anyio.sleep(timeout * 3)  # counted from their start, both would time out
+            release.set()
+    finally:
+        release.set()
+        never.set()
+        limiter.total_tokens = tokens
+    result = run.result()
+    held, answered, timed_out = result.tasks["1"], result.tasks["2"], result.tasks["3"]
+    assert answered.status == taskloom.TaskStatus.DONE and answered.output == 2
+    assert held.finished_at is not None and answered.started_at is not None
+    assert answered.started_at >= held.finished_at  # not timed while it waited for the thread
+    assert isinstance(timed_out.error, taskloom.ToolTimedOut) and timed_out.error.thread_abandoned
+
+
+async def test_a_timed_out_call_is_not_remembered_as_a_failure() -> None:
+    never = threading.Event()
+    calls: list[int] = []
+
+    @taskloom.tool(cacheable=True, timeout=0.05)
+    def stuck(n: int) -> int:
+        """Hangs the first time only."""
+        calls.append(n)
+        if len(calls) == 1:
+            never.wait(30)
+        return n
+
+    (cached,) = CallCache().wrap([stuck])
+    try:
+        first = await taskloom.execute(taskloom.Plan.parse("1. stuck(1)\n"), tools=[cached])
+        second = await taskloom.execute(taskloom.Plan.parse("1. stuck(1)\n"), tools=[cached])
+    finally:
+        never.set()
+    assert isinstance(first.tasks["1"].error, taskloom.ToolTimedOut)
+    assert second.tasks["1"].output == 1 and calls == [1, 1]  # run again, not answered timed out

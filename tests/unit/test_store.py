@@ -959,3 +959,53 @@ def test_a_store_path_that_is_not_a_regular_file_says_so(tmp_path: Path, where: 
     with pytest.raises(StoreError, match="not a regular file|is a folder") as caught:
         Store.open(path)
     assert "disk is full" not in str(caught.value)
+
+
+# -- a crashed run ------------------------------------------------------------
+
+
+def _raises_on_first_finish() -> Callable[[ev.Event], None]:
+    raised = False
+
+    def listener(event: ev.Event) -> None:
+        nonlocal raised
+        if isinstance(event, ev.TaskFinished) and not raised:
+            raised = True
+            raise LookupError("listener broke")
+
+    return listener
+
+
+def _raises_always(event: ev.Event) -> None:
+    if isinstance(event, ev.TaskFinished | ev.TaskCancelledEvent | ev.RunFinished):
+        raise LookupError("listener broke")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "listener",
+    [_raises_on_first_finish(), _raises_always],
+    ids=["raises-once", "raises-on-every-end"],
+)
+async def test_a_crashed_run_leaves_no_task_unsettled_in_the_store(
+    tmp_path: Path, listener: Callable[[ev.Event], None]
+) -> None:
+    @tool
+    async def wait_forever(x: Any = None) -> None:
+        """Runs until the crash cancels it."""
+        await anyio.sleep_forever()
+
+    plan = Plan.parse("1. echo(1)\n2. echo($1)\n3. wait_forever()\n")
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        journal = store.journal(request="crash", plan=plan)
+        with anyio.fail_after(30), pytest.raises(LookupError, match="listener broke"):
+            await execute(plan, tools=[echo, wait_forever], journal=journal, on_event=listener)
+        record = store.load(journal.run_id)
+    assert record.status == "cancelled"
+    statuses = {t.id: t.status for t in record.tasks}
+    assert set(statuses) == {"1", "2", "3"}
+    assert not {"pending", "running"} & set(statuses.values()), statuses
+    for task in record.tasks:
+        if task.status == "cancelled":
+            assert task.error_type == "TaskCancelled" and task.finished is not None
+            assert task.error is not None and "crashed" in task.error

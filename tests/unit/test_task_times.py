@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -13,8 +14,9 @@ import anyio.to_thread
 import pytest
 
 import taskloom
-from taskloom import Plan, RunResult, TaskId, TaskResult, TaskStatus, execute, tool
+from taskloom import Plan, RunResult, Task, TaskId, TaskResult, TaskStatus, execute, tool
 from taskloom._console import timing_line
+from taskloom.engine import events as ev
 
 pytestmark = pytest.mark.anyio
 
@@ -153,3 +155,104 @@ def test_an_agent_round_shows_tool_time_against_wall_time() -> None:
     line = timing_line(_result(("1", 0.0, 0.01), ("2", 0.0, 0.01), span=2.0), within_agent=True)
     assert "tools ran 0.020s in all over 2.000s of wall time" in line
     assert "parallelism" not in line
+
+
+def _one_thread() -> tuple[anyio.CapacityLimiter, float]:
+    """Leave this loop's thread limiter a single slot; returns it and its old size."""
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    tokens = limiter.total_tokens
+    limiter.total_tokens = 1
+    return limiter, tokens
+
+
+async def test_a_sync_tools_timeout_counts_only_once_it_has_a_thread() -> None:
+    limiter, tokens = _one_thread()
+    loop = asyncio.get_running_loop()
+    holding, all_started = anyio.Event(), anyio.Event()
+    release, never = threading.Event(), threading.Event()
+    started: set[str] = set()
+    timeout = 0.5
+
+    @tool
+    def hold() -> str:
+        """Takes the only thread until released."""
+        loop.call_soon_threadsafe(holding.set)
+        release.wait(30)
+        return "held"
+
+    @tool(timeout=timeout)
+    def quick() -> str:
+        """Returns at once when it gets a thread."""
+        return "quick"
+
+    @tool(timeout=timeout)
+    def slow() -> str:
+        """Outlives its timeout even with a thread of its own."""
+        never.wait(30)
+        return "slow"
+
+    def note_start(event: ev.Event) -> None:
+        if event.kind == "task_started":
+            started.add(event.task_id)
+            if len(started) == 3:
+                all_started.set()
+
+    try:
+        async with taskloom.open_run(tools=[hold, quick, slow], on_event=note_start) as run:
+            run.add(Task(id=TaskId("1"), tool="hold"))
+            with anyio.fail_after(30):
+                await holding.wait()
+            run.add(Task(id=TaskId("2"), tool="quick"))
+            run.add(Task(id=TaskId("3"), tool="slow"))
+            with anyio.fail_after(30):
+                await all_started.wait()  # 2 and 3 wait for the only thread now
+            # Longer than their timeout: counted from their start, both would time out here.
+            await anyio.sleep(timeout * 3)
+            release.set()
+    finally:
+        release.set()
+        never.set()
+        limiter.total_tokens = tokens
+    result = run.result()
+    assert result.tasks["1"].output == "held"
+    assert result.tasks["2"].status == TaskStatus.DONE and result.tasks["2"].output == "quick"
+    slow_task = result.tasks["3"]
+    assert slow_task.status == TaskStatus.FAILED
+    assert isinstance(slow_task.error, taskloom.ToolTimedOut) and slow_task.error.thread_abandoned
+
+
+async def test_an_async_tools_timeout_is_recorded_as_a_timeout() -> None:
+    @tool(timeout=0.05)
+    async def hang() -> None:
+        """Never returns."""
+        await anyio.sleep_forever()
+
+    result = await execute(Plan.parse("1. hang()\n"), tools=[hang])
+    error = result.tasks["1"].error
+    assert isinstance(error, taskloom.ToolTimedOut) and error.timeout == 0.05
+
+
+async def test_a_sync_tools_own_timeout_error_is_its_failure_not_a_timeout() -> None:
+    @tool(timeout=30)
+    def gives_up() -> None:
+        """Raises TimeoutError itself, long before its own timeout."""
+        raise TimeoutError("the remote end did not answer")
+
+    result = await execute(Plan.parse("1. gives_up()\n"), tools=[gives_up])
+    error = result.tasks["1"].error
+    assert isinstance(error, taskloom.ToolFailed) and error.cause_type == "TimeoutError"
+
+
+async def test_tool_call_raises_call_timed_out_for_a_sync_function() -> None:
+    never = threading.Event()
+
+    @tool
+    def stuck() -> None:
+        """Blocks its thread."""
+        never.wait(30)
+
+    try:
+        with pytest.raises(taskloom.CallTimedOut, match="stuck did not finish within 0.05s"):
+            await stuck.call({}, timeout=0.05)
+    finally:
+        never.set()

@@ -47,6 +47,7 @@ from taskloom.engine.result import RunResult, RunStatus, TaskResult, TaskStatus
 from taskloom.errors import (
     BadArguments,
     BadOutput,
+    CallTimedOut,
     DependencyFailed,
     EditError,
     PlanError,
@@ -259,10 +260,18 @@ class Run:
             self._cancelled = True
             self._closed = True
             why = reason or "the run was cancelled"
+            # A listener that raises must not leave the other tasks running:
+            # it crashes the run (open_run raises it), and every task still stops.
             for node in self._nodes.values():
                 if not node.status.is_final:
-                    self._cancel_node(node, why)
-            self._check_done()
+                    try:
+                        self._cancel_node(node, why)
+                    except Exception as exc:
+                        self._crashed(exc)
+            try:
+                self._check_done()
+            except Exception as exc:
+                self._crashed(exc)
             return
         node = self._nodes[TaskId(task_id)]
         if node.status.is_final:
@@ -569,9 +578,12 @@ class Run:
                 self._check_done()
             return
         crash = host.exception()
-        if crash is not None and self.crash is None:
-            # A bug or a raising listener: the node can never settle, so the
-            # run stops and open_run raises the error.
+        if crash is not None:
+            self._crashed(crash)
+
+    def _crashed(self, crash: BaseException) -> None:
+        """A bug or a raising listener: the run stops and open_run raises the first such error."""
+        if self.crash is None:
             self.crash = crash
             assert self._tg is not None
             self._tg.cancel_scope.cancel()
@@ -669,17 +681,13 @@ class Run:
     async def _attempt(self, node: Node, arguments: dict[str, Any]) -> Any:
         """One call of the tool; a failure comes back as a RunError value."""
         tool, task_id = node.tool, node.task.id
-        timeout = tool.policy.timeout
         try:
-            if timeout is None:
-                output = await tool.call(arguments, times=node)
-            else:
-                with anyio.move_on_after(timeout) as deadline:
-                    output = await tool.call(arguments, times=node)
-                if deadline.cancelled_caught:
-                    return ToolTimedOut(
-                        task_id, tool.name, timeout, thread_abandoned=not tool.is_async
-                    )
+            # The tool applies the timeout: a sync call's starts once it has a thread.
+            output = await tool.call(arguments, times=node, timeout=tool.policy.timeout)
+        except CallTimedOut as exc:
+            if exc.tool != tool.name:  # another tool's, called by this one: its failure
+                return ToolFailed(task_id, tool.name, exc)
+            return ToolTimedOut(task_id, tool.name, exc.timeout, thread_abandoned=not tool.is_async)
         except anyio.get_cancelled_exc_class():
             raise
         except BaseException as exc:  # the tool's own failure, SystemExit too: recorded
@@ -771,8 +779,8 @@ class Run:
             )
             if self._deadline_scope is not None:
                 self._deadline_scope.cancel()
+            self._done.set()  # first: a listener that raises cannot keep the run unfinished
             self._emit(ev.RunFinished, status=str(self._status()))
-            self._done.set()
 
     def _emit(self, kind: type[ev.Event], **fields: Any) -> None:
         self._seq += 1

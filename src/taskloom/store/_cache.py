@@ -18,20 +18,21 @@ Only tools declared `cacheable=True` go through it; nothing else changes.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from taskloom.engine._node import is_storable
+from taskloom.errors import CallTimedOut
 from taskloom.tools import Tool
+from taskloom.tools._tool import CallTimes
 
 if TYPE_CHECKING:
     from taskloom.store._store import Store
@@ -58,7 +59,7 @@ class CacheStats:
     executed: int = 0
     """Calls that ran the tool to an end (an output or an error)."""
     cancelled: int = 0
-    """Calls of the tool cancelled before they ended (a waiting twin then runs it)."""
+    """Calls of the tool cancelled or timed out before they ended (a waiting twin then runs it)."""
     memory_hits: int = 0
     """Answered from this process's memory."""
     store_hits: int = 0
@@ -67,6 +68,52 @@ class CacheStats:
     """Answered by joining an identical call in flight."""
     distinct: int = 0
     """Different calls (by key) asked for: with a warm-enough cache, `executed` equals it."""
+
+
+class _Cached(Tool):
+    """A cacheable tool that answers through a CallCache.
+
+    It keeps the tool's own kind (sync or async): the tool's own `call` gets
+    the timeout and the times, so a sync tool's count from when it has a
+    worker thread, not from the waits for the cache, the store or a thread.
+    """
+
+    def __init__(self, tool: Tool, cache: CallCache) -> None:
+        """Answer `tool`'s calls through `cache`."""
+        self.__dict__.update(tool.__dict__)  # its name, schema and policy, as read already
+        self._original = tool
+        self._cache = cache
+
+        async def cached(**arguments: Any) -> Any:
+            return await cache.call(tool, arguments)
+
+        # The scheduler calls an async tool's `fn` itself when it has no policy to apply.
+        self.fn = cached
+
+    async def call(
+        self,
+        arguments: Mapping[str, Any],
+        *,
+        times: CallTimes | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  (see Tool.call)
+    ) -> Any:
+        """Call the tool through the cache (see `CallCache.call`).
+
+        Returns:
+            The tool's output.
+
+        Raises:
+            CallTimedOut: the call ran past `timeout`.
+            Exception: whatever the tool raised.
+
+        """
+        try:
+            return await self._cache.call(
+                self._original, dict(arguments), times=times, timeout=timeout
+            )
+        finally:
+            if times is not None and times.started_at is None:
+                times.started_at = time.monotonic()  # answered without calling the tool
 
 
 class _Flight:
@@ -121,21 +168,31 @@ class CallCache:
         return [self._wrap(t) if t.policy.cacheable else t for t in tools]
 
     def _wrap(self, tool: Tool) -> Tool:
-        async def cached(**arguments: Any) -> Any:
-            return await self.call(tool, arguments)
+        return _Cached(tool, self)
 
-        clone = copy.copy(tool)
-        clone.fn = cached
-        clone.is_async = True
-        return clone
-
-    async def call(self, tool: Tool, arguments: dict[str, Any]) -> Any:
+    async def call(
+        self,
+        tool: Tool,
+        arguments: dict[str, Any],
+        *,
+        times: CallTimes | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  (the tool's own: see Tool.call)
+    ) -> Any:
         """Call `tool`, or answer from a call in flight, memory or the store.
+
+        Args:
+            tool: the cacheable tool.
+            arguments: its validated arguments.
+            times: passed to `Tool.call` when the tool runs.
+            timeout: passed to `Tool.call` when the tool runs: the waits for
+                the store and for an identical call in flight do not count.
 
         Returns:
             The tool's output.
 
         Raises:
+            CallTimedOut: the call ran past `timeout` (not remembered: the
+                next identical call runs again, a waiting twin leads one).
             Exception: whatever the tool raised (waiters of a shared call get
                 the same exception).
 
@@ -166,7 +223,9 @@ class CallCache:
             raise failed[1]
         flight = self._flights[key] = _Flight()
         try:
-            output = await self._lookup_or_run(tool, arguments, key)
+            output = await self._lookup_or_run(tool, arguments, key, times, timeout)
+        except CallTimedOut:
+            raise  # like a cancellation: not settled, so a waiter leads instead
         except Exception as exc:
             flight.error, flight.settled = exc, True
             if self._failure_ttl_s > 0:
@@ -184,7 +243,14 @@ class CallCache:
             del self._flights[key]
             flight.done.set()
 
-    async def _lookup_or_run(self, tool: Tool, arguments: dict[str, Any], key: str) -> Any:
+    async def _lookup_or_run(
+        self,
+        tool: Tool,
+        arguments: dict[str, Any],
+        key: str,
+        times: CallTimes | None,
+        timeout: float | None,  # noqa: ASYNC109  (the tool's own: see Tool.call)
+    ) -> Any:
         if self._store is not None:
             found, output = await anyio.to_thread.run_sync(self._store.cached, key)
             if found:
@@ -192,8 +258,8 @@ class CallCache:
                 self._remember(key, output)
                 return output
         try:
-            output = await tool.call(arguments)
-        except anyio.get_cancelled_exc_class():
+            output = await tool.call(arguments, times=times, timeout=timeout)
+        except (anyio.get_cancelled_exc_class(), CallTimedOut):
             self.stats.cancelled += 1
             raise
         except BaseException:  # SystemExit too: the run makes it this task's failure

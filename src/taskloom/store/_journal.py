@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskloom._ids import RunId
 from taskloom.engine import events as ev
-from taskloom.errors import StoreError
+from taskloom.errors import StoreError, TaskCancelled
 from taskloom.store._codec import task_to_json
 from taskloom.store._writer import Json, Writer
 
@@ -46,6 +46,10 @@ _FINISHED = (
 _SETTLED = (
     "UPDATE tasks SET status = ?, error_type = ?, error = ?, finished = ?"
     " WHERE run_id = ? AND task_id = ?"
+)
+_UNSETTLED = (
+    "UPDATE tasks SET status = 'cancelled', error_type = ?, error = ?, finished = ?"
+    " WHERE run_id = ? AND status IN ('pending', 'running')"
 )
 _EVENT = "INSERT INTO events (run_id, seq, kind, task_id, at, data) VALUES (?, ?, ?, ?, ?, ?)"
 _PLAN_ATTEMPT = (
@@ -121,10 +125,24 @@ class RunJournal:
             StoreError: if any write of the run failed.
 
         """
+        for run in self._runs:
+            if run.crash is not None:
+                self._settle_after_crash(run.crash)
         self._runs = [r for r in self._runs if not r.finished]  # done: let it go
         if self.kind == "exec":
             self.end(str(result.status), exhausted=result.exhausted)
         await self.flush()
+
+    def _settle_after_crash(self, crash: BaseException) -> None:
+        """Record every task the store still has unsettled as cancelled by the crash.
+
+        A crash (a listener that raised, say) can stop a task's end from ever
+        becoming an event, so the store would keep it `running` in a run
+        recorded as over. Ranked last, this runs after every queued settlement.
+        """
+        error = TaskCancelled("", f"the run crashed: {type(crash).__name__}")
+        at = time.monotonic() - self._t0
+        self._writer.put(_LOG, _UNSETTLED, ("TaskCancelled", str(error), at, self.run_id))
 
     # -- agent-level records --------------------------------------------------
 

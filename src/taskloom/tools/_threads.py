@@ -43,7 +43,7 @@ _IDLE_S = 10.0
 class ThreadCall(Generic[T]):
     """One function call handed to a worker thread, and when it really ran."""
 
-    __slots__ = ("context", "fn", "future", "loop", "started_at", "finished_at")
+    __slots__ = ("context", "fn", "future", "loop", "started_at", "finished_at", "timed_out")
 
     def __init__(self, fn: Callable[[], T], loop: asyncio.AbstractEventLoop) -> None:
         self.fn = fn
@@ -55,6 +55,8 @@ class ThreadCall(Generic[T]):
         """When a thread picked the call up (monotonic seconds), written on that thread."""
         self.finished_at: float | None = None
         """When the function returned or raised, written on its thread."""
+        self.timed_out = False
+        """The call ran past its timeout and was abandoned (set on the loop)."""
 
     def run(self) -> None:
         """Call the function on this (worker) thread and hand the outcome to the loop."""
@@ -144,16 +146,30 @@ _POOL = _Pool()
 os.register_at_fork(after_in_child=_POOL.forget)
 
 
-async def run_in_thread(call: ThreadCall[T]) -> T:
+async def run_in_thread(
+    call: ThreadCall[T],
+    *,
+    # A caller's own deadline would count the wait for a slot: see the docstring.
+    timeout: float | None = None,  # noqa: ASYNC109
+) -> T:
     """Run `call` on a worker thread once the loop's thread limiter has a slot.
 
     Cancelling the awaiting task abandons the call: the slot is given back at
-    once; the thread runs on and its result is dropped.
+    once; the thread runs on and its result is dropped. A timeout does the
+    same, and counts only from when the call holds a slot: calls queued
+    behind busy threads do not spend their time waiting.
+
+    Args:
+        call: the call to run.
+        timeout: seconds the call may run once it has a slot; None for no limit.
 
     Returns:
         What the function returned.
 
     Raises:
+        TimeoutError: the call ran past `timeout` and was abandoned; then
+            `call.timed_out` is set (a TimeoutError of the function's own
+            leaves it False).
         BaseException: whatever the function raised.
 
     """
@@ -164,6 +180,12 @@ async def run_in_thread(call: ThreadCall[T]) -> T:
         await limiter.acquire_on_behalf_of(call)
     try:
         _POOL.submit(call)
-        return await call.future
+        if timeout is None:
+            return await call.future
+        # Only from here: the wait for a slot above is not the call's time.
+        with anyio.move_on_after(timeout):
+            return await call.future
+        call.timed_out = True
+        raise TimeoutError(f"the call did not finish within {timeout:g}s")
     finally:
         limiter.release_on_behalf_of(call)

@@ -16,7 +16,7 @@ import anyio
 import pydantic
 
 from taskloom._text import clip, quoted, short_repr
-from taskloom.errors import ToolDefinitionError
+from taskloom.errors import CallTimedOut, ToolDefinitionError
 from taskloom.tools._threads import ThreadCall, run_in_thread
 
 __all__ = ["CallPolicy", "CallTimes", "Tool", "tool"]
@@ -269,7 +269,14 @@ class Tool:
         clone.is_async = True
         return clone
 
-    async def call(self, arguments: Mapping[str, Any], *, times: CallTimes | None = None) -> Any:
+    async def call(
+        self,
+        arguments: Mapping[str, Any],
+        *,
+        times: CallTimes | None = None,
+        # Not the caller's `fail_after`: that would count a sync call's wait for a thread.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Any:
         """Call the function with validated arguments; sync functions run in a thread.
 
         A sync function runs on one of taskloom's daemon worker threads.
@@ -283,23 +290,35 @@ class Tool:
                 set if still None (for a sync function: when a thread picked
                 it up, not when it began to wait for one); `finished_at` is set
                 to when a sync function returned, or None if it was abandoned.
+            timeout: seconds the call may take; None for no limit. For a sync
+                function it counts from when the call has a worker thread, so
+                the wait for a free one (all busy) is not spent from it.
 
         Returns:
             What the function returned.
 
         Raises:
+            CallTimedOut: the call ran past `timeout` and was abandoned.
             BaseException: whatever the function raised (SystemExit included).
 
         """
         if self.is_async:
             if times is not None and times.started_at is None:
                 times.started_at = time.monotonic()
-            return await self.fn(**arguments)
+            if timeout is None:
+                return await self.fn(**arguments)
+            with anyio.move_on_after(timeout):
+                return await self.fn(**arguments)
+            raise CallTimedOut(self.name, timeout)  # only the timeout leaves the block
         call = ThreadCall(
             functools.partial(_in_thread, self.fn, arguments), asyncio.get_running_loop()
         )
         try:
-            result = await run_in_thread(call)
+            result = await run_in_thread(call, timeout=timeout)
+        except TimeoutError:
+            if call.timed_out:  # not the tool's own TimeoutError
+                raise CallTimedOut(self.name, timeout or 0.0) from None
+            raise
         finally:
             if times is not None:
                 if times.started_at is None:
