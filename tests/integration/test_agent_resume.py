@@ -167,7 +167,7 @@ def test_taskloom_resume_of_a_killed_agent_run_uses_what_the_run_recorded(
         monkeypatch.setenv("SENT_FILE", str(sent))
         with Store.open(store_path) as store:
             (run,) = store.runs()
-        assert run.status == "running"
+        assert run.status == "abandoned"  # its owner was killed
         # No flags: the tools (a file), the model (the server), the limits all come
         # from the record. The store is closed: the CLI opens it itself.
         result = CliRunner().invoke(app, ["resume", run.id, "--json", "--store", str(store_path)])
