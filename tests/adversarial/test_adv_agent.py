@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from chat_server import KEEP_ALIVE, SILENT, chat_server
 
 QUESTION = "How far is Paris from Berlin?"
@@ -33,6 +35,15 @@ def test_a_dead_server_is_a_clear_error(cli) -> None:  # type: ignore[no-untyped
     outcome = cli(*run_args(f"http://127.0.0.1:{dead_port()}/v1"))
     cli.assert_clear_error(outcome, 2, mentions=["cannot", "connect"])
     assert json.loads(outcome.stdout)["status"] == "failed"
+    cli.assert_store_intact()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://127.0.0.1:99999/v1", "http:///v1", "localhost:8080"]
+)
+def test_a_base_url_no_request_could_reach_is_a_clear_error(cli, url: str) -> None:  # type: ignore[no-untyped-def]
+    outcome = cli("run", QUESTION, "--base-url", url, "--model", "m")
+    cli.assert_clear_error(outcome, 2, mentions=["base_url"])
     cli.assert_store_intact()
 
 

@@ -298,6 +298,19 @@ def test_bad_settings_are_config_errors() -> None:
         OpenAICompatible(URL, "m", json_mode="yaml")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://[::1", "not a valid URL"),
+        ("http://127.0.0.1:99999/v1", "port 99999 is out of range"),
+        ("http:///v1", "names no host"),
+    ],
+)
+def test_a_url_no_request_could_reach_is_a_config_error(url: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        OpenAICompatible(url, "m")
+
+
 # -- time limits, against a real server on loopback ----------------------------------
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import anyio
 import httpx
 
+from taskloom._text import clip
 from taskloom.errors import ConfigError, ModelError
 from taskloom.llm._protocol import GenerationOptions, Message, _ChatModelBase, _StreamEnd
 
@@ -105,6 +106,7 @@ class OpenAICompatible(_ChatModelBase):
         """
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+        _check_url(base_url)
         if not model:
             raise ConfigError("model name must not be empty")
         if (
@@ -479,3 +481,20 @@ def _int_or_none(value: Any) -> int | None:
 def _shorten(text: str, limit: int = 300) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_url(base_url: str) -> None:
+    """Refuse a URL no request could be sent to, now rather than at the first call.
+
+    Raises:
+        ConfigError: if the URL does not parse, has no host, or its port is out of range.
+
+    """
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"base_url {clip(base_url)!r} is not a valid URL: {exc}") from exc
+    if not url.host:
+        raise ConfigError(f"base_url {clip(base_url)!r} names no host")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ConfigError(f"base_url {clip(base_url)!r}: port {url.port} is out of range")
