@@ -234,18 +234,37 @@ def test_resume_json_keeps_tool_prints_off_stdout(cli: Cli, tools: str) -> None:
     cli.assert_store_intact()
 
 
+SURROGATE_TOOLS = """
+import taskloom
+
+
+@taskloom.tool
+def undecodable(name: str) -> str:
+    "Fails with a message holding a lone surrogate (an undecodable file name, say)."
+    raise FileNotFoundError(name + "\\udcc3")
+"""
+
+
 def test_text_that_is_not_valid_unicode_prints_escaped(cli: Cli) -> None:
-    """A `\\ud800` escape in a plan is a lone surrogate: printing it once raised in `show`."""
-    plan_file = cli.write("p.plan", '1. city("Os\\ud800lo")\n2. country("France")\n')
-    outcome = cli("exec", plan_file)
+    """A lone surrogate in a tool's error: printing it once raised in `exec` and `show`."""
+    tools = cli.write("surrogate_tools.py", SURROGATE_TOOLS)
+    plan_file = cli.write("p.plan", '1. undecodable("Os")\n2. country("France")\n')
+    outcome = cli("exec", plan_file, "--tools", tools)
     assert outcome.code == 1, outcome.stderr[-2000:]
     assert "Traceback" not in outcome.stderr
     (run_id,) = cli.statuses()
     shown = cli("show", run_id)
     assert shown.code == 0, shown.stderr[-2000:]
     assert "Traceback" not in shown.stderr
-    assert 'city("Os\\ud800lo")' in shown.stdout
+    assert "FileNotFoundError" in shown.stdout or "undecodable" in shown.stdout
     as_json = cli("show", run_id, "--json")
-    assert strict(as_json.stdout)["tasks"][0]["arguments"]["name"] == "Os\ud800lo"
+    assert "Os\\udcc3" in strict(as_json.stdout)["tasks"][0]["error"]
     cli.assert_store_intact()
     assert list(cli.statuses().values()) == ["completed"]
+
+
+def test_half_a_surrogate_pair_in_a_plan_is_a_clear_error(cli: Cli) -> None:
+    plan_file = cli.write("p.plan", '1. city("Os\\ud800lo")\n')
+    outcome = cli("exec", plan_file)
+    cli.assert_clear_error(outcome, 2, mentions=["surrogate"])
+    cli.assert_store_intact()
