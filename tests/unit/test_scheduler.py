@@ -693,3 +693,17 @@ async def test_a_tool_exception_whose_message_is_unreadable_or_empty_fails_only_
     assert result.tasks["2"].status == "done"
     message = str(result.tasks["1"].error)
     assert message.startswith(f"bad {words}") and not message.endswith(": ")
+
+
+async def test_run_add_of_something_that_is_no_task_is_a_user_error() -> None:
+    async with open_run(tools=[echo]) as run:
+        with pytest.raises(taskloom.UserError, match="takes a Task"):
+            run.add("1. echo(1)")  # type: ignore[arg-type]
+        run.add(Task(id=TaskId("1"), tool="echo", args=(1,)))
+    assert run.result().tasks["1"].status is taskloom.TaskStatus.DONE
+
+
+@pytest.mark.parametrize("limit", [0, 1.5, True, "2"])
+async def test_max_concurrency_must_be_a_whole_number_of_at_least_one(limit: Any) -> None:
+    with pytest.raises(taskloom.UserError, match="whole number of at least 1"):
+        await execute(Plan.parse("1. echo(1)\n"), tools=[echo], max_concurrency=limit)

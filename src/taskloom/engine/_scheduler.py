@@ -104,8 +104,12 @@ class Run:
         deadline_at: float | None = None,
         first_seq: int = 0,
     ) -> None:
-        if max_concurrency is not None and max_concurrency < 1:
-            raise UserError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        if max_concurrency is not None and (
+            type(max_concurrency) is not int or max_concurrency < 1
+        ):
+            raise UserError(
+                f"max_concurrency must be a whole number of at least 1, got {max_concurrency!r}"
+            )
         self.run_id = run_id or RunId(uuid.uuid4().hex[:12])
         # Outputs of tasks from an earlier plan (a replan): referable, never re-run.
         self._earlier = {i: Earlier(output) for i, output in (earlier or {}).items()}
@@ -456,6 +460,11 @@ class Run:
     # -- adding and linking ---------------------------------------------------
 
     def _add(self, task: Task, bound: dict[str, Any] | None = None) -> None:
+        if not isinstance(task, Task):  # a plan line, say: it must be parsed first
+            raise UserError(
+                f"Run.add takes a Task (Plan.parse or PlanParser makes them), "
+                f"got {type(task).__name__}"
+            )
         if self._closed and self.exhausted is None:
             raise UserError(f"cannot add task {task.id}: the run no longer accepts tasks")
         if bound is None:
