@@ -33,6 +33,12 @@ BAD_PLANS: list[tuple[str, str | bytes, list[str]]] = [
     ("empty file", "", ["no tasks"]),
     ("only prose", "Here is my plan.\n\n", ["no tasks"]),
     ("only join", "1. join()\n", ["no tasks"]),
+    # siblings found by the second sweep
+    ("fullwidth task number", '１. country("France")\n', ["'１'", "digits 0-9", "line 1"]),
+    ("arabic-indic task number", '١. country("France")\n', ["digits 0-9"]),
+    ("half a surrogate pair", '1. country("\\ud800")\n', ["half of a surrogate pair", "line 1"]),
+    ("a low surrogate", '1. country("\\udc00x")\n', ["half of a surrogate pair"]),
+    ("a number that reads as 0.0", '1. convert(1e-400, "km", "m")\n', ["'1e-400' is too small"]),
 ]
 
 

@@ -15,30 +15,6 @@ import pytest
 if TYPE_CHECKING:  # the `cli` fixture's class; conftest modules are not imported by name
     from conftest import Cli
 
-BAD_PLANS: list[tuple[str, str | bytes, list[str]]] = [
-    # (case, plan file content, words the message must contain)
-    ("fullwidth task number", '１. country("France")\n', ["'１'", "digits 0-9", "line 1"]),
-    ("arabic-indic task number", '١. country("France")\n', ["digits 0-9"]),
-    ("half a surrogate pair", '1. country("\\ud800")\n', ["half of a surrogate pair", "line 1"]),
-    ("a low surrogate", '1. country("\\udc00x")\n', ["half of a surrogate pair"]),
-    ("a number that reads as 0.0", '1. convert(1e-400, "km", "m")\n', ["'1e-400' is too small"]),
-]
-
-
-@pytest.mark.parametrize(
-    ("content", "mentions"),
-    [case[1:] for case in BAD_PLANS],
-    ids=[case[0] for case in BAD_PLANS],
-)
-def test_a_bad_plan_file_is_a_clear_error(
-    cli: Cli, content: str | bytes, mentions: list[str]
-) -> None:
-    plan = cli.write("bad.plan", content)
-    outcome = cli("exec", plan)
-    cli.assert_clear_error(outcome, 2, mentions=mentions)
-    cli.assert_store_intact()
-    assert cli.statuses() == {}  # nothing was started
-
 
 def test_a_plan_file_that_starts_with_a_byte_order_mark_runs_every_task(cli: Cli) -> None:
     plan = cli.write("bom.plan", b'\xef\xbb\xbf1. math("1 + 1")\n2. math("2 + 2")\n')
