@@ -19,11 +19,15 @@ from taskloom.errors import (
     BadArguments,
     BadOutput,
     CallTimedOut,
+    CommandFailed,
     ConfigError,
     DependencyFailed,
     EditError,
+    LimitExceeded,
     ModelError,
+    OutputTooLarge,
     PlanError,
+    ProcessToolError,
     RecordedFailure,
     RunError,
     StoreError,
@@ -34,10 +38,12 @@ from taskloom.errors import (
     ToolFailed,
     ToolTimedOut,
     UserError,
+    WorkerCrashed,
 )
 from taskloom.plan import Plan, PlanParser, Ref, Task, Template, parse_stream
 from taskloom.store import Store, resume
 from taskloom.tools import CallPolicy, Tool, tool
+from taskloom.tools.process import ProcessLimits, command_tool, python_tool
 
 if _typing.TYPE_CHECKING:
     from taskloom.agent import Agent, AgentResult
@@ -54,15 +60,20 @@ __all__ = [
     "Budget",
     "CallPolicy",
     "CallTimedOut",
+    "CommandFailed",
     "ConfigError",
     "DependencyFailed",
     "DurationStats",
     "EditError",
+    "LimitExceeded",
     "ModelError",
+    "OutputTooLarge",
     "Plan",
     "PlanError",
     "PlanParser",
     "Price",
+    "ProcessLimits",
+    "ProcessToolError",
     "RecordedFailure",
     "Ref",
     "Run",
@@ -85,9 +96,12 @@ __all__ = [
     "ToolFailed",
     "ToolTimedOut",
     "UserError",
+    "WorkerCrashed",
+    "command_tool",
     "execute",
     "open_run",
     "parse_stream",
+    "python_tool",
     "resume",
     "tool",
 ]

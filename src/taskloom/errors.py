@@ -17,6 +17,11 @@ TaskloomError                   anything taskloom raises on purpose
 │   ├── TaskInterrupted         the process died while a side-effecting task ran
 │   └── RecordedFailure         a failure read back from the run store
 ├── CallTimedOut                `Tool.call` ran past the timeout it was given
+├── ProcessToolError            an isolated tool's worker process could not give a result
+│   ├── WorkerCrashed           the worker died in the call: a signal, an exit
+│   ├── LimitExceeded           the call passed one of its limits (memory, CPU, processes)
+│   ├── OutputTooLarge          the call's output passed its max_output_bytes
+│   └── CommandFailed           a command tool's command exited with a non-zero status
 ├── ModelError                  a chat model could not be reached or misbehaved
 └── StoreError                  the run store cannot be opened, read or written
 ```
@@ -31,12 +36,16 @@ __all__ = [
     "BadArguments",
     "BadOutput",
     "CallTimedOut",
+    "CommandFailed",
     "ConfigError",
     "DependencyFailed",
     "EditError",
+    "LimitExceeded",
     "ModelError",
+    "OutputTooLarge",
     "PlanError",
     "Position",
+    "ProcessToolError",
     "RecordedFailure",
     "RunError",
     "StoreError",
@@ -47,8 +56,10 @@ __all__ = [
     "ToolFailed",
     "ToolTimedOut",
     "UserError",
+    "WorkerCrashed",
 ]
 
+import signal
 from dataclasses import dataclass
 
 from taskloom._text import clip, escape_surrogates, exception_text, excerpt_at
@@ -177,6 +188,73 @@ class CallTimedOut(TaskloomError):
         super().__init__(f"{tool} did not finish within {timeout:g}s")
 
 
+class ProcessToolError(TaskloomError):
+    """An isolated tool's call ended without a result of its own (see `taskloom.tools.process`).
+
+    `Tool.call` raises it; the scheduler records it on the task as `ToolFailed`.
+    """
+
+    def __init__(self, tool: str, message: str) -> None:
+        self.tool = tool
+        super().__init__(message)
+
+
+class WorkerCrashed(ProcessToolError):
+    """The worker process died during the call: killed by a signal, or it exited."""
+
+    def __init__(self, tool: str, *, signal_name: str | None, exit_code: int | None) -> None:
+        self.signal_name = signal_name
+        """The signal that killed the worker (`SIGSEGV`...), or None if it exited."""
+        self.exit_code = exit_code
+        """The worker's exit status when it exited by itself, else None."""
+        if signal_name is not None:
+            how = f"was killed by {signal_name}"
+        else:
+            how = f"exited with status {exit_code} (os._exit or a crash)"
+        super().__init__(tool, f"the worker process running {tool} {how}; the pool replaced it")
+
+
+class LimitExceeded(ProcessToolError):
+    """The call passed one of its limits; `limit` names which (`max_memory_mb`...)."""
+
+    def __init__(self, tool: str, limit: str, value: float, how: str) -> None:
+        self.limit = limit
+        self.value = value
+        self.how = how
+        """What the operating system did (a MemoryError, SIGXCPU, a failed fork)."""
+        super().__init__(tool, f"{tool} passed its limit {limit}={value:g}: {how}")
+
+
+class OutputTooLarge(ProcessToolError):
+    """The call's output was larger than its `max_output_bytes`; it was not read."""
+
+    def __init__(self, tool: str, size: int | None, limit: int) -> None:
+        self.size = size
+        """How large the output was, in bytes, when known."""
+        self.limit = limit
+        shown = f" ({size:,} bytes)" if size is not None else ""
+        super().__init__(
+            tool, f"output too large: {tool} gave more than max_output_bytes={limit:,}{shown}"
+        )
+
+
+class CommandFailed(ProcessToolError):
+    """A command tool's command exited with a non-zero status (or was killed by a signal)."""
+
+    def __init__(self, tool: str, status: int, stderr_tail: str) -> None:
+        self.status = status
+        """The exit status; negative: killed by that signal number."""
+        self.stderr_tail = stderr_tail
+        """The end of what the command wrote to stderr."""
+        if status < 0:
+            how = f"was killed by {signal_name(-status)}"
+        else:
+            how = f"exited with status {status}"
+        tail = clip(stderr_tail.strip(), _MAX_CAUSE)
+        said = f"; stderr ends: {tail}" if tail else ""
+        super().__init__(tool, f"the command of {tool} {how}{said}")
+
+
 class ToolTimedOut(RunError):
     """The tool ran longer than its timeout."""
 
@@ -276,3 +354,13 @@ class StoreError(TaskloomError):
         self.path = path
         self.problem = problem
         super().__init__(f"run store {path}: {problem}")
+
+
+def signal_name(number: int) -> str:
+    """`SIGSEGV (Segmentation fault)` for 11; `signal 99` for a number with no name."""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+    described = signal.strsignal(number)
+    return f"{name} ({described})" if described else name

@@ -696,7 +696,7 @@ class Run:
         except CallTimedOut as exc:
             if exc.tool != tool.name:  # another tool's, called by this one: its failure
                 return ToolFailed(task_id, tool.name, exc)
-            return ToolTimedOut(task_id, tool.name, exc.timeout, thread_abandoned=not tool.is_async)
+            return ToolTimedOut(task_id, tool.name, exc.timeout, thread_abandoned=tool.in_thread)
         except anyio.get_cancelled_exc_class():
             raise
         except BaseException as exc:  # the tool's own failure, SystemExit too: recorded
@@ -752,7 +752,7 @@ class Run:
 
     def _cancel_node(self, node: Node, reason: str) -> None:
         was_running = node.status is TaskStatus.RUNNING
-        abandoned = was_running and not node.tool.is_async
+        abandoned = was_running and node.tool.in_thread
         error = TaskCancelled(node.task.id, reason, thread_abandoned=abandoned)
         node.error = error
         node.status = TaskStatus.CANCELLED

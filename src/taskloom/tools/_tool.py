@@ -9,7 +9,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, overload
 
 import anyio
@@ -17,6 +17,7 @@ import pydantic
 
 from taskloom._text import clip, quoted, short_repr
 from taskloom.errors import CallTimedOut, ToolDefinitionError
+from taskloom.tools._limits import ProcessLimits, function_target
 from taskloom.tools._threads import ThreadCall, run_in_thread
 
 __all__ = ["CallPolicy", "CallTimes", "Tool", "tool"]
@@ -46,6 +47,8 @@ class CallPolicy:
     """At most this many calls start per second (evenly spaced)."""
     cacheable: bool = False
     """Results may be memoised by (name, version, arguments)."""
+    isolation: ProcessLimits | None = None
+    """Each call runs in a worker process under these limits (`@tool(isolated=True)`)."""
 
     def __post_init__(self) -> None:
         _check_number("timeout", self.timeout, minimum=0.0, optional=True)
@@ -141,7 +144,10 @@ class Tool:
         self.description = inspect.cleandoc(description or fn.__doc__ or "").strip()
         self.policy = policy or CallPolicy()
         self.version = version
-        self.is_async = inspect.iscoroutinefunction(fn)
+        # An isolated call is awaited on the pool whatever the function is.
+        self.is_async = inspect.iscoroutinefunction(fn) and self.policy.isolation is None
+        if self.policy.isolation is not None and not hasattr(fn, "isolated_target"):
+            function_target(fn, self.name)  # fails now if a worker could never import it
         self._model = _arguments_model(fn, self.name)
         fields = self._model.model_fields
         self._positional = tuple(fields)
@@ -153,6 +159,11 @@ class Tool:
 
     def __repr__(self) -> str:
         return f"<Tool {self.name}>"
+
+    @property
+    def in_thread(self) -> bool:
+        """A call runs on a worker thread, which a timeout or a cancellation abandons."""
+        return not self.is_async and self.policy.isolation is None
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -267,6 +278,7 @@ class Tool:
         clone = copy.copy(self)
         clone.fn = delayed
         clone.is_async = True
+        clone.policy = replace(self.policy, isolation=None)  # the original's call isolates
         return clone
 
     async def call(
@@ -297,11 +309,21 @@ class Tool:
         Returns:
             What the function returned.
 
+        An isolated tool's call runs in a worker process instead (see
+        `taskloom.tools.process`); a timeout or a cancellation kills the
+        worker's process group.
+
         Raises:
             CallTimedOut: the call ran past `timeout` and was abandoned.
+            ProcessToolError: an isolated call's worker died, or a limit was passed.
             BaseException: whatever the function raised (SystemExit included).
 
         """
+        if self.policy.isolation is not None:
+            from taskloom.tools._pool import call_isolated  # the pool is started on first use
+
+            limits = self.policy.isolation
+            return await call_isolated(self, limits, arguments, times=times, timeout=timeout)
         if self.is_async:
             if times is not None and times.started_at is None:
                 times.started_at = time.monotonic()
@@ -453,6 +475,11 @@ def tool(
     rate_limit: float | None = None,
     cacheable: bool = False,
     version: str = "1",
+    isolated: bool = False,
+    max_memory_mb: float | None = None,
+    max_cpu_s: float | None = None,
+    max_output_bytes: int | None = None,
+    max_processes: int | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -470,6 +497,11 @@ def tool(
     rate_limit: float | None = None,
     cacheable: bool = False,
     version: str = "1",
+    isolated: bool = False,
+    max_memory_mb: float | None = None,
+    max_cpu_s: float | None = None,
+    max_output_bytes: int | None = None,
+    max_processes: int | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a typed function, sync or async, into a Tool.
 
@@ -490,6 +522,14 @@ def tool(
         rate_limit: calls started per second.
         cacheable: results may be memoised across runs.
         version: bump when the tool's behaviour changes, to invalidate caches.
+        isolated: run each call in a worker process of a warm pool, where a
+            crash, os._exit or a limit ends only that call (see
+            `taskloom.tools.process`). The function must be importable: at
+            the top level of a module, not in `__main__`.
+        max_memory_mb: address space one call may add (RLIMIT_AS); isolated only.
+        max_cpu_s: CPU seconds one call may use (RLIMIT_CPU); isolated only.
+        max_output_bytes: bytes of output read back at most; isolated only.
+        max_processes: processes and threads one call may start; isolated only.
 
     Returns:
         A Tool, or a decorator that makes one.
@@ -501,6 +541,13 @@ def tool(
 
     def make(f: Callable[..., Any]) -> Tool:
         try:
+            isolation = _isolation(
+                isolated,
+                max_memory_mb=max_memory_mb,
+                max_cpu_s=max_cpu_s,
+                max_output_bytes=max_output_bytes,
+                max_processes=max_processes,
+            )
             policy = CallPolicy(
                 idempotent=cacheable if idempotent is None else idempotent,
                 timeout=timeout,
@@ -509,6 +556,7 @@ def tool(
                 max_concurrency=max_concurrency,
                 rate_limit=rate_limit,
                 cacheable=cacheable,
+                isolation=isolation,
             )
         except ToolDefinitionError as exc:  # say which tool: a module may define many
             label = name if isinstance(name, str) else getattr(f, "__name__", "?")
@@ -516,3 +564,18 @@ def tool(
         return Tool(f, name=name, description=description, policy=policy, version=version)
 
     return make(fn) if fn is not None else make
+
+
+def _isolation(isolated: bool, **limits: float | None) -> ProcessLimits | None:
+    """The process limits of `@tool(isolated=True, ...)`; None for a tool that is not isolated.
+
+    Raises:
+        ToolDefinitionError: for a limit without `isolated=True`, or a bad limit.
+
+    """
+    given = {option: value for option, value in limits.items() if value is not None}
+    if not isolated:
+        if given:
+            raise ToolDefinitionError(f"{', '.join(given)} needs isolated=True")
+        return None
+    return ProcessLimits(**given)  # type: ignore[arg-type]
