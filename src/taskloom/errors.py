@@ -211,7 +211,9 @@ class WorkerCrashed(ProcessToolError):
             how = f"was killed by {signal_name}"
         else:
             how = f"exited with status {exit_code} (os._exit or a crash)"
-        super().__init__(tool, f"the worker process running {tool} {how}; the pool replaced it")
+        super().__init__(
+            tool, f"the worker process running {tool} {how}; the next call gets a new worker"
+        )
 
 
 class LimitExceeded(ProcessToolError):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
-import isolated_tools as iso
 import pytest
 
+import isolated_tools as iso
 import taskloom
 from taskloom import (
     CallTimedOut,
@@ -287,3 +287,46 @@ async def test_a_module_attribute_that_is_gone_is_a_clear_error(
 def test_times_protocol_is_the_tools() -> None:
     times: CallTimes = Times()
     assert times.started_at is None
+
+
+def worker_keepers() -> set[int]:
+    """This process's children that are worker keepers, read from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == os.getpid() and b"taskloom_worker" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+async def test_a_call_cancelled_while_its_worker_starts_leaves_no_worker() -> None:
+    from taskloom.tools._pool import WorkerPool, call_isolated
+
+    pool = WorkerPool(max_workers=1)
+    before = worker_keepers()
+    assert iso.square.policy.isolation is not None
+    with anyio.move_on_after(0.001):
+        await call_isolated(
+            iso.square, iso.square.policy.isolation, {"x": 1}, times=None, timeout=None, pool=pool
+        )
+    wait_until(lambda: not pool._all and worker_keepers() <= before, "a worker of the pool")
+    pool.close()
+
+
+async def test_a_worker_killed_while_idle_is_replaced_for_the_next_call() -> None:
+    from taskloom.tools._pool import WorkerPool, call_isolated
+
+    pool = WorkerPool(max_workers=1)
+    limits = iso.worker_pid.policy.isolation
+    assert limits is not None
+    first = await call_isolated(iso.worker_pid, limits, {}, times=None, timeout=None, pool=pool)
+    os.kill(first, 9)
+    wait_until(lambda: not alive(first), "the killed worker")
+    second = await call_isolated(iso.worker_pid, limits, {}, times=None, timeout=None, pool=pool)
+    assert second != first
+    pool.close()
+    wait_until(lambda: not alive(second), "the closed pool's worker")

@@ -243,11 +243,11 @@ class WorkerPool:
         if kill:
             worker.kill()
         worker.close_requests()  # the worker reads the end of its requests and exits
-        with self._lock:
-            self._all.discard(worker)
         reaper = threading.Thread(target=_reap, args=(worker,), daemon=True)
         reaper.start()
-        self._reapers = [t for t in self._reapers if t.is_alive()] + [reaper]
+        with self._lock:
+            self._all.discard(worker)
+            self._reapers = [t for t in self._reapers if t.is_alive()] + [reaper]
 
     def done_with(self, worker: _Worker, *, kill: bool) -> None:
         """Retire a worker that held a slot, and give the slot back."""
@@ -278,12 +278,15 @@ class WorkerPool:
                     1, thread_name_prefix="taskloom-spawner"
                 )
             spawner, sources = self._spawner, list(self._sources)
+        spawned = spawner.submit(self._spawn, sources)
         try:
-            worker = await asyncio.wrap_future(spawner.submit(_spawn, sources))
+            worker = await asyncio.wrap_future(spawned)
         except OSError as exc:
             raise ProcessToolError("", f"cannot start a worker process: {exc}") from exc
-        with self._lock:
-            self._all.add(worker)
+        except BaseException:
+            # Cancelled while it started: the worker must not live on unowned.
+            spawned.add_done_callback(self._retire_spawned)
+            raise
         try:
             frame = await worker.receive(1 << 16)
         except BaseException:
@@ -296,15 +299,26 @@ class WorkerPool:
         worker.loaded.update(sources)
         return worker
 
+    def _spawn(self, sources: list[tuple[str, str | None]]) -> _Worker:
+        worker = _spawn(sources)
+        with self._lock:
+            self._all.add(worker)  # from here `close` ends it, whoever holds it
+        return worker
+
+    def _retire_spawned(self, spawned: concurrent.futures.Future[_Worker]) -> None:
+        if not spawned.cancelled() and spawned.exception() is None:
+            self.retire(spawned.result(), kill=True)
+
     def close(self) -> None:
         """End every worker (idle ones exit, busy ones are killed) and wait for them briefly."""
         with self._lock:
             workers, self._idle = list(self._all), []
         for worker in workers:
             self.retire(worker, kill=True)
-        for reaper in list(self._reapers):
+        with self._lock:
+            reapers, self._reapers = self._reapers, []
+        for reaper in reapers:
             reaper.join(_REAP_S + 1)
-        self._reapers = []
 
     def forget(self) -> None:
         """After a fork: the parent's workers and threads are not the child's."""
@@ -440,7 +454,10 @@ async def call_isolated(
         sent_at = time.monotonic()
         if times is not None and times.started_at is None:
             times.started_at = sent_at
-        await worker.send(message)
+        try:
+            await worker.send(message)
+        except BrokenPipeError:
+            pass  # the worker died before it read the call: its keeper says how, below
         if timeout is None:
             frame = await worker.receive(limits.max_output_bytes)
         else:
