@@ -33,7 +33,7 @@ from taskloom._text import clip, printable
 from taskloom.engine import Budget, Price, RunResult, TaskStatus, execute
 from taskloom.errors import ConfigError, PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
-from taskloom.store import Store, resume
+from taskloom.store import Store, default_store_path, resume
 from taskloom.tools import Tool
 from taskloom.tools._load import import_tools
 from taskloom.tools.world import WORLD_TOOLS
@@ -239,7 +239,7 @@ def runs_(
 ) -> None:
     """List recorded runs, newest first."""
     console = Console()
-    runs = _read_store(console, store_path, lambda store: store.runs(limit))
+    runs = _read_store(console, store_path, lambda store: store.runs(limit), missing=list)
     if as_json:
         typer.echo(json_text([dataclasses.asdict(r) for r in runs]))
     else:
@@ -272,8 +272,23 @@ def _open_store(console: Console, path: Path | None) -> Store:
         raise _fail(console, str(exc)) from exc
 
 
-def _read_store(console: Console, path: Path | None, read: Callable[[Store], T]) -> T:
-    """Open the store, read from it, close it; a store error ends the command (exit 2)."""
+def _read_store(
+    console: Console,
+    path: Path | None,
+    read: Callable[[Store], T],
+    *,
+    missing: Callable[[], T] | None = None,
+) -> T:
+    """Open the store, read from it, close it; a store error ends the command (exit 2).
+
+    Reading never creates a store: where there is none, the command returns
+    `missing()`, or without `missing` fails saying so.
+    """
+    where = path.expanduser() if path is not None else default_store_path()
+    if not where.exists():
+        if missing is not None:
+            return missing()
+        raise _fail(console, f"no run store at {where}: no run has been recorded there")
     store = _open_store(console, path)
     try:
         return read(store)
