@@ -33,7 +33,7 @@ from taskloom._text import clip, printable
 from taskloom.engine import Budget, Price, RunResult, TaskStatus, execute
 from taskloom.errors import ConfigError, PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
-from taskloom.store import Store, default_store_path, resume
+from taskloom.store import RunSummary, Store, default_store_path, resume
 from taskloom.tools import Tool
 from taskloom.tools._load import import_tools
 from taskloom.tools.world import WORLD_TOOLS
@@ -239,11 +239,15 @@ def runs_(
 ) -> None:
     """List recorded runs, newest first."""
     console = Console()
-    runs = _read_store(console, store_path, lambda store: store.runs(limit), missing=list)
+    runs = _read_store(console, store_path, lambda store: store.runs(limit), missing=_no_runs)
     if as_json:
         typer.echo(json_text([dataclasses.asdict(r) for r in runs]))
     else:
         render_runs(runs, console)
+
+
+def _no_runs() -> list[RunSummary]:
+    return []
 
 
 @app.command("show")
