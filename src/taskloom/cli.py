@@ -36,6 +36,7 @@ from taskloom.plan import Plan
 from taskloom.store import RunSummary, Store, default_store_path, resume
 from taskloom.tools import Tool
 from taskloom.tools._load import import_tools
+from taskloom.tools.process import python_tool as taskloom_python_tool
 from taskloom.tools.world import WORLD_TOOLS
 
 __all__ = ["app", "load_tools", "main"]
@@ -60,6 +61,13 @@ StorePath = Annotated[
     ),
 ]
 NoStore = Annotated[bool, typer.Option("--no-store", help="Do not record the run.")]
+EnablePythonTool = Annotated[
+    bool,
+    typer.Option(
+        "--enable-python-tool",
+        help="Add the python code tool (runs code in a worker process; not a sandbox).",
+    ),
+]
 
 
 @app.callback()
@@ -83,11 +91,13 @@ def _print_any_text() -> None:
                 pass
 
 
-def load_tools(source: str | None) -> dict[str, Tool]:
+def load_tools(source: str | None, *, python_tool: bool = False) -> dict[str, Tool]:
     """The built-in world tools plus every Tool found in a module or .py file.
 
     A tool of `source` may not take the name of a built-in tool, nor of another
     tool of `source`: a plan names tools, and could not say which one it means.
+    `python_tool` adds the `python` code tool (`--enable-python-tool`), which
+    is otherwise never there.
 
     Raises:
         UserError: if the module or file cannot be imported (or exits while
@@ -95,13 +105,17 @@ def load_tools(source: str | None) -> dict[str, Tool]:
 
     """
     tools = {t.name: t for t in WORLD_TOOLS}
+    if python_tool:
+        made = taskloom_python_tool()
+        tools[made.name] = made
     if source is None:
         return tools
     found = import_tools(source)
     for name, item in found.items():
         if tools.get(name, item) is not item:
             raise UserError(
-                f"{source} defines a tool named {name!r}, the name of a built-in tool; "
+                f"{source} defines a tool named {name!r}, the name of a built-in tool"
+                f"{' (--enable-python-tool)' if name == 'python' and python_tool else ''}; "
                 "give it another name (@taskloom.tool(name=...))"
             )
     return tools | found
@@ -119,11 +133,12 @@ def exec_(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     store_path: StorePath = None,
     no_store: NoStore = False,
+    enable_python_tool: EnablePythonTool = False,
 ) -> None:
     """Run a hand-written plan with the built-in tools (and yours), in parallel."""
     console = Console(stderr=as_json)
     try:
-        tool_index = load_tools(tools)
+        tool_index = load_tools(tools, python_tool=enable_python_tool)
         text = read_bounded(plan_file, MAX_PLAN_BYTES, "plan")
         plan = Plan.parse(text, tools=tool_index)
     except OSError as exc:
@@ -134,7 +149,9 @@ def exec_(
     if not len(plan):
         _fail(console, f"{plan_file}: the plan has no tasks; write lines like 1. tool(arguments)")
     store = None if no_store else _open_store(console, store_path)
-    config = {"tools": _tool_source(tools), "max_concurrency": max_concurrency}
+    config: dict[str, Any] = {"tools": _tool_source(tools), "max_concurrency": max_concurrency}
+    if enable_python_tool:
+        config["python_tool"] = True  # resume adds it again
     journal = None
     if store is not None:
         try:
@@ -192,7 +209,8 @@ def resume_(
         if record.kind == "agent":
             _resume_agent(errors, store, record.id, tools, (model, base_url, api_key), as_json)
             return
-        tool_index = load_tools(tools or record.config.get("tools"))
+        python_tool = bool(record.config.get("python_tool"))
+        tool_index = load_tools(tools or record.config.get("tools"), python_tool=python_tool)
     except TaskloomError as exc:
         store.close()
         _fail(errors, str(exc))
@@ -437,6 +455,7 @@ class _AgentSettings:
     budget: Budget | None
     model_timeout: float | None = None
     read_timeout: float | None = None
+    python_tool: bool = False
 
     def build(self, store: Store | None, **extra: Any) -> Any:
         """The agent these settings describe.
@@ -456,7 +475,7 @@ class _AgentSettings:
             read_timeout=self.read_timeout,
         )
         return Agent(
-            tools=load_tools(self.tools),
+            tools=load_tools(self.tools, python_tool=self.python_tool),
             tool_latency=self.tool_latency,
             model=model,
             grammar=self.grammar,
@@ -524,6 +543,7 @@ def run_(
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
     store_path: StorePath = None,
     no_store: NoStore = False,
+    enable_python_tool: EnablePythonTool = False,
 ) -> None:
     """Answer a question: plan with an LLM, run the plan in parallel while it is written, join."""
     from taskloom.agent import AgentResult
@@ -548,6 +568,7 @@ def run_(
             budget=_budget(max_tool_calls, max_tokens, deadline, max_cost, price),
             model_timeout=model_timeout,
             read_timeout=read_timeout,
+            python_tool=enable_python_tool,
         )
         planner = settings.build(
             store,
@@ -616,6 +637,7 @@ def batch(
     price: Prices = None,
     store_path: StorePath = None,
     no_store: NoStore = False,
+    enable_python_tool: EnablePythonTool = False,
 ) -> None:
     """Answer many questions at once, sharing one model, one call cache and one store."""
     from rich.progress import Progress
@@ -651,6 +673,7 @@ def batch(
             budget=_budget(max_tool_calls, max_tokens, deadline, max_cost, price),
             model_timeout=model_timeout,
             read_timeout=read_timeout,
+            python_tool=enable_python_tool,
         )
         planner = settings.build(store, cache=cache)
         sink = output.open("w", encoding="utf-8") if output else None
