@@ -330,3 +330,13 @@ async def test_a_worker_killed_while_idle_is_replaced_for_the_next_call() -> Non
     assert second != first
     pool.close()
     wait_until(lambda: not alive(second), "the closed pool's worker")
+
+
+async def test_a_command_that_outlives_its_timeout_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "wait.sh"
+    script.write_text(f"echo $$ > {tmp_path / 'pid'}\nexec sleep 600\n")
+    wait = taskloom.command_tool("wait", ["sh", str(script)], timeout=1.5)
+    with pytest.raises(CallTimedOut):
+        await wait.call({}, timeout=wait.policy.timeout)
+    pid = int((tmp_path / "pid").read_text())
+    wait_until(lambda: not alive(pid), "the timed-out command")
