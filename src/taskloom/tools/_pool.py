@@ -443,7 +443,10 @@ async def call_isolated(
     target = target_of(tool)
     if target[0] == "function":
         pool.remember(target[1], target[3])
-    worker = await pool.acquire()
+    try:
+        worker = await pool.acquire()
+    except ProcessToolError as exc:
+        raise ProcessToolError(tool.name, f"{tool.name}: {exc}") from exc
     settled = False
     try:
         if target[0] == "function" and (target[1], target[3]) not in worker.loaded:
@@ -451,9 +454,10 @@ async def call_isolated(
         if worker.cgroup is not None:
             worker.cgroup.set_limit(2 + limits.max_processes)  # the keeper and the worker
         message = ("call", target, dict(arguments), _limits_message(limits))
-        sent_at = time.monotonic()
-        if times is not None and times.started_at is None:
-            times.started_at = sent_at
+        ours = times is not None and times.started_at is None
+        if times is not None and ours:
+            times.started_at = time.monotonic()  # replaced by the worker's own, if it answers
+        recorder = _Recorder(times, start=ours)
         try:
             await worker.send(message)
         except BrokenPipeError:
@@ -474,7 +478,7 @@ async def call_isolated(
                 raise CallTimedOut(tool.name, timeout)
         settled = True
         assert frame is not None
-        return _settle(pool, worker, tool, limits, frame, times, python=target[0] == "python")
+        return _settle(pool, worker, tool, limits, frame, recorder, python=target[0] == "python")
     except OutputTooLarge as exc:
         if not settled:
             settled = True
@@ -511,7 +515,7 @@ def _settle(
     tool: Tool,
     limits: ProcessLimits,
     frame: tuple[Any, ...],
-    times: CallTimes | None,
+    recorder: _Recorder,
     *,
     python: bool,
 ) -> Any:
@@ -536,9 +540,7 @@ def _settle(
     else:
         pool.release(worker)
     if kind == "ok":
-        if times is not None:
-            times.started_at = frame[2]
-            times.finished_at = frame[3]
+        recorder.record(frame[2], frame[3])
         return frame[1]
     if kind == "raised":
         if refused or (frame[4] == "fork" and worker.cgroup is None):
@@ -551,6 +553,21 @@ def _settle(
     if kind == "unusable":
         raise ToolDefinitionError(f"the worker process cannot call {tool.name}: {frame[1]}")
     raise ProcessToolError(tool.name, f"the worker process of {tool.name} answered {kind!r}")
+
+
+class _Recorder:
+    """Writes the worker's own times of a call into the caller's `CallTimes`."""
+
+    def __init__(self, times: CallTimes | None, *, start: bool) -> None:
+        self.times = times
+        self.start = start
+        """Whether the start is ours to set (it was None when the call began)."""
+
+    def record(self, started_at: float, finished_at: float) -> None:
+        if self.times is not None:
+            if self.start:
+                self.times.started_at = started_at
+            self.times.finished_at = finished_at
 
 
 def _processes_limit(tool: str, limits: ProcessLimits, how: str) -> LimitExceeded:
