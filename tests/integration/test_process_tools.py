@@ -340,3 +340,26 @@ async def test_a_command_that_outlives_its_timeout_is_killed(tmp_path: Path) -> 
         await wait.call({}, timeout=wait.policy.timeout)
     pid = int((tmp_path / "pid").read_text())
     wait_until(lambda: not alive(pid), "the timed-out command")
+
+
+async def test_an_isolated_tool_with_latency_still_runs_in_a_worker() -> None:
+    delayed = iso.worker_pid.with_latency(0.01)
+    assert await delayed.call({}) != os.getpid()
+
+
+async def test_arguments_that_cannot_be_pickled_fail_before_a_worker_is_taken() -> None:
+    import threading
+
+    from taskloom import ProcessToolError
+
+    with pytest.raises(ProcessToolError, match="cannot be sent to a worker process"):
+        await iso.square.call({"x": threading.Lock()})
+
+
+async def test_a_result_this_process_cannot_read_is_a_clear_error(tmp_path: Path) -> None:
+    from taskloom import ProcessToolError
+
+    python = taskloom.python_tool()
+    code = "class Local:\n    pass\n\nLocal()"
+    with pytest.raises(ProcessToolError, match="cannot read what python returned"):
+        await python.call({"code": code})

@@ -97,8 +97,11 @@ class _Worker:
 
     async def send(self, message: object) -> None:
         """Write one frame to the worker without blocking the loop."""
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        view = memoryview(_worker.HEADER.pack(len(data)) + data)
+        await self.send_frame(frame_of(message))
+
+    async def send_frame(self, frame: bytes) -> None:
+        """Write a frame made by `frame_of` without blocking the loop."""
+        view = memoryview(frame)
         while view:
             try:
                 view = view[os.write(self.request, view) :]
@@ -144,7 +147,10 @@ class _Worker:
             return None
         body = bytes(self.buffer[header : header + size])
         del self.buffer[: header + size]
-        frame: tuple[Any, ...] = pickle.loads(body)
+        try:
+            frame: tuple[Any, ...] = pickle.loads(body)
+        except Exception as exc:  # a result of a class this process cannot import, say
+            return ("unreadable", f"{type(exc).__name__}: {exc}")
         return frame
 
     def close_requests(self) -> None:
@@ -158,6 +164,12 @@ class _Worker:
         self.close_requests()
         os.close(self.reply)
         os.close(self.status)
+
+
+def frame_of(message: object) -> bytes:
+    """A message as one frame: its pickle's length, then the pickle."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _worker.HEADER.pack(len(data)) + data
 
 
 async def _ready(*fds: int, write: bool = False) -> None:
@@ -444,6 +456,13 @@ async def call_isolated(
     if target[0] == "function":
         pool.remember(target[1], target[3])
     try:
+        # Made before a worker is taken: arguments that cannot be pickled cost no worker.
+        request = frame_of(("call", target, dict(arguments), _limits_message(limits)))
+    except Exception as exc:
+        raise ProcessToolError(
+            tool.name, f"the arguments of {tool.name} cannot be sent to a worker process: {exc}"
+        ) from exc
+    try:
         worker = await pool.acquire()
     except ProcessToolError as exc:
         raise ProcessToolError(tool.name, f"{tool.name}: {exc}") from exc
@@ -453,13 +472,12 @@ async def call_isolated(
             await _load(worker, tool, target[1], target[3])
         if worker.cgroup is not None:
             worker.cgroup.set_limit(2 + limits.max_processes)  # the keeper and the worker
-        message = ("call", target, dict(arguments), _limits_message(limits))
         ours = times is not None and times.started_at is None
         if times is not None and ours:
             times.started_at = time.monotonic()  # replaced by the worker's own, if it answers
         recorder = _Recorder(times, start=ours)
         try:
-            await worker.send(message)
+            await worker.send_frame(request)
         except BrokenPipeError:
             pass  # the worker died before it read the call: its keeper says how, below
         if timeout is None:
@@ -550,6 +568,8 @@ def _settle(
         raise OutputTooLarge(tool.name, frame[1], limits.max_output_bytes)
     if kind == "command_failed":
         raise CommandFailed(tool.name, frame[1], frame[2])
+    if kind == "unreadable":
+        raise ProcessToolError(tool.name, f"cannot read what {tool.name} returned: {frame[1]}")
     if kind == "unusable":
         raise ToolDefinitionError(f"the worker process cannot call {tool.name}: {frame[1]}")
     raise ProcessToolError(tool.name, f"the worker process of {tool.name} answered {kind!r}")

@@ -157,7 +157,10 @@ class Worker:
                 continue
             _, target, arguments, limits = message
             answer = self.answer(target, arguments, limits)
-            data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # a result of a class only the call knew, say
+                data = pickle.dumps(("unreadable", f"{type(exc).__name__}: {exc}"))
             if len(data) > limits["max_output_bytes"]:
                 data = pickle.dumps(("too_large", len(data)))
             write_all(self.reply, HEADER.pack(len(data)) + data)
@@ -229,8 +232,9 @@ class Worker:
 
     def end_descendants(self) -> None:
         """Kill and reap what a call left running (orphans come back here: a subreaper)."""
-        children = Path(f"/proc/self/task/{self.pid}/children")
-        while pids := children.read_text().split():
+        while pids := [
+            pid for task in Path("/proc/self/task").iterdir() for pid in _children(task)
+        ]:
             for pid in pids:
                 with contextlib.suppress(OSError):
                     os.kill(int(pid), signal.SIGKILL)
@@ -273,6 +277,14 @@ class Worker:
         if status != 0:
             return ("command_failed", status, err.decode(errors="replace"))
         return ("ok", out.decode(errors="replace"), started, time.monotonic())
+
+
+def _children(task: Path) -> list[str]:
+    """The pids of a thread's children (a thread that ended has none)."""
+    try:
+        return (task / "children").read_text().split()
+    except OSError:
+        return []
 
 
 def _lower(which: int, soft: int) -> None:
