@@ -363,3 +363,43 @@ async def test_a_result_this_process_cannot_read_is_a_clear_error(tmp_path: Path
     code = "class Local:\n    pass\n\nLocal()"
     with pytest.raises(ProcessToolError, match="cannot read what python returned"):
         await python.call({"code": code})
+
+
+def running(pid: int) -> bool:
+    """Whether a process exists and has not exited (a zombie has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_workers_die_when_the_taskloom_process_is_killed(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    program = (
+        "import anyio, isolated_tools as iso\n"
+        "from taskloom.tools._pool import POOL\n"
+        "async def main():\n"
+        "    pid = await iso.worker_pid.call({})\n"
+        "    keeper = next(iter(POOL._all)).keeper.pid\n"
+        "    print(pid, keeper, flush=True)\n"
+        "    await anyio.sleep(600)\n"
+        "anyio.run(main)\n"
+    )
+    here = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", program], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert parent.stdout is not None
+        worker, keeper = (int(p) for p in parent.stdout.readline().split())
+        assert running(worker) and running(keeper)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.communicate()
+    # PR_SET_PDEATHSIG: the keeper dies with its parent, the worker with the keeper.
+    wait_until(lambda: not running(worker) and not running(keeper), "a worker of a dead parent")
