@@ -403,3 +403,26 @@ def test_workers_die_when_the_taskloom_process_is_killed(tmp_path: Path) -> None
         parent.communicate()
     # PR_SET_PDEATHSIG: the keeper dies with its parent, the worker with the keeper.
     wait_until(lambda: not running(worker) and not running(keeper), "a worker of a dead parent")
+
+
+async def test_closing_the_workers_fails_a_call_in_flight_and_later_calls_work(
+    tmp_path: Path,
+) -> None:
+    from taskloom.tools.process import close_workers
+
+    pid_file = tmp_path / "pids"
+    caught: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await iso.sleep_with_child.call({"pid_file": str(pid_file), "seconds": 600})
+        except WorkerCrashed as exc:
+            caught.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(call)
+        worker, child = await wait_for_pids(pid_file, 2)
+        close_workers()
+    assert len(caught) == 1 and "SIGKILL" in str(caught[0])
+    wait_until(lambda: not alive(worker) and not alive(child), "the closed worker")
+    assert await iso.square.call({"x": 6}) == 36

@@ -78,6 +78,8 @@ class _Worker:
         """Modules (name, file) the worker has imported."""
         self.buffer = bytearray()
         self.reply_open = True
+        self.retired = False
+        """Handed to a reaper, which closes its pipes once it is gone."""
 
     def died(self) -> bool:
         """Whether the worker has died while idle (its keeper reported it)."""
@@ -252,6 +254,10 @@ class WorkerPool:
 
     def retire(self, worker: _Worker, *, kill: bool) -> None:
         """End a worker: killed at once (`kill`), or asked to exit; reaped on a thread."""
+        with self._lock:
+            if worker.retired:
+                return  # its reaper closes its pipes: only once
+            worker.retired = True
         if kill:
             worker.kill()
         worker.close_requests()  # the worker reads the end of its requests and exits
@@ -322,11 +328,18 @@ class WorkerPool:
             self.retire(spawned.result(), kill=True)
 
     def close(self) -> None:
-        """End every worker (idle ones exit, busy ones are killed) and wait for them briefly."""
+        """End every worker, and wait briefly for the idle ones to be reaped.
+
+        A worker in a call is killed; the call fails (`WorkerCrashed`) and
+        retires it itself: its pipes are the call's until then.
+        """
         with self._lock:
-            workers, self._idle = list(self._all), []
-        for worker in workers:
+            idle, self._idle = self._idle, []
+            busy = self._all.difference(idle)
+        for worker in idle:
             self.retire(worker, kill=True)
+        for worker in busy:
+            worker.kill()
         with self._lock:
             reapers, self._reapers = self._reapers, []
         for reaper in reapers:
