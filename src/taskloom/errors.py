@@ -260,11 +260,23 @@ class CommandFailed(ProcessToolError):
 class ToolTimedOut(RunError):
     """The tool ran longer than its timeout."""
 
-    def __init__(self, task_id: str, tool: str, timeout: float, *, thread_abandoned: bool) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        tool: str,
+        timeout: float,
+        *,
+        thread_abandoned: bool,
+        worker_killed: bool = False,
+    ) -> None:
         self.tool = tool
         self.timeout = timeout
         self.thread_abandoned = thread_abandoned
+        self.worker_killed = worker_killed
+        """An isolated tool's worker process group was killed."""
         note = " (its worker thread was abandoned)" if thread_abandoned else ""
+        if worker_killed:
+            note = " (its worker process group was killed)"
         super().__init__(task_id, f"{tool} did not finish within {timeout:g}s{note}")
 
 

@@ -696,7 +696,13 @@ class Run:
         except CallTimedOut as exc:
             if exc.tool != tool.name:  # another tool's, called by this one: its failure
                 return ToolFailed(task_id, tool.name, exc)
-            return ToolTimedOut(task_id, tool.name, exc.timeout, thread_abandoned=tool.in_thread)
+            return ToolTimedOut(
+                task_id,
+                tool.name,
+                exc.timeout,
+                thread_abandoned=tool.in_thread,
+                worker_killed=tool.policy.isolation is not None,
+            )
         except anyio.get_cancelled_exc_class():
             raise
         except BaseException as exc:  # the tool's own failure, SystemExit too: recorded
