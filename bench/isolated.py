@@ -16,6 +16,7 @@ that other work keeps busy, the speed-up shrinks towards 1x.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -86,6 +87,7 @@ def main() -> None:
         args.calls, args.repeat, args.work, args.fan_rounds = 300, 1, 1_000_000, 1
     if args.workers:
         set_max_workers(args.workers)
+    load = os.getloadavg()[0]
     found = anyio.run(measure, args.calls, args.repeat, args.work, args.fan_rounds)
     rows = [[name, f"{s * 1e3:.3f} ms", ""] for name, s in found["overhead"].items()]
     isolated_ms = found["overhead"]["isolated (warm pool)"] * 1e3
@@ -119,7 +121,8 @@ def main() -> None:
             f"{FAN_OUT} independent loops of "
             f"{args.work:,} steps (pure Python, holding the GIL), on the warm pool with one "
             f"worker per CPU; target >= {SPEEDUP_TARGET:g}x against threads.",
-            "The machine is shared; figures vary by a few tens of percent between runs.",
+            f"The machine is shared: its load average was {load:.2f} when this run began "
+            "(2 would mean both cores already busy); the fan-out's speed-up needs free cores.",
         ],
     )
 
