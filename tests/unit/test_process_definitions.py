@@ -110,3 +110,25 @@ def test_set_max_workers_refuses_a_bad_count() -> None:
 
     with pytest.raises(ToolDefinitionError, match="whole number >= 1"):
         set_max_workers(0)
+
+
+def test_the_command_line_adds_the_python_tool_only_when_enabled() -> None:
+    from taskloom import cli
+
+    assert "python" not in cli.load_tools(None)
+    assert cli.load_tools(None, python_tool=True)["python"].policy.isolation is not None
+    settings = {
+        "model": "m",
+        "base_url": "http://127.0.0.1:9/v1",
+        "api_key": None,
+        "tools": None,
+        "tool_latency": 0.0,
+        "max_replans": 0,
+        "max_concurrency": None,
+        "grammar": None,
+        "budget": None,
+    }
+    plain = cli._AgentSettings(**settings).build(None)
+    enabled = cli._AgentSettings(**settings, python_tool=True).build(None)
+    assert "python" not in {t.name for t in plain.tools}
+    assert "python" in {t.name for t in enabled.tools}
