@@ -404,6 +404,11 @@ def test_workers_die_when_the_taskloom_process_is_killed(tmp_path: Path) -> None
         parent.communicate()
     # PR_SET_PDEATHSIG: the keeper dies with its parent, the worker with the keeper.
     wait_until(lambda: not running(worker) and not running(keeper), "a worker of a dead parent")
+    # Nobody removed the dead parent's cgroups; the next pool to start does.
+    wait_until(lambda: not alive(worker) and not alive(keeper), "init reaping them")
+    if (_cgroup.ROOT / "taskloom").is_dir():
+        _cgroup._remove_orphans()
+    assert [name for name in _cgroups() if name.startswith(f"{parent.pid}-")] == []
 
 
 async def test_closing_the_workers_fails_a_call_in_flight_and_later_calls_work(
@@ -427,3 +432,22 @@ async def test_closing_the_workers_fails_a_call_in_flight_and_later_calls_work(
     assert len(caught) == 1 and "SIGKILL" in str(caught[0])
     wait_until(lambda: not alive(worker) and not alive(child), "the closed worker")
     assert await iso.square.call({"x": 6}) == 36
+
+
+async def test_a_crashed_worker_is_replaced_in_the_background() -> None:
+    from taskloom.tools._pool import WorkerPool, call_isolated
+
+    pool = WorkerPool(max_workers=1)
+    limits = iso.worker_pid.policy.isolation
+    assert limits is not None and iso.segfault.policy.isolation is not None
+    first = await call_isolated(iso.worker_pid, limits, {}, times=None, timeout=None, pool=pool)
+    with pytest.raises(WorkerCrashed):
+        await call_isolated(
+            iso.segfault, iso.segfault.policy.isolation, {}, times=None, timeout=None, pool=pool
+        )
+    wait_until(lambda: pool._idle and pool._idle[0].pid is not None, "a replacement worker")
+    replacement = pool._idle[0]
+    assert iso.worker_pid.fn.__module__ in {module for module, _ in replacement.loaded}
+    second = await call_isolated(iso.worker_pid, limits, {}, times=None, timeout=None, pool=pool)
+    assert second == replacement.pid != first
+    pool.close()

@@ -18,14 +18,16 @@ import concurrent.futures
 import contextlib
 import os
 import pickle
+import queue
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = ["POOL", "WorkerPool", "call_isolated"]
 
+T = TypeVar("T")
+
 _BOOT = (
     "import importlib.util as u; s = u.spec_from_file_location('taskloom_worker', {path!r}); "
     "m = u.module_from_spec(s); s.loader.exec_module(m); m.main()"
@@ -55,6 +59,8 @@ _BOOT = (
 """How a worker starts: its module by file, so it imports no taskloom (and no pydantic)."""
 _FRAME_SLACK = 64 * 1024
 """Bytes a reply frame may hold beyond the output limit (the pickle's own framing)."""
+_READY_S = 120.0
+"""How long a worker started in the background may take to import its modules."""
 _GRACE_S = 1.0
 """How long a worker asked to exit gets before it and its processes are killed."""
 _REAP_S = 5.0
@@ -80,6 +86,8 @@ class _Worker:
         self.reply_open = True
         self.retired = False
         """Handed to a reaper, which closes its pipes once it is gone."""
+        self.sources: list[tuple[str, str | None]] = []
+        """The modules it was started to import before its first call."""
 
     def died(self) -> bool:
         """Whether the worker has died while idle (its keeper reported it)."""
@@ -192,6 +200,38 @@ async def _ready(*fds: int, write: bool = False) -> None:
             (loop.remove_writer if write else loop.remove_reader)(fd)
 
 
+class _Spawner:
+    """The one thread that starts every worker, alive as long as the process.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked a child ends. A
+    thread pool's threads are joined at interpreter shutdown, before `atexit`
+    runs, which would kill every worker before the pool could end them in
+    order; a daemon thread is never joined.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Any, tuple[Any, ...]]]
+        self._jobs = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="taskloom-spawner", daemon=True).start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """Run `fn(*args)` on the spawner thread; its outcome comes back in the future."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            future, fn, args = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to whoever waits for the worker
+                future.set_exception(exc)
+            del future, fn, args
+
+
 class WorkerPool:
     """Worker processes shared by every event loop of the process."""
 
@@ -201,9 +241,11 @@ class WorkerPool:
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._busy = 0
+        self._starting: set[_Worker] = set()
+        """Replacements started in the background that are not ready yet."""
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._sources: list[tuple[str, str | None]] = []
-        self._spawner: concurrent.futures.ThreadPoolExecutor | None = None
+        self._spawner: _Spawner | None = None
         self._reapers: list[threading.Thread] = []
 
     # -- slots and workers ------------------------------------------------------
@@ -249,8 +291,12 @@ class WorkerPool:
     def release(self, worker: _Worker) -> None:
         """A worker is done with its call and can take the next."""
         with self._lock:
-            self._idle.append(worker)
+            surplus = len(self._all) > self.max_workers  # a replacement came up meanwhile
+            if not surplus:
+                self._idle.append(worker)
             self._give_back()
+        if surplus:
+            self.retire(worker, kill=False)
 
     def retire(self, worker: _Worker, *, kill: bool) -> None:
         """End a worker: killed at once (`kill`), or asked to exit; reaped on a thread."""
@@ -258,6 +304,7 @@ class WorkerPool:
             if worker.retired:
                 return  # its reaper closes its pipes: only once
             worker.retired = True
+            self._starting.discard(worker)
         if kill:
             worker.kill()
         worker.close_requests()  # the worker reads the end of its requests and exits
@@ -268,10 +315,51 @@ class WorkerPool:
             self._reapers = [t for t in self._reapers if t.is_alive()] + [reaper]
 
     def done_with(self, worker: _Worker, *, kill: bool) -> None:
-        """Retire a worker that held a slot, and give the slot back."""
+        """Retire a worker that held a slot, give the slot back, and start its replacement."""
         self.retire(worker, kill=kill)
         with self._lock:
             self._give_back()
+        self._replace()
+
+    def _replace(self) -> None:
+        """Start a worker in the background, so the next call finds one warm."""
+        with self._lock:
+            if self._spawner is None or len(self._all) >= self.max_workers:
+                return
+            spawner, sources = self._spawner, list(self._sources)
+        spawner.submit(self._spawn, sources).add_done_callback(self._when_spawned)
+
+    def _when_spawned(self, spawned: concurrent.futures.Future[_Worker]) -> None:
+        if spawned.cancelled() or spawned.exception() is not None:
+            return  # the next call starts one itself, and says what fails
+        worker = spawned.result()
+        with self._lock:
+            self._starting.add(worker)
+        # Its imports take a while: not on the spawner thread, which starts the others.
+        threading.Thread(target=self._when_ready, args=(worker,), daemon=True).start()
+
+    def _when_ready(self, worker: _Worker) -> None:
+        """Wait (on a thread of its own) for a background worker's `ready`, then idle it."""
+        ready = False
+        with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError):
+            readable, _, _ = select.select([worker.reply, worker.status], [], [], _READY_S)
+            if worker.reply in readable:
+                os.set_blocking(worker.reply, True)
+                try:
+                    frame = _worker.receive(worker.reply)
+                finally:
+                    os.set_blocking(worker.reply, False)
+                if frame is not None and frame[0] == "ready":
+                    worker.pid = frame[1]
+                    ready = True
+        if not ready:
+            self.retire(worker, kill=True)
+            return
+        worker.loaded.update(worker.sources)
+        with self._lock:
+            self._starting.discard(worker)
+            if not worker.retired:
+                self._idle.insert(0, worker)  # the warm ones, last used, are taken first
 
     def _give_back(self) -> None:
         """Hand a slot to the first waiter still waiting, or free it (lock held)."""
@@ -291,10 +379,7 @@ class WorkerPool:
     async def _start(self) -> _Worker:
         with self._lock:
             if self._spawner is None:
-                # One long-lived thread starts every worker: see the module docstring.
-                self._spawner = concurrent.futures.ThreadPoolExecutor(
-                    1, thread_name_prefix="taskloom-spawner"
-                )
+                self._spawner = _Spawner()
             spawner, sources = self._spawner, list(self._sources)
         spawned = spawner.submit(self._spawn, sources)
         try:
@@ -314,7 +399,7 @@ class WorkerPool:
             self.retire(worker, kill=True)
             raise ProcessToolError("", f"a worker process failed to start ({frame[0]})")
         worker.pid = frame[1]
-        worker.loaded.update(sources)
+        worker.loaded.update(worker.sources)
         return worker
 
     def _spawn(self, sources: list[tuple[str, str | None]]) -> _Worker:
@@ -335,6 +420,8 @@ class WorkerPool:
         """
         with self._lock:
             idle, self._idle = self._idle, []
+            idle += self._starting  # started in the background, not in a call either
+            self._starting = set()
             busy = self._all.difference(idle)
         for worker in idle:
             self.retire(worker, kill=True)
@@ -348,7 +435,7 @@ class WorkerPool:
     def forget(self) -> None:
         """After a fork: the parent's workers and threads are not the child's."""
         self._lock = threading.Lock()
-        self._idle, self._all, self._busy = [], set(), 0
+        self._idle, self._all, self._busy, self._starting = [], set(), 0, set()
         self._waiters = collections.deque()
         self._spawner, self._reapers = None, []
 
@@ -382,6 +469,7 @@ def _spawn(sources: list[tuple[str, str | None]]) -> _Worker:
         for fd in child_ends:
             os.close(fd)
     worker = _Worker(keeper, request, reply, status)
+    worker.sources = list(sources)
     for fd in (request, reply, status):
         os.set_blocking(fd, False)
     worker.cgroup = Cgroup.make()

@@ -93,6 +93,14 @@ def _die_with(parent: int) -> None:
 
 
 def main() -> None:
+    """Run the keeper; whatever goes wrong ends it quietly (taskloom reports the worker's end)."""
+    try:
+        _keep()
+    except BaseException:  # a fork refused as the pool closes, a pipe closed at exit
+        os._exit(1)
+
+
+def _keep() -> None:
     """The keeper: fork the worker, then reap until every descendant is gone."""
     request, reply, status, parent = (int(part) for part in os.environ.pop(ENV).split(","))
     _die_with(parent)
@@ -107,7 +115,10 @@ def main() -> None:
         os.setpgid(0, 0)
         _die_with(keeper)
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # what a call leaves behind comes back to it
-        Worker(request, reply, init).serve()
+        try:
+            Worker(request, reply, init).serve()
+        except OSError:  # taskloom closed the pipes (it exited): nobody waits for an answer
+            os._exit(0)
         os._exit(0)
     os.close(request)
     os.close(reply)
