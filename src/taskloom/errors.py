@@ -209,8 +209,10 @@ class WorkerCrashed(ProcessToolError):
         """The worker's exit status when it exited by itself, else None."""
         if signal_name is not None:
             how = f"was killed by {signal_name}"
-        else:
+        elif exit_code is not None:
             how = f"exited with status {exit_code} (os._exit or a crash)"
+        else:
+            how = "ended, and its keeper process with it (killed from outside)"
         super().__init__(
             tool, f"the worker process running {tool} {how}; the next call gets a new worker"
         )

@@ -451,3 +451,24 @@ async def test_a_crashed_worker_is_replaced_in_the_background() -> None:
     second = await call_isolated(iso.worker_pid, limits, {}, times=None, timeout=None, pool=pool)
     assert second == replacement.pid != first
     pool.close()
+
+
+async def test_a_worker_whose_keeper_is_killed_fails_its_call_clearly(tmp_path: Path) -> None:
+    from taskloom.tools._pool import POOL
+
+    pid_file = tmp_path / "pids"
+    caught: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await iso.sleep_with_child.call({"pid_file": str(pid_file), "seconds": 600})
+        except WorkerCrashed as exc:
+            caught.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(call)
+        worker, child = await wait_for_pids(pid_file, 2)
+        (keeper,) = [w.keeper.pid for w in list(POOL._all) if w.pid == worker]
+        os.kill(keeper, 9)
+    assert len(caught) == 1 and "killed from outside" in str(caught[0])
+    wait_until(lambda: not alive(worker) and not alive(child), "the worker and its child")
