@@ -294,7 +294,9 @@ class Tool:
         A sync function runs on one of taskloom's daemon worker threads.
         Cancelling the call (a timeout, say) abandons it: it runs on to its
         end on its thread, its result is dropped, and the process does not
-        wait for it when it exits.
+        wait for it when it exits. An isolated tool's call runs in a worker
+        process instead (see `taskloom.tools.process`); a timeout or a
+        cancellation kills the worker's process group.
 
         Args:
             arguments: the validated arguments, by parameter name.
@@ -308,10 +310,6 @@ class Tool:
 
         Returns:
             What the function returned.
-
-        An isolated tool's call runs in a worker process instead (see
-        `taskloom.tools.process`); a timeout or a cancellation kills the
-        worker's process group.
 
         Raises:
             CallTimedOut: the call ran past `timeout` and was abandoned.
