@@ -184,7 +184,7 @@ class Worker:
         try:
             if kind == "command":
                 return self.command(target[1], target[2], arguments, limits)
-            fn = self.python_code() if kind == "python" else self.function(*target[1:])
+            fn = run_python if kind == "python" else self.function(*target[1:])
         except Exception as exc:
             return ("unusable", f"{type(exc).__name__}: {exc}")
         started = time.monotonic()
@@ -221,9 +221,6 @@ class Worker:
                 value = value.fn  # the module attribute is the Tool the decorator made
             found = self.functions[key] = value
         return found
-
-    def python_code(self) -> Callable[..., Any]:
-        return run_python
 
     def limit_self(self, limits: dict[str, Any]) -> None:
         """Apply a call's limits to this process: its additions, from what it uses now."""
