@@ -1,0 +1,341 @@
+"""MCP servers as tools, against real servers: `mcp-server-time` over stdio, and
+the SDK-built sample server (tests/mcp_sample_server.py) over stdio and over
+Streamable HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+import taskloom
+from taskloom.engine import events as ev
+from taskloom.tools import mcp
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+SAMPLE = str(Path(__file__).resolve().parents[1] / "mcp_sample_server.py")
+TIME_SERVER = str(Path(sys.executable).with_name("mcp-server-time"))
+START_GUARD_S = 30.0
+"""Far past a server's start: only a broken server reaches it."""
+
+
+def stdio_sample(label: str = "sample", **keys: Any) -> dict[str, Any]:
+    return {"command": sys.executable, "args": [SAMPLE, "--label", label], **keys}
+
+
+def servers(**entries: dict[str, Any]) -> dict[str, Any]:
+    return {"mcpServers": entries}
+
+
+def by_name(tools: list[taskloom.Tool]) -> dict[str, taskloom.Tool]:
+    return {t.name: t for t in tools}
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def children_running(fragment: str) -> list[int]:
+    """Pids of this process's children whose command line contains `fragment`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and fragment in cmdline and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+async def run(text: str, tools: list[taskloom.Tool], **options: Any) -> taskloom.RunResult:
+    plan = taskloom.Plan.parse(text, tools=tools)
+    return await taskloom.execute(plan, tools=tools, **options)
+
+
+def assert_overlapped(result: taskloom.RunResult, ids: list[str]) -> None:
+    """Every call began before any of them ended: they were in flight together."""
+    tasks = [result.tasks[taskloom.TaskId(i)] for i in ids]
+    assert all(t.status is taskloom.TaskStatus.DONE for t in tasks), [t.error for t in tasks]
+    last_start = max(t.started_at for t in tasks if t.started_at is not None)
+    first_end = min(t.finished_at for t in tasks if t.finished_at is not None)
+    assert last_start < first_end
+
+
+# -- mcp-server-time over stdio -----------------------------------------------------------
+
+
+async def test_time_server_calls_run_in_parallel_through_one_session() -> None:
+    zones = ["Europe/Paris", "Asia/Tokyo", "America/New_York", "Etc/UTC", "Europe/Berlin"]
+    plan = "".join(f'{i}. get_current_time("{z}")\n' for i, z in enumerate(zones, 1))
+    async with mcp.connect(servers(time={"command": TIME_SERVER})) as tools:
+        assert {"get_current_time", "convert_time"} <= set(by_name(tools))
+        assert by_name(tools)["get_current_time"].policy.idempotent  # readOnlyHint
+        result = await run(plan + f"{len(zones) + 1}. join()", tools)
+        assert len(children_running("mcp-server-time")) == 1  # one server, one session
+    assert_overlapped(result, [str(i) for i in range(1, len(zones) + 1)])
+    outputs = [result.tasks[taskloom.TaskId(str(i))].output for i in range(1, len(zones) + 1)]
+    assert [o["timezone"] for o in outputs] == zones  # structuredContent, as the server sent it
+    assert children_running("mcp-server-time") == []
+
+
+async def test_a_bad_argument_for_a_time_tool_is_a_plan_error() -> None:
+    async with mcp.connect(servers(time={"command": TIME_SERVER})) as tools:
+        with pytest.raises(taskloom.PlanError, match="timezone=5"):
+            taskloom.Plan.parse("1. get_current_time(5)\n2. join()", tools=tools)
+        with pytest.raises(taskloom.PlanError, match="missing required argument"):
+            taskloom.Plan.parse("1. convert_time()\n2. join()", tools=tools)
+
+
+# -- the sample server over Streamable HTTP ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def http_url() -> Iterator[str]:
+    """The sample server over Streamable HTTP on a free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, SAMPLE, "--http", str(port), "--label", "web"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        _wait_for_port(process, port)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _wait_for_port(process: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + START_GUARD_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the sample server exited with {process.returncode}"
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)  # polling a port: there is no event to wait for
+    pytest.fail("the sample HTTP server did not listen in time")
+
+
+async def test_http_tools_keep_their_names_and_schemas(http_url: str) -> None:
+    async with mcp.connect(servers(web={"url": http_url})) as tools:
+        named = by_name(tools)
+        assert {"get-time", "db.query", "slow", "fail"} <= set(named)
+        assert named["db.query"].parameters == ("table", "limit")
+        assert named["db.query"].policy.idempotent  # idempotentHint
+        assert named["slow"].policy.idempotent  # readOnlyHint
+        assert not named["fail"].policy.idempotent  # no hints: side effects
+        assert named["slow"].description.startswith("Wait `seconds`")
+
+
+async def test_http_names_with_dash_and_dot_run_from_plan_text(http_url: str) -> None:
+    async with mcp.connect(servers(web={"url": http_url})) as tools:
+        result = await run('1. get-time()\n2. db.query("users", limit=3)\n3. join()', tools)
+    first, second = result.tasks[taskloom.TaskId("1")], result.tasks[taskloom.TaskId("2")]
+    assert first.status is taskloom.TaskStatus.DONE, first.error
+    assert isinstance(first.output, str) and float(first.output) > 0  # one text block: a str
+    assert second.output == {"result": [{"id": i, "name": f"users-{i}"} for i in range(3)]}
+
+
+async def test_http_is_error_fails_the_task_with_the_servers_message(http_url: str) -> None:
+    async with mcp.connect(servers(web={"url": http_url})) as tools:
+        result = await run('1. fail("disk full on /var")\n2. whoami()\n3. join()', tools)
+    failed, sibling = result.tasks[taskloom.TaskId("1")], result.tasks[taskloom.TaskId("2")]
+    assert failed.status is taskloom.TaskStatus.FAILED
+    assert isinstance(failed.error, taskloom.ToolFailed)
+    assert failed.error.cause_type == "MCPToolError"
+    assert "disk full on /var" in str(failed.error) and "'web'" in str(failed.error)
+    assert sibling.output == "web"  # the run went on
+
+
+async def test_http_parallel_calls_overlap_in_one_session(http_url: str) -> None:
+    plan = "".join(f'{i}. slow(0.3, "t{i}")\n' for i in range(1, 7)) + "7. join()"
+    async with mcp.connect(servers(web={"url": http_url})) as tools:
+        await run("1. peak_slow()\n2. join()", tools)  # from here on
+        result = await run(plan, tools)
+        peak = await run("1. peak_slow()\n2. join()", tools)
+    assert_overlapped(result, [str(i) for i in range(1, 7)])
+    assert peak.tasks[taskloom.TaskId("1")].output == {"result": 6}  # all six at once, there too
+    assert result.tasks[taskloom.TaskId("3")].output == "web:t3"
+
+
+async def test_several_text_blocks_are_a_list(http_url: str) -> None:
+    async with mcp.connect(servers(web={"url": http_url})) as tools:
+        result = await run("1. two_texts()\n2. join()", tools)
+    assert result.tasks[taskloom.TaskId("1")].output == ["first", "second"]
+
+
+async def test_http_timeout_cancels_the_call_on_the_server(http_url: str) -> None:
+    config = servers(web={"url": http_url, "timeout": 0.5})
+    async with mcp.connect(config) as tools:
+        result = await run('1. slow(60, "http-late")\n2. join()', tools)
+        late = result.tasks[taskloom.TaskId("1")]
+        assert isinstance(late.error, taskloom.ToolTimedOut), late.error
+        # The notification and the next request are separate HTTP posts: wait a bounded while.
+        for _ in range(100):
+            seen = await run("1. cancelled_tags()\n2. join()", tools)
+            if "http-late" in seen.tasks[taskloom.TaskId("1")].output:
+                break
+            await anyio.sleep(0.05)
+        assert "http-late" in seen.tasks[taskloom.TaskId("1")].output
+
+
+# -- the sample server over stdio: cancellation, crashes, cleanup --------------------------------
+
+
+async def test_stdio_timeout_sends_the_cancellation_notification() -> None:
+    async with mcp.connect(servers(s=stdio_sample(timeout=0.3))) as tools:
+        result = await run('1. slow(60, "late")\n2. join()', tools)
+        assert isinstance(result.tasks[taskloom.TaskId("1")].error, taskloom.ToolTimedOut)
+        # Over one pipe the notification reaches the server before this request.
+        seen = await run("1. cancelled_tags()\n2. join()", tools)
+    assert seen.tasks[taskloom.TaskId("1")].output == "late"
+
+
+async def test_the_server_stops_when_the_block_ends() -> None:
+    async with mcp.connect(servers(s=stdio_sample())) as tools:
+        result = await run("1. pid()\n2. join()", tools)
+        pid = result.tasks[taskloom.TaskId("1")].output["result"]
+        assert alive(pid)
+    assert not alive(pid)
+
+
+async def test_the_server_stops_when_the_block_is_cancelled_mid_call() -> None:
+    pid: int | None = None
+    with anyio.move_on_after(60) as guard:
+        async with anyio.create_task_group() as group:
+            async with mcp.connect(servers(s=stdio_sample())) as tools:
+                result = await run("1. pid()\n2. join()", tools)
+                pid = result.tasks[taskloom.TaskId("1")].output["result"]
+                started = anyio.Event()
+
+                def on_event(event: ev.Event) -> None:
+                    if isinstance(event, ev.TaskStarted):
+                        started.set()
+
+                plan = '1. slow(60, "a")\n2. slow(60, "b")\n3. join()'
+                group.start_soon(functools.partial(run, plan, tools, on_event=on_event))
+                await started.wait()
+                group.cancel_scope.cancel()
+    assert not guard.cancelled_caught
+    assert pid is not None and not alive(pid)
+
+
+async def test_a_crash_fails_the_calls_in_flight_and_the_next_call_restarts_it() -> None:
+    async with mcp.connect(servers(s=stdio_sample())) as tools:
+        before = await run("1. pid()\n2. join()", tools)
+        old_pid = before.tasks[taskloom.TaskId("1")].output["result"]
+        crashed = await run('1. slow(60, "a")\n2. slow(60, "b")\n3. die(0.2)\n4. join()', tools)
+        for task_id in ("1", "2", "3"):
+            task = crashed.tasks[taskloom.TaskId(task_id)]
+            assert task.status is taskloom.TaskStatus.FAILED
+            assert isinstance(task.error, taskloom.ToolFailed)
+            assert task.error.cause_type == "MCPError"
+            assert "MCP server 's'" in str(task.error) and "connection closed" in str(task.error)
+        after = await run("1. pid()\n2. whoami()\n3. join()", tools)
+        new_pid = after.tasks[taskloom.TaskId("1")].output["result"]
+        assert after.tasks[taskloom.TaskId("2")].output == "sample"
+        assert new_pid != old_pid and not alive(old_pid)
+    assert not alive(new_pid)
+
+
+async def test_a_server_killed_from_outside_mid_call_is_restarted() -> None:
+    async with mcp.connect(servers(s=stdio_sample())) as tools:
+        first = await run("1. pid()\n2. join()", tools)
+        pid = first.tasks[taskloom.TaskId("1")].output["result"]
+        started = anyio.Event()
+
+        def on_event(event: ev.Event) -> None:
+            if isinstance(event, ev.TaskStarted):
+                started.set()
+
+        async with anyio.create_task_group() as group:
+            results: list[taskloom.RunResult] = []
+
+            async def in_flight() -> None:
+                results.append(await run('1. slow(60, "x")\n2. join()', tools, on_event=on_event))
+
+            group.start_soon(in_flight)
+            await started.wait()
+            os.kill(pid, signal.SIGKILL)
+        killed = results[0].tasks[taskloom.TaskId("1")]
+        assert killed.status is taskloom.TaskStatus.FAILED and "MCP server 's'" in str(killed.error)
+        later = await run("1. whoami()\n2. join()", tools)
+        assert later.tasks[taskloom.TaskId("1")].output == "sample"
+
+
+# -- two servers, one name ------------------------------------------------------------------
+
+
+async def test_two_servers_with_one_name_are_reached_by_server_dot_tool() -> None:
+    config = servers(a=stdio_sample("a"), b=stdio_sample("b"), time={"command": TIME_SERVER})
+    async with mcp.connect(config) as tools:
+        named = by_name(tools)
+        assert {"a.whoami", "b.whoami", "a.db.query", "b.db.query"} <= set(named)
+        assert "whoami" not in named and "get_current_time" in named  # unique names stay bare
+        result = await run('1. a.whoami()\n2. b.whoami()\n3. a.slow(0.2, "q")\n4. join()', tools)
+        assert [result.tasks[taskloom.TaskId(i)].output for i in "123"] == ["a", "b", "a:q"]
+        with pytest.raises(taskloom.PlanError, match=r"ambiguous.*a\.whoami, b\.whoami"):
+            taskloom.Plan.parse("1. whoami()\n2. join()", tools=tools)
+        with pytest.raises(taskloom.PlanError, match=r"a\.db\.query, b\.db\.query"):
+            taskloom.Plan.parse('1. db.query("t")\n2. join()', tools=tools)
+
+
+# -- configuration over annotations, limits --------------------------------------------
+
+
+async def test_the_config_overrides_the_annotations_both_ways() -> None:
+    config = servers(
+        ro=stdio_sample("ro", idempotent=False), rw=stdio_sample("rw", idempotent=True)
+    )
+    async with mcp.connect(config) as tools:
+        named = by_name(tools)
+        assert not named["ro.slow"].policy.idempotent
+        assert named["rw.fail"].policy.idempotent
+
+
+async def test_max_concurrency_bounds_the_calls_in_flight() -> None:
+    plan = "".join(f'{i}. slow(0.1, "t{i}")\n' for i in range(1, 5)) + "5. join()"
+    async with mcp.connect(servers(s=stdio_sample(max_concurrency=1))) as tools:
+        result = await run(plan, tools)
+        peak = await run("1. peak_slow()\n2. join()", tools)
+    assert [result.tasks[taskloom.TaskId(str(i))].output for i in range(1, 5)] == [
+        f"sample:t{i}" for i in range(1, 5)
+    ]
+    assert peak.tasks[taskloom.TaskId("1")].output == {"result": 1}
+
+
+async def test_a_server_that_does_not_start_is_a_clear_error() -> None:
+    with pytest.raises(taskloom.MCPError, match="no such program"):
+        async with mcp.connect(servers(gone={"command": "/nonexistent/mcp-server"})):
+            pass
+    exits = {"command": sys.executable, "args": ["-c", "import sys; sys.exit('bad token')"]}
+    with pytest.raises(taskloom.MCPError, match="bad token"):
+        async with mcp.connect(servers(quits=exits)):
+            pass
