@@ -36,6 +36,7 @@ from taskloom.plan import Plan
 from taskloom.store import RunSummary, Store, default_store_path, resume
 from taskloom.tools import Tool
 from taskloom.tools._load import import_tools
+from taskloom.tools.mcp import ServerConfig, config_sources, connect, load_servers
 from taskloom.tools.world import WORLD_TOOLS
 
 __all__ = ["app", "load_tools", "main"]
@@ -60,6 +61,14 @@ StorePath = Annotated[
     ),
 ]
 NoStore = Annotated[bool, typer.Option("--no-store", help="Do not record the run.")]
+McpFiles = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--mcp",
+        help="An mcpServers JSON file: its servers' tools join the run (repeatable; "
+        "default: the file TASKLOOM_MCP names).",
+    ),
+]
 
 
 @app.callback()
@@ -107,6 +116,14 @@ def load_tools(source: str | None) -> dict[str, Tool]:
     return tools | found
 
 
+def _mcp_servers(console: Console, files: list[Path] | None) -> list[ServerConfig]:
+    """The MCP servers of `--mcp` (or TASKLOOM_MCP), read now so a bad file fails at once."""
+    try:
+        return load_servers(config_sources(files or ()))
+    except ConfigError as exc:
+        raise _fail(console, str(exc)) from exc
+
+
 @app.command("exec")
 def exec_(
     plan_file: Annotated[Path, typer.Argument(help="A plan in the plan language.")],
@@ -117,15 +134,18 @@ def exec_(
         int | None, typer.Option("--max-concurrency", min=1, help="Tasks running at once.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    mcp: McpFiles = None,
     store_path: StorePath = None,
     no_store: NoStore = False,
 ) -> None:
     """Run a hand-written plan with the built-in tools (and yours), in parallel."""
     console = Console(stderr=as_json)
+    servers = _mcp_servers(console, mcp)
     try:
         tool_index = load_tools(tools)
         text = read_bounded(plan_file, MAX_PLAN_BYTES, "plan")
-        plan = Plan.parse(text, tools=tool_index)
+        # With MCP servers, their tools are known once they run: checked in `go`.
+        plan = Plan.parse(text, tools=None if servers else tool_index)
     except OSError as exc:
         _fail(console, f"cannot read {plan_file}: {exc.strerror or exc}")
     except (PlanError, UserError) as exc:
@@ -134,31 +154,44 @@ def exec_(
     if not len(plan):
         _fail(console, f"{plan_file}: the plan has no tasks; write lines like 1. tool(arguments)")
     store = None if no_store else _open_store(console, store_path)
-    config = {"tools": _tool_source(tools), "max_concurrency": max_concurrency}
-    journal = None
-    if store is not None:
-        try:
-            journal = store.journal(request=str(plan_file), config=config, plan=plan)
-            store.flush()  # the run is on disk before any tool runs: even os._exit leaves it
-        except TaskloomError as exc:
-            store.close()
-            _fail(console, str(exc))
-    if journal is not None:
-        console.print(f"run {journal.run_id}", style="dim", highlight=False)
+    config: dict[str, Any] = {"tools": _tool_source(tools), "max_concurrency": max_concurrency}
+    if servers:
+        config["mcp"] = [str(Path(s.source).resolve()) for s in servers]
     live = console.is_terminal and not as_json
 
     async def go(listener: Any) -> RunResult:
-        return await execute(
-            plan,
-            tools=tool_index,
-            max_concurrency=max_concurrency,
-            on_event=listener,
-            journal=journal,
-        )
+        async with connect(*servers, reserved=tool_index) as remote:
+            every = tool_index | {t.name: t for t in remote}
+            checked = _checked_plan(plan_file, text, every) if servers else plan
+            journal = None
+            if store is not None:
+                journal = store.journal(request=str(plan_file), config=config, plan=checked)
+                store.flush()  # the run is on disk before any tool runs: even os._exit leaves it
+                console.print(f"run {journal.run_id}", style="dim", highlight=False)
+            return await execute(
+                checked,
+                tools=every,
+                max_concurrency=max_concurrency,
+                on_event=listener,
+                journal=journal,
+            )
 
     with tool_output_to_stderr(as_json):
         result = _run_live(console, go, live=live, store=store)
     _print_run(console, result, as_json=as_json, plan_text=plan.to_text())
+
+
+def _checked_plan(plan_file: Path, text: bytes, tools: dict[str, Tool]) -> Plan:
+    """The plan checked against every tool, MCP servers' included.
+
+    Raises:
+        UserError: naming the plan file, for a plan that does not fit the tools.
+
+    """
+    try:
+        return Plan.parse(text, tools=tools)
+    except PlanError as exc:
+        raise UserError(f"{plan_file}: {exc}") from exc
 
 
 @app.command("resume")
@@ -438,8 +471,8 @@ class _AgentSettings:
     model_timeout: float | None = None
     read_timeout: float | None = None
 
-    def build(self, store: Store | None, **extra: Any) -> Any:
-        """The agent these settings describe.
+    def build(self, store: Store | None, tools: list[Tool] | None = None, **extra: Any) -> Any:
+        """The agent these settings describe; `tools` replaces those of `self.tools` loaded.
 
         Raises:
             TaskloomError: for a bad model setting or tool module.
@@ -456,7 +489,7 @@ class _AgentSettings:
             read_timeout=self.read_timeout,
         )
         return Agent(
-            tools=load_tools(self.tools),
+            tools=list(load_tools(self.tools).values()) if tools is None else tools,
             tool_latency=self.tool_latency,
             model=model,
             grammar=self.grammar,
@@ -522,6 +555,7 @@ def run_(
     max_cost: MaxCost = None,
     price: Prices = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+    mcp: McpFiles = None,
     store_path: StorePath = None,
     no_store: NoStore = False,
 ) -> None:
@@ -532,6 +566,7 @@ def run_(
     console = Console(stderr=as_json)
     if agent not in ("llmcompiler", "react"):
         _fail(console, f"--agent must be llmcompiler or react, not {agent!r}")
+    servers = _mcp_servers(console, mcp)
     live = console.is_terminal and not as_json
     progress = LiveProgress(console) if live else None
     store = None if no_store or agent == "react" else _open_store(console, store_path)
@@ -549,17 +584,23 @@ def run_(
             model_timeout=model_timeout,
             read_timeout=read_timeout,
         )
-        planner = settings.build(
-            store,
-            on_event=progress.on_event if progress else None,
-            on_plan_text=progress.on_plan_text if progress else None,
-        )
+        local = load_tools(tools)
     except TaskloomError as exc:
         if store is not None:
             store.close()
         _fail(console, str(exc))
 
     async def go() -> AgentResult:
+        async with connect(*servers, reserved=local) as remote:
+            return await answer([*local.values(), *remote])
+
+    async def answer(every: list[Tool]) -> AgentResult:
+        planner = settings.build(
+            store,
+            every,
+            on_event=progress.on_event if progress else None,
+            on_plan_text=progress.on_plan_text if progress else None,
+        )
         if agent == "react":
             react = ReActAgent(
                 tools=planner.tools,
@@ -614,6 +655,7 @@ def batch(
     deadline: Deadline = None,
     max_cost: MaxCost = None,
     price: Prices = None,
+    mcp: McpFiles = None,
     store_path: StorePath = None,
     no_store: NoStore = False,
 ) -> None:
@@ -624,6 +666,7 @@ def batch(
     from taskloom.store import CallCache
 
     console = Console(stderr=True)
+    servers = _mcp_servers(console, mcp)
     try:
         data = read_bounded(requests_file, MAX_BATCH_BYTES, "batch file")
         # utf-8-sig: a byte order mark (Windows editors write one) is no part of line 1.
@@ -652,7 +695,7 @@ def batch(
             model_timeout=model_timeout,
             read_timeout=read_timeout,
         )
-        planner = settings.build(store, cache=cache)
+        local = load_tools(tools)
         sink = output.open("w", encoding="utf-8") if output else None
     except (TaskloomError, OSError) as exc:
         if store is not None:
@@ -673,10 +716,14 @@ def batch(
             lines.flush()
             bar.advance(job)
 
+        async def go() -> None:
+            # One session per server for the whole batch, shared by every request.
+            async with connect(*servers, reserved=local) as remote:
+                planner = settings.build(store, [*local.values(), *remote], cache=cache)
+                await run_batch(planner, requests, concurrency=concurrency, on_result=on_result)
+
         try:
-            run_stoppable(
-                lambda: run_batch(planner, requests, concurrency=concurrency, on_result=on_result)
-            )
+            run_stoppable(go)
         except TaskloomError as exc:
             _fail(console, str(exc))
         finally:

@@ -4,10 +4,13 @@ Streamable HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -339,3 +342,113 @@ async def test_a_server_that_does_not_start_is_a_clear_error() -> None:
     with pytest.raises(taskloom.MCPError, match="bad token"):
         async with mcp.connect(servers(quits=exits)):
             pass
+
+
+# -- the agent and the command line ------------------------------------------------------------
+
+
+async def test_an_agent_plans_with_mcp_tools_and_answers_from_them(http_url: str) -> None:
+    from taskloom.testing import ScriptedModel
+
+    model = ScriptedModel(
+        [
+            '1. db.query("users", 1)\n2. whoami()\n3. join()',
+            "Thought: both answered.\nAction: Finish(web)",
+        ]
+    )
+    async with mcp.connect(servers(web={"url": http_url})) as tools:
+        agent = taskloom.Agent(tools=tools, model=model, grammar=False)
+        result = await agent.run("who serves the users table?")
+    assert result.answer == "web"
+    planner = "".join(m.content for m in model.calls[0])
+    assert "db.query(" in planner and "get-time(" in planner  # the planner saw MCP names
+    joiner = model.calls[1][-1].content
+    assert '1. db.query(table="users", limit=1) -> {"result": [{"id": 0' in joiner
+    assert "2. whoami() -> web" in joiner
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "TASKLOOM_STORE": str(tmp_path / "store.sqlite3"), **extra}
+
+
+def test_exec_runs_a_plan_with_mcp_tools_from_the_default_file(tmp_path: Path) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps(servers(s=stdio_sample(), time={"command": TIME_SERVER})))
+    plan = tmp_path / "p.plan"
+    plan.write_text('1. db.query("t")\n2. get_current_time("Etc/UTC")\n3. country("France")\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "taskloom", "exec", str(plan), "--json"],
+        env=cli_env(tmp_path, TASKLOOM_MCP=str(config)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    tasks = json.loads(done.stdout)["tasks"]
+    assert tasks["1"]["output"] == {"result": [{"id": 0, "name": "t-0"}, {"id": 1, "name": "t-1"}]}
+    assert tasks["2"]["output"]["timezone"] == "Etc/UTC"
+    assert tasks["3"]["status"] == "done"
+
+
+def test_ctrl_c_during_an_mcp_call_stops_the_command_and_its_server(tmp_path: Path) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps(servers(s=stdio_sample())))
+    plan = tmp_path / "p.plan"
+    plan.write_text('1. slow(60, "x")\n')
+    store = tmp_path / "store.sqlite3"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taskloom", "exec", str(plan), "--mcp", str(config)],
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        servers_of = _wait_for_running_task(process, store)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    assert servers_of and not any(alive(pid) for pid in servers_of)
+
+
+def _wait_for_running_task(process: subprocess.Popen[str], store: Path) -> list[int]:
+    """The pids of the command's MCP servers, once its task is recorded running."""
+    deadline = time.monotonic() + START_GUARD_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        running = False
+        if store.exists():
+            with contextlib.suppress(sqlite3.Error), sqlite3.connect(store) as conn:
+                rows = conn.execute("SELECT status FROM tasks").fetchall()
+                running = ("running",) in rows
+        pids = [p for p in _children_of(process.pid) if "mcp_sample_server" in _cmdline(p)]
+        if running and pids:
+            return pids
+        time.sleep(0.05)  # a subprocess has no event to wait on
+    pytest.fail("the MCP call did not start in time")
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path(f"/proc/{pid}") / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

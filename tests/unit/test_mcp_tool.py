@@ -191,3 +191,10 @@ def test_the_call_policy_follows_the_annotations_unless_configured(
         {"name": "t", "inputSchema": {"type": "object"}, "annotations": annotations}
     )
     assert _idempotent(server, spec) is idempotent
+
+
+def test_the_joiner_sees_a_record_that_holds_only_nested_values() -> None:
+    from taskloom.agent.prompts import result_text
+
+    assert result_text({"result": [{"id": 0}]}) == '{"result": [{"id": 0}]}'  # MCP's wrapping
+    assert result_text({"name": "Paris", "near": ["Lyon"]}) == '{"name": "Paris"}'  # as before

@@ -84,12 +84,13 @@ class _Entry(pydantic.BaseModel):
 
 
 def load_servers(
-    sources: Iterable[str | os.PathLike[str] | Mapping[str, Any]],
+    sources: Iterable[str | os.PathLike[str] | Mapping[str, Any] | ServerConfig],
 ) -> list[ServerConfig]:
     """Read MCP server configurations from files or mappings.
 
     Args:
-        sources: paths of `mcpServers` JSON files, or mappings of the same shape.
+        sources: paths of `mcpServers` JSON files, mappings of the same shape,
+            or servers already read.
 
     Returns:
         The servers of all sources, in order, without those marked `disabled`.
@@ -104,8 +105,12 @@ def load_servers(
     servers: list[ServerConfig] = []
     seen: dict[str, str] = {}
     for source in sources:
-        label, document = _read(source)
-        for server in _servers(label, document):
+        if isinstance(source, ServerConfig):
+            label, found = source.source, [source]
+        else:
+            label, document = _read(source)
+            found = _servers(label, document)
+        for server in found:
             if server.name in seen:
                 raise ConfigError(
                     f"{label}: MCP server {quoted(server.name)} is also defined in "

@@ -197,14 +197,15 @@ class ServerSession:
         try:
             transport = await self._transport(live, stack)
             return await stack.enter_async_context(mcp.Client(_Watched(transport, live.ended)))
-        except OSError as exc:
-            raise MCPError(self.name, _start_problem(self.config, exc)) from exc
-        except (SDKError, pydantic.ValidationError, anyio.BrokenResourceError) as exc:
-            raise MCPError(
-                self.name, f"failed during the MCP handshake: {_said(exc)}{_tail(live)}"
-            ) from exc
         except Exception as exc:
-            raise MCPError(self.name, f"could not be reached: {_said(exc)}{_tail(live)}") from exc
+            cause = _leaf(exc)  # the SDK's task groups wrap what went wrong
+            if isinstance(cause, OSError):
+                raise MCPError(self.name, _start_problem(self.config, cause)) from cause
+            if isinstance(cause, SDKError | pydantic.ValidationError | anyio.BrokenResourceError):
+                problem = f"failed during the MCP handshake: {_said(cause)}{_tail(live)}"
+            else:
+                problem = f"could not be reached: {_said(cause)}{_tail(live)}"
+            raise MCPError(self.name, problem) from cause
 
     async def _transport(self, live: _Live, stack: contextlib.AsyncExitStack) -> Any:
         """The SDK transport of the server; an HTTP client it needs closes with `stack`."""
@@ -308,6 +309,13 @@ def _start_problem(config: ServerConfig, exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return f"cannot start {command!r}: permission denied"
     return f"cannot start {command!r}: {clip(str(exc))}"
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (or `exc` itself)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _said(exc: BaseException) -> str:

@@ -17,7 +17,8 @@ own keys per server: `max_concurrency`, `timeout`, `idempotent`.
   whole process group).
 - A tool keeps its MCP name (`get-time`, `db.query`). When two servers
   offer the same name, both tools are named `SERVER.TOOL` instead, and a
-  plan that calls the bare name is told which to choose.
+  plan that calls the bare name is told which to choose; so is a tool whose
+  name another tool of the run has (`reserved`: a built-in tool's, say).
 - Arguments are checked against the tool's input schema before the call.
   The output is the result's `structuredContent` when it has one, else its
   text (one block: a str; several: a list). A result marked `isError`
@@ -33,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -51,8 +52,8 @@ __all__ = ["ENV_VAR", "ServerConfig", "config_sources", "connect", "load_servers
 ENV_VAR = "TASKLOOM_MCP"
 """The environment variable naming the default MCP configuration file of the command line."""
 
-Source = str | os.PathLike[str] | Mapping[str, Any]
-"""A configuration: the path of an `mcpServers` JSON file, or a mapping of that shape."""
+Source = str | os.PathLike[str] | Mapping[str, Any] | ServerConfig
+"""A configuration: an `mcpServers` JSON file's path, a mapping of that shape, or one server."""
 
 
 def config_sources(given: Sequence[str | os.PathLike[str]] = ()) -> list[str | os.PathLike[str]]:
@@ -69,7 +70,7 @@ def config_sources(given: Sequence[str | os.PathLike[str]] = ()) -> list[str | o
 
 
 @contextlib.asynccontextmanager
-async def connect(*sources: Source) -> AsyncIterator[list[Tool]]:
+async def connect(*sources: Source, reserved: Collection[str] = ()) -> AsyncIterator[list[Tool]]:
     """Start the configured MCP servers and give their tools, for the block's duration.
 
     The servers start at once, in parallel, and list their tools; when the
@@ -78,6 +79,8 @@ async def connect(*sources: Source) -> AsyncIterator[list[Tool]]:
 
     Args:
         sources: configuration files or mappings; the servers of all of them.
+        reserved: names other tools of the run already have: an MCP tool
+            with one of them is named `SERVER.TOOL`.
 
     Yields:
         One `Tool` per tool the servers list, named as the module docstring says.
@@ -93,7 +96,7 @@ async def connect(*sources: Source) -> AsyncIterator[list[Tool]]:
             sessions = [ServerSession(server, task_group) for server in servers]
             try:
                 listings = await _list_all(sessions)
-                yield _tools(sessions, listings)
+                yield _tools(sessions, listings, reserved)
             finally:
                 for session in sessions:
                     session.close()
@@ -143,14 +146,16 @@ async def _list_all(sessions: Sequence[ServerSession]) -> list[list[mcp_types.To
 
 
 def _tools(
-    sessions: Sequence[ServerSession], listings: Sequence[Sequence[mcp_types.Tool]]
+    sessions: Sequence[ServerSession],
+    listings: Sequence[Sequence[mcp_types.Tool]],
+    reserved: Collection[str],
 ) -> list[Tool]:
-    """The taskloom tools of all servers; names two servers share are qualified."""
+    """The servers' tools; names two servers share, or that `reserved` holds, are qualified."""
     offered = Counter(spec.name for listing in listings for spec in _unique(listing))
     tools = []
     for session, listing in zip(sessions, listings, strict=True):
-        for spec in listing:
-            shared = offered[spec.name] > 1
+        for spec in _unique(listing):
+            shared = offered[spec.name] > 1 or spec.name in reserved
             name = f"{session.name}.{spec.name}" if shared else spec.name
             tools.append(_mcp_tool(session, spec, name=name))
     return tools
