@@ -117,21 +117,30 @@ async def test_a_bad_argument_for_a_time_tool_is_a_plan_error() -> None:
 @pytest.fixture(scope="module")
 def http_url() -> Iterator[str]:
     """The sample server over Streamable HTTP on a free loopback port."""
+    port = _free_port()
+    process = start_http(port)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return int(sock.getsockname()[1])
+
+
+def start_http(port: int) -> subprocess.Popen[bytes]:
+    """Start the sample server over HTTP on `port`, once it listens."""
     process = subprocess.Popen(
         [sys.executable, SAMPLE, "--http", str(port), "--label", "web"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}/mcp"
-    try:
-        _wait_for_port(process, port)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    _wait_for_port(process, port)
+    return process
 
 
 def _wait_for_port(process: subprocess.Popen[bytes], port: int) -> None:
@@ -207,6 +216,41 @@ async def test_http_timeout_cancels_the_call_on_the_server(http_url: str) -> Non
                 break
             await anyio.sleep(0.05)
         assert "http-late" in seen.tasks[taskloom.TaskId("1")].output
+
+
+async def test_an_http_server_killed_mid_call_fails_it_and_is_reached_again_later() -> None:
+    port = _free_port()
+    process = start_http(port)
+    try:
+        async with mcp.connect(servers(web={"url": f"http://127.0.0.1:{port}/mcp"})) as tools:
+            started = anyio.Event()
+
+            def on_event(event: ev.Event) -> None:
+                if isinstance(event, ev.TaskStarted):
+                    started.set()
+
+            results: list[taskloom.RunResult] = []
+
+            async def in_flight() -> None:
+                results.append(await run('1. slow(60, "x")\n2. join()', tools, on_event=on_event))
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(in_flight)
+                await started.wait()
+                await anyio.sleep(0.2)  # the request reaches the server: no event tells us when
+                process.kill()
+                process.wait()
+            lost = results[0].tasks[taskloom.TaskId("1")]
+            assert lost.status is taskloom.TaskStatus.FAILED
+            assert "MCP server 'web'" in str(lost.error) and "connection closed" in str(lost.error)
+            down = await run("1. whoami()\n2. join()", tools)
+            assert "could not be reached" in str(down.tasks[taskloom.TaskId("1")].error)
+            process = start_http(port)
+            back = await run("1. whoami()\n2. join()", tools)
+            assert back.tasks[taskloom.TaskId("1")].output == "web"
+    finally:
+        process.kill()
+        process.wait()
 
 
 # -- the sample server over stdio: cancellation, crashes, cleanup --------------------------------
