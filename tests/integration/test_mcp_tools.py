@@ -496,3 +496,41 @@ def _cmdline(pid: int) -> str:
         return (Path(f"/proc/{pid}") / "cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_run_and_batch_plan_with_mcp_tools_through_the_command_line(tmp_path: Path) -> None:
+    from chat_server import chat_server
+
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps(servers(s=stdio_sample())))
+    plan = "1. whoami()\n2. get-time()\n3. join()<END_OF_PLAN>"
+    finish = "Thought: the server said.\nAction: Finish(sample)"
+    model = ["--model", "scripted", "--mcp", str(config)]
+    with chat_server([plan, finish]) as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "taskloom", "run", "who?", "--base-url", server.url, *model],
+            env=cli_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        planner_prompt = json.dumps(server.requests[0]["messages"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "sample" in done.stdout
+    assert "whoami(" in planner_prompt and "get-time(" in planner_prompt
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('"who?"\n"who else?"\n')
+    with chat_server([plan, finish, plan, finish]) as server:
+        batch = subprocess.run(
+            [sys.executable, "-m", "taskloom", "batch", str(questions), "--concurrency", "1"]
+            + ["--base-url", server.url, *model],
+            env=cli_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert batch.returncode == 0, batch.stderr[-2000:]
+    answers = [json.loads(line) for line in batch.stdout.splitlines()]
+    assert [a["answer"] for a in answers] == ["sample", "sample"]
