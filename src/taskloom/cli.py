@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -36,7 +38,7 @@ from taskloom.plan import Plan
 from taskloom.store import RunSummary, Store, default_store_path, resume
 from taskloom.tools import Tool
 from taskloom.tools._load import import_tools
-from taskloom.tools.mcp import ServerConfig, config_sources, connect, load_servers
+from taskloom.tools._mcp_config import ServerConfig, config_sources, load_servers
 from taskloom.tools.world import WORLD_TOOLS
 
 __all__ = ["app", "load_tools", "main"]
@@ -124,6 +126,21 @@ def _mcp_servers(console: Console, files: list[Path] | None) -> list[ServerConfi
         raise _fail(console, str(exc)) from exc
 
 
+def _mcp_tools(
+    *servers: ServerConfig, reserved: Collection[str]
+) -> AbstractAsyncContextManager[list[Tool]]:
+    """The MCP servers' tools for the block's duration (`taskloom.tools.mcp.connect`).
+
+    The MCP SDK is imported only when there are servers: it costs a second
+    of start-up that a command without them should not pay.
+    """
+    if not servers:
+        return contextlib.nullcontext([])
+    from taskloom.tools.mcp import connect as connect_servers
+
+    return connect_servers(*servers, reserved=reserved)
+
+
 @app.command("exec")
 def exec_(
     plan_file: Annotated[Path, typer.Argument(help="A plan in the plan language.")],
@@ -160,7 +177,7 @@ def exec_(
     live = console.is_terminal and not as_json
 
     async def go(listener: Any) -> RunResult:
-        async with connect(*servers, reserved=tool_index) as remote:
+        async with _mcp_tools(*servers, reserved=tool_index) as remote:
             every = tool_index | {t.name: t for t in remote}
             checked = _checked_plan(plan_file, text, every) if servers else plan
             journal = None
@@ -591,7 +608,7 @@ def run_(
         _fail(console, str(exc))
 
     async def go() -> AgentResult:
-        async with connect(*servers, reserved=local) as remote:
+        async with _mcp_tools(*servers, reserved=local) as remote:
             return await answer([*local.values(), *remote])
 
     async def answer(every: list[Tool]) -> AgentResult:
@@ -718,7 +735,7 @@ def batch(
 
         async def go() -> None:
             # One session per server for the whole batch, shared by every request.
-            async with connect(*servers, reserved=local) as remote:
+            async with _mcp_tools(*servers, reserved=local) as remote:
                 planner = settings.build(store, [*local.values(), *remote], cache=cache)
                 await run_batch(planner, requests, concurrency=concurrency, on_result=on_result)
 

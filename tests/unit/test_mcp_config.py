@@ -114,3 +114,17 @@ def test_the_default_file_comes_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(ENV_VAR, "/etc/mcp.json")
     assert config_sources() == ["/etc/mcp.json"]
     assert config_sources(["mine.json"]) == ["mine.json"]  # given files win
+
+
+def test_the_command_line_loads_the_mcp_sdk_only_when_servers_are_configured() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, taskloom.cli\n"
+        "print(sorted(m for m in ('mcp', 'mcp_types', 'httpx2') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,10 @@ import pydantic
 from taskloom._text import clip, quoted, short_repr
 from taskloom.errors import ConfigError
 
-__all__ = ["ServerConfig", "load_servers"]
+__all__ = ["ENV_VAR", "ServerConfig", "config_sources", "load_servers"]
+
+ENV_VAR = "TASKLOOM_MCP"
+"""The environment variable naming the default MCP configuration file of the command line."""
 
 _SERVER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """A server name: it qualifies tool names (`SERVER.TOOL`), so it has no `.` of its own."""
@@ -64,6 +67,19 @@ class ServerConfig:
     def transport(self) -> str:
         """`stdio` or `http`."""
         return "stdio" if self.command is not None else "http"
+
+
+def config_sources(given: Sequence[str | os.PathLike[str]] = ()) -> list[str | os.PathLike[str]]:
+    """The configuration files to use: those given, else the one `TASKLOOM_MCP` names.
+
+    Returns:
+        The files, possibly none.
+
+    """
+    if given:
+        return list(given)
+    default = os.environ.get(ENV_VAR, "").strip()
+    return [default] if default else []
 
 
 class _Entry(pydantic.BaseModel):

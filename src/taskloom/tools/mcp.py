@@ -42,31 +42,15 @@ import anyio.abc
 import mcp_types
 
 from taskloom.errors import MCPError, MCPToolError, ToolDefinitionError
-from taskloom.tools._mcp_config import ServerConfig, load_servers
+from taskloom.tools._mcp_config import ENV_VAR, ServerConfig, config_sources, load_servers
 from taskloom.tools._mcp_session import ServerSession
 from taskloom.tools._schema import SchemaTool
 from taskloom.tools._tool import CallPolicy, Tool
 
 __all__ = ["ENV_VAR", "ServerConfig", "config_sources", "connect", "load_servers"]
 
-ENV_VAR = "TASKLOOM_MCP"
-"""The environment variable naming the default MCP configuration file of the command line."""
-
 Source = str | os.PathLike[str] | Mapping[str, Any] | ServerConfig
 """A configuration: an `mcpServers` JSON file's path, a mapping of that shape, or one server."""
-
-
-def config_sources(given: Sequence[str | os.PathLike[str]] = ()) -> list[str | os.PathLike[str]]:
-    """The configuration files to use: those given, else the one `TASKLOOM_MCP` names.
-
-    Returns:
-        The files, possibly none.
-
-    """
-    if given:
-        return list(given)
-    default = os.environ.get(ENV_VAR, "").strip()
-    return [default] if default else []
 
 
 @contextlib.asynccontextmanager
