@@ -14,6 +14,9 @@ through one session.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
 import socket
 import statistics
 import subprocess
@@ -69,18 +72,31 @@ def over_http(url: str) -> ToolSource:
     return lambda: mcp.connect({"mcpServers": {"s": {"url": url}}})
 
 
-async def per_call_us(source: ToolSource, calls: int) -> float:
-    """Median microseconds of one `slow(0)` call, after a few untimed ones."""
-    async with source() as tools:
+async def per_call_us(source: ToolSource, calls: int, direct: Any = None) -> tuple[float, float]:
+    """Median microseconds of one `slow(0)` call, and of the same call by the SDK alone.
+
+    With `direct` (the server for the SDK's own `mcp.Client`), the two kinds
+    of call alternate, so that a busy machine slows both alike; the SDK
+    figure is NaN without it.
+    """
+    import mcp as sdk
+
+    async with contextlib.AsyncExitStack() as stack:
+        tools = await stack.enter_async_context(source())
         tool = next(t for t in tools if t.name == "slow")
-        for _ in range(10):
-            await tool.call({"seconds": 0, "tag": "warm"})
-        times = []
-        for _ in range(calls):
+        client = None if direct is None else await stack.enter_async_context(sdk.Client(direct))
+        ours, theirs = [], []
+        for round_ in range(10 + calls):
             began = time.perf_counter()
             await tool.call({"seconds": 0, "tag": "x"})
-            times.append(time.perf_counter() - began)
-    return statistics.median(times) * 1e6
+            mid = time.perf_counter()
+            if client is not None:
+                await client.call_tool("slow", {"seconds": 0, "tag": "x"})
+            if round_ >= 10:  # the first ten warm both up
+                ours.append(mid - began)
+                theirs.append(time.perf_counter() - mid)
+    sdk_us = statistics.median(theirs) * 1e6 if client is not None else math.nan
+    return statistics.median(ours) * 1e6, sdk_us
 
 
 async def sequential_and_parallel(source: ToolSource) -> tuple[float, float]:
@@ -134,11 +150,19 @@ async def measure(calls: int, url: str) -> dict[str, dict[str, float]]:
         "stdio": over_stdio,
         "HTTP": over_http(url),
     }
+    import mcp as sdk
+
+    direct: dict[str, Any] = {
+        "stdio": sdk.StdioServerParameters(command=sys.executable, args=[SAMPLE]),
+        "HTTP": url,
+    }
     figures: dict[str, dict[str, float]] = {}
     for name, source in ways.items():
         sequential, parallel = await sequential_and_parallel(source)
+        us, sdk_us = await per_call_us(source, calls, direct.get(name))
         figures[name] = {
-            "us": await per_call_us(source, calls),
+            "us": us,
+            "sdk_us": sdk_us,
             "sequential": sequential,
             "parallel": parallel,
         }
@@ -156,6 +180,13 @@ def table(figures: dict[str, dict[str, float]]) -> tuple[list[str], list[list[st
         [
             "overhead over in-process, µs",
             *("-" if w == "in-process" else f"+{figures[w]['us'] - base:.0f}" for w in ways),
+        ],
+        [
+            "the same call with the SDK's Client alone, µs",
+            *(
+                "-" if math.isnan(figures[w]["sdk_us"]) else f"{figures[w]['sdk_us']:.0f}"
+                for w in ways
+            ),
         ],
         [f"{PARALLEL} × {SECONDS} s one after another, s"]
         + [f"{figures[w]['sequential']:.2f}" for w in ways],
@@ -175,6 +206,7 @@ def main() -> None:
     calls = 50 if args.quick else args.calls
     with http_server() as url:
         figures = anyio.run(measure, calls, url)
+    load = os.getloadavg()[0]  # other work on the machine slows every column alike
     header, rows = table(figures)
     print(" | ".join(header))
     for row in rows:
@@ -190,10 +222,13 @@ def main() -> None:
                 f"One call: `Tool.call` of `slow(0)`, median of {calls} after 10 untimed, "
                 "through one session; the MCP figures include the JSON-RPC round trip "
                 "to the sample server (tests/mcp_sample_server.py, the SDK's MCPServer) "
-                "and its handling of the call.",
+                "and its handling of the call. The SDK's own `mcp.Client` calling the same "
+                "server (no taskloom) is the floor of the MCP columns; its calls "
+                "alternate with taskloom's, so that load on the machine slows both alike.",
                 f"{PARALLEL} × {SECONDS} s: one plan each, run by `taskloom.execute`: a "
                 f"chain of {PARALLEL} `slow` calls (each waits for the one before) against "
                 f"{PARALLEL} independent ones, which all go out at once on the one session.",
+                f"Load average at the end of the run: {load:.1f} on {os.cpu_count()} cores.",
             ],
         )
 

@@ -56,6 +56,8 @@ class _Live:
     """Set when the connection closed or the session is to close."""
     stderr: TextIO | None = None
     """Where a stdio server's stderr goes, to quote when it fails."""
+    last_words: str = ""
+    """The end of that stderr, kept when the session ends and the file is closed."""
 
 
 class ServerSession:
@@ -80,8 +82,6 @@ class ServerSession:
             if config.max_concurrency is None
             else anyio.CapacityLimiter(config.max_concurrency)
         )
-        self.starts = 0
-        """How many times the server was started (1 + restarts after crashes)."""
 
     async def list_tools(self) -> list[mcp_types.Tool]:
         """Every tool the server lists, starting the server if needed.
@@ -148,7 +148,6 @@ class ServerSession:
                 raise MCPError(self.name, "the session is closed (its `connect` block has ended)")
             started: _Live = await self._task_group.start(self._hold)
             self._live = started
-            self.starts += 1
             return started
 
     async def _hold(self, *, task_status: anyio.abc.TaskStatus[_Live]) -> None:
@@ -181,6 +180,9 @@ class ServerSession:
                 # server) end only this session, never the task group.
             finally:
                 live.ended.set()
+                # The server has stopped: its stderr is complete. Calls that fail
+                # after the file is closed still quote it.
+                live.last_words = _tail(live)
             if live.client is None:
                 raise MCPError(
                     self.name,
@@ -327,8 +329,8 @@ def _said(exc: BaseException) -> str:
 
 def _tail(live: _Live) -> str:
     """The end of a stdio server's stderr, as `; its stderr said: ...`, or nothing."""
-    if live.stderr is None:
-        return ""
+    if live.stderr is None or live.stderr.closed:
+        return live.last_words
     fd = live.stderr.fileno()
     size = os.fstat(fd).st_size
     # pread: the server writes to the same file, so the shared offset must not move.
