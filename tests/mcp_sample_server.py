@@ -79,6 +79,12 @@ def build(label: str) -> MCPServer:
         """Always fails; the result carries `isError` and the message."""
         raise ToolError(message)
 
+    @server.tool(structured_output=False)
+    async def send(seconds: float, to: str) -> str:
+        """Wait `seconds`, then "send" to `to`: a side effect (no hints)."""
+        await anyio.sleep(seconds)
+        return f"sent to {to}"
+
     @server.tool()
     def pid() -> int:
         """The server's process id."""

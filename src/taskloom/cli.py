@@ -227,6 +227,7 @@ def resume_(
     ] = None,
     api_key: ApiKey = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    mcp: McpFiles = None,
     store_path: StorePath = None,
 ) -> None:
     """Finish a run whose process stopped: done tasks are kept, side effects never repeat.
@@ -243,12 +244,16 @@ def resume_(
             _resume_agent(errors, store, record.id, tools, (model, base_url, api_key), as_json)
             return
         tool_index = load_tools(tools or record.config.get("tools"))
+        recorded = [Path(p) for p in record.config.get("mcp") or ()]
+        servers = load_servers(config_sources(mcp or recorded))
     except TaskloomError as exc:
         store.close()
         _fail(errors, str(exc))
 
     async def go(listener: Any) -> RunResult:
-        return await resume(record.id, store=store, tools=tool_index)
+        async with _mcp_tools(*servers, reserved=tool_index) as remote:
+            every = tool_index | {t.name: t for t in remote}
+            return await resume(record.id, store=store, tools=every)
 
     with tool_output_to_stderr(as_json):
         result = _run_live(console, go, live=console.is_terminal and not as_json, store=store)

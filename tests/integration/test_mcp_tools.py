@@ -534,3 +534,45 @@ def test_run_and_batch_plan_with_mcp_tools_through_the_command_line(tmp_path: Pa
     assert batch.returncode == 0, batch.stderr[-2000:]
     answers = [json.loads(line) for line in batch.stdout.splitlines()]
     assert [a["answer"] for a in answers] == ["sample", "sample"]
+
+
+def test_resume_calls_an_idempotent_mcp_tool_again_but_never_a_side_effect(tmp_path: Path) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps(servers(s=stdio_sample())))
+    plan = tmp_path / "p.plan"
+    # slow is read-only: running at the crash or not, resuming finishes it.
+    plan.write_text('1. slow(3, "a")\n2. send(60, "bob")\n3. country("France")\n')
+    store = tmp_path / "store.sqlite3"
+    command = [sys.executable, "-m", "taskloom"]
+    process = subprocess.Popen(
+        [*command, "exec", str(plan), "--mcp", str(config)],
+        env=cli_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        server_pids = _wait_for_running_task(process, store)
+    finally:
+        process.kill()  # as a crash would: no cleanup at all
+        process.wait()
+    # Even then the server goes: its stdin closed with the killed process (MCP's stdio rule).
+    deadline = time.monotonic() + START_GUARD_S
+    while any(alive(pid) for pid in server_pids) and time.monotonic() < deadline:
+        time.sleep(0.05)  # no event tells this process when another one exits
+    assert not any(alive(pid) for pid in server_pids)
+    with sqlite3.connect(store) as conn:
+        (run_id,) = conn.execute("SELECT id FROM runs").fetchone()
+    plan.write_text("")  # nothing is read from the plan file again; the --mcp file is
+    done = subprocess.run(
+        [*command, "resume", run_id, "--json"],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]  # one task could not be finished
+    tasks = json.loads(done.stdout)["tasks"]
+    assert tasks["1"]["status"] == "done" and tasks["1"]["output"] == "sample:a"
+    assert tasks["2"]["error_type"] == "TaskInterrupted"  # never sent twice
+    assert tasks["3"]["status"] == "done"
