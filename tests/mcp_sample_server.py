@@ -109,13 +109,30 @@ def build(label: str) -> MCPServer:
     return server
 
 
+def add_odd_tools(server: MCPServer) -> None:
+    """Tools a client must cope with: one named `join`, one whose name has a space."""
+
+    @server.tool(name="join", structured_output=False)
+    def join_words(words: list[str]) -> str:
+        """Join words with spaces."""
+        return " ".join(words)
+
+    @server.tool(name="has space", structured_output=False)
+    def spaced() -> str:
+        """A name outside MCP's recommended characters."""
+        return "spaced"
+
+
 def main() -> None:
     """Serve over stdio, or over Streamable HTTP on 127.0.0.1 with `--http PORT`."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--http", type=int, default=None, metavar="PORT")
     parser.add_argument("--label", default="sample")
+    parser.add_argument("--odd", action="store_true", help="add the tools of add_odd_tools")
     args = parser.parse_args()
     server = build(args.label)
+    if args.odd:
+        add_odd_tools(server)
     if args.http is None:
         server.run()
     else:

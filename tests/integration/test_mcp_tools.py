@@ -354,6 +354,16 @@ async def test_two_servers_with_one_name_are_reached_by_server_dot_tool() -> Non
             taskloom.Plan.parse('1. db.query("t")\n2. join()', tools=tools)
 
 
+async def test_a_tool_named_join_is_qualified_and_an_unnamable_one_left_out() -> None:
+    odd = {"command": sys.executable, "args": [SAMPLE, "--odd"]}
+    with pytest.warns(mcp.SkippedTool, match="'has space' left out"):
+        async with mcp.connect(servers(odd=odd)) as tools:
+            named = by_name(tools)
+            assert "odd.join" in named and "join" not in named and "whoami" in named
+            result = await run('1. odd.join(["a", "b"])\n2. join()', tools)
+    assert result.tasks[taskloom.TaskId("1")].output == "a b"
+
+
 # -- configuration over annotations, limits --------------------------------------------
 
 

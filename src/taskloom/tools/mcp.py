@@ -18,7 +18,9 @@ own keys per server: `max_concurrency`, `timeout`, `idempotent`.
 - A tool keeps its MCP name (`get-time`, `db.query`). When two servers
   offer the same name, both tools are named `SERVER.TOOL` instead, and a
   plan that calls the bare name is told which to choose; so is a tool whose
-  name another tool of the run has (`reserved`: a built-in tool's, say).
+  name another tool of the run has (`reserved`: a built-in tool's, say),
+  and a tool named `join` (which ends a plan). A tool taskloom cannot name
+  or whose input schema is invalid is left out, with a `SkippedTool` warning.
 - Arguments are checked against the tool's input schema before the call.
   The output is the result's `structuredContent` when it has one, else its
   text (one block: a str; several: a list). A result marked `isError`
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from typing import Any
@@ -41,13 +44,15 @@ import anyio
 import anyio.abc
 import mcp_types
 
+from taskloom._text import clip
 from taskloom.errors import MCPError, MCPToolError, ToolDefinitionError
+from taskloom.plan.text import JOIN
 from taskloom.tools._mcp_config import ENV_VAR, ServerConfig, config_sources, load_servers
 from taskloom.tools._mcp_session import ServerSession
 from taskloom.tools._schema import SchemaTool
 from taskloom.tools._tool import CallPolicy, Tool
 
-__all__ = ["ENV_VAR", "ServerConfig", "config_sources", "connect", "load_servers"]
+__all__ = ["ENV_VAR", "ServerConfig", "SkippedTool", "config_sources", "connect", "load_servers"]
 
 Source = str | os.PathLike[str] | Mapping[str, Any] | ServerConfig
 """A configuration: an `mcpServers` JSON file's path, a mapping of that shape, or one server."""
@@ -139,10 +144,25 @@ def _tools(
     tools = []
     for session, listing in zip(sessions, listings, strict=True):
         for spec in _unique(listing):
-            shared = offered[spec.name] > 1 or spec.name in reserved
+            # `join` ends a plan, so a server's `join` is reached as SERVER.join.
+            shared = offered[spec.name] > 1 or spec.name in reserved or spec.name == JOIN
             name = f"{session.name}.{spec.name}" if shared else spec.name
-            tools.append(_mcp_tool(session, spec, name=name))
+            try:
+                tools.append(_mcp_tool(session, spec, name=name))
+            except ToolDefinitionError as exc:
+                # One odd tool (a name with a space) should not cost the server's others.
+                warnings.warn(SkippedTool(session.name, spec.name, str(exc)), stacklevel=4)
     return tools
+
+
+class SkippedTool(UserWarning):
+    """A tool a server lists that taskloom cannot use (its name or its schema); it is left out."""
+
+    def __init__(self, server: str, tool: str, problem: str) -> None:
+        self.server = server
+        self.tool = tool
+        self.problem = problem
+        super().__init__(f"MCP server {server!r}: tool {clip(tool)!r} left out: {problem}")
 
 
 def _unique(listing: Sequence[mcp_types.Tool]) -> list[mcp_types.Tool]:
@@ -154,7 +174,7 @@ def _mcp_tool(session: ServerSession, spec: mcp_types.Tool, *, name: str) -> Too
     """The taskloom Tool that calls `spec` on the server of `session`.
 
     Raises:
-        MCPError: the server lists a tool whose name or schema taskloom cannot use.
+        ToolDefinitionError: the tool's name or input schema is unusable.
 
     """
     config = session.config
@@ -165,16 +185,13 @@ def _mcp_tool(session: ServerSession, spec: mcp_types.Tool, *, name: str) -> Too
         return _output(session.name, remote, result)
 
     policy = CallPolicy(idempotent=_idempotent(config, spec), timeout=config.timeout)
-    try:
-        return SchemaTool(
-            call,
-            name=name,
-            description=spec.description or spec.title or "",
-            input_schema=spec.input_schema,
-            policy=policy,
-        )
-    except ToolDefinitionError as exc:
-        raise MCPError(session.name, f"lists a tool taskloom cannot use: {exc}") from None
+    return SchemaTool(
+        call,
+        name=name,
+        description=spec.description or spec.title or "",
+        input_schema=spec.input_schema,
+        policy=policy,
+    )
 
 
 def _idempotent(config: ServerConfig, spec: mcp_types.Tool) -> bool:
