@@ -253,11 +253,7 @@ def show(
     console = Console()
     record = _read_store(console, store_path, lambda store: store.load(run_id))
     if as_json:
-        data = dataclasses.asdict(record)
-        data.pop("task_index")
-        for task, source in zip(data["tasks"], record.tasks, strict=True):
-            task["task"] = str(source.task)
-        typer.echo(_json_text(data))
+        typer.echo(_json_text(record.to_dict()))
     else:
         render_record(record, console)
 
