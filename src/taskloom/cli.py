@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import json
 import math
-import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TextIO, TypeVar
+from typing import Annotated, Any, TypeVar
 
-import anyio
 import typer
 from rich.console import Console
 from rich.text import Text
 
+from taskloom._cli_io import (
+    MAX_BATCH_BYTES,
+    MAX_PLAN_BYTES,
+    json_text,
+    not_utf8,
+    read_bounded,
+    run_stoppable,
+    tool_output_to_stderr,
+)
 from taskloom._console import (
     LiveProgress,
     render_agent_summary,
@@ -26,11 +29,11 @@ from taskloom._console import (
     render_runs,
     render_summary,
 )
-from taskloom._text import clip, escape_surrogates, printable
+from taskloom._text import clip, printable
 from taskloom.engine import Budget, Price, RunResult, TaskStatus, execute
 from taskloom.errors import ConfigError, PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
-from taskloom.store import Store, resume
+from taskloom.store import RunSummary, Store, default_store_path, resume
 from taskloom.tools import Tool
 from taskloom.tools._load import import_tools
 from taskloom.tools.world import WORLD_TOOLS
@@ -121,7 +124,7 @@ def exec_(
     console = Console(stderr=as_json)
     try:
         tool_index = load_tools(tools)
-        text = _read_bounded(plan_file, _MAX_PLAN_BYTES, "plan")
+        text = read_bounded(plan_file, MAX_PLAN_BYTES, "plan")
         plan = Plan.parse(text, tools=tool_index)
     except OSError as exc:
         _fail(console, f"cannot read {plan_file}: {exc.strerror or exc}")
@@ -153,7 +156,7 @@ def exec_(
             journal=journal,
         )
 
-    with _tool_output_to_stderr(as_json):
+    with tool_output_to_stderr(as_json):
         result = _run_live(console, go, live=live, store=store)
     _print_run(console, result, as_json=as_json, plan_text=plan.to_text())
 
@@ -197,7 +200,7 @@ def resume_(
     async def go(listener: Any) -> RunResult:
         return await resume(record.id, store=store, tools=tool_index)
 
-    with _tool_output_to_stderr(as_json):
+    with tool_output_to_stderr(as_json):
         result = _run_live(console, go, live=console.is_terminal and not as_json, store=store)
     _print_run(console, result, as_json=as_json, plan_text=None)
 
@@ -219,8 +222,8 @@ def _resume_agent(
         agent = Agent.from_store(
             store, run_id, tools=load_tools(tools) if tools else None, model=chosen
         )
-        with _tool_output_to_stderr(as_json):
-            result = _run_stoppable(agent.resume, run_id)
+        with tool_output_to_stderr(as_json):
+            result = run_stoppable(agent.resume, run_id)
     except TaskloomError as exc:
         _fail(errors, str(exc))
     finally:
@@ -236,11 +239,15 @@ def runs_(
 ) -> None:
     """List recorded runs, newest first."""
     console = Console()
-    runs = _read_store(console, store_path, lambda store: store.runs(limit))
+    runs = _read_store(console, store_path, lambda store: store.runs(limit), missing=_no_runs)
     if as_json:
-        typer.echo(_json_text([dataclasses.asdict(r) for r in runs]))
+        typer.echo(json_text([dataclasses.asdict(r) for r in runs]))
     else:
         render_runs(runs, console)
+
+
+def _no_runs() -> list[RunSummary]:
+    return []
 
 
 @app.command("show")
@@ -253,7 +260,7 @@ def show(
     console = Console()
     record = _read_store(console, store_path, lambda store: store.load(run_id))
     if as_json:
-        typer.echo(_json_text(record.to_dict()))
+        typer.echo(json_text(record.to_dict()))
     else:
         render_record(record, console)
 
@@ -265,8 +272,23 @@ def _open_store(console: Console, path: Path | None) -> Store:
         raise _fail(console, str(exc)) from exc
 
 
-def _read_store(console: Console, path: Path | None, read: Callable[[Store], T]) -> T:
-    """Open the store, read from it, close it; a store error ends the command (exit 2)."""
+def _read_store(
+    console: Console,
+    path: Path | None,
+    read: Callable[[Store], T],
+    *,
+    missing: Callable[[], T] | None = None,
+) -> T:
+    """Open the store, read from it, close it; a store error ends the command (exit 2).
+
+    Reading never creates a store: where there is none, the command returns
+    `missing()`, or without `missing` fails saying so.
+    """
+    where = path.expanduser() if path is not None else default_store_path()
+    if not where.exists():
+        if missing is not None:
+            return missing()
+        raise _fail(console, f"no run store at {where}: no run has been recorded there")
     store = _open_store(console, path)
     try:
         return read(store)
@@ -274,28 +296,6 @@ def _read_store(console: Console, path: Path | None, read: Callable[[Store], T])
         raise _fail(console, str(exc)) from exc
     finally:
         store.close()
-
-
-_MAX_PLAN_BYTES = 64 * 1024 * 1024
-"""A plan file larger than this is a mistake (some 3 million tasks), or /dev/zero."""
-_MAX_BATCH_BYTES = 512 * 1024 * 1024
-"""A batch file larger than this (millions of questions) is a mistake, or /dev/zero."""
-
-
-def _read_bounded(path: Path, limit: int, what: str) -> bytes:
-    """The bytes of `path`, which may be a pipe; never more than `limit` are read.
-
-    Raises:
-        OSError: if the file cannot be read.
-        ConfigError: if it holds more than `limit` bytes (the message does
-            not name the file; the caller does).
-
-    """
-    with path.open("rb") as file:
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise ConfigError(f"the {what} is larger than {limit:,} bytes")
-    return data
 
 
 def _tool_source(source: str | None) -> str | None:
@@ -309,9 +309,9 @@ def _run_live(console: Console, go: Any, *, live: bool, store: Store | None) -> 
     """Run `go(listener)` with live progress when on a terminal; close the store after."""
     try:
         if not live:
-            return _run_stoppable(go, None)
+            return run_stoppable(go, None)
         with LiveProgress(console) as progress:
-            return _run_stoppable(go, progress.on_event)
+            return run_stoppable(go, progress.on_event)
     except TaskloomError as exc:
         _fail(console, str(exc))
     finally:
@@ -319,64 +319,10 @@ def _run_live(console: Console, go: Any, *, live: bool, store: Store | None) -> 
             store.close()
 
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _run_stoppable(go: Callable[..., Awaitable[T]], *args: Any) -> T:
-    """Run `go(*args)` with anyio; Ctrl-C (SIGINT) or SIGTERM cancels it.
-
-    The first signal cancels `go` like any caller's cancellation: running
-    tools stop, the run is recorded `cancelled`, and the command exits with
-    128 + the signal's number (130, 143) after a one-line notice. A second
-    signal exits at once, without waiting for tools to clean up (the run then
-    reads `abandoned` in the store, and can be resumed). A signal that comes
-    too late to stop `go` (it returned anyway) changes nothing.
-
-    Returns:
-        What `go` returned.
-
-    Raises:
-        typer.Exit: when a signal stopped the command.
-
-    """
-    stopped: list[signal.Signals] = []
-    returned: list[T] = []
-
-    def on_signal(sig: signal.Signals, scope: anyio.CancelScope) -> None:
-        if stopped:
-            _notice(f"{sig.name} again: exiting without waiting for tools to stop")
-            os._exit(128 + sig)
-        stopped.append(sig)
-        scope.cancel()
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        with anyio.CancelScope() as scope:
-            for sig in _STOP_SIGNALS:
-                loop.add_signal_handler(sig, on_signal, sig, scope)
-            try:
-                returned.append(await go(*args))
-            finally:
-                for sig in _STOP_SIGNALS:
-                    loop.remove_signal_handler(sig)
-
-    anyio.run(main)
-    if returned:
-        return returned[0]
-    sig = stopped[0]  # nothing returned and nothing raised: a signal cancelled it
-    _notice(f"interrupted by {sig.name}: the run was cancelled")
-    raise typer.Exit(128 + sig)
-
-
-def _notice(message: str) -> None:
-    """One line on stderr, also when the command prints JSON on stdout."""
-    print(message, file=sys.stderr, flush=True)
-
-
 def _print_agent(console: Console, result: Any, *, as_json: bool) -> None:
     """Print an agent's result; exit 1 if it has no answer, 2 if its model could not be used."""
     if as_json:
-        typer.echo(_json_text(result.to_dict()))
+        typer.echo(json_text(result.to_dict()))
     elif not result.model_failed:
         render_agent_summary(result, console)
     if result.model_failed:
@@ -396,7 +342,7 @@ def _print_run(
         out = result.to_dict()
         if plan_text is not None:
             out["plan"] = plan_text
-        typer.echo(_json_text(out))
+        typer.echo(json_text(out))
     else:
         render_summary(result, console)
     if any(t.status is not TaskStatus.DONE for t in result.tasks.values()):
@@ -625,11 +571,11 @@ def run_(
 
     try:
         if progress is None:
-            with _tool_output_to_stderr(as_json):
-                result = _run_stoppable(go)
+            with tool_output_to_stderr(as_json):
+                result = run_stoppable(go)
         else:
             with progress:
-                result = _run_stoppable(go)
+                result = run_stoppable(go)
     except TaskloomError as exc:
         _fail(console, str(exc))
     finally:
@@ -675,13 +621,13 @@ def batch(
 
     console = Console(stderr=True)
     try:
-        data = _read_bounded(requests_file, _MAX_BATCH_BYTES, "batch file")
+        data = read_bounded(requests_file, MAX_BATCH_BYTES, "batch file")
         # utf-8-sig: a byte order mark (Windows editors write one) is no part of line 1.
         requests = read_requests(data.decode("utf-8-sig").splitlines())
     except OSError as exc:
         _fail(console, f"cannot read {requests_file}: {exc.strerror or exc}")
     except UnicodeDecodeError as exc:
-        _fail(console, f"{requests_file}: {_not_utf8(exc)}")
+        _fail(console, f"{requests_file}: {not_utf8(exc)}")
     except UserError as exc:
         _fail(console, f"{requests_file}: {exc}")
     if not requests:
@@ -710,7 +656,7 @@ def batch(
         _fail(console, str(exc))
     failed = 0
     with (
-        _tool_output_to_stderr(sink is None) as stdout,
+        tool_output_to_stderr(sink is None) as stdout,
         Progress(console=console, transient=True) as bar,
     ):
         job = bar.add_task("answering", total=len(requests))
@@ -719,12 +665,12 @@ def batch(
         def on_result(item: BatchItem) -> None:
             nonlocal failed
             failed += item.to_dict()["status"] != "answered"
-            lines.write(_json_text(item.to_dict(), indent=None) + "\n")
+            lines.write(json_text(item.to_dict(), indent=None) + "\n")
             lines.flush()
             bar.advance(job)
 
         try:
-            _run_stoppable(
+            run_stoppable(
                 lambda: run_batch(planner, requests, concurrency=concurrency, on_result=on_result)
             )
         except TaskloomError as exc:
@@ -744,90 +690,8 @@ def batch(
         raise typer.Exit(1)
 
 
-def _not_utf8(exc: UnicodeDecodeError) -> str:
-    """Where a file stops being UTF-8, in words."""
-    line = exc.object.count(b"\n", 0, exc.start) + 1
-    bad = exc.object[exc.start : exc.start + 1]
-    return f"line {line} is not valid UTF-8 (byte {bad!r} cannot be decoded)"
-
-
 _MAX_MESSAGE = 1500
 """Characters of an error message printed; the messages quote excerpts, this is a last guard."""
-
-
-def _json_text(data: Any, *, indent: int | None = 2) -> str:
-    """Strict JSON for the command line's output (RFC 8259: no NaN, no Infinity).
-
-    A float that is not finite is written as the string "NaN", "Infinity" or
-    "-Infinity"; text that is not valid Unicode (a lone surrogate) with its
-    JSON escape; any other value JSON has no form for as its str().
-    """
-    options: dict[str, Any] = {"ensure_ascii": False, "indent": indent, "default": str}
-    try:
-        text = json.dumps(data, allow_nan=False, **options)
-    except ValueError:  # a NaN or an infinity somewhere (rare): only then walk the data
-        text = json.dumps(_finite(data), allow_nan=False, **options)
-    # A lone surrogate can only sit inside a JSON string, where its escape is valid JSON.
-    return escape_surrogates(text)
-
-
-def _finite(value: Any) -> Any:
-    """`value` with every non-finite float (keys included) replaced by its name."""
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {_finite(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-@contextmanager
-def _tool_output_to_stderr(active: bool = True) -> Iterator[TextIO]:
-    """While tools run, send what they print to stderr, so stdout holds only JSON.
-
-    Both `sys.stdout` (print() in async tools and in sync tools' threads) and
-    file descriptor 1 (C code, child processes) point at stderr meanwhile.
-
-    Yields:
-        A stream on the real stdout, for what the command itself writes while
-        the tools run (batch's lines).
-
-    """
-    real = sys.stdout
-    if not active:
-        yield real
-        return
-    real.flush()
-    fd, err_fd = _fileno(real), _fileno(sys.stderr)
-    saved = os.dup(fd) if fd is not None and err_fd is not None else None
-    if saved is not None:
-        assert fd is not None and err_fd is not None
-        os.dup2(err_fd, fd)
-        stream: TextIO = open(os.dup(saved), "w", encoding="utf-8")
-    else:
-        stream = real  # not a file (a test runner's buffer): sys.stdout alone is moved
-    sys.stdout = sys.stderr
-    try:
-        yield stream
-    finally:
-        sys.stdout = real
-        sys.stderr.flush()
-        real.flush()  # what a tool wrote through a saved reference goes to stderr too
-        if saved is not None:
-            assert fd is not None
-            stream.close()
-            os.dup2(saved, fd)
-            os.close(saved)
-
-
-def _fileno(stream: Any) -> int | None:
-    try:
-        return int(stream.fileno())
-    except (AttributeError, OSError, ValueError):
-        return None
 
 
 def _fail(console: Console, message: str) -> typer.Exit:

@@ -218,7 +218,7 @@ def test_a_plan_file_past_the_size_bound_is_an_error_and_read_no_further(
 ) -> None:
     import taskloom.cli
 
-    monkeypatch.setattr(taskloom.cli, "_MAX_PLAN_BYTES", 1024)
+    monkeypatch.setattr(taskloom.cli, "MAX_PLAN_BYTES", 1024)
     plan = tmp_path / "big.plan"
     plan.write_text('1. math("1 + 1")\n' * 100)
     result = runner.invoke(app, ["exec", str(plan), "--no-store"])
@@ -234,7 +234,7 @@ def test_a_batch_file_past_the_size_bound_is_an_error(
 ) -> None:
     import taskloom.cli
 
-    monkeypatch.setattr(taskloom.cli, "_MAX_BATCH_BYTES", 1024)
+    monkeypatch.setattr(taskloom.cli, "MAX_BATCH_BYTES", 1024)
     requests = tmp_path / "q.jsonl"
     requests.write_text('"a question?"\n' * 100)
     result = runner.invoke(app, ["batch", str(requests), "--no-store"])

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from taskloom.cli import _json_text, app
+from taskloom._cli_io import json_text
+from taskloom.cli import app
 
 runner = CliRunner()
 
@@ -122,7 +123,7 @@ def test_what_tools_print_goes_to_stderr_and_stdout_is_only_json(files: Path) ->
     ids=["nan", "nested", "tuple", "key", "lone surrogate", "no JSON form"],
 )
 def test_json_text_is_strict(value: Any, text: str) -> None:
-    written = _json_text(value, indent=None)
+    written = json_text(value, indent=None)
     assert written == text
     written.encode("utf-8")  # printable on any UTF-8 stdout
     strict_loads(written)

@@ -107,11 +107,26 @@ def test_runs_json_lists_runs_newest_first(tmp_path: Path) -> None:
     assert table.exit_code == 0 and first in table.output and second in table.output
 
 
-def test_runs_on_an_empty_store(tmp_path: Path) -> None:
-    store = tmp_path / "s.sqlite3"
+def test_runs_where_there_is_no_store_lists_none_and_creates_none(tmp_path: Path) -> None:
+    store = tmp_path / "not" / "there.sqlite3"
     assert json.loads(runner.invoke(app, ["runs", "--json", "--store", str(store)]).stdout) == []
     result = runner.invoke(app, ["runs", "--store", str(store)])
     assert result.exit_code == 0 and "no runs recorded yet" in result.output
+    assert not (tmp_path / "not").exists()
+
+
+def test_runs_on_an_empty_store(tmp_path: Path) -> None:
+    store = tmp_path / "s.sqlite3"
+    Store.open(store).close()
+    assert json.loads(runner.invoke(app, ["runs", "--json", "--store", str(store)]).stdout) == []
+
+
+def test_show_where_there_is_no_store_says_so_and_creates_none(tmp_path: Path) -> None:
+    store = tmp_path / "typo.sqlite3"
+    result = runner.invoke(app, ["show", "abc", "--store", str(store)])
+    assert result.exit_code == 2
+    assert f"error: no run store at {store}" in flat(result.output)
+    assert not store.exists()
 
 
 def test_show_json_has_every_task(tmp_path: Path) -> None:
