@@ -153,13 +153,18 @@ async def serve_http(
                 timeout_graceful_shutdown=math.ceil(_STOP_GRACE_S),
             )
             server = _Uvicorn(config)
+            url = _url(host, sock.getsockname()[1])
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_serve_shielded, server, sock)
                 try:
-                    await _announce(server, _url(host, sock.getsockname()[1]), on_listening)
-                    await anyio.sleep_forever()
+                    started = await _started(server)
+                    if started and on_listening is not None:
+                        on_listening(url)
+                    if started:
+                        await anyio.sleep_forever()
                 finally:
                     server.should_exit = True  # the shielded serve stops, gracefully
+            raise UserError(f"the MCP server at {url} could not start")  # uvicorn said why
     finally:
         sock.close()
 
@@ -180,15 +185,13 @@ async def _serve_shielded(server: uvicorn.Server, sock: socket.socket) -> None:
         await server.serve(sockets=[sock])
 
 
-async def _announce(
-    server: uvicorn.Server, url: str, on_listening: Callable[[str], None] | None
-) -> None:
+async def _started(server: uvicorn.Server) -> bool:
+    """Wait until uvicorn accepts connections (True) or gave up starting (False)."""
     while not server.started:
-        if server.should_exit:  # it could not start (uvicorn has logged why)
-            raise UserError(f"the MCP server at {url} could not start")
+        if server.should_exit:
+            return False
         await anyio.sleep(0.02)  # uvicorn offers no event to wait on
-    if on_listening is not None:
-        on_listening(url)
+    return True
 
 
 def _bind(host: str, port: int) -> socket.socket:
