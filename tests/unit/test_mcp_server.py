@@ -15,7 +15,7 @@ import taskloom
 from taskloom.agent import Agent
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError
-from taskloom.server.mcp_server import ServeOptions, build_server
+from taskloom.server.mcp_server import ServeOptions, build_server, is_loopback
 from taskloom.store import Store
 from taskloom.testing import ScriptedModel
 from taskloom.tools.world import WORLD_TOOLS
@@ -249,3 +249,21 @@ async def test_values_json_cannot_carry_are_written_as_the_cli_writes_them() -> 
     assert tasks["1"]["output"] == "Infinity"
     assert tasks["2"]["status"] == "failed" and "\\udc80" in tasks["2"]["error"]
     assert not again.is_error  # the server did not trip over the text
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("localhost", True),
+        ("LocalHost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.4", False),
+        ("example.org", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
