@@ -68,11 +68,15 @@ def serve_args(tools_file: Path, store: Path, *extra: str) -> list[str]:
     return ["-m", "taskloom", "mcp-serve", *served, *extra]
 
 
+MODES = pytest.mark.parametrize("mode", ["auto", "legacy"])
+"""Both protocol eras: 2026's (what `auto` finds) and 2025's handshake, which most clients use."""
+
+
 @asynccontextmanager
-async def stdio(args: list[str], errlog: Path) -> AsyncIterator[Client]:
+async def stdio(args: list[str], errlog: Path, mode: Any = "auto") -> AsyncIterator[Client]:
     params = StdioServerParameters(command=sys.executable, args=args, env=dict(os.environ))
     with errlog.open("w") as log:
-        async with Client(stdio_client(params, errlog=log)) as client:
+        async with Client(stdio_client(params, errlog=log), mode=mode) as client:
             yield client
 
 
@@ -154,11 +158,12 @@ async def cancel_a_running_plan(client: Client) -> str:
 # -- stdio ------------------------------------------------------------------------
 
 
+@MODES
 async def test_over_stdio_tools_plans_progress_and_errors(
-    tools_file: Path, store: Path, tmp_path: Path
+    tools_file: Path, store: Path, tmp_path: Path, mode: str
 ) -> None:
     errlog = tmp_path / "server.err"
-    async with stdio(serve_args(tools_file, store), errlog) as client:
+    async with stdio(serve_args(tools_file, store), errlog, mode) as client:
         await check_tools_and_a_plan(client)
     err = errlog.read_text()
     # What the tool printed went to stderr, and the protocol's stream stayed intact.
@@ -166,10 +171,11 @@ async def test_over_stdio_tools_plans_progress_and_errors(
     assert "Traceback" not in err
 
 
+@MODES
 async def test_over_stdio_a_cancelled_call_stops_its_run(
-    tools_file: Path, store: Path, tmp_path: Path
+    tools_file: Path, store: Path, tmp_path: Path, mode: str
 ) -> None:
-    async with stdio(serve_args(tools_file, store), tmp_path / "server.err") as client:
+    async with stdio(serve_args(tools_file, store), tmp_path / "server.err", mode) as client:
         run_id = await cancel_a_running_plan(client)
         again = await client.call_tool("exec_plan", {"plan": '1. shout("still here")'})
     assert again.structured_content["tasks"]["1"]["output"] == "STILL HERE"  # type: ignore[index]
@@ -271,22 +277,24 @@ def _wait_for_url(process: subprocess.Popen[bytes], errlog: Any) -> str:
     pytest.fail("mcp-serve --http never said where it listens")
 
 
+@MODES
 async def test_over_http_tools_plans_progress_and_errors(
-    tools_file: Path, store: Path, tmp_path: Path
+    tools_file: Path, store: Path, tmp_path: Path, mode: Any
 ) -> None:
     with http_server(tools_file, store, tmp_path) as (url, process):
         assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp")
-        async with Client(url) as client:
+        async with Client(url, mode=mode) as client:
             await check_tools_and_a_plan(client)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=HANG_GUARD_S) == 130
 
 
+@MODES
 async def test_over_http_a_cancelled_call_stops_its_run(
-    tools_file: Path, store: Path, tmp_path: Path
+    tools_file: Path, store: Path, tmp_path: Path, mode: Any
 ) -> None:
     with http_server(tools_file, store, tmp_path) as (url, _):
-        async with Client(url) as client:
+        async with Client(url, mode=mode) as client:
             run_id = await cancel_a_running_plan(client)
     assert task_statuses(store, run_id) == {"1": "done", "2": "cancelled"}
 
