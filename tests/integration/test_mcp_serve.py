@@ -102,13 +102,17 @@ async def check_tools_and_a_plan(client: Client) -> None:
     assert "shout(text: string)" in str(listed["exec_plan"].description)
 
     seen: list[float] = []
+    all_settled = anyio.Event()
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append(progress)
+        if progress == total == 3:
+            all_settled.set()
 
     plan = '1. shout("a")\n2. shout("$1b")\n3. nap(0.01)\n4. join()'
     with anyio.fail_after(HANG_GUARD_S):
         result = await client.call_tool("exec_plan", {"plan": plan}, progress_callback=on_progress)
+        await all_settled.wait()  # the client hands notifications to callbacks in tasks of its own
     assert not result.is_error, result.content
     data = result.structured_content
     assert data is not None and data["status"] == "completed"

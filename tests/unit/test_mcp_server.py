@@ -219,14 +219,22 @@ async def test_without_a_store_the_run_tools_say_so() -> None:
 
 async def test_run_answers_with_the_agent(store: Store) -> None:
     replies = ["1. double(21)\n2. join()", "Thought: done.\nAction: Finish(42)"]
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
     async with client(store, replies) as mcp:
-        result = await mcp.call_tool("run", {"question": "Twice 21?"})
+        result = await mcp.call_tool(
+            "run", {"question": "Twice 21?"}, progress_callback=on_progress
+        )
         shown = await mcp.call_tool("show_run", {"run_id": result.structured_content["run_id"]})  # type: ignore[index]
     assert not result.is_error
     data = result.structured_content
     assert data is not None and data["answer"] == "42" and data["status"] == "answered"
     assert [(t["tool"], t["output"]) for t in data["tasks"]] == [("double", 42)]
     assert result.content[0].text == "42"  # type: ignore[union-attr]
+    assert seen == [1]  # the agent's one task settled
     assert shown.structured_content["kind"] == "agent"  # type: ignore[index]
 
 
@@ -267,3 +275,26 @@ async def test_values_json_cannot_carry_are_written_as_the_cli_writes_them() -> 
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+async def test_calls_from_one_client_run_at_the_same_time() -> None:
+    gate.append(anyio.Event())
+    halfway: set[int] = set()
+    results: dict[int, Any] = {}
+
+    async with client() as mcp:
+
+        async def call(n: int) -> None:
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                halfway.add(n)
+                if halfway == {1, 2}:
+                    gate[-1].set()  # both runs are waiting in `held`: neither waits for the other
+
+            plan = {"plan": f"1. double({n})\n2. held(2)"}
+            results[n] = await mcp.call_tool("exec_plan", plan, progress_callback=on_progress)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, 1)
+                tg.start_soon(call, 2)
+    assert [results[n].structured_content["tasks"]["1"]["output"] for n in (1, 2)] == [2, 4]  # type: ignore[index]
