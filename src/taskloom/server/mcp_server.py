@@ -68,7 +68,7 @@ __all__ = [
 MCP_PATH = "/mcp"
 """Where the Streamable HTTP endpoint is served."""
 
-_STOP_GRACE_S = 1.0
+_STOP_GRACE_S = 1
 """Seconds HTTP requests in flight get to end when the server stops; then they are cancelled."""
 _MAX_TEXT = 4000
 """Characters of the text beside a result: a summary, the structured content has it all."""
@@ -150,17 +150,16 @@ async def serve_http(
                 log_level="warning",
                 access_log=False,
                 lifespan="on",
-                timeout_graceful_shutdown=math.ceil(_STOP_GRACE_S),
+                timeout_graceful_shutdown=_STOP_GRACE_S,
             )
             server = _Uvicorn(config)
             url = _url(host, sock.getsockname()[1])
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_serve_shielded, server, sock)
                 try:
-                    started = await _started(server)
-                    if started and on_listening is not None:
-                        on_listening(url)
-                    if started:
+                    if await _started(server):
+                        if on_listening is not None:
+                            on_listening(url)
                         await anyio.sleep_forever()
                 finally:
                     server.should_exit = True  # the shielded serve stops, gracefully
