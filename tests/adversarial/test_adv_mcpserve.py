@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 
@@ -78,4 +79,16 @@ def test_a_non_loopback_host_is_warned_about(cli) -> None:  # type: ignore[no-un
     warning = outcome.stderr[: outcome.stderr.index("error:")]
     assert "warning: 192.0.2.1 is not a loopback address" in warning
     assert "no authentication" in warning
+    cli.assert_store_intact()
+
+
+def test_bytes_that_are_no_protocol_on_stdin_do_not_crash_the_server(cli) -> None:  # type: ignore[no-untyped-def]
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "exec_plan"}}
+    lines = ["not json", "{}", '{"jsonrpc": "2.0", "id": 7, "method": "nosuch"}', json.dumps(call)]
+    outcome = cli("mcp-serve", stdin="\n".join(lines) + "\n")
+    # stdin ended, so the server did: no traceback, and stdout holds only protocol.
+    assert outcome.code == 0, outcome.stderr[-2000:]
+    assert "Traceback" not in outcome.stderr
+    replies = [json.loads(line) for line in outcome.stdout.splitlines()]
+    assert replies and all(r["jsonrpc"] == "2.0" and "error" in r for r in replies)
     cli.assert_store_intact()
