@@ -773,6 +773,11 @@ def mcp_serve(
         chat_model = settings.chat_model()
     except TaskloomError as exc:
         _fail(errors, str(exc))
+    if not http and sys.stdin.isatty():
+        notice(
+            "taskloom mcp-serve speaks MCP on stdin and stdout: start it from an MCP "
+            "client (its mcpServers file), or serve HTTP with --http; Ctrl-C stops it"
+        )
     if http and not mcp_server.is_loopback(host):
         notice(
             f"warning: {host} is not a loopback address: anyone who can reach port {port} "

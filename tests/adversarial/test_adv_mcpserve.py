@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -92,3 +96,32 @@ def test_bytes_that_are_no_protocol_on_stdin_do_not_crash_the_server(cli) -> Non
     replies = [json.loads(line) for line in outcome.stdout.splitlines()]
     assert replies and all(r["jsonrpc"] == "2.0" and "error" in r for r in replies)
     cli.assert_store_intact()
+
+
+def test_started_on_a_terminal_it_says_how_it_is_meant_to_be_used(cli) -> None:  # type: ignore[no-untyped-def]
+    main, terminal = pty.openpty()
+    process = subprocess.Popen(
+        cli.command("mcp-serve", "--no-store"),
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli.env,
+        cwd=cli.root,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    try:
+        line = process.stderr.readline()  # type: ignore[union-attr]
+        assert b"speaks MCP on stdin and stdout" in line and b"--http" in line
+        os.write(main, b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}\n')
+        reply = json.loads(process.stdout.readline())  # type: ignore[union-attr]
+        assert reply["id"] == 1  # it serves (and so Ctrl-C is handled)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        os.close(main)
+    assert process.returncode == 130
+    assert b"Traceback" not in err

@@ -44,6 +44,12 @@ def shout(text: str) -> str:
 
 
 @taskloom.tool
+def listen() -> str:
+    """A line from stdin: over stdio it must not take the client's messages."""
+    return sys.stdin.readline() + os.read(0, 100).decode()
+
+
+@taskloom.tool
 async def nap(seconds: float) -> float:
     """Sleeps, then returns the seconds."""
     await anyio.sleep(seconds)
@@ -169,6 +175,9 @@ async def test_over_stdio_tools_plans_progress_and_errors(
     errlog = tmp_path / "server.err"
     async with stdio(serve_args(tools_file, store), errlog, mode) as client:
         await check_tools_and_a_plan(client)
+        heard = await client.call_tool("exec_plan", {"plan": "1. listen()"})
+        assert heard.structured_content["tasks"]["1"]["output"] == ""  # type: ignore[index]
+        await check_tools_and_a_plan(client)  # and the client's messages still arrive
     err = errlog.read_text()
     # What the tool printed went to stderr, and the protocol's stream stayed intact.
     assert "printed by shout" in err and "written to fd 1 by shout" in err

@@ -23,17 +23,20 @@ write, lands on stderr.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import dataclasses
+import fcntl
 import ipaddress
 import math
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -50,6 +53,7 @@ from taskloom.errors import PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
 from taskloom.store import RunJournal, Store
 from taskloom.tools import Tool
+from taskloom.tools._threads import ThreadCall, run_in_thread
 
 if TYPE_CHECKING:
     from taskloom.agent import Agent, AgentResult
@@ -112,11 +116,58 @@ async def serve_stdio(options: ServeOptions) -> None:
     async with options.tools() as tools:
         server = build_server(options, tools)
         lowlevel = server._lowlevel_server  # what MCPServer.run_stdio_async runs
-        async with stdio_server() as (read, write):
-            # stdio_server has pointed fd 1 at stderr; print() follows it there, and
-            # nothing reaches the wire through sys.stdout's own buffer later.
-            with contextlib.redirect_stdout(sys.stderr):
-                await lowlevel.run(read, write, lowlevel.create_initialization_options())
+        with _protocol_stdin() as stdin:
+            lines = cast("anyio.AsyncFile[str]", _Lines(stdin))
+            async with stdio_server(stdin=lines) as (read, write):
+                # stdio_server has pointed fd 1 at stderr; print() follows it there, and
+                # nothing reaches the wire through sys.stdout's own buffer later.
+                with contextlib.redirect_stdout(sys.stderr):
+                    await lowlevel.run(read, write, lowlevel.create_initialization_options())
+
+
+@contextlib.contextmanager
+def _protocol_stdin() -> Iterator[TextIO]:
+    """The protocol's input on a descriptor of its own; fd 0 reads /dev/null meanwhile.
+
+    Tools (and their children) that read stdin then see its end instead of
+    taking the client's messages. The SDK's `stdio_server` would do this
+    itself, but reads on anyio's threads, which a stop cannot abandon: Ctrl-C
+    on a server whose client keeps stdin open waited for the next line.
+
+    Yields:
+        A text stream of the protocol's input.
+
+    """
+    try:
+        private = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:  # no fd 0 at all: nothing to move aside
+        yield sys.stdin
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    try:
+        # closefd=False, and never closed: an abandoned read may still block on it.
+        yield open(private, encoding="utf-8", errors="replace", closefd=False)
+    finally:
+        os.dup2(private, 0)
+
+
+class _Lines:
+    """A text stream's lines, each read on a daemon thread a cancellation abandons."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _Lines:
+        return self
+
+    async def __anext__(self) -> str:
+        call = ThreadCall(self._stream.readline, asyncio.get_running_loop())
+        line = await run_in_thread(call)
+        if not line:
+            raise StopAsyncIteration
+        return line
 
 
 async def serve_http(
