@@ -6,10 +6,10 @@ import contextlib
 import dataclasses
 import math
 import sys
-from collections.abc import Callable, Collection
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +20,7 @@ from taskloom._cli_io import (
     MAX_PLAN_BYTES,
     json_text,
     not_utf8,
+    notice,
     read_bounded,
     run_stoppable,
     tool_output_to_stderr,
@@ -40,6 +41,9 @@ from taskloom.tools import Tool
 from taskloom.tools._load import import_tools
 from taskloom.tools._mcp_config import ServerConfig, config_sources, load_servers
 from taskloom.tools.world import WORLD_TOOLS
+
+if TYPE_CHECKING:
+    from taskloom.server.mcp_server import ToolSet
 
 __all__ = ["app", "load_tools", "main"]
 
@@ -315,11 +319,7 @@ def show(
     console = Console()
     record = _read_store(console, store_path, lambda store: store.load(run_id))
     if as_json:
-        data = dataclasses.asdict(record)
-        data.pop("task_index")
-        for task, source in zip(data["tasks"], record.tasks, strict=True):
-            task["task"] = str(source.task)
-        typer.echo(json_text(data))
+        typer.echo(json_text(record.to_dict()))
     else:
         render_record(record, console)
 
@@ -493,27 +493,43 @@ class _AgentSettings:
     model_timeout: float | None = None
     read_timeout: float | None = None
 
-    def build(self, store: Store | None, tools: list[Tool] | None = None, **extra: Any) -> Any:
-        """The agent these settings describe; `tools` replaces those of `self.tools` loaded.
+    def chat_model(self) -> Any:
+        """The chat model these settings name; nothing is loaded or sent yet.
 
         Raises:
-            TaskloomError: for a bad model setting or tool module.
+            ConfigError: for a bad model setting.
 
         """
-        from taskloom.agent import Agent
         from taskloom.llm import model_from_config
 
-        model = model_from_config(
+        return model_from_config(
             self.model,
             self.base_url,
             self.api_key,
             timeout=self.model_timeout,
             read_timeout=self.read_timeout,
         )
+
+    def build(
+        self,
+        store: Store | None,
+        *,
+        model: Any = None,
+        tools: Mapping[str, Tool] | None = None,
+        **extra: Any,
+    ) -> Any:
+        """The agent these settings describe; `model` and `tools`, when given, are used as built.
+
+        Raises:
+            TaskloomError: for a bad model setting or tool module.
+
+        """
+        from taskloom.agent import Agent
+
         return Agent(
-            tools=list(load_tools(self.tools).values()) if tools is None else tools,
+            tools=load_tools(self.tools) if tools is None else tools,
             tool_latency=self.tool_latency,
-            model=model,
+            model=self.chat_model() if model is None else model,
             grammar=self.grammar,
             max_concurrency=self.max_concurrency,
             max_replans=self.max_replans,
@@ -614,12 +630,12 @@ def run_(
 
     async def go() -> AgentResult:
         async with _mcp_tools(*servers, reserved=local) as remote:
-            return await answer([*local.values(), *remote])
+            return await answer(local | {t.name: t for t in remote})
 
-    async def answer(every: list[Tool]) -> AgentResult:
+    async def answer(every: dict[str, Tool]) -> AgentResult:
         planner = settings.build(
             store,
-            every,
+            tools=every,
             on_event=progress.on_event if progress else None,
             on_plan_text=progress.on_plan_text if progress else None,
         )
@@ -741,7 +757,8 @@ def batch(
         async def go() -> None:
             # One session per server for the whole batch, shared by every request.
             async with _mcp_tools(*servers, reserved=local) as remote:
-                planner = settings.build(store, [*local.values(), *remote], cache=cache)
+                every = local | {t.name: t for t in remote}
+                planner = settings.build(store, tools=every, cache=cache)
                 await run_batch(planner, requests, concurrency=concurrency, on_result=on_result)
 
         try:
@@ -765,6 +782,120 @@ def batch(
 
 _MAX_MESSAGE = 1500
 """Characters of an error message printed; the messages quote excerpts, this is a last guard."""
+
+
+@app.command("mcp-serve")
+def mcp_serve(
+    http: Annotated[bool, typer.Option("--http", help="Serve Streamable HTTP, not stdio.")] = False,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            help="With --http: the address to listen on (default 127.0.0.1; "
+            "the server has no authentication, keep it on loopback).",
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=0, max=65535, help="With --http: the port (0: a free one)."),
+    ] = None,
+    model: Model = None,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+    model_timeout: ModelTimeout = None,
+    read_timeout: ReadTimeout = None,
+    tools: Tools = None,
+    tool_latency: ToolLatency = 0.0,
+    max_replans: MaxReplans = 3,
+    max_concurrency: MaxConcurrency = None,
+    grammar: Grammar = None,
+    max_tool_calls: MaxToolCalls = None,
+    max_tokens: MaxTokens = None,
+    deadline: Deadline = None,
+    max_cost: MaxCost = None,
+    price: Prices = None,
+    store_path: StorePath = None,
+    no_store: NoStore = False,
+) -> None:
+    """Serve taskloom to MCP clients: run, exec_plan, list_runs and show_run as tools."""
+    from taskloom.server import mcp_server
+
+    errors = Console(stderr=True)
+    if not http and (host is not None or port is not None):
+        _fail(errors, "--host and --port are for --http; without it the server uses stdio")
+    host, port = host or "127.0.0.1", 8000 if port is None else port
+    try:
+        settings = _AgentSettings(
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            tools=tools,
+            tool_latency=tool_latency,
+            max_replans=max_replans,
+            max_concurrency=max_concurrency,
+            grammar=grammar,
+            budget=_budget(max_tool_calls, max_tokens, deadline, max_cost, price),
+            model_timeout=model_timeout,
+            read_timeout=read_timeout,
+        )
+        served = _served_tools(tools)
+        chat_model = settings.chat_model()
+    except TaskloomError as exc:
+        _fail(errors, str(exc))
+    if not http and sys.stdin.isatty():
+        notice(
+            "taskloom mcp-serve speaks MCP on stdin and stdout: start it from an MCP "
+            "client (its mcpServers file), or serve HTTP with --http; Ctrl-C stops it"
+        )
+    if http and not mcp_server.is_loopback(host):
+        notice(
+            f"warning: {host} is not a loopback address: anyone who can reach port {port} "
+            "can run plans with these tools (the server has no authentication)"
+        )
+    store = None if no_store else _open_store(errors, store_path)
+    options = mcp_server.ServeOptions(
+        tools=served,
+        agent=lambda tools, listener: settings.build(
+            store, tools=tools, model=chat_model, on_event=listener
+        ),
+        store=store,
+        exec_config={"tools": _tool_source(tools)},
+        max_concurrency=max_concurrency,
+    )
+
+    async def serve() -> None:
+        if not http:
+            return await mcp_server.serve_stdio(options)
+        await mcp_server.serve_http(
+            options, host=host, port=port, on_listening=lambda url: notice(f"serving MCP at {url}")
+        )
+
+    try:
+        run_stoppable(serve)
+    except TaskloomError as exc:
+        _fail(errors, str(exc))
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _served_tools(source: str | None) -> ToolSet:
+    """The tools `mcp-serve` offers plans and its agent: checked now, open while it serves.
+
+    This is the one place that tool set is built; tools that live inside an
+    async context (MCP servers used as tools) are entered in `opened`.
+
+    Raises:
+        UserError: as `load_tools` does.
+
+    """
+    loaded = load_tools(source)
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[Mapping[str, Tool]]:
+        yield loaded
+
+    return opened
 
 
 def _fail(console: Console, message: str) -> typer.Exit:
