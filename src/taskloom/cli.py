@@ -130,6 +130,12 @@ def _mcp_servers(console: Console, files: list[Path] | None) -> list[ServerConfi
         raise _fail(console, str(exc)) from exc
 
 
+def _mcp_config(servers: list[ServerConfig]) -> dict[str, Any]:
+    """What a run records of its MCP servers, for `resume`: their files, by absolute path."""
+    files = list(dict.fromkeys(str(Path(s.source).resolve()) for s in servers))
+    return {"mcp": files} if files else {}
+
+
 def _mcp_tools(
     *servers: ServerConfig, reserved: Collection[str]
 ) -> AbstractAsyncContextManager[list[Tool]]:
@@ -176,8 +182,7 @@ def exec_(
         _fail(console, f"{plan_file}: the plan has no tasks; write lines like 1. tool(arguments)")
     store = None if no_store else _open_store(console, store_path)
     config: dict[str, Any] = {"tools": _tool_source(tools), "max_concurrency": max_concurrency}
-    if servers:
-        config["mcp"] = [str(Path(s.source).resolve()) for s in servers]
+    config.update(_mcp_config(servers))
     live = console.is_terminal and not as_json
 
     async def go(listener: Any) -> RunResult:
@@ -814,6 +819,7 @@ def mcp_serve(
     deadline: Deadline = None,
     max_cost: MaxCost = None,
     price: Prices = None,
+    mcp: McpFiles = None,
     store_path: StorePath = None,
     no_store: NoStore = False,
 ) -> None:
@@ -821,6 +827,7 @@ def mcp_serve(
     from taskloom.server import mcp_server
 
     errors = Console(stderr=True)
+    servers = _mcp_servers(errors, mcp)
     if not http and (host is not None or port is not None):
         _fail(errors, "--host and --port are for --http; without it the server uses stdio")
     host, port = host or "127.0.0.1", 8000 if port is None else port
@@ -838,7 +845,7 @@ def mcp_serve(
             model_timeout=model_timeout,
             read_timeout=read_timeout,
         )
-        served = _served_tools(tools)
+        served = _served_tools(tools, servers)
         chat_model = settings.chat_model()
     except TaskloomError as exc:
         _fail(errors, str(exc))
@@ -859,7 +866,7 @@ def mcp_serve(
             store, tools=tools, model=chat_model, on_event=listener
         ),
         store=store,
-        exec_config={"tools": _tool_source(tools)},
+        exec_config={"tools": _tool_source(tools), **_mcp_config(servers)},
         max_concurrency=max_concurrency,
     )
 
@@ -879,7 +886,7 @@ def mcp_serve(
             store.close()
 
 
-def _served_tools(source: str | None) -> ToolSet:
+def _served_tools(source: str | None, servers: list[ServerConfig]) -> ToolSet:
     """The tools `mcp-serve` offers plans and its agent: checked now, open while it serves.
 
     This is the one place that tool set is built; tools that live inside an
@@ -893,7 +900,8 @@ def _served_tools(source: str | None) -> ToolSet:
 
     @asynccontextmanager
     async def opened() -> AsyncIterator[Mapping[str, Tool]]:
-        yield loaded
+        async with _mcp_tools(*servers, reserved=loaded) as remote:
+            yield loaded | {t.name: t for t in remote}
 
     return opened
 

@@ -586,3 +586,32 @@ def test_resume_calls_an_idempotent_mcp_tool_again_but_never_a_side_effect(tmp_p
     assert tasks["1"]["status"] == "done" and tasks["1"]["output"] == "sample:a"
     assert tasks["2"]["error_type"] == "TaskInterrupted"  # never sent twice
     assert tasks["3"]["status"] == "done"
+
+
+async def test_mcp_serve_offers_the_tools_of_its_mcp_servers_to_plans(tmp_path: Path) -> None:
+    from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps(servers(s=stdio_sample())))
+    args = ["-m", "taskloom", "mcp-serve", "--mcp", str(config)]
+    args += ["--store", str(tmp_path / "store.sqlite3")]
+    params = StdioServerParameters(command=sys.executable, args=args, env=dict(os.environ))
+    with (tmp_path / "serve.err").open("w") as log:
+        async with Client(stdio_client(params, errlog=log)) as client:
+            listed = {t.name: t for t in (await client.list_tools()).tools}
+            assert "get-time(" in str(listed["exec_plan"].description)
+            plan = '1. whoami()\n2. db.query("t", 1)\n3. slow(0, "$1")\n4. join()'
+            with anyio.fail_after(START_GUARD_S):
+                result = await client.call_tool("exec_plan", {"plan": plan})
+            pids = [await client.call_tool("exec_plan", {"plan": "1. pid()"}) for _ in range(2)]
+    assert not result.is_error, result.content
+    outputs = {i: t["output"] for i, t in result.structured_content["tasks"].items()}
+    assert outputs == {
+        "1": "sample",
+        "2": {"result": [{"id": 0, "name": "t-0"}]},
+        "3": "sample:sample",
+    }
+    # One server for every call of the serve, and it ended with the serve.
+    first, second = (p.structured_content["tasks"]["1"]["output"]["result"] for p in pids)
+    assert first == second and not alive(first)
