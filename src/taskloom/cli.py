@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +20,7 @@ from taskloom._cli_io import (
     MAX_PLAN_BYTES,
     json_text,
     not_utf8,
+    notice,
     read_bounded,
     run_stoppable,
     tool_output_to_stderr,
@@ -36,8 +39,12 @@ from taskloom.plan import Plan
 from taskloom.store import RunSummary, Store, default_store_path, resume
 from taskloom.tools import Tool
 from taskloom.tools._load import import_tools
+from taskloom.tools._mcp_config import ServerConfig, config_sources, load_servers
 from taskloom.tools.process import python_tool as taskloom_python_tool
 from taskloom.tools.world import WORLD_TOOLS
+
+if TYPE_CHECKING:
+    from taskloom.server.mcp_server import ToolSet
 
 __all__ = ["app", "load_tools", "main"]
 
@@ -61,6 +68,14 @@ StorePath = Annotated[
     ),
 ]
 NoStore = Annotated[bool, typer.Option("--no-store", help="Do not record the run.")]
+McpFiles = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--mcp",
+        help="An mcpServers JSON file: its servers' tools join the run (repeatable; "
+        "default: the file TASKLOOM_MCP names).",
+    ),
+]
 EnablePythonTool = Annotated[
     bool,
     typer.Option(
@@ -121,6 +136,35 @@ def load_tools(source: str | None, *, python_tool: bool = False) -> dict[str, To
     return tools | found
 
 
+def _mcp_servers(console: Console, files: list[Path] | None) -> list[ServerConfig]:
+    """The MCP servers of `--mcp` (or TASKLOOM_MCP), read now so a bad file fails at once."""
+    try:
+        return load_servers(config_sources(files or ()))
+    except ConfigError as exc:
+        raise _fail(console, str(exc)) from exc
+
+
+def _mcp_config(servers: list[ServerConfig]) -> dict[str, Any]:
+    """What a run records of its MCP servers, for `resume`: their files, by absolute path."""
+    files = list(dict.fromkeys(str(Path(s.source).resolve()) for s in servers))
+    return {"mcp": files} if files else {}
+
+
+def _mcp_tools(
+    *servers: ServerConfig, reserved: Collection[str]
+) -> AbstractAsyncContextManager[list[Tool]]:
+    """The MCP servers' tools for the block's duration (`taskloom.tools.mcp.connect`).
+
+    The MCP SDK is imported only when there are servers: it costs a second
+    of start-up that a command without them should not pay.
+    """
+    if not servers:
+        return contextlib.nullcontext([])
+    from taskloom.tools.mcp import connect as connect_servers
+
+    return connect_servers(*servers, reserved=reserved)
+
+
 @app.command("exec")
 def exec_(
     plan_file: Annotated[Path, typer.Argument(help="A plan in the plan language.")],
@@ -131,16 +175,19 @@ def exec_(
         int | None, typer.Option("--max-concurrency", min=1, help="Tasks running at once.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    mcp: McpFiles = None,
     store_path: StorePath = None,
     no_store: NoStore = False,
     enable_python_tool: EnablePythonTool = False,
 ) -> None:
     """Run a hand-written plan with the built-in tools (and yours), in parallel."""
     console = Console(stderr=as_json)
+    servers = _mcp_servers(console, mcp)
     try:
         tool_index = load_tools(tools, python_tool=enable_python_tool)
         text = read_bounded(plan_file, MAX_PLAN_BYTES, "plan")
-        plan = Plan.parse(text, tools=tool_index)
+        # With MCP servers, their tools are known once they run: checked in `go`.
+        plan = Plan.parse(text, tools=None if servers else tool_index)
     except OSError as exc:
         _fail(console, f"cannot read {plan_file}: {exc.strerror or exc}")
     except (PlanError, UserError) as exc:
@@ -150,32 +197,44 @@ def exec_(
         _fail(console, f"{plan_file}: the plan has no tasks; write lines like 1. tool(arguments)")
     store = None if no_store else _open_store(console, store_path)
     config: dict[str, Any] = {"tools": _tool_source(tools), "max_concurrency": max_concurrency}
+    config.update(_mcp_config(servers))
     if enable_python_tool:
         config["python_tool"] = True  # resume adds it again
-    journal = None
-    if store is not None:
-        try:
-            journal = store.journal(request=str(plan_file), config=config, plan=plan)
-            store.flush()  # the run is on disk before any tool runs: even os._exit leaves it
-        except TaskloomError as exc:
-            store.close()
-            _fail(console, str(exc))
-    if journal is not None:
-        console.print(f"run {journal.run_id}", style="dim", highlight=False)
     live = console.is_terminal and not as_json
 
     async def go(listener: Any) -> RunResult:
-        return await execute(
-            plan,
-            tools=tool_index,
-            max_concurrency=max_concurrency,
-            on_event=listener,
-            journal=journal,
-        )
+        async with _mcp_tools(*servers, reserved=tool_index) as remote:
+            every = tool_index | {t.name: t for t in remote}
+            checked = _checked_plan(plan_file, text, every) if servers else plan
+            journal = None
+            if store is not None:
+                journal = store.journal(request=str(plan_file), config=config, plan=checked)
+                store.flush()  # the run is on disk before any tool runs: even os._exit leaves it
+                console.print(f"run {journal.run_id}", style="dim", highlight=False)
+            return await execute(
+                checked,
+                tools=every,
+                max_concurrency=max_concurrency,
+                on_event=listener,
+                journal=journal,
+            )
 
     with tool_output_to_stderr(as_json):
         result = _run_live(console, go, live=live, store=store)
     _print_run(console, result, as_json=as_json, plan_text=plan.to_text())
+
+
+def _checked_plan(plan_file: Path, text: bytes, tools: dict[str, Tool]) -> Plan:
+    """The plan checked against every tool, MCP servers' included.
+
+    Raises:
+        UserError: naming the plan file, for a plan that does not fit the tools.
+
+    """
+    try:
+        return Plan.parse(text, tools=tools)
+    except PlanError as exc:
+        raise UserError(f"{plan_file}: {exc}") from exc
 
 
 @app.command("resume")
@@ -194,6 +253,7 @@ def resume_(
     ] = None,
     api_key: ApiKey = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    mcp: McpFiles = None,
     store_path: StorePath = None,
 ) -> None:
     """Finish a run whose process stopped: done tasks are kept, side effects never repeat.
@@ -211,12 +271,16 @@ def resume_(
             return
         python_tool = bool(record.config.get("python_tool"))
         tool_index = load_tools(tools or record.config.get("tools"), python_tool=python_tool)
+        recorded = [Path(p) for p in record.config.get("mcp") or ()]
+        servers = load_servers(config_sources(mcp or recorded))
     except TaskloomError as exc:
         store.close()
         _fail(errors, str(exc))
 
     async def go(listener: Any) -> RunResult:
-        return await resume(record.id, store=store, tools=tool_index)
+        async with _mcp_tools(*servers, reserved=tool_index) as remote:
+            every = tool_index | {t.name: t for t in remote}
+            return await resume(record.id, store=store, tools=every)
 
     with tool_output_to_stderr(as_json):
         result = _run_live(console, go, live=console.is_terminal and not as_json, store=store)
@@ -278,11 +342,7 @@ def show(
     console = Console()
     record = _read_store(console, store_path, lambda store: store.load(run_id))
     if as_json:
-        data = dataclasses.asdict(record)
-        data.pop("task_index")
-        for task, source in zip(data["tasks"], record.tasks, strict=True):
-            task["task"] = str(source.task)
-        typer.echo(json_text(data))
+        typer.echo(json_text(record.to_dict()))
     else:
         render_record(record, console)
 
@@ -457,27 +517,43 @@ class _AgentSettings:
     read_timeout: float | None = None
     python_tool: bool = False
 
-    def build(self, store: Store | None, **extra: Any) -> Any:
-        """The agent these settings describe.
+    def chat_model(self) -> Any:
+        """The chat model these settings name; nothing is loaded or sent yet.
 
         Raises:
-            TaskloomError: for a bad model setting or tool module.
+            ConfigError: for a bad model setting.
 
         """
-        from taskloom.agent import Agent
         from taskloom.llm import model_from_config
 
-        model = model_from_config(
+        return model_from_config(
             self.model,
             self.base_url,
             self.api_key,
             timeout=self.model_timeout,
             read_timeout=self.read_timeout,
         )
+
+    def build(
+        self,
+        store: Store | None,
+        *,
+        model: Any = None,
+        tools: Mapping[str, Tool] | None = None,
+        **extra: Any,
+    ) -> Any:
+        """The agent these settings describe; `model` and `tools`, when given, are used as built.
+
+        Raises:
+            TaskloomError: for a bad model setting or tool module.
+
+        """
+        from taskloom.agent import Agent
+
         return Agent(
-            tools=load_tools(self.tools, python_tool=self.python_tool),
+            tools=load_tools(self.tools, python_tool=self.python_tool) if tools is None else tools,
             tool_latency=self.tool_latency,
-            model=model,
+            model=self.chat_model() if model is None else model,
             grammar=self.grammar,
             max_concurrency=self.max_concurrency,
             max_replans=self.max_replans,
@@ -541,6 +617,7 @@ def run_(
     max_cost: MaxCost = None,
     price: Prices = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+    mcp: McpFiles = None,
     store_path: StorePath = None,
     no_store: NoStore = False,
     enable_python_tool: EnablePythonTool = False,
@@ -552,6 +629,7 @@ def run_(
     console = Console(stderr=as_json)
     if agent not in ("llmcompiler", "react"):
         _fail(console, f"--agent must be llmcompiler or react, not {agent!r}")
+    servers = _mcp_servers(console, mcp)
     live = console.is_terminal and not as_json
     progress = LiveProgress(console) if live else None
     store = None if no_store or agent == "react" else _open_store(console, store_path)
@@ -570,17 +648,23 @@ def run_(
             read_timeout=read_timeout,
             python_tool=enable_python_tool,
         )
-        planner = settings.build(
-            store,
-            on_event=progress.on_event if progress else None,
-            on_plan_text=progress.on_plan_text if progress else None,
-        )
+        local = load_tools(tools)
     except TaskloomError as exc:
         if store is not None:
             store.close()
         _fail(console, str(exc))
 
     async def go() -> AgentResult:
+        async with _mcp_tools(*servers, reserved=local) as remote:
+            return await answer(local | {t.name: t for t in remote})
+
+    async def answer(every: dict[str, Tool]) -> AgentResult:
+        planner = settings.build(
+            store,
+            tools=every,
+            on_event=progress.on_event if progress else None,
+            on_plan_text=progress.on_plan_text if progress else None,
+        )
         if agent == "react":
             react = ReActAgent(
                 tools=planner.tools,
@@ -635,6 +719,7 @@ def batch(
     deadline: Deadline = None,
     max_cost: MaxCost = None,
     price: Prices = None,
+    mcp: McpFiles = None,
     store_path: StorePath = None,
     no_store: NoStore = False,
     enable_python_tool: EnablePythonTool = False,
@@ -646,6 +731,7 @@ def batch(
     from taskloom.store import CallCache
 
     console = Console(stderr=True)
+    servers = _mcp_servers(console, mcp)
     try:
         data = read_bounded(requests_file, MAX_BATCH_BYTES, "batch file")
         # utf-8-sig: a byte order mark (Windows editors write one) is no part of line 1.
@@ -675,7 +761,7 @@ def batch(
             read_timeout=read_timeout,
             python_tool=enable_python_tool,
         )
-        planner = settings.build(store, cache=cache)
+        local = load_tools(tools)
         sink = output.open("w", encoding="utf-8") if output else None
     except (TaskloomError, OSError) as exc:
         if store is not None:
@@ -696,10 +782,15 @@ def batch(
             lines.flush()
             bar.advance(job)
 
+        async def go() -> None:
+            # One session per server for the whole batch, shared by every request.
+            async with _mcp_tools(*servers, reserved=local) as remote:
+                every = local | {t.name: t for t in remote}
+                planner = settings.build(store, tools=every, cache=cache)
+                await run_batch(planner, requests, concurrency=concurrency, on_result=on_result)
+
         try:
-            run_stoppable(
-                lambda: run_batch(planner, requests, concurrency=concurrency, on_result=on_result)
-            )
+            run_stoppable(go)
         except TaskloomError as exc:
             _fail(console, str(exc))
         finally:
@@ -719,6 +810,123 @@ def batch(
 
 _MAX_MESSAGE = 1500
 """Characters of an error message printed; the messages quote excerpts, this is a last guard."""
+
+
+@app.command("mcp-serve")
+def mcp_serve(
+    http: Annotated[bool, typer.Option("--http", help="Serve Streamable HTTP, not stdio.")] = False,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            help="With --http: the address to listen on (default 127.0.0.1; "
+            "the server has no authentication, keep it on loopback).",
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=0, max=65535, help="With --http: the port (0: a free one)."),
+    ] = None,
+    model: Model = None,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+    model_timeout: ModelTimeout = None,
+    read_timeout: ReadTimeout = None,
+    tools: Tools = None,
+    tool_latency: ToolLatency = 0.0,
+    max_replans: MaxReplans = 3,
+    max_concurrency: MaxConcurrency = None,
+    grammar: Grammar = None,
+    max_tool_calls: MaxToolCalls = None,
+    max_tokens: MaxTokens = None,
+    deadline: Deadline = None,
+    max_cost: MaxCost = None,
+    price: Prices = None,
+    mcp: McpFiles = None,
+    store_path: StorePath = None,
+    no_store: NoStore = False,
+) -> None:
+    """Serve taskloom to MCP clients: run, exec_plan, list_runs and show_run as tools."""
+    from taskloom.server import mcp_server
+
+    errors = Console(stderr=True)
+    servers = _mcp_servers(errors, mcp)
+    if not http and (host is not None or port is not None):
+        _fail(errors, "--host and --port are for --http; without it the server uses stdio")
+    host, port = host or "127.0.0.1", 8000 if port is None else port
+    try:
+        settings = _AgentSettings(
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            tools=tools,
+            tool_latency=tool_latency,
+            max_replans=max_replans,
+            max_concurrency=max_concurrency,
+            grammar=grammar,
+            budget=_budget(max_tool_calls, max_tokens, deadline, max_cost, price),
+            model_timeout=model_timeout,
+            read_timeout=read_timeout,
+        )
+        served = _served_tools(tools, servers)
+        chat_model = settings.chat_model()
+    except TaskloomError as exc:
+        _fail(errors, str(exc))
+    if not http and sys.stdin.isatty():
+        notice(
+            "taskloom mcp-serve speaks MCP on stdin and stdout: start it from an MCP "
+            "client (its mcpServers file), or serve HTTP with --http; Ctrl-C stops it"
+        )
+    if http and not mcp_server.is_loopback(host):
+        notice(
+            f"warning: {host} is not a loopback address: anyone who can reach port {port} "
+            "can run plans with these tools (the server has no authentication)"
+        )
+    store = None if no_store else _open_store(errors, store_path)
+    options = mcp_server.ServeOptions(
+        tools=served,
+        agent=lambda tools, listener: settings.build(
+            store, tools=tools, model=chat_model, on_event=listener
+        ),
+        store=store,
+        exec_config={"tools": _tool_source(tools), **_mcp_config(servers)},
+        max_concurrency=max_concurrency,
+    )
+
+    async def serve() -> None:
+        if not http:
+            return await mcp_server.serve_stdio(options)
+        await mcp_server.serve_http(
+            options, host=host, port=port, on_listening=lambda url: notice(f"serving MCP at {url}")
+        )
+
+    try:
+        run_stoppable(serve)
+    except TaskloomError as exc:
+        _fail(errors, str(exc))
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _served_tools(source: str | None, servers: list[ServerConfig]) -> ToolSet:
+    """The tools `mcp-serve` offers plans and its agent: checked now, open while it serves.
+
+    This is the one place that tool set is built; tools that live inside an
+    async context (MCP servers used as tools) are entered in `opened`.
+
+    Raises:
+        UserError: as `load_tools` does.
+
+    """
+    loaded = load_tools(source)
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[Mapping[str, Tool]]:
+        async with _mcp_tools(*servers, reserved=loaded) as remote:
+            yield loaded | {t.name: t for t in remote}
+
+    return opened
 
 
 def _fail(console: Console, message: str) -> typer.Exit:

@@ -23,6 +23,8 @@ TaskloomError                   anything taskloom raises on purpose
 │   ├── OutputTooLarge          the call's output passed its max_output_bytes
 │   └── CommandFailed           a command tool's command exited with a non-zero status
 ├── ModelError                  a chat model could not be reached or misbehaved
+├── MCPError                    an MCP server could not be started, or crashed mid-call
+│   └── MCPToolError            an MCP tool answered with a result marked `isError`
 └── StoreError                  the run store cannot be opened, read or written
 ```
 
@@ -41,6 +43,8 @@ __all__ = [
     "DependencyFailed",
     "EditError",
     "LimitExceeded",
+    "MCPError",
+    "MCPToolError",
     "ModelError",
     "OutputTooLarge",
     "PlanError",
@@ -361,6 +365,30 @@ class ModelError(TaskloomError):
         self.problem = problem
         self.retryable = retryable
         super().__init__(f"model {model}: {problem}")
+
+
+class MCPError(TaskloomError):
+    """An MCP server could not be started or reached, or it went away during a call.
+
+    Raised by `taskloom.tools.mcp.connect` when a server does not start, and
+    by an MCP tool's call when its server crashes or closes the connection;
+    the scheduler records the latter on the task as `ToolFailed`.
+    """
+
+    def __init__(self, server: str, problem: str) -> None:
+        self.server = server
+        self.problem = problem
+        super().__init__(f"MCP server {clip(server)!r}: {clip(problem, _MAX_CAUSE)}")
+
+
+class MCPToolError(MCPError):
+    """An MCP tool answered with a result marked `isError`; the message is the server's."""
+
+    def __init__(self, server: str, tool: str, message: str) -> None:
+        self.tool = tool
+        self.message = message
+        said = message.strip() or "(the server gave no message)"
+        super().__init__(server, f"tool {clip(tool)} reported an error: {said}")
 
 
 class StoreError(TaskloomError):

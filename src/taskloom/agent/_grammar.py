@@ -322,11 +322,31 @@ def _listing(required: Sequence[str], optional: Sequence[str]) -> str:
     return "(" + " | ".join(alternatives) + ")?"
 
 
+def _rule_names(tools: Sequence[Tool]) -> dict[str, str]:
+    """A GBNF rule name part for each tool: letters, digits and `-` only, one per tool.
+
+    Tool names may hold `_` and `.`, which rule names may not; `get_time`
+    and `get-time` would both read `get-time`, so a repeat gets a number.
+    """
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for tool in tools:
+        base = tool.name.replace("_", "-").replace(".", "-")
+        name, count = base, 1
+        while name in used:
+            count += 1
+            name = f"{base}-{count}"
+        used.add(name)
+        names[tool.name] = name
+    return names
+
+
 class _PlanRules:
     """The rules of one plan grammar, built step by step."""
 
     def __init__(self, tools: Sequence[Tool], max_string: int) -> None:
         self.tools = tools
+        self._rule_names = _rule_names(tools)
         self.rules: dict[str, str] = dict(_SHARED)
         # Plain text, or text with a few numbers in it (see `nchar`).
         # Two runs of digits always have a non-digit between them.
@@ -361,7 +381,7 @@ class _PlanRules:
         self._refs[number] = f"ref-{number}" if earlier else None
         names = []
         for tool in self.tools:
-            name = f"tool-{tool.name.replace('_', '-')}-{number}"
+            name = f"tool-{self._rule_names[tool.name]}-{number}"
             self.rules[name] = self._call(tool, number)
             names.append(name)
         self.rules[f"call-{number}"] = " | ".join(names)
@@ -381,7 +401,7 @@ class _PlanRules:
         if required:
             by_name = _listing([keywords[p] for p in required], optional)
             listing = f"({listing} | {by_name})"
-        return f'"{tool.name}(" {listing} ")"'
+        return f'{_gbnf_literal(tool.name + "(")} {listing} ")"'
 
     def value(self, schema: _Schema, number: int) -> str:
         """Name the rule for a value of `schema` in task `number`, defining it once."""

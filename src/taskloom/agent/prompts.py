@@ -247,5 +247,7 @@ def _shorten(text: str) -> str:
 
 
 def _compact(value: Mapping[str, Any]) -> dict[str, Any]:
-    # Nested records (a distance's two cities) cost context and rarely matter.
-    return {k: v for k, v in value.items() if not isinstance(v, Mapping | list)}
+    # Nested records (a distance's two cities) cost context and rarely matter;
+    # but a record that is nothing else (an MCP tool's `{"result": [...]}`) is kept.
+    flat = {k: v for k, v in value.items() if not isinstance(v, Mapping | list)}
+    return flat if flat else dict(value)

@@ -37,11 +37,7 @@ def bind_task(task: Task, tools: Mapping[str, Tool]) -> dict[str, Any]:
     """
     tool = tools.get(task.tool)
     if tool is None:
-        raise PlanError(
-            f"unknown tool {quoted(task.tool)}; the tools are: {_names(tools)}",
-            task_id=task.id,
-            position=task.position,
-        )
+        raise PlanError(_unknown_tool(task.tool, tools), task_id=task.id, position=task.position)
     try:
         bound = tool.bind(task.args, task.kwargs)
     except ValueError as exc:
@@ -69,6 +65,21 @@ def _check_values(task: Task, tool: Tool, bound: dict[str, Any]) -> dict[str, An
                 position=task.position,
             )
     return bound
+
+
+def _unknown_tool(name: str, tools: Mapping[str, Tool]) -> str:
+    """Why a plan may not call `name`: no tool has it, or several servers offer it.
+
+    MCP tools that two servers offer under one name are only known by their
+    qualified names (`SERVER.TOOL`); the bare name then says which those are.
+    """
+    qualified = sorted(known for known in tools if known.endswith(f".{name}"))
+    if len(qualified) > 1:
+        return (
+            f"tool {quoted(name)} is ambiguous: several MCP servers offer it; "
+            f"call one of {', '.join(qualified)}"
+        )
+    return f"unknown tool {quoted(name)}; the tools are: {_names(tools)}"
 
 
 def _names(tools: Mapping[str, Tool]) -> str:

@@ -39,7 +39,8 @@ JOIN = "join"
 
 # A task number is written 0-9 (Python's `\d` also matches "١" or "１"); a line
 # numbered with other digits is caught by _NUMBERED and refused.
-_TASK_HEAD = re.compile(r"\s*([0-9]+)\s*[.)]\s*([A-Za-z_]\w*)\s*\(")
+# A tool name is any that MCP allows (`get-time`, `db.query`), ASCII only.
+_TASK_HEAD = re.compile(r"\s*([0-9]+)\s*[.)]\s*([A-Za-z0-9_.\-]+)\s*\(")
 _NUMBERED = re.compile(r"\s*([-+]?\d+)\s*[.)](?:\s|$)")
 _BOM = "\ufeff"
 _THOUGHT = re.compile(r"\s*Thought\s*:\s*(.*)", re.IGNORECASE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from taskloom._ids import RunId, TaskId
@@ -148,3 +148,11 @@ class RunRecord:
     def unfinished(self) -> bool:
         """Whether the run has not ended: it is running, or it was abandoned."""
         return self.status in UNFINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able view of the record (`taskloom show --json`); each task as its plan line."""
+        data = asdict(self)
+        data.pop("task_index")
+        for task, source in zip(data["tasks"], self.tasks, strict=True):
+            task["task"] = str(source.task)
+        return data

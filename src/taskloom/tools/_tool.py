@@ -24,7 +24,10 @@ __all__ = ["CallPolicy", "CallTimes", "Tool", "tool"]
 
 RESERVED_NAME = "join"
 """The plan language's `join()`, which ends a plan, so no tool may have this name."""
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+"""The characters of a tool name: those MCP allows (letters, digits, `_`, `-`, `.`)."""
+MAX_NAME = 128
+"""The longest tool name, as in MCP."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -127,8 +130,9 @@ class Tool:
         """Wrap `fn`, reading its signature, type hints and docstring.
 
         Raises:
-            ToolDefinitionError: if the name is not an identifier or is `join`
-                (which ends a plan), a parameter has no type hint or a type
+            ToolDefinitionError: if the name has characters other than
+                letters, digits, `_`, `-` and `.` or is `join` (which ends a
+                plan), a parameter has no type hint or a type
                 that JSON arguments cannot give (a callable, a plain class),
                 or the function takes *args/**kwargs.
 
@@ -148,6 +152,13 @@ class Tool:
         self.is_async = inspect.iscoroutinefunction(fn) and self.policy.isolation is None
         if self.policy.isolation is not None and not hasattr(fn, "isolated_target"):
             function_target(fn, self.name)  # fails now if a worker could never import it
+        self._read_arguments(fn)
+
+    def _read_arguments(self, fn: Callable[..., Any]) -> None:
+        """Derive the argument model from `fn`'s signature (a subclass may read another source).
+
+        Sets the parameter names in order, the required ones, and the validator.
+        """
         self._model = _arguments_model(fn, self.name)
         fields = self._model.model_fields
         self._positional = tuple(fields)
@@ -381,8 +392,16 @@ def _in_thread(fn: Callable[..., Any], arguments: Mapping[str, Any]) -> Any:
 
 
 def _check_name(name: str) -> None:
-    if not name or name[0].isdigit() or not set(name) <= _NAME_CHARS:
-        raise ToolDefinitionError(f"tool name {quoted(name)} must be a Python identifier")
+    """A tool name is what MCP allows, so that every MCP tool keeps its own name.
+
+    Raises:
+        ToolDefinitionError: for an empty or too long name, another character, or `join`.
+
+    """
+    if not name or len(name) > MAX_NAME or not set(name) <= NAME_CHARS:
+        raise ToolDefinitionError(
+            f"tool name {quoted(name)} must be 1 to {MAX_NAME} letters, digits, '_', '-' or '.'"
+        )
     if name == RESERVED_NAME:
         raise ToolDefinitionError(
             f"a tool may not be named {RESERVED_NAME!r}: in a plan, `{RESERVED_NAME}()` "
