@@ -111,6 +111,9 @@ def test_ctrl_c_during_an_isolated_call_kills_its_worker(cli) -> None:
     cli.assert_store_intact()
     assert list(cli.statuses().values()) == ["cancelled"]
     cli.wait_for(lambda: workers_of(cli) == [], "the workers to end", timeout=20)
+    cgroups = Path("/sys/fs/cgroup/pids/taskloom")
+    if cgroups.is_dir():  # the pids cgroups its workers had are removed as it exits
+        assert [p.name for p in cgroups.iterdir() if p.name.startswith(f"{process.pid}-")] == []
 
 
 def test_an_isolated_closure_in_a_tools_file_is_a_clear_error(cli) -> None:

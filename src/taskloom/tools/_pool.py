@@ -246,6 +246,8 @@ class WorkerPool:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._sources: list[tuple[str, str | None]] = []
         self._spawner: _Spawner | None = None
+        self._shut = False
+        """The process is exiting: no worker is started any more."""
         self._reapers: list[threading.Thread] = []
 
     # -- slots and workers ------------------------------------------------------
@@ -333,6 +335,9 @@ class WorkerPool:
         if spawned.cancelled() or spawned.exception() is not None:
             return  # the next call starts one itself, and says what fails
         worker = spawned.result()
+        if self._shut:
+            self.retire(worker, kill=True)
+            return
         with self._lock:
             self._starting.add(worker)
         # Its imports take a while: not on the spawner thread, which starts the others.
@@ -403,6 +408,8 @@ class WorkerPool:
         return worker
 
     def _spawn(self, sources: list[tuple[str, str | None]]) -> _Worker:
+        if self._shut:
+            raise ProcessToolError("", "the process is exiting: no new worker is started")
         worker = _spawn(sources)
         with self._lock:
             self._all.add(worker)  # from here `close` ends it, whoever holds it
@@ -432,12 +439,25 @@ class WorkerPool:
         for reaper in reapers:
             reaper.join(_REAP_S + 1)
 
+    def shutdown(self) -> None:
+        """At exit: start no more workers, let those being started finish, end them all."""
+        self._shut = True
+        if self._spawner is not None:
+            # The spawner runs jobs in order: once this one ran, every earlier start is done.
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                self._spawner.submit(_nothing).result(timeout=_REAP_S)
+        self.close()
+
     def forget(self) -> None:
         """After a fork: the parent's workers and threads are not the child's."""
         self._lock = threading.Lock()
         self._idle, self._all, self._busy, self._starting = [], set(), 0, set()
         self._waiters = collections.deque()
         self._spawner, self._reapers = None, []
+
+
+def _nothing() -> None:
+    """A job for the spawner that only marks its place in the queue."""
 
 
 def _wake(waiter: asyncio.Future[None], pool: WorkerPool) -> None:
@@ -514,7 +534,7 @@ def _reap(worker: _Worker) -> None:
 POOL = WorkerPool()
 """The process's pool."""
 os.register_at_fork(after_in_child=POOL.forget)
-atexit.register(POOL.close)
+atexit.register(POOL.shutdown)
 
 
 # -- one call ---------------------------------------------------------------------
