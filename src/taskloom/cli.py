@@ -36,7 +36,7 @@ from taskloom._text import clip, printable
 from taskloom.engine import Budget, Price, RunResult, TaskStatus, execute
 from taskloom.errors import ConfigError, PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
-from taskloom.store import RunSummary, Store, default_store_path, resume
+from taskloom.store import RunRecord, RunSummary, Store, default_store_path, resume
 from taskloom.tools import Tool
 from taskloom.tools._load import import_tools
 from taskloom.tools._mcp_config import ServerConfig, config_sources, load_servers
@@ -266,13 +266,14 @@ def resume_(
     store = _open_store(errors, store_path)
     try:
         record = store.load(run_id)
+        servers = _recorded_servers(record.config, mcp)
         if record.kind == "agent":
-            _resume_agent(errors, store, record.id, tools, (model, base_url, api_key), as_json)
+            _resume_agent(
+                errors, store, record, tools, servers, (model, base_url, api_key), as_json
+            )
             return
         python_tool = bool(record.config.get("python_tool"))
         tool_index = load_tools(tools or record.config.get("tools"), python_tool=python_tool)
-        recorded = [Path(p) for p in record.config.get("mcp") or ()]
-        servers = load_servers(config_sources(mcp or recorded))
     except TaskloomError as exc:
         store.close()
         _fail(errors, str(exc))
@@ -287,30 +288,95 @@ def resume_(
     _print_run(console, result, as_json=as_json, plan_text=None)
 
 
+def _recorded_servers(config: Mapping[str, Any], mcp: list[Path] | None) -> list[ServerConfig]:
+    """The MCP servers a run recorded (its `--mcp` files), or those of `mcp` instead.
+
+    Raises:
+        ConfigError: if a file is gone or no longer a valid mcpServers file.
+
+    """
+    recorded = [Path(p) for p in config.get("mcp") or ()]
+    return load_servers(config_sources(mcp or recorded))
+
+
 def _resume_agent(
     errors: Console,
     store: Store,
-    run_id: str,
+    record: RunRecord,
     tools: str | None,
+    servers: list[ServerConfig],
     model: tuple[str | None, str | None, str | None],
     as_json: bool,
 ) -> None:
-    """Resume an agent request as it was recorded; flags replace its tools or model."""
-    from taskloom.agent import Agent
+    """Resume an agent request as it was recorded; flags replace its tools or model.
+
+    Its MCP servers are opened again for the resumed request; so is the
+    python tool if it had it.
+    """
+    from taskloom.agent import Agent, AgentResult
     from taskloom.llm import model_from_config
+
+    python_tool = bool(record.config.get("python_tool"))
+
+    async def go() -> AgentResult:
+        local = _agent_local_tools(record.config, tools, python_tool=python_tool)
+        async with _mcp_tools(*servers, reserved=local) as remote:
+            every = local | {t.name: t for t in remote}
+            if tools is None:
+                _check_recorded_tools(record, every)
+            agent = Agent.from_store(store, record.id, tools=every, model=chosen)
+            result: AgentResult = await agent.resume(record.id)
+            return result
 
     try:
         chosen = model_from_config(*model) if model[0] or model[1] else None
-        agent = Agent.from_store(
-            store, run_id, tools=load_tools(tools) if tools else None, model=chosen
-        )
         with tool_output_to_stderr(as_json):
-            result = run_stoppable(agent.resume, run_id)
+            result = run_stoppable(go)
     except TaskloomError as exc:
         _fail(errors, str(exc))
     finally:
         store.close()
     _print_agent(Console(stderr=as_json), result, as_json=as_json)
+
+
+def _agent_local_tools(
+    config: Mapping[str, Any], source: str | None, *, python_tool: bool
+) -> dict[str, Tool]:
+    """The tools a resumed agent request has besides its MCP servers'.
+
+    They are those of `source` (`--tools`) with the built-in ones, or else the
+    recorded tools that can be imported again; the python tool joins them if
+    the request had it.
+
+    Raises:
+        UserError: if a tool module cannot be imported.
+
+    """
+    from taskloom.agent._settings import importable_recorded_tools
+
+    if source is not None:
+        return load_tools(source, python_tool=python_tool)
+    found = importable_recorded_tools(config)
+    if python_tool:
+        found["python"] = taskloom_python_tool()
+    return found
+
+
+def _check_recorded_tools(record: RunRecord, tools: Mapping[str, Tool]) -> None:
+    """Check that every tool the request recorded is there again.
+
+    Raises:
+        UserError: naming the tools that neither their modules nor the MCP servers offer now.
+
+    """
+    from taskloom.agent._settings import recorded_tool_names
+
+    missing = [n for n in recorded_tool_names(record.config) if n not in tools]
+    if missing:
+        raise UserError(
+            f"run {record.id} used the tools {', '.join(missing)}, which neither their modules "
+            "nor its MCP servers offer now; give them again (--tools, --mcp)"
+        )
 
 
 @app.command("runs")
@@ -516,6 +582,12 @@ class _AgentSettings:
     model_timeout: float | None = None
     read_timeout: float | None = None
     python_tool: bool = False
+    mcp_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """What each request records of its MCP servers (`_mcp_config`), for `resume`."""
+
+    def recorded(self) -> dict[str, Any]:
+        """What each request records beside the agent's settings: tools `resume` builds again."""
+        return {**self.mcp_config, **({"python_tool": True} if self.python_tool else {})}
 
     def chat_model(self) -> Any:
         """The chat model these settings name; nothing is loaded or sent yet.
@@ -559,6 +631,7 @@ class _AgentSettings:
             max_replans=self.max_replans,
             store=store,
             budget=self.budget,
+            extra_config=self.recorded(),
             **extra,
         )
 
@@ -647,8 +720,9 @@ def run_(
             model_timeout=model_timeout,
             read_timeout=read_timeout,
             python_tool=enable_python_tool,
+            mcp_config=_mcp_config(servers),
         )
-        local = load_tools(tools)
+        local = load_tools(tools, python_tool=enable_python_tool)
     except TaskloomError as exc:
         if store is not None:
             store.close()
@@ -760,8 +834,9 @@ def batch(
             model_timeout=model_timeout,
             read_timeout=read_timeout,
             python_tool=enable_python_tool,
+            mcp_config=_mcp_config(servers),
         )
-        local = load_tools(tools)
+        local = load_tools(tools, python_tool=enable_python_tool)
         sink = output.open("w", encoding="utf-8") if output else None
     except (TaskloomError, OSError) as exc:
         if store is not None:
@@ -867,6 +942,7 @@ def mcp_serve(
             budget=_budget(max_tool_calls, max_tokens, deadline, max_cost, price),
             model_timeout=model_timeout,
             read_timeout=read_timeout,
+            mcp_config=_mcp_config(servers),
         )
         served = _served_tools(tools, servers)
         chat_model = settings.chat_model()

@@ -588,6 +588,73 @@ def test_resume_calls_an_idempotent_mcp_tool_again_but_never_a_side_effect(tmp_p
     assert tasks["3"]["status"] == "done"
 
 
+def test_resume_finishes_a_killed_agent_run_with_its_mcp_servers_and_python_tool(
+    tmp_path: Path,
+) -> None:
+    from chat_server import chat_server
+
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps(servers(s=stdio_sample())))
+    store = tmp_path / "store.sqlite3"
+    plan = '1. slow(8, "a")\n2. send(60, "bob")\n3. python("6 * 7")\n4. join()'
+    finish = "Thought: the message may not have gone out.\nAction: Finish(sample:a)"
+    command = [sys.executable, "-m", "taskloom"]
+    with chat_server([plan, finish]) as server:
+        process = subprocess.Popen(
+            [*command, "run", "send it", "--base-url", server.url, "--model", "scripted"]
+            + ["--mcp", str(config), "--enable-python-tool", "--max-replans", "0"],
+            env=cli_env(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            # Killed while slow and send run, once python has answered.
+            _wait_for_tasks(
+                process, store, {"slow": "running", "send": "running", "python": "done"}
+            )
+        finally:
+            process.kill()  # as a crash would: no cleanup at all
+            process.wait()
+        with sqlite3.connect(store) as conn:
+            (run_id,) = conn.execute("SELECT id FROM runs").fetchone()
+        # No flags: the MCP servers (the --mcp file), the python tool and the model
+        # all come from the record.
+        done = subprocess.run(
+            [*command, "resume", run_id, "--json"],
+            env=cli_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        joiner = server.prompts()[-1]
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["answer"] == "sample:a"
+    assert len(server.requests) == 2  # the plan was reused, not asked for again
+    with sqlite3.connect(store) as conn:
+        rows = conn.execute("SELECT tool, status, output, error_type FROM tasks").fetchall()
+    tasks = {tool: (status, output, error) for tool, status, output, error in rows}
+    assert tasks["slow"][:2] == ("done", '"sample:a"')  # read-only: called again
+    assert tasks["send"][0] == "interrupted"  # a side effect: never sent twice
+    assert tasks["python"][:2] == ("done", "42")  # kept from before the crash
+    assert "was running when the process stopped" in joiner
+
+
+def _wait_for_tasks(process: subprocess.Popen[bytes], store: Path, want: dict[str, str]) -> None:
+    """Return once the store records each tool's task in the status `want` gives it."""
+    deadline = time.monotonic() + START_GUARD_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it could be killed"
+        rows: list[tuple[str, str]] = []
+        if store.exists():
+            with contextlib.suppress(sqlite3.Error), sqlite3.connect(store) as conn:
+                rows = conn.execute("SELECT tool, status FROM tasks").fetchall()
+        if all((tool, status) in rows for tool, status in want.items()):
+            return
+        time.sleep(0.05)  # a subprocess has no event to wait on
+    pytest.fail(f"the tasks did not reach {want} in time")
+
+
 async def test_mcp_serve_offers_the_tools_of_its_mcp_servers_to_plans(tmp_path: Path) -> None:
     from mcp import Client, StdioServerParameters
     from mcp.client.stdio import stdio_client

@@ -160,6 +160,7 @@ class Agent:
         budget: Budget | None = None,
         read_ahead: bool = True,
         tool_latency: float = 0.0,
+        extra_config: Mapping[str, Any] | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -185,9 +186,14 @@ class Agent:
                 since there other requests are waiting for the model.
             tool_latency: seconds added to every tool call, to model remote
                 tools (a web search) with local ones (`Tool.with_latency`).
+            extra_config: JSON-able facts each request records beside the
+                agent's own settings (`RunRecord.config`), for whoever resumes
+                it: where tools built at run time come from, say (the command
+                line records its `--mcp` files there).
 
         Raises:
-            UserError: for negative limits or bad tools.
+            UserError: for negative limits or bad tools, or an `extra_config`
+                key that is one of the agent's own settings.
 
         """
         if max_replans < 0 or max_repairs < 0:
@@ -209,6 +215,14 @@ class Agent:
         self.read_ahead = read_ahead
         self.stats = DurationStats()
         """Tool durations seen by this agent's runs: ordering and deadline estimates."""
+        self.extra_config: dict[str, Any] = {}
+        taken = sorted(set(extra_config or {}) & self._settings().keys())
+        if taken:
+            raise UserError(
+                f"extra_config may not set the agent's own settings: {', '.join(taken)}"
+            )
+        self.extra_config = dict(extra_config or {})
+        """What each request records beside the agent's settings (see `extra_config`)."""
 
     @classmethod
     def from_store(
@@ -347,7 +361,7 @@ class Agent:
         return result
 
     def _settings(self) -> dict[str, Any]:
-        return settings(
+        return self.extra_config | settings(
             model=self.model,
             tools=self._sources,
             tool_latency=self.tool_latency,

@@ -15,9 +15,17 @@ from taskloom.engine import Budget, Price
 from taskloom.errors import UserError
 from taskloom.llm import BUNDLED_MODEL, ChatModel, Local, OpenAICompatible, model_from_config
 from taskloom.tools import Tool
-from taskloom.tools._load import find_tools, tool_sources
+from taskloom.tools._load import find_tools, importable_tools, tool_sources
 
-__all__ = ["model_settings", "recorded_budget", "recorded_model", "recorded_tools", "settings"]
+__all__ = [
+    "importable_recorded_tools",
+    "model_settings",
+    "recorded_budget",
+    "recorded_model",
+    "recorded_tool_names",
+    "recorded_tools",
+    "settings",
+]
 
 
 def settings(
@@ -94,14 +102,35 @@ def recorded_tools(config: Mapping[str, Any]) -> list[Tool]:
         UserError: if a tool cannot be found again.
 
     """
-    names = [str(n) for n in config.get("tools", ())]
+    return find_tools(_recorded_sources(config), recorded_tool_names(config))
+
+
+def importable_recorded_tools(config: Mapping[str, Any]) -> dict[str, Tool]:
+    """The tools a request recorded that can be imported again, by name.
+
+    Tools built at run time (an MCP server's, the python tool) are left out:
+    whoever resumes the request supplies them.
+
+    Raises:
+        UserError: if a module the request's tools came from cannot be imported again.
+
+    """
+    return importable_tools(_recorded_sources(config), recorded_tool_names(config))
+
+
+def recorded_tool_names(config: Mapping[str, Any]) -> list[str]:
+    """The names of the tools a request recorded, in their order."""
+    return [str(n) for n in config.get("tools", ())]
+
+
+def _recorded_sources(config: Mapping[str, Any]) -> list[Any]:
     sources = config.get("tool_sources")
     if not isinstance(sources, list):
         raise UserError(
             "the run does not say where its tools are defined (it was recorded by an "
             "older taskloom); give the tools again (--tools, or tools=)"
         )
-    return find_tools(sources, names)
+    return sources
 
 
 def recorded_budget(config: Mapping[str, Any]) -> Budget | None:

@@ -15,7 +15,7 @@ from taskloom._text import exception_text
 from taskloom.errors import TaskloomError, UserError
 from taskloom.tools._tool import Tool
 
-__all__ = ["find_tools", "import_tools", "tool_sources"]
+__all__ = ["find_tools", "import_tools", "importable_tools", "tool_sources"]
 
 ToolSource = dict[str, str | None]
 """Where a tool is defined: {"module": its module's name, "file": its file, or None}."""
@@ -61,12 +61,14 @@ def import_tools(source: str) -> dict[str, Tool]:
 def tool_sources(tools: Iterable[Tool]) -> list[ToolSource]:
     """The distinct places `tools` are defined in, in order of first use.
 
-    A tool whose function has no module (built at run time) has no source.
+    A tool has a source only where its module defines it among its globals,
+    where `find_tools` can find it again; a tool built at run time (an MCP
+    server's, the python tool) has none, and must be given again.
     """
     sources: list[ToolSource] = []
     for tool in tools:
         module = getattr(tool.fn, "__module__", None)
-        if not isinstance(module, str):
+        if not isinstance(module, str) or not _defines(sys.modules.get(module), tool.name):
             continue
         try:
             file: str | None = str(Path(inspect.getfile(tool.fn)).resolve())
@@ -76,6 +78,17 @@ def tool_sources(tools: Iterable[Tool]) -> list[ToolSource]:
         if source not in sources:
             sources.append(source)
     return sources
+
+
+def _defines(module: ModuleType | None, name: str) -> bool:
+    """Whether `module` holds a Tool called `name` where `_tools_in` looks (unknown: True)."""
+    if module is None:
+        return True  # not imported under its name: importing it again will tell
+    for value in vars(module).values():
+        found = value if isinstance(value, list | tuple) else (value,)
+        if any(isinstance(item, Tool) and item.name == name for item in found):
+            return True
+    return False
 
 
 def find_tools(sources: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[Tool]:
@@ -88,9 +101,7 @@ def find_tools(sources: Sequence[Mapping[str, Any]], names: Sequence[str]) -> li
         UserError: if a source cannot be imported again, or a name is in none of them.
 
     """
-    found: dict[str, Tool] = {}
-    for source in sources:
-        found |= _tools_in(_import_source(source))
+    found = importable_tools(sources, names)
     missing = [n for n in names if n not in found]
     if missing:
         where = ", ".join(str(s.get("file") or s.get("module")) for s in sources) or "no module"
@@ -99,6 +110,24 @@ def find_tools(sources: Sequence[Mapping[str, Any]], names: Sequence[str]) -> li
             "give the tools again (--tools, or tools=)"
         )
     return [found[n] for n in names]
+
+
+def importable_tools(sources: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Tool]:
+    """Those of the tools called `names` that the modules `sources` name define.
+
+    Tools built at run time are not among them: whoever resumes supplies them.
+
+    Returns:
+        The tools found, by name, in the order of `names`.
+
+    Raises:
+        UserError: if a source cannot be imported again.
+
+    """
+    found: dict[str, Tool] = {}
+    for source in sources:
+        found |= _tools_in(_import_source(source))
+    return {n: found[n] for n in names if n in found}
 
 
 def _import_source(source: Mapping[str, Any]) -> ModuleType:
