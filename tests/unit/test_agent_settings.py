@@ -8,8 +8,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+import taskloom
 from chat_server import chat_server
 from taskloom import Agent, Budget, Price, UserError
+from taskloom.agent._settings import importable_recorded_tools
 from taskloom.cli import load_tools
 from taskloom.llm import OpenAICompatible
 from taskloom.store import Store
@@ -101,3 +103,42 @@ async def test_from_store_refuses_a_plan_run(tmp_path: Path) -> None:
         await journal.flush()
         with pytest.raises(UserError, match="is a plan run"):
             Agent.from_store(store, journal.run_id)
+
+
+async def test_a_request_records_the_extra_config_beside_the_settings(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        model = ScriptedModel(['1. math("1+1")\n2. join()', "Action: Finish(2)"])
+        extra = {"mcp": ["/somewhere/mcp.json"], "python_tool": True}
+        agent = Agent(tools=WORLD_TOOLS, model=model, store=store, extra_config=extra)
+        await agent.run("1+1?")
+        (run,) = store.runs()
+        config = store.load(run.id).config
+    assert config["mcp"] == ["/somewhere/mcp.json"] and config["python_tool"] is True
+    assert config["max_replans"] == 3  # the agent's own settings are there too
+    with pytest.raises(UserError, match="may not set the agent's own settings: budget, tools"):
+        Agent(tools=WORLD_TOOLS, model=model, extra_config={"tools": [], "budget": 1})
+
+
+async def test_tools_built_at_run_time_record_no_source_and_are_left_to_the_caller(
+    tmp_path: Path,
+) -> None:
+    def made_at_run_time() -> taskloom.Tool:
+        @taskloom.tool
+        def echo(text: str) -> str:
+            """Say it again."""
+            return text
+
+        return echo
+
+    built = [made_at_run_time(), taskloom.python_tool()]
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        model = ScriptedModel(['1. echo("a")\n2. join()', "Action: Finish(a)"])
+        await Agent(tools=[*WORLD_TOOLS, *built], model=model, store=store).run("echo a")
+        (run,) = store.runs()
+        config = store.load(run.id).config
+        # Only the module that defines tools among its globals is recorded.
+        assert [s["module"] for s in config["tool_sources"]] == ["taskloom.tools.world"]
+        found = importable_recorded_tools(config)
+        assert list(found) == [t.name for t in WORLD_TOOLS]
+        with pytest.raises(UserError, match="cannot find the tools echo, python"):
+            Agent.from_store(store, run.id, model=model)
