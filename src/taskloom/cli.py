@@ -316,10 +316,7 @@ def _resume_agent(
     from taskloom.agent import Agent, AgentResult
     from taskloom.llm import model_from_config
 
-    python_tool = bool(record.config.get("python_tool"))
-
     async def go() -> AgentResult:
-        local = _agent_local_tools(record.config, tools, python_tool=python_tool)
         async with _mcp_tools(*servers, reserved=local) as remote:
             every = local | {t.name: t for t in remote}
             if tools is None:
@@ -330,6 +327,8 @@ def _resume_agent(
 
     try:
         chosen = model_from_config(*model) if model[0] or model[1] else None
+        python_tool = bool(record.config.get("python_tool"))
+        local = _agent_local_tools(record.config, tools, python_tool=python_tool)
         with tool_output_to_stderr(as_json):
             result = run_stoppable(go)
     except TaskloomError as exc:

@@ -544,6 +544,10 @@ def test_run_and_batch_plan_with_mcp_tools_through_the_command_line(tmp_path: Pa
     assert batch.returncode == 0, batch.stderr[-2000:]
     answers = [json.loads(line) for line in batch.stdout.splitlines()]
     assert [a["answer"] for a in answers] == ["sample", "sample"]
+    with sqlite3.connect(tmp_path / "store.sqlite3") as conn:
+        configs = [json.loads(c) for (c,) in conn.execute("SELECT config FROM runs")]
+    # Every request records its --mcp file, for resume to open it again.
+    assert [c["mcp"] for c in configs] == [[str(config.resolve())]] * 3
 
 
 def test_resume_calls_an_idempotent_mcp_tool_again_but_never_a_side_effect(tmp_path: Path) -> None:

@@ -241,7 +241,9 @@ class Agent:
         again from the modules or files that define them), model (a server's
         URL and name, or a GGUF file; a key comes from the environment),
         replan, repair and concurrency limits, grammar choice, tool latency
-        and budget. `tools` and `model` replace the recorded ones.
+        and budget. `tools` and `model` replace the recorded ones. Tools built
+        at run time (an MCP server's, `python_tool()`) have no module to be
+        imported from: give them in `tools`, with the others.
 
         Returns:
             An Agent with `store` as its store.

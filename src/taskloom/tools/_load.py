@@ -68,23 +68,31 @@ def tool_sources(tools: Iterable[Tool]) -> list[ToolSource]:
     sources: list[ToolSource] = []
     for tool in tools:
         module = getattr(tool.fn, "__module__", None)
-        if not isinstance(module, str) or not _defines(sys.modules.get(module), tool.name):
+        if not isinstance(module, str):
             continue
         try:
             file: str | None = str(Path(inspect.getfile(tool.fn)).resolve())
         except (TypeError, OSError):
             file = None
+        if not _defines(module, file, tool.name):
+            continue
         source: ToolSource = {"module": module, "file": file}
         if source not in sources:
             sources.append(source)
     return sources
 
 
-def _defines(module: ModuleType | None, name: str) -> bool:
-    """Whether `module` holds a Tool called `name` where `_tools_in` looks (unknown: True)."""
-    if module is None:
-        return True  # not imported under its name: importing it again will tell
-    for value in vars(module).values():
+def _defines(module: str, file: str | None, name: str) -> bool:
+    """Whether the module `file` holds a Tool called `name` where `_tools_in` looks.
+
+    True when that cannot be told here (the module is not imported under its
+    name, which a file's may not be): importing it again will tell.
+    """
+    loaded = sys.modules.get(module)
+    origin = getattr(loaded, "__file__", None)
+    if loaded is None or file is None or origin is None or Path(origin).resolve() != Path(file):
+        return True
+    for value in vars(loaded).values():
         found = value if isinstance(value, list | tuple) else (value,)
         if any(isinstance(item, Tool) and item.name == name for item in found):
             return True
