@@ -232,9 +232,9 @@ def test_a_plan_file_past_the_size_bound_is_an_error_and_read_no_further(
 def test_a_batch_file_past_the_size_bound_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import taskloom.cli
+    import taskloom._cli_agent
 
-    monkeypatch.setattr(taskloom.cli, "MAX_BATCH_BYTES", 1024)
+    monkeypatch.setattr(taskloom._cli_agent, "MAX_BATCH_BYTES", 1024)
     requests = tmp_path / "q.jsonl"
     requests.write_text('"a question?"\n' * 100)
     result = runner.invoke(app, ["batch", str(requests), "--no-store"])

@@ -113,7 +113,7 @@ def test_set_max_workers_refuses_a_bad_count() -> None:
 
 
 def test_the_command_line_adds_the_python_tool_only_when_enabled() -> None:
-    from taskloom import cli
+    from taskloom import _cli_common, cli
 
     assert "python" not in cli.load_tools(None)
     assert cli.load_tools(None, python_tool=True)["python"].policy.isolation is not None
@@ -128,7 +128,7 @@ def test_the_command_line_adds_the_python_tool_only_when_enabled() -> None:
         "grammar": None,
         "budget": None,
     }
-    plain = cli._AgentSettings(**settings).build(None)
-    enabled = cli._AgentSettings(**settings, python_tool=True).build(None)
+    plain = _cli_common.AgentSettings(**settings).build(None)
+    enabled = _cli_common.AgentSettings(**settings, python_tool=True).build(None)
     assert "python" not in {t.name for t in plain.tools}
     assert "python" in {t.name for t in enabled.tools}

@@ -1,0 +1,428 @@
+"""What the commands share: their options, tool and MCP loading, printing, failing."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Collection, Mapping
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from taskloom._cli_io import (
+    json_text,
+    run_stoppable,
+)
+from taskloom._console import (
+    LiveProgress,
+    render_agent_summary,
+    render_summary,
+)
+from taskloom._text import clip, printable
+from taskloom.engine import Budget, Price, RunResult, TaskStatus
+from taskloom.errors import ConfigError, TaskloomError, UserError
+from taskloom.store import Store
+from taskloom.tools import Tool
+from taskloom.tools._load import import_tools
+from taskloom.tools._mcp_config import ServerConfig, config_sources, load_servers
+from taskloom.tools.process import python_tool as taskloom_python_tool
+from taskloom.tools.world import WORLD_TOOLS
+
+__all__ = [
+    "AgentSettings",
+    "ApiKey",
+    "BaseUrl",
+    "Deadline",
+    "EnablePythonTool",
+    "Grammar",
+    "MaxConcurrency",
+    "MaxCost",
+    "MaxReplans",
+    "MaxTokens",
+    "MaxToolCalls",
+    "McpFiles",
+    "Model",
+    "ModelTimeout",
+    "NoStore",
+    "Prices",
+    "ReadTimeout",
+    "StorePath",
+    "ToolLatency",
+    "Tools",
+    "budget_from_options",
+    "fail",
+    "load_tools",
+    "mcp_servers",
+    "mcp_tools",
+    "open_store",
+    "print_agent",
+    "print_run",
+    "recorded_mcp",
+    "run_live",
+    "tool_source",
+]
+
+T = TypeVar("T")
+
+
+StorePath = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        envvar="TASKLOOM_STORE",
+        help="The run store (SQLite); default: store.sqlite3 in the user data folder.",
+    ),
+]
+
+
+NoStore = Annotated[bool, typer.Option("--no-store", help="Do not record the run.")]
+
+
+McpFiles = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--mcp",
+        help="An mcpServers JSON file: its servers' tools join the run (repeatable; "
+        "default: the file TASKLOOM_MCP names).",
+    ),
+]
+
+
+EnablePythonTool = Annotated[
+    bool,
+    typer.Option(
+        "--enable-python-tool",
+        help="Add the python code tool (runs code in a worker process; not a sandbox).",
+    ),
+]
+
+
+def load_tools(source: str | None, *, python_tool: bool = False) -> dict[str, Tool]:
+    """The built-in world tools plus every Tool found in a module or .py file.
+
+    A tool of `source` may not take the name of a built-in tool, nor of another
+    tool of `source`: a plan names tools, and could not say which one it means.
+    `python_tool` adds the `python` code tool (`--enable-python-tool`), which
+    is otherwise never there.
+
+    Raises:
+        UserError: if the module or file cannot be imported (or exits while
+            imported), defines no tools, or defines a tool whose name is taken.
+
+    """
+    tools = {t.name: t for t in WORLD_TOOLS}
+    if python_tool:
+        made = taskloom_python_tool()
+        tools[made.name] = made
+    if source is None:
+        return tools
+    found = import_tools(source)
+    for name, item in found.items():
+        if tools.get(name, item) is not item:
+            raise UserError(
+                f"{source} defines a tool named {name!r}, the name of a built-in tool"
+                f"{' (--enable-python-tool)' if name == 'python' and python_tool else ''}; "
+                "give it another name (@taskloom.tool(name=...))"
+            )
+    return tools | found
+
+
+def mcp_servers(console: Console, files: list[Path] | None) -> list[ServerConfig]:
+    """The MCP servers of `--mcp` (or TASKLOOM_MCP), read now so a bad file fails at once."""
+    try:
+        return load_servers(config_sources(files or ()))
+    except ConfigError as exc:
+        raise fail(console, str(exc)) from exc
+
+
+def recorded_mcp(servers: list[ServerConfig]) -> dict[str, Any]:
+    """What a run records of its MCP servers, for `resume`: their files, by absolute path."""
+    files = list(dict.fromkeys(str(Path(s.source).resolve()) for s in servers))
+    return {"mcp": files} if files else {}
+
+
+def mcp_tools(
+    *servers: ServerConfig, reserved: Collection[str]
+) -> AbstractAsyncContextManager[list[Tool]]:
+    """The MCP servers' tools for the block's duration (`taskloom.tools.mcp.connect`).
+
+    The MCP SDK is imported only when there are servers: it costs a second
+    of start-up that a command without them should not pay.
+    """
+    if not servers:
+        return contextlib.nullcontext([])
+    from taskloom.tools.mcp import connect as connect_servers
+
+    return connect_servers(*servers, reserved=reserved)
+
+
+def open_store(console: Console, path: Path | None) -> Store:
+    try:
+        return Store.open(path)
+    except TaskloomError as exc:
+        raise fail(console, str(exc)) from exc
+
+
+def tool_source(source: str | None) -> str | None:
+    """The tool module as resuming will need it: files by absolute path."""
+    if source is not None and (source.endswith(".py") or Path(source).is_file()):
+        return str(Path(source).resolve())
+    return source
+
+
+def run_live(console: Console, go: Any, *, live: bool, store: Store | None) -> Any:
+    """Run `go(listener)` with live progress when on a terminal; close the store after."""
+    try:
+        if not live:
+            return run_stoppable(go, None)
+        with LiveProgress(console) as progress:
+            return run_stoppable(go, progress.on_event)
+    except TaskloomError as exc:
+        fail(console, str(exc))
+    finally:
+        if store is not None:
+            store.close()
+
+
+def print_agent(console: Console, result: Any, *, as_json: bool) -> None:
+    """Print an agent's result; exit 1 if it has no answer, 2 if its model could not be used."""
+    if as_json:
+        typer.echo(json_text(result.to_dict()))
+    elif not result.model_failed:
+        render_agent_summary(result, console)
+    if result.model_failed:
+        fail(Console(stderr=True), str(result.error))
+    if result.status != "answered":
+        if as_json and result.error:  # stdout is the JSON: say why on stderr too
+            Console(stderr=True).print(
+                f"error: {result.error}", markup=False, highlight=False, soft_wrap=True
+            )
+        raise typer.Exit(1)
+
+
+def print_run(console: Console, result: RunResult, *, as_json: bool, plan_text: str | None) -> None:
+    if as_json:
+        out = result.to_dict()
+        if plan_text is not None:
+            out["plan"] = plan_text
+        typer.echo(json_text(out))
+    else:
+        render_summary(result, console)
+    if any(t.status is not TaskStatus.DONE for t in result.tasks.values()):
+        raise typer.Exit(1)
+
+
+Model = Annotated[
+    str | None,
+    typer.Option("--model", envvar="TASKLOOM_MODEL", help="Model name, or a GGUF path."),
+]
+
+
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url", envvar="TASKLOOM_BASE_URL", help="An OpenAI-compatible server's /v1 URL."
+    ),
+]
+
+
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="TASKLOOM_API_KEY", help="The server's key.")
+]
+
+
+ModelTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--model-timeout",
+        envvar="TASKLOOM_MODEL_TIMEOUT",
+        min=0.001,
+        help="Seconds one call to a model server may take in all (default 300).",
+    ),
+]
+
+
+ReadTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--read-timeout",
+        envvar="TASKLOOM_READ_TIMEOUT",
+        min=0.001,
+        help="Seconds a model server may stay silent (default 120).",
+    ),
+]
+
+
+Tools = Annotated[
+    str | None, typer.Option("--tools", help="A module or .py file with extra tools.")
+]
+
+
+ToolLatency = Annotated[
+    float, typer.Option("--tool-latency", min=0.0, help="Seconds added to every tool call.")
+]
+
+
+MaxReplans = Annotated[int, typer.Option("--max-replans", min=0)]
+
+
+MaxConcurrency = Annotated[
+    int | None, typer.Option("--max-concurrency", min=1, help="Tool calls running at once.")
+]
+
+
+Grammar = Annotated[
+    bool | None,
+    typer.Option(
+        "--grammar/--no-grammar",
+        help="Constrain output with GBNF (default: on for the embedded model only).",
+    ),
+]
+
+
+MaxToolCalls = Annotated[
+    int | None, typer.Option("--max-tool-calls", min=0, help="Budget: tool calls per request.")
+]
+
+
+MaxTokens = Annotated[
+    int | None, typer.Option("--max-tokens", min=0, help="Budget: LLM tokens per request.")
+]
+
+
+Deadline = Annotated[
+    float | None, typer.Option("--deadline", min=0.0, help="Budget: seconds per request.")
+]
+
+
+MaxCost = Annotated[
+    float | None, typer.Option("--max-cost", min=0.0, help="Budget: money per request.")
+]
+
+
+Prices = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--price",
+        help="MODEL=PROMPT,COMPLETION: price per million tokens (repeat for more models).",
+    ),
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AgentSettings:
+    """What `run` and `batch` share: how to build the agent."""
+
+    model: str | None
+    base_url: str | None
+    api_key: str | None
+    tools: str | None
+    tool_latency: float
+    max_replans: int
+    max_concurrency: int | None
+    grammar: bool | None
+    budget: Budget | None
+    model_timeout: float | None = None
+    read_timeout: float | None = None
+    python_tool: bool = False
+    mcp_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """What each request records of its MCP servers (`recorded_mcp`), for `resume`."""
+
+    def recorded(self) -> dict[str, Any]:
+        """What each request records beside the agent's settings: tools `resume` builds again."""
+        return {**self.mcp_config, **({"python_tool": True} if self.python_tool else {})}
+
+    def chat_model(self) -> Any:
+        """The chat model these settings name; nothing is loaded or sent yet.
+
+        Raises:
+            ConfigError: for a bad model setting.
+
+        """
+        from taskloom.llm import model_from_config
+
+        return model_from_config(
+            self.model,
+            self.base_url,
+            self.api_key,
+            timeout=self.model_timeout,
+            read_timeout=self.read_timeout,
+        )
+
+    def build(
+        self,
+        store: Store | None,
+        *,
+        model: Any = None,
+        tools: Mapping[str, Tool] | None = None,
+        **extra: Any,
+    ) -> Any:
+        """The agent these settings describe; `model` and `tools`, when given, are used as built.
+
+        Raises:
+            TaskloomError: for a bad model setting or tool module.
+
+        """
+        from taskloom.agent import Agent
+
+        return Agent(
+            tools=load_tools(self.tools, python_tool=self.python_tool) if tools is None else tools,
+            tool_latency=self.tool_latency,
+            model=self.chat_model() if model is None else model,
+            grammar=self.grammar,
+            max_concurrency=self.max_concurrency,
+            max_replans=self.max_replans,
+            store=store,
+            budget=self.budget,
+            extra_config=self.recorded(),
+            **extra,
+        )
+
+
+def budget_from_options(
+    tool_calls: int | None,
+    tokens: int | None,
+    deadline: float | None,
+    cost: float | None,
+    prices: list[str] | None,
+) -> Budget | None:
+    """A Budget from the command line's flags, or None when none is set.
+
+    Raises:
+        UserError: for a malformed or negative --price, or a cost budget without prices.
+
+    """
+    table = {}
+    for entry in prices or ():
+        name, _, numbers = entry.rpartition("=")
+        try:
+            prompt, completion = (float(x) for x in numbers.split(","))
+        except ValueError:
+            raise UserError(f"--price {entry!r}: write MODEL=PROMPT,COMPLETION") from None
+        if not name:
+            raise UserError(f"--price {entry!r}: write MODEL=PROMPT,COMPLETION")
+        if not all(math.isfinite(p) and p >= 0 for p in (prompt, completion)):
+            # float() reads "nan", "inf" and "-1": no price of a token.
+            raise UserError(f"--price {entry!r}: prices are finite numbers >= 0")
+        table[name] = Price(prompt=prompt, completion=completion)
+    if tool_calls is None and tokens is None and deadline is None and cost is None:
+        return None
+    return Budget(tool_calls=tool_calls, tokens=tokens, deadline=deadline, cost=cost, prices=table)
+
+
+_MAX_MESSAGE = 1500
+"""Characters of an error message printed; the messages quote excerpts, this is a last guard."""
+
+
+def fail(console: Console, message: str) -> typer.Exit:
+    # On stderr, whatever stdout carries; a Text, not markup: the message
+    # quotes user data, which may hold "[/]".
+    err = console if console.stderr else Console(stderr=True)
+    text = Text.assemble(("error:", "red"), " ", printable(clip(message, _MAX_MESSAGE)))
+    err.print(text, highlight=False, soft_wrap=True)  # one line per line, whatever the width
+    raise typer.Exit(2)
