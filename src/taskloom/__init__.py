@@ -48,11 +48,11 @@ from taskloom.tools import CallPolicy, Tool, tool
 from taskloom.tools.process import ProcessLimits, command_tool, python_tool
 
 if _typing.TYPE_CHECKING:
-    from taskloom.agent import Agent, AgentResult
+    from taskloom.agent import Agent, AgentResult, Example
 
 # The agent brings the model clients (httpx, llama.cpp's bindings); it is
 # imported on first use, so `import taskloom` stays quick for plain plans.
-_LAZY = {"Agent": "taskloom.agent", "AgentResult": "taskloom.agent"}
+_LAZY = {"Agent": "taskloom.agent", "AgentResult": "taskloom.agent", "Example": "taskloom.agent"}
 
 __all__ = [
     "Agent",
@@ -67,6 +67,7 @@ __all__ = [
     "DependencyFailed",
     "DurationStats",
     "EditError",
+    "Example",
     "LimitExceeded",
     "MCPError",
     "MCPToolError",

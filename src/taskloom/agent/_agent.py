@@ -19,6 +19,7 @@ import anyio
 
 from taskloom._ids import TaskId
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
+from taskloom.agent._example import Example, check_examples
 from taskloom.agent._feed import feed_tasks, nothing_succeeded, unrepaired
 from taskloom.agent._grammar import joiner_grammar, plan_grammar
 from taskloom.agent._observations import fields_used, observations, recorded_observation
@@ -161,6 +162,7 @@ class Agent:
         read_ahead: bool = True,
         tool_latency: float = 0.0,
         extra_config: Mapping[str, Any] | None = None,
+        examples: Iterable[Example] | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -190,10 +192,14 @@ class Agent:
                 agent's own settings (`RunRecord.config`), for whoever resumes
                 it: where tools built at run time come from, say (the command
                 line records its `--mcp` files there).
+            examples: worked examples over these tools, shown to the planner
+                (and, those with results and a decision, to the joiner): the
+                closest few to each question. None: notional ones.
 
         Raises:
-            UserError: for negative limits or bad tools, or an `extra_config`
-                key that is one of the agent's own settings.
+            UserError: for negative limits or bad tools, an `extra_config`
+                key that is one of the agent's own settings, or an example
+                that does not fit the tools.
 
         """
         if max_replans < 0 or max_repairs < 0:
@@ -202,6 +208,8 @@ class Agent:
         self._sources = given  # where resuming finds the tools again: not the delayed copies
         self.tool_latency = tool_latency
         self.tools: list[Tool] = [t.with_latency(tool_latency) for t in given]
+        self.examples = check_examples(examples or (), given)
+        """The user's worked examples, checked against the tools; empty: notional ones."""
         self.model = model if model is not None else model_from_config()
         self.max_replans = max_replans
         self.max_repairs = max_repairs
