@@ -26,6 +26,7 @@ import tokenize
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import simpleeval
@@ -33,6 +34,7 @@ import simpleeval
 from taskloom.tools._tool import Tool, tool
 
 __all__ = [
+    "EXAMPLES_PATH",
     "WORLD_TOOLS",
     "ExpressionError",
     "PlaceNotFound",
@@ -610,4 +612,7 @@ def convert(value: float, from_unit: str, to_unit: str) -> float:
 
 
 WORLD_TOOLS: tuple[Tool, ...] = (country, city, distance, math, convert)
+
+EXAMPLES_PATH = Path(__file__).with_name("world_examples.jsonl")
+"""Worked examples over the world tools (JSON lines, `taskloom.agent.load_examples`)."""
 """Every tool of this module, in the order a planner's prompt lists them."""
