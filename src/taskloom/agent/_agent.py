@@ -9,15 +9,15 @@ run()                         one request, start to answer
 
 from __future__ import annotations
 
-import dataclasses
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from taskloom._ids import TaskId
+from taskloom._ids import RunId, TaskId
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._example import Example, check_examples
 from taskloom.agent._feed import feed_tasks, nothing_succeeded, unrepaired
@@ -25,6 +25,7 @@ from taskloom.agent._grammar import joiner_grammar, plan_grammar
 from taskloom.agent._observations import fields_used, observations, recorded_observation
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
 from taskloom.agent._settings import recorded_budget, recorded_model, recorded_tools, settings
+from taskloom.agent._spend import Spend
 from taskloom.agent.prompts import (
     Observation,
     joiner_messages,
@@ -37,8 +38,8 @@ from taskloom.engine import events as ev
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
-from taskloom.llm import ChatModel, ChatStream, Message, Warmable, model_from_config
-from taskloom.plan import PlanParser
+from taskloom.llm import ChatModel, Message, Warmable, model_from_config
+from taskloom.plan import PlanParser, Task
 from taskloom.store import CallCache, restore_tasks
 from taskloom.tools import Tool
 
@@ -82,63 +83,6 @@ class _Round:
     """The PlanError of the latest attempt, if the plan itself was wrong."""
 
 
-@dataclass(kw_only=True, slots=True)
-class _Spend:
-    """One request's bookkeeping: its journal, what it spent, and what it may."""
-
-    journal: RunJournal | None = None
-    budget: Budget | None = None
-    deadline_at: float | None = None
-    tokens: int = 0
-    cost: float = 0.0
-    tool_calls: int = 0
-    seq: int = 0
-    """The last event number, so the next round goes on counting."""
-    attempts: int = 0
-    """Plan attempts so far, over all rounds."""
-    exhausted: str | None = None
-    model_failed: bool = False
-    """Whether the model's error ended the request."""
-
-    def charge(self, purpose: str, messages: Sequence[Message], stream: ChatStream) -> None:
-        """Record one finished model call and check the token and cost budgets."""
-        usage = stream.usage
-        if usage is None:
-            return
-        self.tokens += usage.total_tokens
-        if self.journal is not None:
-            prompt = "\n".join(f"{m.role}: {m.content}" for m in messages)
-            self.journal.llm_call(
-                purpose,
-                usage.model,
-                prompt,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                latency_s=usage.duration_s,
-            )
-        budget = self.budget
-        if budget is None:
-            return
-        self.cost += budget.price(usage.model, usage.prompt_tokens, usage.completion_tokens)
-        if budget.tokens is not None and self.tokens > budget.tokens:
-            self.exhausted = self.exhausted or "tokens"
-        if budget.cost is not None and self.cost > budget.cost:
-            self.exhausted = self.exhausted or "cost"
-
-    def time_left(self) -> float | None:
-        """Seconds until the deadline, or None without one."""
-        if self.deadline_at is None:
-            return None
-        return max(0.0, self.deadline_at - time.monotonic())
-
-    def round_budget(self) -> Budget | None:
-        """The budget left for the next round's tool calls."""
-        if self.budget is None or self.budget.tool_calls is None:
-            return self.budget
-        left = max(0, self.budget.tool_calls - self.tool_calls)
-        return dataclasses.replace(self.budget, tool_calls=left)
-
-
 class Agent:
     """An LLMCompiler-style agent: a streamed plan, run in parallel, then a join.
 
@@ -174,7 +118,9 @@ class Agent:
             max_repairs: times an invalid plan goes back to the model with its error.
             max_concurrency: tool calls running at once; None for no limit.
             grammar: constrain the model's output with grammars (see `uses_grammar`).
-            on_event: receives every scheduler event of every round.
+            on_event: receives every event of the request, in one sequence:
+                the scheduler's of every round, and the agent's own (its
+                model calls, plan attempts and decisions; `AgentEvent`).
             on_plan_text: receives the plan text as the model writes it, chunk by chunk.
             store: records every request (plans, tasks, events, LLM calls) so
                 it can be listed, shown and resumed.
@@ -346,7 +292,8 @@ class Agent:
         decisions: list[Decision] = []
         joins: list[LLMCall] = []
         error: str | None = None
-        spend = _Spend(budget=self.budget, journal=journal)
+        run_id = journal.run_id if journal is not None else RunId(uuid.uuid4().hex[:12])
+        spend = Spend(run_id=run_id, budget=self.budget, journal=journal, listener=self._on_event)
         if self.budget is not None and self.budget.deadline is not None:
             spend.deadline_at = started + self.budget.deadline
         if resumed is not None:
@@ -391,7 +338,7 @@ class Agent:
         decisions: list[Decision],
         joins: list[LLMCall],
         error: str | None,
-        spend: _Spend,
+        spend: Spend,
     ) -> AgentResult:
         timings.total_s = time.monotonic() - started
         timings.planner_s = sum(r.planner_s for r in rounds)
@@ -431,7 +378,7 @@ class Agent:
         decisions: list[Decision],
         joins: list[LLMCall],
         timings: Timings,
-        spend: _Spend,
+        spend: Spend,
         resumed: RunRecord | None = None,
     ) -> str | None:
         """Plan, execute and join until the joiner answers or the rounds run out.
@@ -482,6 +429,7 @@ class Agent:
             if decision is None:
                 return None
             decisions.append(decision)
+            spend.decided(decision)
             if isinstance(decision, Finish) and not outputs:
                 return nothing_succeeded(history)
             if isinstance(decision, Finish) or spend.exhausted is not None:
@@ -497,7 +445,7 @@ class Agent:
         history: Sequence[Observation],
         earlier: Mapping[TaskId, Any],
         reason: str | None,
-        spend: _Spend,
+        spend: Spend,
     ) -> _Round:
         known = {TaskId(i) for i, _, _ in history}
         this = _Round()
@@ -507,11 +455,9 @@ class Agent:
                 spend.tool_calls += 1
                 if this.first_dispatch_at is None:
                     this.first_dispatch_at = event.at
-            spend.seq = event.seq
-            if self._on_event is not None:
-                self._on_event(event)
+            spend.seen(event)
 
-        journal = spend.journal
+        journal, spend.round = spend.journal, number
         if journal is not None:
             journal.round = number
         async with open_run(
@@ -519,13 +465,14 @@ class Agent:
             max_concurrency=self.max_concurrency,
             on_event=on_event,
             earlier=earlier,
-            run_id=journal.run_id if journal else None,
+            run_id=spend.run_id,
             journal=journal,
             budget=spend.round_budget(),
             stats=self.stats,
             deadline_at=spend.deadline_at,
             first_seq=spend.seq,
         ) as run:
+            spend.run = run  # the agent's events of this round go into its sequence
             repair: tuple[str, str] | None = None
             for _ in range(self.max_repairs + 1):
                 first_id = _next_id(known | set(run.plan.tasks))
@@ -559,6 +506,7 @@ class Agent:
                         last,
                     )
                     await run.wait()
+        spend.run = None
         this.run = run.result()
         this.used = fields_used(run.plan)
         return this
@@ -613,22 +561,16 @@ class Agent:
         tools: list[Tool],
         number: int,
         earlier: Mapping[TaskId, Any],
-        spend: _Spend,
+        spend: Spend,
     ) -> _Round:
         """The round a crash interrupted: its recorded tasks, settled or run again."""
-        this = _Round()
+        this, spend.round = _Round(), number
         if spend.journal is not None:
             spend.journal.round = number
-
-        def on_event(event: ev.Event) -> None:
-            spend.seq = event.seq
-            if self._on_event is not None:
-                self._on_event(event)
-
         async with open_run(
             tools=tools,
             max_concurrency=self.max_concurrency,
-            on_event=on_event,
+            on_event=spend.seen,
             earlier=earlier,
             run_id=record.id,
             journal=spend.journal,
@@ -651,7 +593,7 @@ class Agent:
         first_id: int,
         known: set[TaskId],
         this: _Round,
-        spend: _Spend,
+        spend: Spend,
     ) -> PlanAttempt:
         """Stream one plan from the model into the run; each task starts when its line ends."""
         held = set(run.plan.tasks)  # accepted from an earlier attempt at this plan
@@ -673,22 +615,28 @@ class Agent:
         error: str | None = None
         model_broke = False  # the stream failed, not the plan: what ran is still worth joining
         spend.attempts += 1
-        journal, attempt_no = spend.journal, spend.attempts
+        attempt_no = spend.attempts
+
+        def feed(tasks: list[Task]) -> int:
+            added = feed_tasks(tasks, run)
+            if added:  # the text so far survives a crash
+                text = parser.text
+                spend.emit(ev.PlanAttempted, attempt=attempt_no, text=text, valid=None, error=None)
+            return added
+
         try:
             with anyio.move_on_after(spend.time_left()) as limit:
                 async with stream:
                     async for chunk in stream:
                         if self._on_plan_text is not None:
                             self._on_plan_text(chunk)
-                        added += feed_tasks(
-                            parser.feed(chunk), run, journal, attempt_no, parser.text
-                        )
+                        added += feed(parser.feed(chunk))
                         if parser.done or not run.accepting:
                             break
             if limit.cancelled_caught:
                 spend.exhausted = spend.exhausted or "deadline"
             elif run.accepting:
-                added += feed_tasks(parser.close(), run, journal, attempt_no, parser.text)
+                added += feed(parser.close())
         except PlanError as exc:
             error = str(exc)
         except ModelError as exc:
@@ -704,8 +652,8 @@ class Agent:
         if error is None and added == 0 and not run.plan.tasks and not known:
             error = "the plan has no tool calls; write at least one numbered call"
         this.plan_error = error if error is not None and not model_broke else None
-        if journal is not None:
-            journal.plan_attempt(attempt_no, stream.text, valid=error is None, error=error)
+        valid = error is None
+        spend.emit(ev.PlanAttempted, attempt=attempt_no, text=stream.text, valid=valid, error=error)
         return PlanAttempt(
             round=number, text=stream.text, valid=error is None, error=error, tasks=added
         )
@@ -716,7 +664,7 @@ class Agent:
         history: Sequence[Observation],
         *,
         force_finish: bool,
-        spend: _Spend,
+        spend: Spend,
     ) -> tuple[Decision | None, LLMCall]:
         """Ask the joiner; None instead of a decision if the deadline came first."""
         seen = history[-_MAX_HISTORY:]
