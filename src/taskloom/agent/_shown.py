@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from taskloom._ids import TaskId
+from taskloom.agent._decision import Finish, parse_decision
 from taskloom.agent._example import Example
 from taskloom.agent._observations import call_text, fields_used
 from taskloom.agent.prompts import Observation, result_text
@@ -95,11 +96,8 @@ def react_steps(example: Example, tools: Sequence[Tool]) -> tuple[list[tuple[str
     for task, arguments in _resolved(plan, by_name, results, outputs):
         call = f"{task.tool}({', '.join(render_value(v) for v in arguments.values())})"
         steps.append((call, result_text(results[task.id])))
-    answer = ""
-    if example.decision is not None:
-        from taskloom.agent._decision import parse_decision
-
-        answer = _fill(parse_decision(example.decision).answer if example.decision else "", outputs)
+    decision = parse_decision(example.decision or "")
+    answer = _fill(decision.answer, outputs) if isinstance(decision, Finish) else ""
     return steps, answer
 
 

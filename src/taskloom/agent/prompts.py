@@ -156,7 +156,7 @@ def joiner_messages(
     force_finish: bool,
     examples: Sequence[JoinShot] = (),
 ) -> list[Message]:
-    """The joiner's conversation: worked examples, the question, every result, the choice to make."""
+    """The joiner's conversation: worked examples, the question, its results, the choice."""
     system = JOINER_SYSTEM + (JOINER_FORCED if force_finish else "")
     messages = [Message("system", system)]
     for example in examples:
