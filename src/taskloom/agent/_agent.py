@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from taskloom._ids import RunId, TaskId
+from taskloom.agent._answer import UnresolvedAnswer, answer_references, render_finish
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._example import Example, check_examples
 from taskloom.agent._feed import feed_tasks, nothing_succeeded, unrepaired
@@ -112,6 +113,7 @@ class Agent:
         tool_latency: float = 0.0,
         extra_config: Mapping[str, Any] | None = None,
         examples: Iterable[Example] | None = None,
+        grounded: bool | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -146,11 +148,22 @@ class Agent:
             examples: worked examples over these tools, shown to the planner
                 (and, those with results and a decision, to the joiner): the
                 closest few to each question. None: notional ones.
+            grounded: make the joiner's answer come from the results: one to
+                four references (`$1.capital`) or values the results show,
+                so a small model cannot make a number up. The grammar
+                enforces it, so it needs the grammar on. None: on exactly
+                when the grammar is. Not grounded, the answer is free text,
+                which may hold references too. Either way the agent renders
+                references from the results (`Finish.written` keeps what the
+                model wrote), and a reference to a task with no result (or a
+                field its output lacks) asks for a new plan while rounds
+                remain, and on the last round gives the last result instead.
 
         Raises:
             UserError: for negative limits or bad tools, an `extra_config`
-                key that is one of the agent's own settings, or an example
-                that does not fit the tools.
+                key that is one of the agent's own settings, an example
+                that does not fit the tools, or `grounded=True` without the
+                grammar.
 
         """
         if max_replans < 0 or max_repairs < 0:
@@ -175,6 +188,10 @@ class Agent:
         self.max_repairs = max_repairs
         self.max_concurrency = max_concurrency
         self.grammar = uses_grammar(self.model, grammar)
+        if grounded and not self.grammar:
+            raise UserError("grounded answers are enforced by the grammar: pass grammar=True")
+        self.grounded = self.grammar if grounded is None else grounded
+        """Whether the joiner's answers must come from the results (see `grounded`)."""
         self._on_event = on_event
         self._on_plan_text = on_plan_text
         self.store = store
@@ -235,6 +252,7 @@ class Agent:
             max_repairs=int(config.get("max_repairs", 2)),
             max_concurrency=config.get("max_concurrency"),
             grammar=config.get("grammar"),
+            grounded=config.get("grounded"),
             budget=recorded_budget(config),
             tool_latency=float(config.get("tool_latency") or 0.0),
             store=store,
@@ -340,6 +358,7 @@ class Agent:
             max_repairs=self.max_repairs,
             max_concurrency=self.max_concurrency,
             grammar=self.grammar,
+            grounded=self.grounded,
             budget=self.budget,
         )
 
@@ -361,9 +380,10 @@ class Agent:
         if rounds and rounds[0].first_dispatch_at and rounds[0].planner_started_at:
             # Counted from the planner's start, as LLMCompiler reports it.
             timings.first_dispatch_s = rounds[0].first_dispatch_at - rounds[0].planner_started_at
-        answer = decisions[-1].answer if decisions and isinstance(decisions[-1], Finish) else None
+        final = decisions[-1] if decisions and isinstance(decisions[-1], Finish) else None
         if error is not None:
-            answer = None  # a failed request has no answer, whatever the joiner wrote
+            final = None  # a failed request has no answer, whatever the joiner wrote
+        answer = final.answer if final is not None else None
         status = "answered" if answer is not None else "failed"
         if spend.exhausted is not None and answer is None:
             status = "budget_exceeded"
@@ -371,6 +391,7 @@ class Agent:
         return AgentResult(
             question=question,
             answer=answer,
+            value=final.value if final is not None else None,
             status=status,
             exhausted=spend.exhausted,
             agent="llmcompiler",
@@ -437,7 +458,9 @@ class Agent:
             if not outputs and last:
                 return nothing_succeeded(history)  # no joiner: it could only make an answer up
             began = time.monotonic()
-            decision, call = await self._join(question, history, force_finish=last, spend=spend)
+            decision, call = await self._join(
+                question, history, outputs, force_finish=last, spend=spend
+            )
             timings.joiner_s += time.monotonic() - began
             joins.append(call)
             if decision is None:
@@ -690,14 +713,17 @@ class Agent:
         self,
         question: str,
         history: Sequence[Observation],
+        outputs: Mapping[TaskId, Any],
         *,
         force_finish: bool,
         spend: Spend,
     ) -> tuple[Decision | None, LLMCall]:
-        """Ask the joiner; None instead of a decision if the deadline came first."""
+        """Ask the joiner; None instead of a decision if the deadline came first.
+
+        A Finish comes back with its references rendered (`render_finish`).
+        """
         seen = history[-_MAX_HISTORY:]
-        observed = result_values(text for _, _, text in seen)
-        grammar = joiner_grammar(answers=observed) if self.grammar else None
+        grammar = self._joiner_grammar(seen, outputs) if self.grammar else None
         messages = joiner_messages(
             question, seen, force_finish=force_finish, examples=self._join_shots(question)
         )
@@ -716,7 +742,19 @@ class Agent:
             decision = Finish(answer=_fallback_answer(history), thought=decision.thought)
         if isinstance(decision, Finish) and not decision.answer:
             decision = Finish(answer=_fallback_answer(history), thought=decision.thought)
+        if isinstance(decision, Finish):
+            decision = _rendered(decision, outputs, history, force_finish=force_finish)
         return decision, call
+
+    def _joiner_grammar(self, seen: Sequence[Observation], outputs: Mapping[TaskId, Any]) -> str:
+        """The joiner's grammar: grounded in what `seen` shows, or free text."""
+        if not self.grounded:
+            return joiner_grammar()
+        done = [(TaskId(i), outputs[TaskId(i)]) for i, _, _ in seen if TaskId(i) in outputs]
+        return joiner_grammar(
+            answers=result_values(text for _, _, text in seen),
+            references=answer_references(done),
+        )
 
 
 async def _record_end(journal: RunJournal | None, status: str, *, exhausted: str | None) -> None:
@@ -737,6 +775,26 @@ def _tool_span(run: RunResult) -> float:
     starts = [t.started_at for t in run.tasks.values() if t.started_at is not None]
     ends = [t.finished_at for t in run.tasks.values() if t.finished_at is not None]
     return max(ends) - min(starts) if starts and ends else 0.0
+
+
+def _rendered(
+    finish: Finish,
+    outputs: Mapping[TaskId, Any],
+    history: Sequence[Observation],
+    *,
+    force_finish: bool,
+) -> Decision:
+    """The answer with its references rendered (see `Agent`'s `grounded`).
+
+    A reference that names no result is the joiner's mistake: it asks for a
+    new plan while rounds remain, and gives the last result on the last one.
+    """
+    try:
+        return render_finish(finish, outputs)
+    except UnresolvedAnswer as exc:
+        if not force_finish:
+            return Replan(reason=str(exc), thought=finish.thought)
+        return Finish(answer=_fallback_answer(history), thought=finish.thought, written=exc.written)
 
 
 def _fallback_answer(history: Sequence[Observation]) -> str:

@@ -2,7 +2,7 @@
 
 `taskloom resume` and `Agent.from_store()` rebuild the agent of a recorded
 request from these: its tools (found again where they were defined), its
-limits, its grammar choice, its budget, and the model when taskloom can
+limits, its grammar and grounding choices, its budget, and the model when taskloom can
 build it again (a server's address and name, or a GGUF file; never a key).
 """
 
@@ -37,6 +37,7 @@ def settings(
     max_repairs: int,
     max_concurrency: int | None,
     grammar: bool,
+    grounded: bool,
     budget: Budget | None,
 ) -> dict[str, Any]:
     """The JSON-able settings an agent request records (`RunRecord.config`)."""
@@ -50,6 +51,7 @@ def settings(
         "max_repairs": max_repairs,
         "max_concurrency": max_concurrency,
         "grammar": grammar,
+        "grounded": grounded,
         "budget": _budget_settings(budget),
     }
 
