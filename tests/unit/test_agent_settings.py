@@ -10,7 +10,8 @@ import pytest
 
 import taskloom
 from chat_server import chat_server
-from taskloom import Agent, Budget, Price, UserError
+from taskloom import Agent, Budget, Example, Price, UserError
+from taskloom.agent import GrammarLimits
 from taskloom.agent._settings import importable_recorded_tools
 from taskloom.cli import load_tools
 from taskloom.llm import OpenAICompatible
@@ -142,3 +143,56 @@ async def test_tools_built_at_run_time_record_no_source_and_are_left_to_the_call
         assert list(found) == [t.name for t in WORLD_TOOLS]
         with pytest.raises(UserError, match="cannot find the tools echo, python"):
             Agent.from_store(store, run.id, model=model)
+
+
+async def test_grammar_limits_shape_the_plan_grammar_and_are_recorded(tmp_path: Path) -> None:
+    limits = GrammarLimits(max_text=77, max_digits=19, max_parts=3)
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        model = ScriptedModel(['1. math("1+1")\n2. join()', "Action: Finish(2)"])
+        agent = Agent(
+            tools=WORLD_TOOLS, model=model, store=store, grammar=True, grammar_limits=limits
+        )
+        await agent.run("1+1?")
+        plan_grammar = model.options[0].grammar
+        assert plan_grammar is not None
+        assert "words ::= nchar{1,77}\n" in plan_grammar
+        assert "digits ::= [0-9]{1,19}\n" in plan_grammar
+        (run,) = store.runs()
+        assert store.load(run.id).config["grammar_limits"] == limits.to_json()
+        assert Agent.from_store(store, run.id, model=model).grammar_limits == limits
+    assert Agent(tools=WORLD_TOOLS, model=model).grammar_limits == GrammarLimits()
+    with pytest.raises(UserError, match="grammar_limits must be a GrammarLimits, not dict"):
+        Agent(tools=WORLD_TOOLS, model=model, grammar_limits={"max_text": 5})  # type: ignore[arg-type]
+
+
+async def test_the_examples_a_request_used_are_recorded_and_used_again(tmp_path: Path) -> None:
+    examples = [
+        Example(question="Double 2?", plan='1. math("2 * 2")'),
+        Example(
+            question="Capital of Kenya?",
+            plan='1. country("Kenya")',
+            results={"1": {"capital": "Nairobi", "ids": [1, None, True]}},
+            decision='Thought: it is "Nairobi".\nAction: Finish($1.capital)',
+        ),
+    ]
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        model = ScriptedModel(['1. math("1+1")\n2. join()', "Action: Finish(2)"])
+        await Agent(tools=WORLD_TOOLS, model=model, store=store, examples=examples).run("1+1?")
+        (run,) = store.runs()
+        recorded = store.load(run.id).config["examples"]
+        assert recorded == [e.to_json() for e in examples]
+        assert [Example.from_json(e) for e in recorded] == examples
+        again = Agent.from_store(store, run.id, model=model)
+        assert list(again.examples) == examples
+        # Tools that no longer fit the recorded examples: a clear error, not a bad prompt.
+        with pytest.raises(UserError, match="example 1 .*unknown tool 'math'"):
+            Agent.from_store(store, run.id, model=model, tools=WORLD_TOOLS[:2])
+
+
+async def test_a_request_without_examples_records_none(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        model = ScriptedModel(['1. math("1+1")\n2. join()', "Action: Finish(2)"])
+        await Agent(tools=WORLD_TOOLS, model=model, store=store).run("1+1?")
+        (run,) = store.runs()
+        assert store.load(run.id).config["examples"] == []
+        assert Agent.from_store(store, run.id, model=model).examples == ()

@@ -22,9 +22,17 @@ from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._example import Example, check_examples
 from taskloom.agent._feed import feed_tasks, nothing_succeeded, unrepaired
 from taskloom.agent._grammar import joiner_grammar, plan_grammar
+from taskloom.agent._limits import GrammarLimits
 from taskloom.agent._observations import fields_used, observations, recorded_observation
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
-from taskloom.agent._settings import recorded_budget, recorded_model, recorded_tools, settings
+from taskloom.agent._settings import (
+    recorded_budget,
+    recorded_examples,
+    recorded_grammar_limits,
+    recorded_model,
+    recorded_tools,
+    settings,
+)
 from taskloom.agent.prompts import (
     Observation,
     joiner_messages,
@@ -163,6 +171,7 @@ class Agent:
         tool_latency: float = 0.0,
         extra_config: Mapping[str, Any] | None = None,
         examples: Iterable[Example] | None = None,
+        grammar_limits: GrammarLimits | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -195,11 +204,15 @@ class Agent:
             examples: worked examples over these tools, shown to the planner
                 (and, those with results and a decision, to the joiner): the
                 closest few to each question. None: notional ones.
+            grammar_limits: how long thoughts, string arguments, numbers and
+                references in a plan may be when a grammar constrains the
+                model; by default `GrammarLimits()`, sized for general text.
 
         Raises:
             UserError: for negative limits or bad tools, an `extra_config`
-                key that is one of the agent's own settings, or an example
-                that does not fit the tools.
+                key that is one of the agent's own settings, an example that
+                does not fit the tools, or `grammar_limits` that is not a
+                GrammarLimits.
 
         """
         if max_replans < 0 or max_repairs < 0:
@@ -215,6 +228,12 @@ class Agent:
         self.max_repairs = max_repairs
         self.max_concurrency = max_concurrency
         self.grammar = uses_grammar(self.model, grammar)
+        if grammar_limits is not None and not isinstance(grammar_limits, GrammarLimits):
+            raise UserError(
+                f"grammar_limits must be a GrammarLimits, not {type(grammar_limits).__name__}"
+            )
+        self.grammar_limits = grammar_limits or GrammarLimits()
+        """The bounds of the plan grammar (used when `grammar` is on)."""
         self._on_event = on_event
         self._on_plan_text = on_plan_text
         self.store = store
@@ -248,8 +267,9 @@ class Agent:
         Everything comes from what the request recorded: its tools (imported
         again from the modules or files that define them), model (a server's
         URL and name, or a GGUF file; a key comes from the environment),
-        replan, repair and concurrency limits, grammar choice, tool latency
-        and budget. `tools` and `model` replace the recorded ones. Tools built
+        replan, repair and concurrency limits, grammar choice and limits,
+        worked examples, tool latency and budget. `tools` and `model` replace
+        the recorded ones. Tools built
         at run time (an MCP server's, `python_tool()`) have no module to be
         imported from: give them in `tools`, with the others.
 
@@ -257,8 +277,9 @@ class Agent:
             An Agent with `store` as its store.
 
         Raises:
-            UserError: if there is no such run, it is not an agent run, or its
-                tools or model cannot be found again and were not given.
+            UserError: if there is no such run, it is not an agent run, its
+                tools or model cannot be found again and were not given, or
+                its recorded examples do not fit the tools.
             ConfigError: if the recorded model settings no longer work (a
                 GGUF file that is gone).
             StoreError: if the store cannot be read.
@@ -277,6 +298,8 @@ class Agent:
             grammar=config.get("grammar"),
             budget=recorded_budget(config),
             tool_latency=float(config.get("tool_latency") or 0.0),
+            examples=recorded_examples(config),
+            grammar_limits=recorded_grammar_limits(config),
             store=store,
             on_event=on_event,
             on_plan_text=on_plan_text,
@@ -379,6 +402,8 @@ class Agent:
             max_repairs=self.max_repairs,
             max_concurrency=self.max_concurrency,
             grammar=self.grammar,
+            grammar_limits=self.grammar_limits,
+            examples=self.examples,
             budget=self.budget,
         )
 
@@ -658,7 +683,10 @@ class Agent:
         parser = PlanParser(tools=self.tools, known=known | held, rewritable=held)
         grammar = (
             plan_grammar(
-                self.tools, first_id=first_id, known_ids=sorted(known | set(run.plan.tasks))
+                self.tools,
+                first_id=first_id,
+                known_ids=sorted(known | set(run.plan.tasks)),
+                limits=self.grammar_limits,
             )
             if self.grammar
             else None

@@ -78,6 +78,15 @@ class Example:
         action = action.removeprefix("Action:").strip()
         return f"Thought: {thought}\nAction: {action}"
 
+    def to_json(self) -> dict[str, Any]:
+        """The example as a JSON object, as `from_json` and `load_examples` read it."""
+        data: dict[str, Any] = {"question": self.question, "plan": self.plan}
+        if self.results is not None:
+            data["results"] = dict(self.results)
+        if self.decision is not None:
+            data["decision"] = self.decision
+        return data
+
     @classmethod
     def from_json(cls, data: object) -> Example:
         """An example from a JSON object with the fields of this class.
@@ -190,4 +199,3 @@ def _check(example: Example, tools: Sequence[Tool]) -> None:
 
 def _count_calls(lines: Sequence[str]) -> int:
     return sum(1 for line in lines if re.match(r"^\d+\s*\.", line))
-

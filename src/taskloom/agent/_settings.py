@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from taskloom.agent._example import Example
+from taskloom.agent._limits import GrammarLimits
 from taskloom.engine import Budget, Price
 from taskloom.errors import UserError
 from taskloom.llm import BUNDLED_MODEL, ChatModel, Local, OpenAICompatible, model_from_config
@@ -21,6 +23,8 @@ __all__ = [
     "importable_recorded_tools",
     "model_settings",
     "recorded_budget",
+    "recorded_examples",
+    "recorded_grammar_limits",
     "recorded_model",
     "recorded_tool_names",
     "recorded_tools",
@@ -37,6 +41,8 @@ def settings(
     max_repairs: int,
     max_concurrency: int | None,
     grammar: bool,
+    grammar_limits: GrammarLimits,
+    examples: Sequence[Example],
     budget: Budget | None,
 ) -> dict[str, Any]:
     """The JSON-able settings an agent request records (`RunRecord.config`)."""
@@ -50,6 +56,9 @@ def settings(
         "max_repairs": max_repairs,
         "max_concurrency": max_concurrency,
         "grammar": grammar,
+        "grammar_limits": grammar_limits.to_json(),
+        # Inline: a few small examples, and the file they came from may change.
+        "examples": [e.to_json() for e in examples],
         "budget": _budget_settings(budget),
     }
 
@@ -131,6 +140,32 @@ def _recorded_sources(config: Mapping[str, Any]) -> list[Any]:
             "older taskloom); give the tools again (--tools, or tools=)"
         )
     return sources
+
+
+def recorded_examples(config: Mapping[str, Any]) -> list[Example] | None:
+    """The worked examples a request recorded; None if it recorded none (notional ones).
+
+    Raises:
+        UserError: if a recorded example is not a valid one.
+
+    """
+    recorded = config.get("examples")
+    if not recorded:
+        return None
+    if not isinstance(recorded, list):
+        raise UserError("the run's recorded examples are not a list")
+    return [Example.from_json(e) for e in recorded]
+
+
+def recorded_grammar_limits(config: Mapping[str, Any]) -> GrammarLimits | None:
+    """The grammar limits a request recorded; None (the defaults) if it recorded none.
+
+    Raises:
+        UserError: if the recorded limits are not valid ones.
+
+    """
+    recorded = config.get("grammar_limits")
+    return None if recorded is None else GrammarLimits.from_json(recorded)
 
 
 def recorded_budget(config: Mapping[str, Any]) -> Budget | None:

@@ -15,6 +15,7 @@ from taskloom.agent._agent import uses_grammar
 from taskloom.agent._decision import Decision, Finish
 from taskloom.agent._feed import nothing_succeeded
 from taskloom.agent._grammar import react_grammar
+from taskloom.agent._limits import GrammarLimits
 from taskloom.agent._result import AgentResult, LLMCall, Timings
 from taskloom.agent.prompts import react_messages, result_text, result_values
 from taskloom.engine import RunResult, TaskStatus, execute
@@ -43,6 +44,7 @@ class ReActAgent:
         max_concurrency: int | None = None,
         on_event: EventListener | None = None,
         on_text: Callable[[str], None] | None = None,
+        grammar_limits: GrammarLimits | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -54,9 +56,11 @@ class ReActAgent:
             max_concurrency: accepted for symmetry with `Agent`; ReAct runs one call at a time.
             on_event: receives the scheduler events of every tool call.
             on_text: receives each step's text as the model writes it.
+            grammar_limits: how long a step's thought and arguments may be
+                under the grammar; by default `GrammarLimits()`.
 
         Raises:
-            UserError: if max_steps is below 1.
+            UserError: if max_steps is below 1, or `grammar_limits` is not a GrammarLimits.
 
         """
         if max_steps < 1:
@@ -66,6 +70,11 @@ class ReActAgent:
         self.model = model if model is not None else model_from_config()
         self.max_steps = max_steps
         self.grammar = uses_grammar(self.model, grammar)
+        if grammar_limits is not None and not isinstance(grammar_limits, GrammarLimits):
+            raise UserError(
+                f"grammar_limits must be a GrammarLimits, not {type(grammar_limits).__name__}"
+            )
+        self.grammar_limits = grammar_limits or GrammarLimits()
         self._on_event = on_event
         self._on_text = on_text
 
@@ -95,7 +104,11 @@ class ReActAgent:
                 messages = react_messages(question, self.tools, steps)
                 # Finish quotes what was observed, as the joiner's does (see joiner_grammar).
                 observed = result_values(observation for _, observation in steps)
-                grammar = react_grammar(self.tools, answers=observed) if self.grammar else None
+                grammar = (
+                    react_grammar(self.tools, answers=observed, limits=self.grammar_limits)
+                    if self.grammar
+                    else None
+                )
                 began = time.monotonic()
                 stream = self.model.stream(
                     messages, max_tokens=_MAX_STEP_TOKENS, grammar=grammar, stop=["\nObservation"]
