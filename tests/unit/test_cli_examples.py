@@ -55,6 +55,7 @@ def test_the_readme_command_runs_over_the_books_alone(
     assert [t["output"] for t in out["tasks"]][1]["born"] == 1920
     planner_prompt = "\n".join(m.content for m in model.calls[0])
     assert "book(title: string)" in planner_prompt
+    assert "Where was the author of Solaris from?" in planner_prompt  # the closest example
     assert not any(re.search(rf"\b{name}\(", planner_prompt) for name in WORLD_NAMES)
     _, config = only_run(store_path)
     assert config["no_world"] is True
@@ -122,6 +123,7 @@ def test_resume_leaves_the_world_out_again(monkeypatch: pytest.MonkeyPatch, tmp_
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["answer"] == "1920"
     planner_prompt = "\n".join(m.content for m in model.calls[0])
+    assert "Who wrote Emma?" in planner_prompt  # the recorded example, shown again
     assert not any(re.search(rf"\b{name}\(", planner_prompt) for name in WORLD_NAMES)
 
 
@@ -194,3 +196,17 @@ def test_a_missing_examples_file_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "cannot read examples from" in result.stderr
+
+
+def test_the_world_bank_is_the_default_with_the_world_tools(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from taskloom.agent import load_examples
+    from taskloom.tools.world import EXAMPLES_PATH
+
+    scripted(monkeypatch, '1. country("Peru")\n2. join()\n', "Thought: x\nAction: Finish(Lima)")
+    store_path = tmp_path / "s.sqlite3"
+    result = runner.invoke(app, ["run", "Capital of Peru?", "--store", str(store_path)])
+    assert result.exit_code == 0, result.output
+    _, config = only_run(store_path)
+    assert config["examples"] == [e.to_json() for e in load_examples(EXAMPLES_PATH)]

@@ -23,6 +23,7 @@ from taskloom.agent._example import Example, check_examples
 from taskloom.agent._feed import feed_tasks, nothing_succeeded, unrepaired
 from taskloom.agent._grammar import joiner_grammar, plan_grammar
 from taskloom.agent._limits import GrammarLimits
+from taskloom.agent._notional import NOTIONAL_EXAMPLES
 from taskloom.agent._observations import fields_used, observations, recorded_observation
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
 from taskloom.agent._settings import (
@@ -33,7 +34,9 @@ from taskloom.agent._settings import (
     recorded_tools,
     settings,
 )
+from taskloom.agent._shown import choose, example_observations
 from taskloom.agent.prompts import (
+    JoinShot,
     Observation,
     joiner_messages,
     joiner_prefix,
@@ -58,6 +61,8 @@ __all__ = ["Agent", "uses_grammar"]
 _MAX_PLAN_TOKENS = 400
 _MAX_JOIN_TOKENS = 160
 _MAX_HISTORY = 30
+_SHOTS = 3
+"""Worked examples shown to the planner and the joiner: the closest of a larger set."""
 
 
 def uses_grammar(model: ChatModel, grammar: bool | None) -> bool:
@@ -223,6 +228,15 @@ class Agent:
         self.tools: list[Tool] = [t.with_latency(tool_latency) for t in given]
         self.examples = check_examples(examples or (), given)
         """The user's worked examples, checked against the tools; empty: notional ones."""
+        bank = self.examples or NOTIONAL_EXAMPLES
+        self._plan_bank = bank
+        # The notional examples are all shown, the same text for every question.
+        self._shots = _SHOTS if self.examples else len(bank)
+        self._join_bank = [
+            (e, JoinShot(e.question, example_observations(e, given), e.reply))
+            for e in bank
+            if e.reply is not None
+        ]
         self.model = model if model is not None else model_from_config()
         self.max_replans = max_replans
         self.max_repairs = max_repairs
@@ -557,6 +571,7 @@ class Agent:
                 messages = planner_messages(
                     question,
                     self.tools,
+                    examples=choose(question, self._plan_bank, self._shots),
                     history=history[-_MAX_HISTORY:],
                     replan_reason=reason,
                     first_id=first_id,
@@ -623,7 +638,14 @@ class Agent:
                 if len(lines) > shown:
                     shown = len(lines)
                     await model.warm(
-                        joiner_prefix(question, earlier, planned, force_finish=last, done=lines)
+                        joiner_prefix(
+                            question,
+                            earlier,
+                            planned,
+                            force_finish=last,
+                            done=lines,
+                            examples=self._join_shots(question),
+                        )
                     )
                 if len(lines) == len(planned):
                     return  # every line is read: the joiner only writes
@@ -738,6 +760,12 @@ class Agent:
             round=number, text=stream.text, valid=error is None, error=error, tasks=added
         )
 
+    def _join_shots(self, question: str) -> list[JoinShot]:
+        """The joiner's worked examples for `question`: those of the closest examples."""
+        shots = dict((id(e), shot) for e, shot in self._join_bank)
+        chosen = choose(question, [e for e, _ in self._join_bank], self._shots)
+        return [shots[id(e)] for e in chosen]
+
     async def _join(
         self,
         question: str,
@@ -750,7 +778,9 @@ class Agent:
         seen = history[-_MAX_HISTORY:]
         observed = result_values(text for _, _, text in seen)
         grammar = joiner_grammar(answers=observed) if self.grammar else None
-        messages = joiner_messages(question, seen, force_finish=force_finish)
+        messages = joiner_messages(
+            question, seen, force_finish=force_finish, examples=self._join_shots(question)
+        )
         stream = self.model.stream(messages, max_tokens=_MAX_JOIN_TOKENS, grammar=grammar)
         try:
             with anyio.move_on_after(spend.time_left()) as limit:
