@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import taskloom
 from chat_server import chat_server
 from taskloom import Agent, Budget, Example, Price, UserError
-from taskloom.agent import GrammarLimits
+from taskloom.agent import GrammarLimits, load_examples
 from taskloom.agent._settings import importable_recorded_tools
 from taskloom.cli import load_tools
 from taskloom.llm import OpenAICompatible
@@ -196,3 +197,35 @@ async def test_a_request_without_examples_records_none(tmp_path: Path) -> None:
         (run,) = store.runs()
         assert store.load(run.id).config["examples"] == []
         assert Agent.from_store(store, run.id, model=model).examples == ()
+
+
+async def test_a_large_set_of_examples_from_a_file_is_recorded_by_its_digest(
+    tmp_path: Path,
+) -> None:
+    bank = tmp_path / "bank.jsonl"
+    lines = [
+        json.dumps({"question": f"What is {i} doubled? {'x' * 200}", "plan": f'1. math("{i}*2")'})
+        for i in range(200)
+    ]
+    bank.write_text("\n".join(lines) + "\n")
+    small = tmp_path / "small.jsonl"
+    small.write_text(lines[0] + "\n")
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        model = ScriptedModel(['1. math("1+1")\n2. join()', "Action: Finish(2)"] * 2)
+        for path in (bank, small):
+            agent = Agent(tools=WORLD_TOOLS, model=model, store=store, examples=load_examples(path))
+            await agent.run("1+1?")
+        big_run, small_run = reversed(store.runs())
+        config = store.load(big_run.id).config
+        assert "examples" not in config
+        assert config["examples_file"]["path"] == str(bank.resolve())
+        again = Agent.from_store(store, big_run.id, model=model)
+        assert list(again.examples) == load_examples(bank)
+        # A small set is recorded inline: its file may change, the run's examples do not.
+        assert len(store.load(small_run.id).config["examples"]) == 1
+        bank.write_text(lines[1] + "\n")
+        with pytest.raises(UserError, match="has changed since the run was recorded"):
+            Agent.from_store(store, big_run.id, model=model)
+        given = [Example(question="q", plan='1. math("1")')]
+        chosen = Agent.from_store(store, big_run.id, model=model, examples=given)
+        assert list(chosen.examples) == given

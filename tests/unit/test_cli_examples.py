@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from taskloom.agent import Agent
 from taskloom.cli import app
 from taskloom.store import Store
 from taskloom.testing import ScriptedModel
@@ -209,4 +210,12 @@ def test_the_world_bank_is_the_default_with_the_world_tools(
     result = runner.invoke(app, ["run", "Capital of Peru?", "--store", str(store_path)])
     assert result.exit_code == 0, result.output
     _, config = only_run(store_path)
-    assert config["examples"] == [e.to_json() for e in load_examples(EXAMPLES_PATH)]
+    # The bank is large: recorded by its file and digest, not copied into every request.
+    assert "examples" not in config
+    recorded = config["examples_file"]
+    assert isinstance(recorded, dict)
+    assert recorded["path"] == str(EXAMPLES_PATH.resolve())
+    with Store.open(store_path) as store:
+        (run,) = store.runs()
+        again = Agent.from_store(store, run.id, model=ScriptedModel([]))
+    assert list(again.examples) == load_examples(EXAMPLES_PATH)

@@ -275,6 +275,7 @@ class Agent:
         model: ChatModel | None = None,
         on_event: EventListener | None = None,
         on_plan_text: Callable[[str], None] | None = None,
+        examples: Iterable[Example] | None = None,
     ) -> Agent:
         """The agent a recorded request ran with, to `resume()` it.
 
@@ -282,8 +283,8 @@ class Agent:
         again from the modules or files that define them), model (a server's
         URL and name, or a GGUF file; a key comes from the environment),
         replan, repair and concurrency limits, grammar choice and limits,
-        worked examples, tool latency and budget. `tools` and `model` replace
-        the recorded ones. Tools built
+        worked examples, tool latency and budget. `tools`, `model` and
+        `examples` replace the recorded ones. Tools built
         at run time (an MCP server's, `python_tool()`) have no module to be
         imported from: give them in `tools`, with the others.
 
@@ -293,7 +294,8 @@ class Agent:
         Raises:
             UserError: if there is no such run, it is not an agent run, its
                 tools or model cannot be found again and were not given, or
-                its recorded examples do not fit the tools.
+                its recorded examples do not fit the tools (or their file has
+                changed since) and none were given.
             ConfigError: if the recorded model settings no longer work (a
                 GGUF file that is gone).
             StoreError: if the store cannot be read.
@@ -312,7 +314,7 @@ class Agent:
             grammar=config.get("grammar"),
             budget=recorded_budget(config),
             tool_latency=float(config.get("tool_latency") or 0.0),
-            examples=recorded_examples(config),
+            examples=recorded_examples(config) if examples is None else examples,
             grammar_limits=recorded_grammar_limits(config),
             store=store,
             on_event=on_event,

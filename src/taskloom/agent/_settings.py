@@ -8,10 +8,11 @@ build it again (a server's address and name, or a GGUF file; never a key).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from taskloom.agent._example import Example
+from taskloom.agent._example import Example, load_examples
 from taskloom.agent._limits import GrammarLimits
 from taskloom.engine import Budget, Price
 from taskloom.errors import UserError
@@ -57,8 +58,7 @@ def settings(
         "max_concurrency": max_concurrency,
         "grammar": grammar,
         "grammar_limits": grammar_limits.to_json(),
-        # Inline: a few small examples, and the file they came from may change.
-        "examples": [e.to_json() for e in examples],
+        **_examples_settings(examples),
         "budget": _budget_settings(budget),
     }
 
@@ -142,13 +142,41 @@ def _recorded_sources(config: Mapping[str, Any]) -> list[Any]:
     return sources
 
 
+_INLINE_EXAMPLES = 32_000
+"""Characters of examples' JSON a request records inline; a larger set, read from one
+file, is recorded by that file's path and digest (a bank of hundreds of examples
+would otherwise be copied into every request of a batch)."""
+
+
+def _examples_settings(examples: Sequence[Example]) -> dict[str, Any]:
+    """The examples inline (the file they came from may change), or a large set's file."""
+    inline = [e.to_json() for e in examples]
+    origins = {e.origin for e in examples}
+    if len(origins) == 1 and None not in origins:
+        (origin,) = origins
+        assert origin is not None
+        if len(json.dumps(inline, default=str)) > _INLINE_EXAMPLES:
+            return {"examples_file": {"path": origin.path, "sha256": origin.sha256}}
+    return {"examples": inline}
+
+
 def recorded_examples(config: Mapping[str, Any]) -> list[Example] | None:
     """The worked examples a request recorded; None if it recorded none (notional ones).
 
     Raises:
-        UserError: if a recorded example is not a valid one.
+        UserError: if a recorded example is not a valid one, or the file a
+            large set was recorded by is gone or has changed since.
 
     """
+    spec = config.get("examples_file")
+    if isinstance(spec, Mapping):
+        examples = load_examples(str(spec.get("path")))
+        if examples[0].origin is None or examples[0].origin.sha256 != spec.get("sha256"):
+            raise UserError(
+                f"the examples file {spec.get('path')} has changed since the run was "
+                "recorded; give its examples (Agent.from_store(..., examples=...))"
+            )
+        return examples
     recorded = config.get("examples")
     if not recorded:
         return None
