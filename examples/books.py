@@ -1,6 +1,6 @@
 """Tools over a small bookshelf: the README's example of bringing your own tools.
 
-taskloom run "When was the author of Dune born?" --no-world \
+taskloom run "Who wrote Dune?" --no-world \
     --tools examples/books.py --examples examples/books.jsonl
 """
 
