@@ -9,15 +9,16 @@ run()                         one request, start to answer
 
 from __future__ import annotations
 
-import dataclasses
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from taskloom._ids import TaskId
+from taskloom._ids import RunId, TaskId
+from taskloom.agent._answer import UnresolvedAnswer, answer_references, render_finish
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._example import Example, check_examples
 from taskloom.agent._feed import feed_tasks, nothing_succeeded, unrepaired
@@ -35,6 +36,7 @@ from taskloom.agent._settings import (
     settings,
 )
 from taskloom.agent._shown import choose, example_observations
+from taskloom.agent._spend import Spend
 from taskloom.agent.prompts import (
     JoinShot,
     Observation,
@@ -48,8 +50,8 @@ from taskloom.engine import events as ev
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
-from taskloom.llm import ChatModel, ChatStream, Message, Warmable, model_from_config
-from taskloom.plan import PlanParser
+from taskloom.llm import ChatModel, Message, Warmable, model_from_config
+from taskloom.plan import PlanParser, Task
 from taskloom.store import CallCache, restore_tasks
 from taskloom.tools import Tool
 
@@ -95,63 +97,6 @@ class _Round:
     """The PlanError of the latest attempt, if the plan itself was wrong."""
 
 
-@dataclass(kw_only=True, slots=True)
-class _Spend:
-    """One request's bookkeeping: its journal, what it spent, and what it may."""
-
-    journal: RunJournal | None = None
-    budget: Budget | None = None
-    deadline_at: float | None = None
-    tokens: int = 0
-    cost: float = 0.0
-    tool_calls: int = 0
-    seq: int = 0
-    """The last event number, so the next round goes on counting."""
-    attempts: int = 0
-    """Plan attempts so far, over all rounds."""
-    exhausted: str | None = None
-    model_failed: bool = False
-    """Whether the model's error ended the request."""
-
-    def charge(self, purpose: str, messages: Sequence[Message], stream: ChatStream) -> None:
-        """Record one finished model call and check the token and cost budgets."""
-        usage = stream.usage
-        if usage is None:
-            return
-        self.tokens += usage.total_tokens
-        if self.journal is not None:
-            prompt = "\n".join(f"{m.role}: {m.content}" for m in messages)
-            self.journal.llm_call(
-                purpose,
-                usage.model,
-                prompt,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                latency_s=usage.duration_s,
-            )
-        budget = self.budget
-        if budget is None:
-            return
-        self.cost += budget.price(usage.model, usage.prompt_tokens, usage.completion_tokens)
-        if budget.tokens is not None and self.tokens > budget.tokens:
-            self.exhausted = self.exhausted or "tokens"
-        if budget.cost is not None and self.cost > budget.cost:
-            self.exhausted = self.exhausted or "cost"
-
-    def time_left(self) -> float | None:
-        """Seconds until the deadline, or None without one."""
-        if self.deadline_at is None:
-            return None
-        return max(0.0, self.deadline_at - time.monotonic())
-
-    def round_budget(self) -> Budget | None:
-        """The budget left for the next round's tool calls."""
-        if self.budget is None or self.budget.tool_calls is None:
-            return self.budget
-        left = max(0, self.budget.tool_calls - self.tool_calls)
-        return dataclasses.replace(self.budget, tool_calls=left)
-
-
 class Agent:
     """An LLMCompiler-style agent: a streamed plan, run in parallel, then a join.
 
@@ -176,6 +121,7 @@ class Agent:
         tool_latency: float = 0.0,
         extra_config: Mapping[str, Any] | None = None,
         examples: Iterable[Example] | None = None,
+        grounded: bool | None = None,
         grammar_limits: GrammarLimits | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
@@ -188,7 +134,9 @@ class Agent:
             max_repairs: times an invalid plan goes back to the model with its error.
             max_concurrency: tool calls running at once; None for no limit.
             grammar: constrain the model's output with grammars (see `uses_grammar`).
-            on_event: receives every scheduler event of every round.
+            on_event: receives every event of the request, in one sequence:
+                the scheduler's of every round, and the agent's own (its
+                model calls, plan attempts and decisions; `AgentEvent`).
             on_plan_text: receives the plan text as the model writes it, chunk by chunk.
             store: records every request (plans, tasks, events, LLM calls) so
                 it can be listed, shown and resumed.
@@ -209,15 +157,25 @@ class Agent:
             examples: worked examples over these tools, shown to the planner
                 (and, those with results and a decision, to the joiner): the
                 closest few to each question. None: notional ones.
+            grounded: make the joiner's answer come from the results: one to
+                four references (`$1.capital`) or values the results show,
+                so a small model cannot make a number up. The grammar
+                enforces it, so it needs the grammar on. None: on exactly
+                when the grammar is. Not grounded, the answer is free text,
+                which may hold references too. Either way the agent renders
+                references from the results (`Finish.written` keeps what the
+                model wrote), and a reference to a task with no result (or a
+                field its output lacks) asks for a new plan while rounds
+                remain, and on the last round gives the last result instead.
             grammar_limits: how long thoughts, string arguments, numbers and
                 references in a plan may be when a grammar constrains the
                 model; by default `GrammarLimits()`, sized for general text.
 
         Raises:
             UserError: for negative limits or bad tools, an `extra_config`
-                key that is one of the agent's own settings, an example that
-                does not fit the tools, or `grammar_limits` that is not a
-                GrammarLimits.
+                key that is one of the agent's own settings, an example
+                that does not fit the tools, `grounded=True` without the
+                grammar, or `grammar_limits` that is not a GrammarLimits.
 
         """
         if max_replans < 0 or max_repairs < 0:
@@ -248,6 +206,10 @@ class Agent:
             )
         self.grammar_limits = grammar_limits or GrammarLimits()
         """The bounds of the plan grammar (used when `grammar` is on)."""
+        if grounded and not self.grammar:
+            raise UserError("grounded answers are enforced by the grammar: pass grammar=True")
+        self.grounded = self.grammar if grounded is None else grounded
+        """Whether the joiner's answers must come from the results (see `grounded`)."""
         self._on_event = on_event
         self._on_plan_text = on_plan_text
         self.store = store
@@ -312,6 +274,7 @@ class Agent:
             max_repairs=int(config.get("max_repairs", 2)),
             max_concurrency=config.get("max_concurrency"),
             grammar=config.get("grammar"),
+            grounded=config.get("grounded"),
             budget=recorded_budget(config),
             tool_latency=float(config.get("tool_latency") or 0.0),
             examples=recorded_examples(config) if examples is None else examples,
@@ -385,7 +348,8 @@ class Agent:
         decisions: list[Decision] = []
         joins: list[LLMCall] = []
         error: str | None = None
-        spend = _Spend(budget=self.budget, journal=journal)
+        run_id = journal.run_id if journal is not None else RunId(uuid.uuid4().hex[:12])
+        spend = Spend(run_id=run_id, budget=self.budget, journal=journal, listener=self._on_event)
         if self.budget is not None and self.budget.deadline is not None:
             spend.deadline_at = started + self.budget.deadline
         if resumed is not None:
@@ -420,6 +384,7 @@ class Agent:
             grammar=self.grammar,
             grammar_limits=self.grammar_limits,
             examples=self.examples,
+            grounded=self.grounded,
             budget=self.budget,
         )
 
@@ -432,7 +397,7 @@ class Agent:
         decisions: list[Decision],
         joins: list[LLMCall],
         error: str | None,
-        spend: _Spend,
+        spend: Spend,
     ) -> AgentResult:
         timings.total_s = time.monotonic() - started
         timings.planner_s = sum(r.planner_s for r in rounds)
@@ -441,9 +406,10 @@ class Agent:
         if rounds and rounds[0].first_dispatch_at and rounds[0].planner_started_at:
             # Counted from the planner's start, as LLMCompiler reports it.
             timings.first_dispatch_s = rounds[0].first_dispatch_at - rounds[0].planner_started_at
-        answer = decisions[-1].answer if decisions and isinstance(decisions[-1], Finish) else None
+        final = decisions[-1] if decisions and isinstance(decisions[-1], Finish) else None
         if error is not None:
-            answer = None  # a failed request has no answer, whatever the joiner wrote
+            final = None  # a failed request has no answer, whatever the joiner wrote
+        answer = final.answer if final is not None else None
         status = "answered" if answer is not None else "failed"
         if spend.exhausted is not None and answer is None:
             status = "budget_exceeded"
@@ -451,6 +417,7 @@ class Agent:
         return AgentResult(
             question=question,
             answer=answer,
+            value=final.value if final is not None else None,
             status=status,
             exhausted=spend.exhausted,
             agent="llmcompiler",
@@ -472,7 +439,7 @@ class Agent:
         decisions: list[Decision],
         joins: list[LLMCall],
         timings: Timings,
-        spend: _Spend,
+        spend: Spend,
         resumed: RunRecord | None = None,
     ) -> str | None:
         """Plan, execute and join until the joiner answers or the rounds run out.
@@ -517,12 +484,15 @@ class Agent:
             if not outputs and last:
                 return nothing_succeeded(history)  # no joiner: it could only make an answer up
             began = time.monotonic()
-            decision, call = await self._join(question, history, force_finish=last, spend=spend)
+            decision, call = await self._join(
+                question, history, outputs, force_finish=last, spend=spend
+            )
             timings.joiner_s += time.monotonic() - began
             joins.append(call)
             if decision is None:
                 return None
             decisions.append(decision)
+            spend.decided(decision)
             if isinstance(decision, Finish) and not outputs:
                 return nothing_succeeded(history)
             if isinstance(decision, Finish) or spend.exhausted is not None:
@@ -538,7 +508,7 @@ class Agent:
         history: Sequence[Observation],
         earlier: Mapping[TaskId, Any],
         reason: str | None,
-        spend: _Spend,
+        spend: Spend,
     ) -> _Round:
         known = {TaskId(i) for i, _, _ in history}
         this = _Round()
@@ -548,11 +518,9 @@ class Agent:
                 spend.tool_calls += 1
                 if this.first_dispatch_at is None:
                     this.first_dispatch_at = event.at
-            spend.seq = event.seq
-            if self._on_event is not None:
-                self._on_event(event)
+            spend.seen(event)
 
-        journal = spend.journal
+        journal, spend.round = spend.journal, number
         if journal is not None:
             journal.round = number
         async with open_run(
@@ -560,13 +528,14 @@ class Agent:
             max_concurrency=self.max_concurrency,
             on_event=on_event,
             earlier=earlier,
-            run_id=journal.run_id if journal else None,
+            run_id=spend.run_id,
             journal=journal,
             budget=spend.round_budget(),
             stats=self.stats,
             deadline_at=spend.deadline_at,
             first_seq=spend.seq,
         ) as run:
+            spend.run = run  # the agent's events of this round go into its sequence
             repair: tuple[str, str] | None = None
             for _ in range(self.max_repairs + 1):
                 first_id = _next_id(known | set(run.plan.tasks))
@@ -601,6 +570,7 @@ class Agent:
                         last,
                     )
                     await run.wait()
+        spend.run = None
         this.run = run.result()
         this.used = fields_used(run.plan)
         return this
@@ -662,22 +632,16 @@ class Agent:
         tools: list[Tool],
         number: int,
         earlier: Mapping[TaskId, Any],
-        spend: _Spend,
+        spend: Spend,
     ) -> _Round:
         """The round a crash interrupted: its recorded tasks, settled or run again."""
-        this = _Round()
+        this, spend.round = _Round(), number
         if spend.journal is not None:
             spend.journal.round = number
-
-        def on_event(event: ev.Event) -> None:
-            spend.seq = event.seq
-            if self._on_event is not None:
-                self._on_event(event)
-
         async with open_run(
             tools=tools,
             max_concurrency=self.max_concurrency,
-            on_event=on_event,
+            on_event=spend.seen,
             earlier=earlier,
             run_id=record.id,
             journal=spend.journal,
@@ -700,7 +664,7 @@ class Agent:
         first_id: int,
         known: set[TaskId],
         this: _Round,
-        spend: _Spend,
+        spend: Spend,
     ) -> PlanAttempt:
         """Stream one plan from the model into the run; each task starts when its line ends."""
         held = set(run.plan.tasks)  # accepted from an earlier attempt at this plan
@@ -725,22 +689,28 @@ class Agent:
         error: str | None = None
         model_broke = False  # the stream failed, not the plan: what ran is still worth joining
         spend.attempts += 1
-        journal, attempt_no = spend.journal, spend.attempts
+        attempt_no = spend.attempts
+
+        def feed(tasks: list[Task]) -> int:
+            added = feed_tasks(tasks, run)
+            if added:  # the text so far survives a crash
+                text = parser.text
+                spend.emit(ev.PlanAttempted, attempt=attempt_no, text=text, valid=None, error=None)
+            return added
+
         try:
             with anyio.move_on_after(spend.time_left()) as limit:
                 async with stream:
                     async for chunk in stream:
                         if self._on_plan_text is not None:
                             self._on_plan_text(chunk)
-                        added += feed_tasks(
-                            parser.feed(chunk), run, journal, attempt_no, parser.text
-                        )
+                        added += feed(parser.feed(chunk))
                         if parser.done or not run.accepting:
                             break
             if limit.cancelled_caught:
                 spend.exhausted = spend.exhausted or "deadline"
             elif run.accepting:
-                added += feed_tasks(parser.close(), run, journal, attempt_no, parser.text)
+                added += feed(parser.close())
         except PlanError as exc:
             error = str(exc)
         except ModelError as exc:
@@ -756,8 +726,8 @@ class Agent:
         if error is None and added == 0 and not run.plan.tasks and not known:
             error = "the plan has no tool calls; write at least one numbered call"
         this.plan_error = error if error is not None and not model_broke else None
-        if journal is not None:
-            journal.plan_attempt(attempt_no, stream.text, valid=error is None, error=error)
+        valid = error is None
+        spend.emit(ev.PlanAttempted, attempt=attempt_no, text=stream.text, valid=valid, error=error)
         return PlanAttempt(
             round=number, text=stream.text, valid=error is None, error=error, tasks=added
         )
@@ -772,14 +742,17 @@ class Agent:
         self,
         question: str,
         history: Sequence[Observation],
+        outputs: Mapping[TaskId, Any],
         *,
         force_finish: bool,
-        spend: _Spend,
+        spend: Spend,
     ) -> tuple[Decision | None, LLMCall]:
-        """Ask the joiner; None instead of a decision if the deadline came first."""
+        """Ask the joiner; None instead of a decision if the deadline came first.
+
+        A Finish comes back with its references rendered (`render_finish`).
+        """
         seen = history[-_MAX_HISTORY:]
-        observed = result_values(text for _, _, text in seen)
-        grammar = joiner_grammar(answers=observed) if self.grammar else None
+        grammar = self._joiner_grammar(seen, outputs) if self.grammar else None
         messages = joiner_messages(
             question, seen, force_finish=force_finish, examples=self._join_shots(question)
         )
@@ -798,7 +771,19 @@ class Agent:
             decision = Finish(answer=_fallback_answer(history), thought=decision.thought)
         if isinstance(decision, Finish) and not decision.answer:
             decision = Finish(answer=_fallback_answer(history), thought=decision.thought)
+        if isinstance(decision, Finish):
+            decision = _rendered(decision, outputs, history, force_finish=force_finish)
         return decision, call
+
+    def _joiner_grammar(self, seen: Sequence[Observation], outputs: Mapping[TaskId, Any]) -> str:
+        """The joiner's grammar: grounded in what `seen` shows, or free text."""
+        if not self.grounded:
+            return joiner_grammar()
+        done = [(TaskId(i), outputs[TaskId(i)]) for i, _, _ in seen if TaskId(i) in outputs]
+        return joiner_grammar(
+            answers=result_values(text for _, _, text in seen),
+            references=answer_references(done),
+        )
 
 
 async def _record_end(journal: RunJournal | None, status: str, *, exhausted: str | None) -> None:
@@ -819,6 +804,26 @@ def _tool_span(run: RunResult) -> float:
     starts = [t.started_at for t in run.tasks.values() if t.started_at is not None]
     ends = [t.finished_at for t in run.tasks.values() if t.finished_at is not None]
     return max(ends) - min(starts) if starts and ends else 0.0
+
+
+def _rendered(
+    finish: Finish,
+    outputs: Mapping[TaskId, Any],
+    history: Sequence[Observation],
+    *,
+    force_finish: bool,
+) -> Decision:
+    """The answer with its references rendered (see `Agent`'s `grounded`).
+
+    A reference that names no result is the joiner's mistake: it asks for a
+    new plan while rounds remain, and gives the last result on the last one.
+    """
+    try:
+        return render_finish(finish, outputs)
+    except UnresolvedAnswer as exc:
+        if not force_finish:
+            return Replan(reason=str(exc), thought=finish.thought)
+        return Finish(answer=_fallback_answer(history), thought=finish.thought, written=exc.written)
 
 
 def _fallback_answer(history: Sequence[Observation]) -> str:

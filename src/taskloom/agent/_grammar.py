@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -165,7 +166,11 @@ def plan_grammar(
 
 
 def joiner_grammar(
-    *, answers: Sequence[str] = (), max_thought: int = 200, max_answer: int = 300
+    *,
+    answers: Sequence[str] = (),
+    references: Sequence[str] = (),
+    max_thought: int = 200,
+    max_answer: int = 300,
 ) -> str:
     """Build a GBNF grammar for the joiner's decision, LLMCompiler style.
 
@@ -175,12 +180,17 @@ def joiner_grammar(
     parenthesis that closes the action is unambiguous.
 
     Args:
-        answers: when given, Finish's answer is one to four of these texts
-            (values read from the results), separated by ", ": a grounded
-            answer, so a small model cannot finish with a number it made up
-            or copied from an example. Texts that could not be told apart
-            from the action's own syntax (a newline, unbalanced parentheses)
-            are left out; if none is left, the answer is free text.
+        answers: when given (or `references` are), the answer is grounded:
+            one to four items separated by ", ", each one of these texts
+            (values read from the results) or one of `references`, so a
+            small model cannot finish with a number it made up or copied
+            from an example. Texts that could not be told apart from the
+            action's own syntax (a newline, unbalanced parentheses) or from
+            a reference (`$1`) are left out; if nothing is left, the answer
+            is free text.
+        references: the references (`$1`, `$1.capital`, `$2.items[0].name`)
+            that name real results, which the agent renders into the answer.
+            Free text may hold references too; only here are they checked.
         max_thought: the longest thought, in characters.
         max_answer: the most characters or parenthesised groups in the answer.
 
@@ -194,20 +204,36 @@ def joiner_grammar(
     if max_thought < 1 or max_answer < 1:
         raise UserError("max_thought and max_answer must be at least 1")
     rules = {"root": f'"Thought: " tchar{{1,{max_thought}}} "\\nAction: " action'}
-    finish = _finish(answers, max_answer, rules)
+    plain = [a for a in answers if not _NAMES_A_RESULT.search(a)]
+    refs = sorted({r for r in references if _REFERENCE.fullmatch(r)})
+    if refs:
+        rules["ref"] = " | ".join(_gbnf_literal(r) for r in refs)
+    finish = _finish(plain, max_answer, rules, with_refs=bool(refs))
     rules["action"] = f'{finish} | "Replan(" achar{{1,{max_answer}}} ")"'
     rules.update(_ANSWER_RULES)
     rules["tchar"] = _TEXT_CHAR
     return _render(rules)
 
 
-def _finish(answers: Sequence[str], max_answer: int, rules: dict[str, str]) -> str:
-    """The Finish action: grounded in `answers` if any fit (adding their rule), else free."""
+_NAMES_A_RESULT = re.compile(r"\$\{?[0-9]")
+"""Text that the agent would read as a reference if an answer quoted it."""
+_REFERENCE = re.compile(r"\$[0-9]+(?:\.[A-Za-z_][A-Za-z0-9_]*|\[[0-9]+\])*")
+
+
+def _finish(
+    answers: Sequence[str], max_answer: int, rules: dict[str, str], *, with_refs: bool = False
+) -> str:
+    """The Finish action: grounded in `answers` (and `ref`) if any fit, adding their rules."""
     grounded = sorted({a for a in answers if _fits_an_answer(a)})
-    if not grounded:
+    if not grounded and not with_refs:
         return f'"Finish(" achar{{1,{max_answer}}} ")"'
-    rules["value"] = " | ".join(_gbnf_literal(a) for a in grounded)
-    return '"Finish(" value (", " value){0,3} ")"'
+    items = ([] if not grounded else ["value"]) + (["ref"] if with_refs else [])
+    if grounded:
+        rules["value"] = " | ".join(_gbnf_literal(a) for a in grounded)
+    item = items[0] if len(items) == 1 else "item"
+    if len(items) > 1:
+        rules["item"] = " | ".join(items)
+    return f'"Finish(" {item} (", " {item}){{0,3}} ")"'
 
 
 def _fits_an_answer(text: str) -> bool:

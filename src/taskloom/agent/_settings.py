@@ -2,7 +2,7 @@
 
 `taskloom resume` and `Agent.from_store()` rebuild the agent of a recorded
 request from these: its tools (found again where they were defined), its
-limits, its grammar choice, its budget, and the model when taskloom can
+limits, its grammar and grounding choices, its budget, and the model when taskloom can
 build it again (a server's address and name, or a GGUF file; never a key).
 """
 
@@ -44,6 +44,7 @@ def settings(
     grammar: bool,
     grammar_limits: GrammarLimits,
     examples: Sequence[Example],
+    grounded: bool,
     budget: Budget | None,
 ) -> dict[str, Any]:
     """The JSON-able settings an agent request records (`RunRecord.config`)."""
@@ -59,6 +60,7 @@ def settings(
         "grammar": grammar,
         "grammar_limits": grammar_limits.to_json(),
         **_examples_settings(examples),
+        "grounded": grounded,
         "budget": _budget_settings(budget),
     }
 
