@@ -23,10 +23,18 @@ from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._example import Example, check_examples
 from taskloom.agent._feed import feed_tasks, nothing_succeeded, unrepaired
 from taskloom.agent._grammar import joiner_grammar, plan_grammar
+from taskloom.agent._limits import GrammarLimits
 from taskloom.agent._notional import NOTIONAL_EXAMPLES
 from taskloom.agent._observations import fields_used, observations, recorded_observation
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
-from taskloom.agent._settings import recorded_budget, recorded_model, recorded_tools, settings
+from taskloom.agent._settings import (
+    recorded_budget,
+    recorded_examples,
+    recorded_grammar_limits,
+    recorded_model,
+    recorded_tools,
+    settings,
+)
 from taskloom.agent._shown import choose, example_observations
 from taskloom.agent._spend import Spend
 from taskloom.agent.prompts import (
@@ -114,6 +122,7 @@ class Agent:
         extra_config: Mapping[str, Any] | None = None,
         examples: Iterable[Example] | None = None,
         grounded: bool | None = None,
+        grammar_limits: GrammarLimits | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -158,12 +167,15 @@ class Agent:
                 model wrote), and a reference to a task with no result (or a
                 field its output lacks) asks for a new plan while rounds
                 remain, and on the last round gives the last result instead.
+            grammar_limits: how long thoughts, string arguments, numbers and
+                references in a plan may be when a grammar constrains the
+                model; by default `GrammarLimits()`, sized for general text.
 
         Raises:
             UserError: for negative limits or bad tools, an `extra_config`
                 key that is one of the agent's own settings, an example
-                that does not fit the tools, or `grounded=True` without the
-                grammar.
+                that does not fit the tools, `grounded=True` without the
+                grammar, or `grammar_limits` that is not a GrammarLimits.
 
         """
         if max_replans < 0 or max_repairs < 0:
@@ -188,6 +200,12 @@ class Agent:
         self.max_repairs = max_repairs
         self.max_concurrency = max_concurrency
         self.grammar = uses_grammar(self.model, grammar)
+        if grammar_limits is not None and not isinstance(grammar_limits, GrammarLimits):
+            raise UserError(
+                f"grammar_limits must be a GrammarLimits, not {type(grammar_limits).__name__}"
+            )
+        self.grammar_limits = grammar_limits or GrammarLimits()
+        """The bounds of the plan grammar (used when `grammar` is on)."""
         if grounded and not self.grammar:
             raise UserError("grounded answers are enforced by the grammar: pass grammar=True")
         self.grounded = self.grammar if grounded is None else grounded
@@ -219,14 +237,16 @@ class Agent:
         model: ChatModel | None = None,
         on_event: EventListener | None = None,
         on_plan_text: Callable[[str], None] | None = None,
+        examples: Iterable[Example] | None = None,
     ) -> Agent:
         """The agent a recorded request ran with, to `resume()` it.
 
         Everything comes from what the request recorded: its tools (imported
         again from the modules or files that define them), model (a server's
         URL and name, or a GGUF file; a key comes from the environment),
-        replan, repair and concurrency limits, grammar choice, tool latency
-        and budget. `tools` and `model` replace the recorded ones. Tools built
+        replan, repair and concurrency limits, grammar choice and limits,
+        worked examples, tool latency and budget. `tools`, `model` and
+        `examples` replace the recorded ones. Tools built
         at run time (an MCP server's, `python_tool()`) have no module to be
         imported from: give them in `tools`, with the others.
 
@@ -234,8 +254,10 @@ class Agent:
             An Agent with `store` as its store.
 
         Raises:
-            UserError: if there is no such run, it is not an agent run, or its
-                tools or model cannot be found again and were not given.
+            UserError: if there is no such run, it is not an agent run, its
+                tools or model cannot be found again and were not given, or
+                its recorded examples do not fit the tools (or their file has
+                changed since) and none were given.
             ConfigError: if the recorded model settings no longer work (a
                 GGUF file that is gone).
             StoreError: if the store cannot be read.
@@ -255,6 +277,8 @@ class Agent:
             grounded=config.get("grounded"),
             budget=recorded_budget(config),
             tool_latency=float(config.get("tool_latency") or 0.0),
+            examples=recorded_examples(config) if examples is None else examples,
+            grammar_limits=recorded_grammar_limits(config),
             store=store,
             on_event=on_event,
             on_plan_text=on_plan_text,
@@ -358,6 +382,8 @@ class Agent:
             max_repairs=self.max_repairs,
             max_concurrency=self.max_concurrency,
             grammar=self.grammar,
+            grammar_limits=self.grammar_limits,
+            examples=self.examples,
             grounded=self.grounded,
             budget=self.budget,
         )
@@ -645,7 +671,10 @@ class Agent:
         parser = PlanParser(tools=self.tools, known=known | held, rewritable=held)
         grammar = (
             plan_grammar(
-                self.tools, first_id=first_id, known_ids=sorted(known | set(run.plan.tasks))
+                self.tools,
+                first_id=first_id,
+                known_ids=sorted(known | set(run.plan.tasks)),
+                limits=self.grammar_limits,
             )
             if self.grammar
             else None
