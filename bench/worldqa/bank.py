@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,25 @@ async def _results(calls: Sequence[str]) -> dict[str, Any]:
     return {task_id: task.output for task_id, task in run.tasks.items()}
 
 
+_CHAIN = re.compile(r"\$\d+\.\w+(?:(?: \+ |, )\$\d+\.\w+)+")
+
+
+def _counting_down(call: str) -> str:
+    """A sum or list of references written last to first: `$3.x + $2.x + $1.x`.
+
+    Counting down ends at `$1`, past which no task exists, so a small model
+    copying the form has nowhere to go but the end of the string; counting
+    up, it tends to go on past the last lookup (`... + $7.x + $6.x`).
+    """
+
+    def reverse(match: re.Match[str]) -> str:
+        chain = match[0]
+        separator = " + " if " + " in chain else ", "
+        return separator.join(reversed(chain.split(separator)))
+
+    return _CHAIN.sub(reverse, call)
+
+
 def _decision(draft: Any, results: dict[str, Any]) -> str:
     if draft.kind == "replan":
         return f"Replan({draft.second_step})"
@@ -68,8 +88,9 @@ async def build() -> list[dict[str, Any]]:
             if draft.question in taken or draft.question in seen:
                 continue
             seen.add(draft.question)
-            results = await _results(draft.calls)
-            plan = render_plan(draft.calls).rstrip().rsplit("\n", 1)[0]  # without join()
+            calls = [_counting_down(call) for call in draft.calls]
+            results = await _results(calls)
+            plan = render_plan(calls).rstrip().rsplit("\n", 1)[0]  # without join()
             examples.append(
                 {
                     "question": draft.question,
