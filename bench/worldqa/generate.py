@@ -1,8 +1,15 @@
 """Generate WorldQA, a question set for benchmarking a planning agent against ReAct.
 
     .venv/bin/python bench/worldqa/generate.py [--seed 20240611] [--out PATH]
+    .venv/bin/python bench/worldqa/generate.py --heldout   # = --seed 20250922 --out heldout.jsonl
 
-Writes `questions.jsonl` next to this file, one question a line:
+WorldQA comes in two halves drawn from the same families with different
+seeds: `questions.jsonl` (seed 20240611) is the tuning half, which prompts
+and examples may be tuned on; `heldout.jsonl` (seed 20250922) is held out,
+and the benchmark's targets are read on it. A file written anywhere but the
+tuning half's place must share no question text with the tuning half (the
+generator checks; 20250922 is the first seed from 20250900 whose draw shares
+none). Each line is one question:
 
     {"id": "q001", "question": "...", "answer": 123 or "Nairobi", "kind": "aggregate",
      "family": "sum_population", "width": 3, "needs_replan": false, "tolerance": 0.01,
@@ -46,12 +53,13 @@ from families import (  # noqa: E402
 )
 from places import check_places  # noqa: E402
 from replan import replans  # noqa: E402
-from score import QUESTIONS_PATH, score  # noqa: E402
+from score import HELDOUT_PATH, QUESTIONS_PATH, load_questions, score  # noqa: E402
 
 import taskloom  # noqa: E402
 from taskloom.tools.world import WORLD_TOOLS  # noqa: E402
 
 DEFAULT_SEED = 20240611
+HELDOUT_SEED = 20250922
 FAMILIES: tuple[Family, ...] = (lookups, aggregates, derived_facts, derived_distances, replans)
 MIN_QUESTIONS = 120
 MIN_WIDE = 25  # questions of width 4 or more
@@ -191,6 +199,21 @@ def check_mix(records: Sequence[dict[str, Any]]) -> None:
         raise AssertionError("; ".join(problems))
 
 
+def check_disjoint(records: Sequence[dict[str, Any]], tuning: Sequence[dict[str, Any]]) -> None:
+    """Check that a held-out set asks none of the tuning half's questions.
+
+    Raises:
+        AssertionError: naming the questions both sets ask.
+
+    """
+    shared = sorted({r["question"] for r in records} & {t["question"] for t in tuning})
+    if shared:
+        raise AssertionError(
+            f"{len(shared)} questions are also in the tuning half ({QUESTIONS_PATH.name}); "
+            f"choose another seed: {shared[:3]}"
+        )
+
+
 def summary(records: Sequence[dict[str, Any]]) -> str:
     """Count the questions by kind and by width, for the terminal.
 
@@ -212,15 +235,26 @@ def summary(records: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="RNG seed")
-    parser.add_argument("--out", type=Path, default=QUESTIONS_PATH, help="where to write")
+    parser.add_argument("--seed", type=int, default=None, help=f"RNG seed ({DEFAULT_SEED})")
+    parser.add_argument("--out", type=Path, default=None, help="where to write")
+    parser.add_argument(
+        "--heldout",
+        action="store_true",
+        help=f"write the held-out half: seed {HELDOUT_SEED}, {HELDOUT_PATH.name}",
+    )
     args = parser.parse_args(argv)
+    if args.seed is None:
+        args.seed = HELDOUT_SEED if args.heldout else DEFAULT_SEED
+    if args.out is None:
+        args.out = HELDOUT_PATH if args.heldout else QUESTIONS_PATH
 
     check_places()
     drafts = draw(args.seed)
     anyio.run(verify, drafts)
     records = [to_record(i, d) for i, d in enumerate(drafts, start=1)]
     check_mix(records)
+    if args.out.resolve() != QUESTIONS_PATH.resolve():
+        check_disjoint(records, load_questions(QUESTIONS_PATH))
     lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     args.out.write_text("".join(lines), encoding="utf-8")
     print(summary(records))
