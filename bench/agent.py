@@ -438,7 +438,10 @@ def main() -> None:
         help="the WorldQA questions: tuning, heldout, both (reported separately) or a file",
     )
     parser.add_argument("--limit", type=int, default=None, help="questions per phase and set")
-    parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--no-report", action="store_true", help="leave docs/benchmarks.md alone")
+    parser.add_argument(
+        "--runs", type=Path, default=RESULTS, help=f"where every run is logged ({RESULTS.name})"
+    )
     args = parser.parse_args()
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = sorted(set(phases) - {*WORLD_PHASES, *ELEMENT_PHASES})
@@ -450,8 +453,8 @@ def main() -> None:
     if world_halves:
         world_setup()  # a missing example bank stops the run before any model is loaded
     results: PhaseRows = {}
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as log:
+    args.runs.parent.mkdir(parents=True, exist_ok=True)
+    with args.runs.open("a") as log:
         for backend_name in args.backend.split(","):
             with backend(backend_name) as model:
                 results |= run_backend(backend_name, model, phases, world_halves, args.limit, log)
