@@ -1,73 +1,200 @@
+import json
+from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
-from taskloom import Plan, execute
-from taskloom.agent._examples import PLAN_EXAMPLES, closest, join_examples, react_examples
+import taskloom
+from taskloom.agent import Agent, Example, load_examples
+from taskloom.agent._notional import NOTIONAL_EXAMPLES, NOTIONAL_TOOLS
+from taskloom.agent._shown import choose, closest, example_observations, react_steps
 from taskloom.agent.prompts import joiner_messages, planner_messages, react_messages
-from taskloom.tools.world import WORLD_TOOLS
+from taskloom.agent.react import ReActAgent
+from taskloom.errors import UserError
+from taskloom.testing import ScriptedModel
+from taskloom.tools.world import EXAMPLES_PATH, WORLD_TOOLS
+
+WORLD_NAMES = [t.name for t in WORLD_TOOLS]
 
 
-@pytest.mark.parametrize("example", PLAN_EXAMPLES, ids=lambda e: e.question[:40])
-def test_every_example_plan_runs_on_the_world_tools(example: object) -> None:
-    plan = Plan.parse(example.plan, tools=WORLD_TOOLS)  # type: ignore[attr-defined]
-    assert plan.joined
-    result = anyio.run(lambda: execute(plan, tools=WORLD_TOOLS))
-    assert all(t.status == "done" for t in result.tasks.values()), result.to_dict()
+@taskloom.tool
+def book(isbn: str) -> dict[str, Any]:
+    """A book by its ISBN: title, author, year, pages."""
+    return {"title": "T", "author": "A", "year": 1999, "pages": 320}
+
+
+@taskloom.tool
+def add(a: float, b: float) -> float:
+    """Add two numbers."""
+    return a + b
+
+
+USER_TOOLS = [book, add]
+
+
+def _agent(**kwargs: Any) -> Agent:
+    return Agent(model=ScriptedModel([]), **{"tools": USER_TOOLS, **kwargs})
+
+
+def test_the_world_bank_loads_and_fits_the_world_tools() -> None:
+    bank = load_examples(EXAMPLES_PATH)
+    agent = Agent(tools=WORLD_TOOLS, model=ScriptedModel([]), examples=bank)
+    assert len(agent.examples) == len(bank) >= 100
+    assert all(e.results is not None and e.reply is not None for e in bank)
+
+
+def test_no_prompt_built_for_user_tools_names_a_world_tool() -> None:
+    question = "How many pages have the books 0-19-852663-6 and 0-14-044913-6 together?"
+    agent = _agent()
+    plan = planner_messages(
+        question, USER_TOOLS, examples=choose(question, agent._plan_bank, agent._shots)
+    )
+    join = joiner_messages(question, [], force_finish=False, examples=agent._join_shots(question))
+    react = ReActAgent(tools=USER_TOOLS, model=ScriptedModel([]))
+    steps = react_messages(question, USER_TOOLS, [], examples=react._shots(question))
+    for messages in (plan, join, steps):
+        text = "\n".join(m.content for m in messages)
+        assert not [name for name in WORLD_NAMES if f"{name}(" in text], text
+    text = "\n".join(m.content for m in plan)
+    assert "book(isbn: string)" in text and "weather(city: string)" in text
+
+
+def test_notional_examples_come_with_their_tools_in_the_catalogue_form() -> None:
+    question = "Which book is longer?"
+    messages = planner_messages(question, USER_TOOLS, examples=NOTIONAL_EXAMPLES)
+    assert "Tools:" not in messages[0].content  # each question brings its own
+    assert messages[1].content.startswith("Tools:\n- stock_quote(symbol: string): ")
+    assert messages[-1].content == (
+        "Tools:\n- book(isbn: string): A book by its ISBN: title, author, year, pages.\n"
+        "- add(a: number, b: number): Add two numbers.\n\nQuestion: Which book is longer?"
+    )
+
+
+def test_user_examples_share_the_catalogue_in_the_system_text() -> None:
+    example = Example(question="How long is book 1?", plan='1. book("1")')
+    messages = planner_messages("How long is book 2?", USER_TOOLS, examples=[example])
+    assert "Tools:\n- book(isbn: string)" in messages[0].content
+    assert [m.content for m in messages[1:]] == [
+        "Question: How long is book 1?",
+        '1. book("1")\n2. join()<END_OF_PLAN>',
+        "Question: How long is book 2?",
+    ]
+
+
+def test_prompts_for_different_questions_share_the_notional_examples() -> None:
+    agent = _agent()
+
+    def prompt(question: str) -> list[Any]:
+        return planner_messages(
+            question, USER_TOOLS, examples=choose(question, agent._plan_bank, agent._shots)
+        )[:-1]
+
+    assert prompt("How long is book 1?") == prompt("Who wrote book 2 and 3?")
 
 
 def test_the_closest_examples_come_last() -> None:
-    chosen = closest("What is the combined population of France and Germany?", PLAN_EXAMPLES, 3)
-    assert chosen[-1].question == "What is the combined population of Italy and Spain?"
-    joins = closest("What is the distance between Oslo and Rome in miles?", join_examples(), 2)
-    assert joins[-1].question == "What is the distance between Madrid and Rome in miles?"
+    bank = load_examples(EXAMPLES_PATH)
+    chosen = closest("What is the capital of Peru?", bank, 3)
+    assert len(chosen) == 3
+    assert chosen[-1].question.startswith("What is the capital of ")
 
 
-def test_planner_prompt_shows_the_anchors_then_the_closest_example_before_the_question() -> None:
-    question = "What is the combined population of France and Germany?"
-    messages = planner_messages(question, WORLD_TOOLS)
-    assert messages[0].role == "system" and "distance(city_a: string, city_b: string)" in (
-        messages[0].content
-    )
-    assert messages[1].content == "Question: What is the distance between Madrid and Rome in miles?"
-    assert messages[-3].content == "Question: What is the combined population of Italy and Spain?"
-    assert messages[-1].content == f"Question: {question}"
+def test_joiner_and_react_examples_replay_the_plans_with_their_results() -> None:
+    example = next(e for e in NOTIONAL_EXAMPLES if e.question.startswith("What is the total"))
+    seen = example_observations(example, [])
+    assert seen[-1] == ("3", 'calculator(expression="30 * 41.5 + 12 * 120.25")', "2688")
+    # A record that fed a later call shows only the fields it was read for.
+    assert seen[0][2] == '{"price": 41.5}'
+    steps, answer = react_steps(example, [])
+    assert [call for call, _ in steps][-1] == 'calculator("30 * 41.5 + 12 * 120.25")'
+    assert answer == "2688"
+    boolean = next(e for e in NOTIONAL_EXAMPLES if "active" in e.question)
+    assert react_steps(boolean, [])[1] == "true"
 
 
 @pytest.mark.parametrize(
-    ("build", "anchor_turns"),
+    ("example", "problem"),
     [
-        (lambda q: planner_messages(q, WORLD_TOOLS), 2 * 2),
-        (lambda q: joiner_messages(q, [], force_finish=False), 1 * 2),
-        # question, three (action, observation) steps, finish
-        (lambda q: react_messages(q, WORLD_TOOLS, []), 1 + 3 * 2 + 1),
+        (Example(question="q", plan='1. nope("x")'), "nope"),
+        (Example(question="q", plan="1. book(3)"), "isbn"),
+        (Example(question="q", plan='1. book("1")\n3. book("2")'), "numbered 1, 2, 3"),
+        (Example(question="q", plan='1. book("1")', decision="Finish($1)"), "results"),
+        (
+            Example(question="q", plan='1. book("1")', results={"2": 1}, decision="Finish(x)"),
+            "tasks the plan does not have",
+        ),
+        (
+            Example(question="q", plan='1. book("1")', results={"1": {}}, decision="Finish($4)"),
+            "without results",
+        ),
+        (
+            Example(question="q", plan='1. book("1")', results={"1": {}}, decision="maybe"),
+            "Finish(...) or Replan(...)",
+        ),
+        (Example(question="q", plan="1. join()"), "no tool calls"),
     ],
-    ids=["planner", "joiner", "react"],
 )
-def test_prompts_for_different_questions_share_the_system_text_and_anchors(
-    build: Any, anchor_turns: int
-) -> None:
-    # A model that keeps the state of earlier prompts reads the shared start once.
-    one = build("What is the average population of the cities Lima, Quito and Bogota?")
-    other = build("How far is Oslo from Rome in miles?")
-    first_difference = next(i for i, (a, b) in enumerate(zip(one, other, strict=False)) if a != b)
-    assert first_difference == 1 + anchor_turns
+def test_a_bad_example_is_rejected_when_the_agent_is_built(example: Example, problem: str) -> None:
+    with pytest.raises(UserError, match="example 1") as caught:
+        _agent(examples=[example])
+    assert problem in str(caught.value)
 
 
-def test_react_and_join_examples_replay_the_plans_with_real_results() -> None:
-    react = {e.question: e for e in react_examples()}
-    trip = react["What is the distance between Madrid and Rome in miles?"]
-    assert [a.split("Action: ")[1] for a, _ in trip.steps] == [
-        'distance("Madrid", "Rome")',
-        'convert(1365.3, "km", "mile")',
+def test_an_example_is_checked_for_react_too() -> None:
+    with pytest.raises(UserError, match="nope"):
+        ReActAgent(
+            tools=USER_TOOLS,
+            model=ScriptedModel([]),
+            examples=[Example(question="q", plan='1. nope("x")')],
+        )
+
+
+def test_notional_examples_fit_their_tools() -> None:
+    agent = Agent(tools=NOTIONAL_TOOLS, model=ScriptedModel([]), examples=NOTIONAL_EXAMPLES)
+    assert len(agent.examples) == len(NOTIONAL_EXAMPLES)
+
+
+def test_examples_load_from_json_lines(tmp_path: Path) -> None:
+    path = tmp_path / "examples.jsonl"
+    lines = [
+        {"question": "How long is book 1?", "plan": '1. book("1")'},
+        {
+            "question": "How long are books 1 and 2 together?",
+            "plan": '1. book("1")\n2. book("2")\n3. add($1.pages, $2.pages)\n4. join()',
+            "results": {"1": {"pages": 3}, "2": {"pages": 4}, "3": 7},
+            "decision": "Finish($3)",
+        },
     ]
-    assert trip.finish.endswith("Action: Finish(848.36)") or "Finish(848" in trip.finish
-    joins = {e.question: e for e in join_examples()}
-    assert joins["What is the capital of Kenya?"].decision.endswith("Finish(Nairobi)")
-    assert (
-        "Replan("
-        in joins[
-            "Which is more populous, Kenya or Uganda, and how many people live in its capital?"
-        ].decision
-    )
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    examples = load_examples(path)
+    assert [e.question for e in examples] == [line["question"] for line in lines]
+    assert _agent(examples=examples).examples == tuple(examples)
+    assert examples[1].reply == "Thought: The results answer the question.\nAction: Finish($3)"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{not json", "line 1"),
+        ('["a list"]', "JSON object"),
+        ('{"question": "q"}', "'plan'"),
+        ('{"question": "q", "plan": "1. book(\\"1\\")", "extra": 1}', "unknown fields: extra"),
+        ('{"question": "q", "plan": "p", "results": [1]}', "'results'"),
+        ("", "no examples"),
+    ],
+)
+def test_a_bad_examples_file_is_a_clear_error(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "examples.jsonl"
+    path.write_text(text)
+    with (
+        pytest.raises(UserError, match="examples")
+        if problem == "no examples"
+        else pytest.raises(UserError, match="line 1") as caught
+    ):
+        load_examples(path)
+    assert problem in str(caught.value)
+
+
+def test_a_missing_examples_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot read examples"):
+        load_examples(tmp_path / "none.jsonl")

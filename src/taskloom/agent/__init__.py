@@ -1,8 +1,8 @@
 """The agent: a planner that streams a plan, the scheduler that runs it, a joiner that answers."""
 
 from taskloom.agent._agent import Agent, uses_grammar
-from taskloom.agent._example import Example, load_examples
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
+from taskloom.agent._example import Example, load_examples
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
 from taskloom.agent.batch import BatchItem, BatchRequest, read_requests, run_batch
 

@@ -9,23 +9,27 @@ run()                         one request, start to answer
 
 from __future__ import annotations
 
-import dataclasses
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from taskloom._ids import TaskId
+from taskloom._ids import RunId, TaskId
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._example import Example, check_examples
 from taskloom.agent._feed import feed_tasks, nothing_succeeded, unrepaired
 from taskloom.agent._grammar import joiner_grammar, plan_grammar
+from taskloom.agent._notional import NOTIONAL_EXAMPLES
 from taskloom.agent._observations import fields_used, observations, recorded_observation
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
 from taskloom.agent._settings import recorded_budget, recorded_model, recorded_tools, settings
+from taskloom.agent._shown import choose, example_observations
+from taskloom.agent._spend import Spend
 from taskloom.agent.prompts import (
+    JoinShot,
     Observation,
     joiner_messages,
     joiner_prefix,
@@ -37,8 +41,8 @@ from taskloom.engine import events as ev
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
-from taskloom.llm import ChatModel, ChatStream, Message, Warmable, model_from_config
-from taskloom.plan import PlanParser
+from taskloom.llm import ChatModel, Message, Warmable, model_from_config
+from taskloom.plan import PlanParser, Task
 from taskloom.store import CallCache, restore_tasks
 from taskloom.tools import Tool
 
@@ -50,6 +54,8 @@ __all__ = ["Agent", "uses_grammar"]
 _MAX_PLAN_TOKENS = 400
 _MAX_JOIN_TOKENS = 160
 _MAX_HISTORY = 30
+_SHOTS = 3
+"""Worked examples shown to the planner and the joiner: the closest of a larger set."""
 
 
 def uses_grammar(model: ChatModel, grammar: bool | None) -> bool:
@@ -80,63 +86,6 @@ class _Round:
     calls: list[LLMCall] = field(default_factory=list)
     plan_error: str | None = None
     """The PlanError of the latest attempt, if the plan itself was wrong."""
-
-
-@dataclass(kw_only=True, slots=True)
-class _Spend:
-    """One request's bookkeeping: its journal, what it spent, and what it may."""
-
-    journal: RunJournal | None = None
-    budget: Budget | None = None
-    deadline_at: float | None = None
-    tokens: int = 0
-    cost: float = 0.0
-    tool_calls: int = 0
-    seq: int = 0
-    """The last event number, so the next round goes on counting."""
-    attempts: int = 0
-    """Plan attempts so far, over all rounds."""
-    exhausted: str | None = None
-    model_failed: bool = False
-    """Whether the model's error ended the request."""
-
-    def charge(self, purpose: str, messages: Sequence[Message], stream: ChatStream) -> None:
-        """Record one finished model call and check the token and cost budgets."""
-        usage = stream.usage
-        if usage is None:
-            return
-        self.tokens += usage.total_tokens
-        if self.journal is not None:
-            prompt = "\n".join(f"{m.role}: {m.content}" for m in messages)
-            self.journal.llm_call(
-                purpose,
-                usage.model,
-                prompt,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                latency_s=usage.duration_s,
-            )
-        budget = self.budget
-        if budget is None:
-            return
-        self.cost += budget.price(usage.model, usage.prompt_tokens, usage.completion_tokens)
-        if budget.tokens is not None and self.tokens > budget.tokens:
-            self.exhausted = self.exhausted or "tokens"
-        if budget.cost is not None and self.cost > budget.cost:
-            self.exhausted = self.exhausted or "cost"
-
-    def time_left(self) -> float | None:
-        """Seconds until the deadline, or None without one."""
-        if self.deadline_at is None:
-            return None
-        return max(0.0, self.deadline_at - time.monotonic())
-
-    def round_budget(self) -> Budget | None:
-        """The budget left for the next round's tool calls."""
-        if self.budget is None or self.budget.tool_calls is None:
-            return self.budget
-        left = max(0, self.budget.tool_calls - self.tool_calls)
-        return dataclasses.replace(self.budget, tool_calls=left)
 
 
 class Agent:
@@ -174,7 +123,9 @@ class Agent:
             max_repairs: times an invalid plan goes back to the model with its error.
             max_concurrency: tool calls running at once; None for no limit.
             grammar: constrain the model's output with grammars (see `uses_grammar`).
-            on_event: receives every scheduler event of every round.
+            on_event: receives every event of the request, in one sequence:
+                the scheduler's of every round, and the agent's own (its
+                model calls, plan attempts and decisions; `AgentEvent`).
             on_plan_text: receives the plan text as the model writes it, chunk by chunk.
             store: records every request (plans, tasks, events, LLM calls) so
                 it can be listed, shown and resumed.
@@ -210,6 +161,15 @@ class Agent:
         self.tools: list[Tool] = [t.with_latency(tool_latency) for t in given]
         self.examples = check_examples(examples or (), given)
         """The user's worked examples, checked against the tools; empty: notional ones."""
+        bank = self.examples or NOTIONAL_EXAMPLES
+        self._plan_bank = bank
+        # The notional examples are all shown, the same text for every question.
+        self._shots = _SHOTS if self.examples else len(bank)
+        self._join_bank = [
+            (e, JoinShot(e.question, example_observations(e, given), e.reply))
+            for e in bank
+            if e.reply is not None
+        ]
         self.model = model if model is not None else model_from_config()
         self.max_replans = max_replans
         self.max_repairs = max_repairs
@@ -346,7 +306,8 @@ class Agent:
         decisions: list[Decision] = []
         joins: list[LLMCall] = []
         error: str | None = None
-        spend = _Spend(budget=self.budget, journal=journal)
+        run_id = journal.run_id if journal is not None else RunId(uuid.uuid4().hex[:12])
+        spend = Spend(run_id=run_id, budget=self.budget, journal=journal, listener=self._on_event)
         if self.budget is not None and self.budget.deadline is not None:
             spend.deadline_at = started + self.budget.deadline
         if resumed is not None:
@@ -391,7 +352,7 @@ class Agent:
         decisions: list[Decision],
         joins: list[LLMCall],
         error: str | None,
-        spend: _Spend,
+        spend: Spend,
     ) -> AgentResult:
         timings.total_s = time.monotonic() - started
         timings.planner_s = sum(r.planner_s for r in rounds)
@@ -431,7 +392,7 @@ class Agent:
         decisions: list[Decision],
         joins: list[LLMCall],
         timings: Timings,
-        spend: _Spend,
+        spend: Spend,
         resumed: RunRecord | None = None,
     ) -> str | None:
         """Plan, execute and join until the joiner answers or the rounds run out.
@@ -482,6 +443,7 @@ class Agent:
             if decision is None:
                 return None
             decisions.append(decision)
+            spend.decided(decision)
             if isinstance(decision, Finish) and not outputs:
                 return nothing_succeeded(history)
             if isinstance(decision, Finish) or spend.exhausted is not None:
@@ -497,7 +459,7 @@ class Agent:
         history: Sequence[Observation],
         earlier: Mapping[TaskId, Any],
         reason: str | None,
-        spend: _Spend,
+        spend: Spend,
     ) -> _Round:
         known = {TaskId(i) for i, _, _ in history}
         this = _Round()
@@ -507,11 +469,9 @@ class Agent:
                 spend.tool_calls += 1
                 if this.first_dispatch_at is None:
                     this.first_dispatch_at = event.at
-            spend.seq = event.seq
-            if self._on_event is not None:
-                self._on_event(event)
+            spend.seen(event)
 
-        journal = spend.journal
+        journal, spend.round = spend.journal, number
         if journal is not None:
             journal.round = number
         async with open_run(
@@ -519,19 +479,21 @@ class Agent:
             max_concurrency=self.max_concurrency,
             on_event=on_event,
             earlier=earlier,
-            run_id=journal.run_id if journal else None,
+            run_id=spend.run_id,
             journal=journal,
             budget=spend.round_budget(),
             stats=self.stats,
             deadline_at=spend.deadline_at,
             first_seq=spend.seq,
         ) as run:
+            spend.run = run  # the agent's events of this round go into its sequence
             repair: tuple[str, str] | None = None
             for _ in range(self.max_repairs + 1):
                 first_id = _next_id(known | set(run.plan.tasks))
                 messages = planner_messages(
                     question,
                     self.tools,
+                    examples=choose(question, self._plan_bank, self._shots),
                     history=history[-_MAX_HISTORY:],
                     replan_reason=reason,
                     first_id=first_id,
@@ -559,6 +521,7 @@ class Agent:
                         last,
                     )
                     await run.wait()
+        spend.run = None
         this.run = run.result()
         this.used = fields_used(run.plan)
         return this
@@ -598,7 +561,14 @@ class Agent:
                 if len(lines) > shown:
                     shown = len(lines)
                     await model.warm(
-                        joiner_prefix(question, earlier, planned, force_finish=last, done=lines)
+                        joiner_prefix(
+                            question,
+                            earlier,
+                            planned,
+                            force_finish=last,
+                            done=lines,
+                            examples=self._join_shots(question),
+                        )
                     )
                 if len(lines) == len(planned):
                     return  # every line is read: the joiner only writes
@@ -613,22 +583,16 @@ class Agent:
         tools: list[Tool],
         number: int,
         earlier: Mapping[TaskId, Any],
-        spend: _Spend,
+        spend: Spend,
     ) -> _Round:
         """The round a crash interrupted: its recorded tasks, settled or run again."""
-        this = _Round()
+        this, spend.round = _Round(), number
         if spend.journal is not None:
             spend.journal.round = number
-
-        def on_event(event: ev.Event) -> None:
-            spend.seq = event.seq
-            if self._on_event is not None:
-                self._on_event(event)
-
         async with open_run(
             tools=tools,
             max_concurrency=self.max_concurrency,
-            on_event=on_event,
+            on_event=spend.seen,
             earlier=earlier,
             run_id=record.id,
             journal=spend.journal,
@@ -651,7 +615,7 @@ class Agent:
         first_id: int,
         known: set[TaskId],
         this: _Round,
-        spend: _Spend,
+        spend: Spend,
     ) -> PlanAttempt:
         """Stream one plan from the model into the run; each task starts when its line ends."""
         held = set(run.plan.tasks)  # accepted from an earlier attempt at this plan
@@ -673,22 +637,28 @@ class Agent:
         error: str | None = None
         model_broke = False  # the stream failed, not the plan: what ran is still worth joining
         spend.attempts += 1
-        journal, attempt_no = spend.journal, spend.attempts
+        attempt_no = spend.attempts
+
+        def feed(tasks: list[Task]) -> int:
+            added = feed_tasks(tasks, run)
+            if added:  # the text so far survives a crash
+                text = parser.text
+                spend.emit(ev.PlanAttempted, attempt=attempt_no, text=text, valid=None, error=None)
+            return added
+
         try:
             with anyio.move_on_after(spend.time_left()) as limit:
                 async with stream:
                     async for chunk in stream:
                         if self._on_plan_text is not None:
                             self._on_plan_text(chunk)
-                        added += feed_tasks(
-                            parser.feed(chunk), run, journal, attempt_no, parser.text
-                        )
+                        added += feed(parser.feed(chunk))
                         if parser.done or not run.accepting:
                             break
             if limit.cancelled_caught:
                 spend.exhausted = spend.exhausted or "deadline"
             elif run.accepting:
-                added += feed_tasks(parser.close(), run, journal, attempt_no, parser.text)
+                added += feed(parser.close())
         except PlanError as exc:
             error = str(exc)
         except ModelError as exc:
@@ -704,11 +674,17 @@ class Agent:
         if error is None and added == 0 and not run.plan.tasks and not known:
             error = "the plan has no tool calls; write at least one numbered call"
         this.plan_error = error if error is not None and not model_broke else None
-        if journal is not None:
-            journal.plan_attempt(attempt_no, stream.text, valid=error is None, error=error)
+        valid = error is None
+        spend.emit(ev.PlanAttempted, attempt=attempt_no, text=stream.text, valid=valid, error=error)
         return PlanAttempt(
             round=number, text=stream.text, valid=error is None, error=error, tasks=added
         )
+
+    def _join_shots(self, question: str) -> list[JoinShot]:
+        """The joiner's worked examples for `question`: those of the closest examples."""
+        shots = dict((id(e), shot) for e, shot in self._join_bank)
+        chosen = choose(question, [e for e, _ in self._join_bank], self._shots)
+        return [shots[id(e)] for e in chosen]
 
     async def _join(
         self,
@@ -716,13 +692,15 @@ class Agent:
         history: Sequence[Observation],
         *,
         force_finish: bool,
-        spend: _Spend,
+        spend: Spend,
     ) -> tuple[Decision | None, LLMCall]:
         """Ask the joiner; None instead of a decision if the deadline came first."""
         seen = history[-_MAX_HISTORY:]
         observed = result_values(text for _, _, text in seen)
         grammar = joiner_grammar(answers=observed) if self.grammar else None
-        messages = joiner_messages(question, seen, force_finish=force_finish)
+        messages = joiner_messages(
+            question, seen, force_finish=force_finish, examples=self._join_shots(question)
+        )
         stream = self.model.stream(messages, max_tokens=_MAX_JOIN_TOKENS, grammar=grammar)
         try:
             with anyio.move_on_after(spend.time_left()) as limit:

@@ -190,4 +190,3 @@ def _check(example: Example, tools: Sequence[Tool]) -> None:
 
 def _count_calls(lines: Sequence[str]) -> int:
     return sum(1 for line in lines if re.match(r"^\d+\s*\.", line))
-

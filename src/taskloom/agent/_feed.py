@@ -14,14 +14,11 @@ from taskloom.agent.prompts import Observation
 from taskloom.engine import Run, TaskStatus
 from taskloom.errors import PlanError
 from taskloom.plan import Task
-from taskloom.store import RunJournal
 
 __all__ = ["feed_tasks", "nothing_succeeded", "unrepaired"]
 
 
-def feed_tasks(
-    tasks: Iterable[Task], run: Run, journal: RunJournal | None, attempt: int, text: str
-) -> int:
+def feed_tasks(tasks: Iterable[Task], run: Run) -> int:
     """Add parsed tasks to the run while it accepts them; return how many were added or changed.
 
     A task the run already holds (a plan written again after an error) is
@@ -40,8 +37,6 @@ def feed_tasks(
             continue
         run.add(task)
         added += 1
-    if added and journal is not None:  # the text so far survives a crash
-        journal.plan_attempt(attempt, text, valid=None)
     return added
 
 

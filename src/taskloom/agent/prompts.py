@@ -2,23 +2,25 @@
 
 Every prompt is a short system text, a few worked examples as earlier turns
 (so that even a small base model sees the exact format it must continue),
-and the request. The examples (`_examples.py`) use the built-in world tools
-and are shown only when those tools are present: fixed anchors, then the one
-most like the question.
+and the request. The examples are the user's, over their own tools, or
+notional ones over tools shown with them (`_notional.py`); `_shown.py`
+chooses them for the question. Nothing here knows any tool by name.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from taskloom.agent._examples import PLAN_EXAMPLES, join_examples, react_examples, shown
+from taskloom.agent._example import Example
 from taskloom.llm import Message
 from taskloom.tools import Tool
 
 __all__ = [
+    "JoinShot",
     "Observation",
+    "ReActShot",
     "joiner_messages",
     "planner_messages",
     "react_messages",
@@ -30,48 +32,52 @@ __all__ = [
 Observation = tuple[str, str, str]
 """One finished call as the models see it: (task id, call text, result text)."""
 
+
+class JoinShot(NamedTuple):
+    """A worked example for the joiner: a question, its results, and the reply to it."""
+
+    question: str
+    results: Sequence[Observation]
+    reply: str
+
+
+class ReActShot(NamedTuple):
+    """A worked example for ReAct: a question, its (call, observation) steps, and the answer."""
+
+    question: str
+    steps: Sequence[tuple[str, str]]
+    answer: str
+    tools: Sequence[Tool]
+    """The tools the example calls, when they are not the agent's own (notional); else empty."""
+
+
 _MAX_RESULT_CHARS = 400
-_EXAMPLE_RESULT_CHARS = 120
-# The examples every prompt shows before the one closest to its question: a
-# dependent chain and a comparison for plans, a replan for the joiner; ReAct
-# examples are whole conversations, so one anchor there.
-_PLAN_ANCHORS = (
-    "What is the distance between Madrid and Rome in miles?",
-    "Which has the most people: Iran, Turkey or Thailand?",
-)
-_JOIN_ANCHORS = (
-    "Which is more populous, Kenya or Uganda, and how many people live in its capital?",
-)
-_REACT_ANCHORS = ("What is the combined population of Italy and Spain?",)
+_EXAMPLE_RESULT_CHARS = 160
 _MAX_DESCRIPTION_CHARS = 240
 
 PLANNER_SYSTEM = """\
 You answer questions by writing a plan of tool calls. Write one call per line, \
 numbered. Calls that do not need each other run at the same time, so look up \
-everything you need at once and combine it at the end. Use $N for the result of \
-call N and $N.field for one field of it, also inside quoted text. Use only these \
-tools, then end the plan with a join() line and <END_OF_PLAN>.
-
-Tools:
-{tools}"""
+everything the question names at once and combine it at the end. Use $N for the \
+result of call N and $N.field for one field of it, also inside quoted text. Use \
+only the tools given, then end the plan with a join() line and <END_OF_PLAN>.\
+"""
 
 JOINER_SYSTEM = """\
 You read a question and the results of the tool calls made for it, then either \
 answer it or ask for a new plan. Write one Thought line, then either \
-Action: Finish(the answer, with its number or name) or Action: Replan(what is \
-still missing)."""
+Action: Finish(the answer) or Action: Replan(what is still missing). In the \
+answer, $N is the whole result of call N and $N.field one field of it: \
+Finish($2) or Finish($1.name) answers with exactly that value.\
+"""
 
 JOINER_FORCED = " This is the last round: you must Finish with the best answer you have."
 
 REACT_SYSTEM = """\
 You answer questions with tools, one call at a time. Each turn, write one \
 Thought line and one Action line: either a single tool call, or \
-Finish(the answer). You then see the call's Observation.
-
-Tools:
-{tools}"""
-
-_WORLD = frozenset({"country", "city", "distance", "math", "convert"})
+Finish(the answer). You then see the call's Observation. Use only the tools given.\
+"""
 
 
 def tool_catalogue(tools: Iterable[Tool]) -> str:
@@ -85,14 +91,25 @@ def tool_catalogue(tools: Iterable[Tool]) -> str:
     return "\n".join(lines)
 
 
-def _has_world_tools(tools: Sequence[Tool]) -> bool:
-    return _WORLD <= {t.name for t in tools}
+def _with_tools(system: str, tools: Sequence[Tool], notional: bool) -> str:
+    """The system text, with the catalogue when every question shares it (no notional examples)."""
+    if notional:
+        return system
+    return f"{system}\n\nTools:\n{tool_catalogue(tools)}"
+
+
+def _question(question: str, tools: Sequence[Tool] | None) -> str:
+    """A question turn; with notional examples each question comes with its own tools."""
+    if tools is None:
+        return f"Question: {question}"
+    return f"Tools:\n{tool_catalogue(tools)}\n\nQuestion: {question}"
 
 
 def planner_messages(
     question: str,
     tools: Sequence[Tool],
     *,
+    examples: Sequence[Example] = (),
     history: Sequence[Observation] = (),
     replan_reason: str | None = None,
     first_id: int = 1,
@@ -103,18 +120,20 @@ def planner_messages(
     Args:
         question: what the user asked.
         tools: the tools a plan may call.
+        examples: the worked examples to show, in order; those with their own
+            `tools` (notional) are shown with them, and then so is the request.
         history: results of earlier plans in this run, which new calls may use.
         replan_reason: why the joiner asked for a new plan.
         first_id: the number the new plan's first call must carry.
         repair: (the plan text so far, the PlanError message) to fix.
 
     """
-    messages = [Message("system", PLANNER_SYSTEM.format(tools=tool_catalogue(tools)))]
-    if _has_world_tools(tools):
-        for example in shown(question, PLAN_EXAMPLES, _PLAN_ANCHORS):
-            messages.append(Message("user", f"Question: {example.question}"))
-            messages.append(Message("assistant", example.calls))
-    request = f"Question: {question}"
+    notional = any(e.tools for e in examples)
+    messages = [Message("system", _with_tools(PLANNER_SYSTEM, tools, notional))]
+    for example in examples:
+        messages.append(Message("user", _question(example.question, example.tools or None)))
+        messages.append(Message("assistant", example.calls))
+    request = _question(question, tools if notional else None)
     if history:
         request += "\n\nResults so far (usable as $N):\n" + _observations(history)
         request += f"\n\nStill needed: {replan_reason or 'the rest of the answer'}."
@@ -131,17 +150,20 @@ def planner_messages(
 
 
 def joiner_messages(
-    question: str, observations: Sequence[Observation], *, force_finish: bool
+    question: str,
+    observations: Sequence[Observation],
+    *,
+    force_finish: bool,
+    examples: Sequence[JoinShot] = (),
 ) -> list[Message]:
-    """The joiner's conversation: the question, every result, and the choice to make."""
+    """The joiner's conversation: worked examples, the question, its results, the choice."""
     system = JOINER_SYSTEM + (JOINER_FORCED if force_finish else "")
     messages = [Message("system", system)]
-    if _has_world_tools_named(observations):
-        for example in shown(question, join_examples(), _JOIN_ANCHORS):
-            # Shortened results: the examples teach the form, and prompt tokens are time.
-            results = [(i, call, _shorten(text)) for i, call, text in example.results]
-            messages.append(Message("user", _joiner_request(example.question, results)))
-            messages.append(Message("assistant", example.decision))
+    for example in examples:
+        # Shortened results: the examples teach the form, and prompt tokens are time.
+        results = [(i, call, _shorten(text)) for i, call, text in example.results]
+        messages.append(Message("user", _joiner_request(example.question, results)))
+        messages.append(Message("assistant", example.reply))
     messages.append(Message("user", _joiner_request(question, observations)))
     return messages
 
@@ -153,6 +175,7 @@ def joiner_prefix(
     *,
     force_finish: bool,
     done: Sequence[Observation] = (),
+    examples: Sequence[JoinShot] = (),
 ) -> list[Message]:
     """The start of the joiner's conversation while this round's results are coming in.
 
@@ -161,16 +184,13 @@ def joiner_prefix(
     names this round's calls (their results are ignored); `done` are the
     result lines of its first calls, those that have settled.
     """
-    messages = joiner_messages(question, [*earlier, *planned], force_finish=force_finish)
+    messages = joiner_messages(
+        question, [*earlier, *planned], force_finish=force_finish, examples=examples
+    )
     head = f"Question: {question}\nResults:\n"
     if earlier or done:
         head += _observations([*earlier, *done]) + "\n"
     return [*messages[:-1], Message("user", head)]
-
-
-def _has_world_tools_named(observations: Sequence[Observation]) -> bool:
-    # The examples speak of world tools; show them when the results do too.
-    return any(call.split("(", 1)[0] in _WORLD for _, call, _ in observations) or not observations
 
 
 def _joiner_request(question: str, observations: Sequence[Observation]) -> str:
@@ -179,18 +199,24 @@ def _joiner_request(question: str, observations: Sequence[Observation]) -> str:
 
 
 def react_messages(
-    question: str, tools: Sequence[Tool], steps: Sequence[tuple[str, str]]
+    question: str,
+    tools: Sequence[Tool],
+    steps: Sequence[tuple[str, str]],
+    *,
+    examples: Sequence[ReActShot] = (),
 ) -> list[Message]:
     """The ReAct conversation: examples, the question, and each (action, observation) so far."""
-    messages = [Message("system", REACT_SYSTEM.format(tools=tool_catalogue(tools)))]
-    if _has_world_tools(tools):
-        for example in shown(question, react_examples(), _REACT_ANCHORS):
-            messages.append(Message("user", f"Question: {example.question}"))
-            for action, observation in example.steps:
-                messages.append(Message("assistant", action))
-                messages.append(Message("user", f"Observation: {observation}"))
-            messages.append(Message("assistant", example.finish))
-    messages.append(Message("user", f"Question: {question}"))
+    notional = any(e.tools for e in examples)
+    messages = [Message("system", _with_tools(REACT_SYSTEM, tools, notional))]
+    for example in examples:
+        messages.append(Message("user", _question(example.question, example.tools or None)))
+        for i, (call, observation) in enumerate(example.steps):
+            thought = "Thought: I look this up first." if i == 0 else "Thought: Next call."
+            messages.append(Message("assistant", f"{thought}\nAction: {call}"))
+            messages.append(Message("user", f"Observation: {observation}"))
+        finish = f"Thought: That answers it.\nAction: Finish({example.answer})"
+        messages.append(Message("assistant", finish))
+    messages.append(Message("user", _question(question, tools if notional else None)))
     for action, observation in steps:
         messages.append(Message("assistant", action))
         messages.append(Message("user", f"Observation: {observation}"))

@@ -8,15 +8,18 @@ at most one tool call; nothing runs in parallel.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from taskloom._ids import TaskId
 from taskloom.agent._agent import uses_grammar
 from taskloom.agent._decision import Decision, Finish
+from taskloom.agent._example import Example, check_examples
 from taskloom.agent._feed import nothing_succeeded
 from taskloom.agent._grammar import react_grammar
+from taskloom.agent._notional import NOTIONAL_EXAMPLES
 from taskloom.agent._result import AgentResult, LLMCall, Timings
-from taskloom.agent.prompts import react_messages, result_text, result_values
+from taskloom.agent._shown import choose, react_steps
+from taskloom.agent.prompts import ReActShot, react_messages, result_text, result_values
 from taskloom.engine import RunResult, TaskStatus, execute
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.engine._scheduler import EventListener
@@ -28,6 +31,8 @@ from taskloom.tools import Tool
 __all__ = ["ReActAgent"]
 
 _MAX_STEP_TOKENS = 160
+_SHOTS = 2
+"""Worked examples shown: whole conversations, so fewer than the planner's."""
 
 
 class ReActAgent:
@@ -43,6 +48,7 @@ class ReActAgent:
         max_concurrency: int | None = None,
         on_event: EventListener | None = None,
         on_text: Callable[[str], None] | None = None,
+        examples: Iterable[Example] | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -54,9 +60,11 @@ class ReActAgent:
             max_concurrency: accepted for symmetry with `Agent`; ReAct runs one call at a time.
             on_event: receives the scheduler events of every tool call.
             on_text: receives each step's text as the model writes it.
+            examples: worked examples over these tools (those with results and
+                a decision are replayed one call at a time); None: notional ones.
 
         Raises:
-            UserError: if max_steps is below 1.
+            UserError: if max_steps is below 1, or an example does not fit the tools.
 
         """
         if max_steps < 1:
@@ -68,6 +76,18 @@ class ReActAgent:
         self.grammar = uses_grammar(self.model, grammar)
         self._on_event = on_event
         self._on_text = on_text
+        given = check_examples(examples or (), self.tools)
+        bank = given or NOTIONAL_EXAMPLES
+        self._count = _SHOTS if given else len(bank)
+        self._bank = [
+            (e, ReActShot(e.question, *react_steps(e, self.tools), tools=e.tools))
+            for e in bank
+            if e.reply is not None and e.decision is not None and "Replan" not in e.decision
+        ]
+
+    def _shots(self, question: str) -> list[ReActShot]:
+        shots = {id(e): shot for e, shot in self._bank}
+        return [shots[id(e)] for e in choose(question, [e for e, _ in self._bank], self._count)]
 
     async def run(self, question: str) -> AgentResult:
         """Answer one question, one tool call at a time.
@@ -92,7 +112,9 @@ class ReActAgent:
         try:
             for number in range(1, self.max_steps + 1):
                 last = number == self.max_steps
-                messages = react_messages(question, self.tools, steps)
+                messages = react_messages(
+                    question, self.tools, steps, examples=self._shots(question)
+                )
                 # Finish quotes what was observed, as the joiner's does (see joiner_grammar).
                 observed = result_values(observation for _, observation in steps)
                 grammar = react_grammar(self.tools, answers=observed) if self.grammar else None

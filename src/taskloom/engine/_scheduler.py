@@ -193,6 +193,28 @@ class Run:
         """Call `listener` with every future event, synchronously and in order."""
         self._listeners.append(listener)
 
+    def emit(self, kind: type[ev.AgentEvent], **fields: Any) -> ev.AgentEvent:
+        """Put an event from outside the scheduler (an agent's model call) into the run's sequence.
+
+        It is numbered after every event so far and delivered to the run's
+        listeners (its journal's among them) like the scheduler's own.
+
+        Returns:
+            The event, as delivered.
+
+        Raises:
+            UserError: if the run has finished (nothing happens in a run after
+                `run_finished`), or `kind` is not an `AgentEvent`.
+
+        """
+        if not (isinstance(kind, type) and issubclass(kind, ev.AgentEvent)):
+            raise UserError(f"Run.emit() takes AgentEvent kinds, not {kind!r}")
+        if self.finished:
+            raise UserError(f"run {self.run_id} has finished: it takes no more events")
+        event = self._emit(kind, **fields)
+        assert isinstance(event, ev.AgentEvent)
+        return event
+
     # -- public: editing ------------------------------------------------------
 
     def add(self, task: Task) -> None:
@@ -797,9 +819,10 @@ class Run:
             self._done.set()  # first: a listener that raises cannot keep the run unfinished
             self._emit(ev.RunFinished, status=str(self._status()))
 
-    def _emit(self, kind: type[ev.Event], **fields: Any) -> None:
+    def _emit(self, kind: type[ev.Event], **fields: Any) -> ev.Event:
         self._seq += 1
         event = kind(seq=self._seq, at=time.monotonic(), run_id=self.run_id, **fields)
         self._events.append(event)
         for listener in self._listeners:
             listener(event)
+        return event

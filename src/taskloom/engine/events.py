@@ -5,6 +5,11 @@ on the monotonic clock). Events are slotted records, read-only by contract;
 they are not frozen because a frozen dataclass costs twice as much to build,
 and a 10,000-task run builds 40,000 of them. The store, telemetry, the CLI and the web page are
 all consumers of these; the scheduler imports none of them.
+
+An agent's request is one sequence across its rounds: the scheduler's events
+and the agent's own (`AgentEvent`: its model calls, plan attempts and
+decisions) share one numbering, whether they happen while a round's run is
+open (`Run.emit`) or between rounds.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ from taskloom.errors import DependencyFailed, RunError, TaskCancelled
 from taskloom.plan import Task
 
 __all__ = [
+    "AgentEvent",
+    "Decided",
     "Event",
+    "LLMCallFinished",
+    "PlanAttempted",
     "RunFinished",
     "TaskAdded",
     "TaskCancelledEvent",
@@ -155,3 +164,67 @@ class RunFinished(Event):
     kind: ClassVar[str] = "run_finished"
     status: str
     """The run's final status (see `RunStatus`)."""
+
+
+@dataclass(kw_only=True, slots=True)
+class AgentEvent(Event):
+    """Something an agent did around the scheduler: a model call, a plan, a decision."""
+
+    round: int
+    """The planning round it belongs to, from 1."""
+
+
+@dataclass(kw_only=True, slots=True)
+class LLMCallFinished(AgentEvent):
+    """A chat-model call of the agent ended (its usage known)."""
+
+    kind: ClassVar[str] = "llm_call_finished"
+    purpose: str
+    """What the call was for: "plan" or "join"."""
+    model: str
+    """The model that answered, as it names itself."""
+    prompt: str
+    """The messages sent, one `role: content` block each (a store keeps only its hash)."""
+    completion: str
+    """What the model wrote."""
+    prompt_tokens: int
+    """Tokens read."""
+    completion_tokens: int
+    """Tokens written."""
+    latency_s: float
+    """Seconds from the request to the last token."""
+
+
+@dataclass(kw_only=True, slots=True)
+class PlanAttempted(AgentEvent):
+    """A plan as far as the model has written it, or an attempt at a plan that ended.
+
+    While the plan is written the event comes each time calls from it were
+    added to the run, with `valid` None, so a crash keeps the text so far;
+    once the attempt ends it comes with `valid` set.
+    """
+
+    kind: ClassVar[str] = "plan_attempt"
+    attempt: int
+    """The attempt's number over the whole request, from 1."""
+    text: str
+    """The plan text written so far (all of it, once the attempt ended)."""
+    valid: bool | None
+    """Whether the plan was valid; None while it is still being written."""
+    error: str | None
+    """Why it was not valid, if it was not."""
+
+
+@dataclass(kw_only=True, slots=True)
+class Decided(AgentEvent):
+    """The joiner decided, after a round ran: answer (finish) or plan again (replan)."""
+
+    kind: ClassVar[str] = "decided"
+    action: str
+    """"finish" or "replan"."""
+    answer: str | None
+    """The answer, for finish."""
+    reason: str | None
+    """What is still missing, for replan."""
+    thought: str | None
+    """The joiner's reasoning, if it gave one."""

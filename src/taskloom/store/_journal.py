@@ -107,7 +107,7 @@ class RunJournal:
         if not self._runs:
             self._t0 = run.started_at - self._offset
         self._runs.append(run)
-        run.subscribe(self._on_event)
+        run.subscribe(self.on_event)
 
     async def before_call(self, task_id: str) -> None:
         """Return once every event so far, this task's start included, is committed.
@@ -144,45 +144,7 @@ class RunJournal:
         at = time.monotonic() - self._t0
         self._writer.put(_LOG, _UNSETTLED, ("TaskCancelled", str(error), at, self.run_id))
 
-    # -- agent-level records --------------------------------------------------
-
-    def plan_attempt(
-        self, attempt: int, text: str, *, valid: bool | None, error: str | None = None
-    ) -> None:
-        """Record a plan as far as it is written (call again as it grows)."""
-        self._writer.put(
-            _NEW,
-            _PLAN_ATTEMPT,
-            (self.run_id, attempt, self.round, text, None if valid is None else int(valid), error),
-        )
-
-    def llm_call(
-        self,
-        purpose: str,
-        model: str,
-        prompt: str,
-        *,
-        prompt_tokens: int,
-        completion_tokens: int,
-        latency_s: float,
-    ) -> None:
-        """Record one chat-model call (the prompt itself only as its sha256)."""
-        self._llm_calls += 1
-        digest = hashlib.sha256(prompt.encode()).hexdigest()
-        self._writer.put(
-            _NEW,
-            _LLM_CALL,
-            (
-                self.run_id,
-                self._llm_calls,
-                purpose,
-                model,
-                digest,
-                prompt_tokens,
-                completion_tokens,
-                latency_s,
-            ),
-        )
+    # -- how the run ended ---------------------------------------------------
 
     def end(self, status: str, *, answer: str | None = None, exhausted: str | None = None) -> None:
         """Record how the run ended."""
@@ -201,7 +163,13 @@ class RunJournal:
 
     # -- events ---------------------------------------------------------------
 
-    def _on_event(self, event: ev.Event) -> None:
+    def on_event(self, event: ev.Event) -> None:
+        """Record one event of the run.
+
+        `attach()` subscribes this to each run; an agent sends it the events
+        of its request that happen between rounds (the joiner's call and
+        decision), so the journal learns everything from events.
+        """
         put, run_id = self._writer.put, self.run_id
         at = event.at - self._t0
         task_id = getattr(event, "task_id", None)
@@ -230,8 +198,46 @@ class RunJournal:
                 data = {"attempt": event.attempt, "delay": event.delay, "error": str(event.error)}
             case ev.RunFinished():
                 data = {"status": event.status}
+            case ev.AgentEvent():
+                data = self._agent_event(event)
         log = (run_id, event.seq, event.kind, task_id, at, None if data is None else Json(data))
         put(_LOG, _EVENT, log)
+
+    def _agent_event(self, event: ev.AgentEvent) -> dict[str, Any]:
+        """Queue the rows an agent's event fills; return the event's own data to log.
+
+        The plan's text and the prompt's hash go to their tables (`plan_attempts`,
+        `llm_calls`), where `RunRecord` reads them; the log keeps the rest.
+        """
+        data: dict[str, Any] = {"round": event.round}
+        match event:
+            case ev.PlanAttempted():
+                valid = None if event.valid is None else int(event.valid)
+                attempt = (self.run_id, event.attempt, event.round, event.text, valid, event.error)
+                self._writer.put(_NEW, _PLAN_ATTEMPT, attempt)
+                data |= {"attempt": event.attempt, "valid": event.valid, "error": event.error}
+            case ev.LLMCallFinished():
+                self._llm_calls += 1
+                digest = hashlib.sha256(event.prompt.encode()).hexdigest()
+                tokens = (event.prompt_tokens, event.completion_tokens)
+                call = (self.run_id, self._llm_calls, event.purpose, event.model, digest, *tokens)
+                self._writer.put(_NEW, _LLM_CALL, (*call, event.latency_s))
+                data |= {
+                    "n": self._llm_calls,
+                    "purpose": event.purpose,
+                    "model": event.model,
+                    "prompt_tokens": event.prompt_tokens,
+                    "completion_tokens": event.completion_tokens,
+                    "latency_s": event.latency_s,
+                }
+            case ev.Decided():
+                data |= {
+                    "action": event.action,
+                    "answer": event.answer,
+                    "reason": event.reason,
+                    "thought": event.thought,
+                }
+        return data
 
     def _stop_runs(self, failure: StoreError) -> None:
         """On the writer thread: a write failed, so stop the runs being recorded."""

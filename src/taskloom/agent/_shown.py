@@ -1,0 +1,140 @@
+"""Which worked examples a prompt shows for a question, and how the joiner and ReAct see them.
+
+A prompt ends with the examples whose questions look most like the user's
+(same kind of request, same number of names), the closest last: a small
+model copies the nearest example's shape. A few examples (the notional
+ones, or a user's three) are all shown, in their order, so every prompt
+shares them and a model that keeps earlier prompts' state reads them once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from taskloom._ids import TaskId
+from taskloom.agent._decision import Finish, parse_decision
+from taskloom.agent._example import Example
+from taskloom.agent._observations import call_text, fields_used
+from taskloom.agent.prompts import Observation, result_text
+from taskloom.plan import Plan, Ref
+from taskloom.plan._model import render_value
+from taskloom.plan._resolve import resolve
+from taskloom.tools import Tool
+
+__all__ = ["choose", "closest", "example_observations", "react_steps"]
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_STOP = frozenset(
+    "a an and are as at be by do does for from has have how in is it its of on or "
+    "than that the their there these this to was what which who with".split()
+)
+_ANSWER_REF = re.compile(r"\$\{?(\d+)\}?((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)")
+
+
+def _profile(question: str) -> tuple[frozenset[str], int]:
+    """The question's kind (its common words) and how many names it holds."""
+    words = _WORD.findall(question)
+    names = sum(1 for i, w in enumerate(words) if w[0].isupper() and i > 0)
+    kind = frozenset(w.lower() for w in words if not w[0].isupper() and w.lower() not in _STOP)
+    return kind, names
+
+
+def _similarity(a: str, b: str) -> float:
+    kind_a, names_a = _profile(a)
+    kind_b, names_b = _profile(b)
+    union = kind_a | kind_b
+    overlap = len(kind_a & kind_b) / len(union) if union else 0.0
+    # The same number of names means the same width of plan: worth half a word match.
+    return overlap + (0.15 if names_a == names_b else 0.0)
+
+
+_E = TypeVar("_E")
+
+
+def closest(question: str, examples: Sequence[Example], k: int) -> list[Example]:
+    """The `k` examples most like `question`, least alike first (the closest is last)."""
+    ranked = sorted(examples, key=lambda e: _similarity(question, e.question), reverse=True)
+    return list(reversed(ranked[:k]))
+
+
+def choose(question: str, examples: Sequence[Example], k: int) -> list[Example]:
+    """All of `examples` if there are at most `k`, in order; else the `k` closest to `question`."""
+    if len(examples) <= k:
+        return list(examples)
+    return closest(question, examples, k)
+
+
+def example_observations(example: Example, tools: Sequence[Tool]) -> list[Observation]:
+    """The example's results as the joiner sees a real round's: calls with their values.
+
+    Intermediate records are cut to the fields later calls read, as
+    `observations()` does for a real round.
+    """
+    results = example.results or {}
+    by_name = {t.name: t for t in (example.tools or tools)}
+    plan = Plan.parse(example.calls, tools=list(by_name.values()))
+    used = fields_used(plan)
+    outputs: dict[TaskId, _Output] = {}
+    seen: list[Observation] = []
+    for task, arguments in _resolved(plan, by_name, results, outputs):
+        output, fields = results[task.id], used.get(task.id)
+        if fields and isinstance(output, Mapping):
+            output = {k: v for k, v in output.items() if k == "name" or k in fields}
+        seen.append((task.id, call_text(task.tool, arguments), result_text(output)))
+    return seen
+
+
+def react_steps(example: Example, tools: Sequence[Tool]) -> tuple[list[tuple[str, str]], str]:
+    """The example as one call at a time: (call with values, observation) steps, and the answer."""
+    results = example.results or {}
+    by_name = {t.name: t for t in (example.tools or tools)}
+    plan = Plan.parse(example.calls, tools=list(by_name.values()))
+    outputs: dict[TaskId, _Output] = {}
+    steps = []
+    for task, arguments in _resolved(plan, by_name, results, outputs):
+        call = f"{task.tool}({', '.join(render_value(v) for v in arguments.values())})"
+        steps.append((call, result_text(results[task.id])))
+    decision = parse_decision(example.decision or "")
+    answer = _fill(decision.answer, outputs) if isinstance(decision, Finish) else ""
+    return steps, answer
+
+
+def _resolved(
+    plan: Plan,
+    by_name: Mapping[str, Tool],
+    results: Mapping[str, Any],
+    outputs: dict[TaskId, _Output],
+) -> list[tuple[Any, dict[str, Any]]]:
+    """Each task that has a result, with its arguments resolved from earlier results."""
+    done = []
+    for task in plan:
+        if task.id not in results:
+            break
+        bound = by_name[task.tool].bind(task.args, task.kwargs)
+        arguments = {k: resolve(v, outputs) for k, v in bound.items()}
+        outputs[task.id] = _Output(results[task.id])
+        done.append((task, arguments))
+    return done
+
+
+def _fill(answer: str, outputs: Mapping[TaskId, _Output]) -> str:
+    """The answer with each `$N.path` replaced by the value it names (for ReAct's examples)."""
+
+    def value(match: re.Match[str]) -> str:
+        path = tuple(
+            int(step[1:-1]) if step.startswith("[") else step.lstrip(".")
+            for step in re.findall(r"\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\]", match[2])
+        )
+        found = resolve(Ref(TaskId(match[1]), path), outputs)
+        return found if isinstance(found, str) else result_text(found)
+
+    return _ANSWER_REF.sub(value, answer)
+
+
+class _Output:
+    __slots__ = ("output",)
+
+    def __init__(self, output: object) -> None:
+        self.output = output
