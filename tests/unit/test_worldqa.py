@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import taskloom
+from taskloom.tools import world
 from taskloom.tools.world import WORLD_TOOLS
 
 WORLDQA = Path(__file__).resolve().parents[2] / "bench" / "worldqa"
@@ -169,6 +170,10 @@ def test_the_halves_are_drawn_with_different_seeds_and_share_no_question() -> No
     heldout = scorer.load_questions(scorer.HELDOUT_PATH)
     assert len(heldout) >= 100
     assert not {q["question"] for q in tuning} & {q["question"] for q in heldout}
+    # No worked example of the world tools is a benchmark question, in either half.
+    examples = {e["question"].casefold() for e in scorer.load_questions(world.EXAMPLES_PATH)}
+    for half in (tuning, heldout):
+        assert not examples & {q["question"].casefold() for q in half}
     assert (
         Counter(q["family"] for q in tuning).keys() == Counter(q["family"] for q in heldout).keys()
     )
