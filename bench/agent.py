@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import socket
 import subprocess
@@ -170,10 +169,6 @@ def element_setup(with_examples: bool) -> Setup:
 # -- one question ------------------------------------------------------------------
 
 
-def _react_takes_examples() -> bool:
-    return "examples" in inspect.signature(ReActAgent).parameters
-
-
 def _valid(result: AgentResult) -> bool:
     rounds = {a.round for a in result.plan_attempts}
     return all(any(a.valid for a in result.plan_attempts if a.round == r) for r in rounds)
@@ -186,10 +181,8 @@ async def ask(
     runner: Agent | ReActAgent
     if agent == "taskloom":
         runner = Agent(tools=tools, model=model, grammar=True, examples=setup.examples)
-    elif _react_takes_examples():
+    else:  # the same worked examples, replayed as ReAct conversations
         runner = ReActAgent(tools=tools, model=model, grammar=True, examples=setup.examples)
-    else:
-        runner = ReActAgent(tools=tools, model=model, grammar=True)
     result: AgentResult = await runner.run(question["question"])
     data = result.to_dict()
     first_round = [a for a in result.plan_attempts if a.round == 1]

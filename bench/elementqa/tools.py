@@ -118,6 +118,17 @@ def element(name: str) -> dict[str, Any]:
     }
 
 
+def _formula_hint(text: str) -> str:
+    # An element's name where a formula belongs is the likeliest slip: say what to call.
+    named = _BY_NAME.get(text.casefold())
+    if named is not None and len(text) > 2:
+        return (
+            f"that is the element {named.name}, not a formula; element({text!r}) looks it "
+            f"up, or write its symbol, {named.symbol!r}"
+        )
+    return "check the element symbols and their capitals (H2O, NaCl)"
+
+
 @tool(cacheable=True)
 def molar_mass(formula: str) -> dict[str, Any]:
     """The molar mass of a compound given by its chemical formula.
@@ -144,7 +155,7 @@ def molar_mass(formula: str) -> dict[str, Any]:
     try:
         parsed = periodictable.formula(text)
     except Exception as exc:  # periodictable's parser raises its own (pyparsing) errors
-        raise FormulaError(f"cannot read the formula {text!r}: check the element symbols") from exc
+        raise FormulaError(f"cannot read the formula {text!r}: {_formula_hint(text)}") from exc
     atoms = parsed.atoms
     if not atoms or any(getattr(e, "number", 1) == 0 for e in atoms):
         raise FormulaError(f"the formula {text!r} names no chemical element")
@@ -193,6 +204,11 @@ def _value(node: ast.AST) -> float:
         return float(_FUNCTIONS[node.func.id](*(_value(a) for a in node.args)))
     if isinstance(node, ast.Tuple):
         raise CalculationError("a comma outside a function call; write 1000000, not 1,000,000")
+    if isinstance(node, ast.Name) and node.id.casefold() in _BY_NAME:
+        raise CalculationError(
+            f"{node.id!r} is an element, not a number; look it up with element({node.id!r}) "
+            "and use its result, as in $1.mass"
+        )
     raise CalculationError(f"{ast.unparse(node)[:40]!r} is not allowed; {_HELP}")
 
 

@@ -70,6 +70,13 @@ def test_bad_formulas_are_a_clear_error(formula: str) -> None:
         molar_mass(formula)
 
 
+def test_errors_point_from_a_name_to_the_element_tool() -> None:
+    with pytest.raises(tools.FormulaError, match=r"element\('iron'\) looks it up.*'Fe'"):
+        molar_mass("iron")
+    with pytest.raises(tools.CalculationError, match=r"element\('nickel'\)"):
+        calculate("nickel")
+
+
 @pytest.mark.parametrize(
     ("expression", "value"),
     [
