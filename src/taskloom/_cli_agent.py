@@ -14,6 +14,7 @@ from taskloom._cli_common import (
     BaseUrl,
     Deadline,
     EnablePythonTool,
+    ExamplesFile,
     Grammar,
     MaxConcurrency,
     MaxCost,
@@ -24,6 +25,7 @@ from taskloom._cli_common import (
     Model,
     ModelTimeout,
     NoStore,
+    NoWorld,
     Prices,
     ReadTimeout,
     StorePath,
@@ -31,11 +33,11 @@ from taskloom._cli_common import (
     Tools,
     budget_from_options,
     fail,
-    load_tools,
     mcp_servers,
     mcp_tools,
     open_store,
     print_agent,
+    read_examples,
     recorded_mcp,
 )
 from taskloom._cli_io import (
@@ -84,6 +86,8 @@ def run_(
     store_path: StorePath = None,
     no_store: NoStore = False,
     enable_python_tool: EnablePythonTool = False,
+    no_world: NoWorld = False,
+    examples: ExamplesFile = None,
 ) -> None:
     """Answer a question: plan with an LLM, run the plan in parallel while it is written, join."""
     from taskloom.agent import AgentResult
@@ -111,8 +115,10 @@ def run_(
             read_timeout=read_timeout,
             python_tool=enable_python_tool,
             mcp_config=recorded_mcp(servers),
+            world=not no_world,
+            examples=read_examples(examples, world=not no_world),
         )
-        local = load_tools(tools, python_tool=enable_python_tool)
+        local = settings.local_tools(servers)
     except TaskloomError as exc:
         if store is not None:
             store.close()
@@ -186,6 +192,8 @@ def batch(
     store_path: StorePath = None,
     no_store: NoStore = False,
     enable_python_tool: EnablePythonTool = False,
+    no_world: NoWorld = False,
+    examples: ExamplesFile = None,
 ) -> None:
     """Answer many questions at once, sharing one model, one call cache and one store."""
     from rich.progress import Progress
@@ -224,8 +232,10 @@ def batch(
             read_timeout=read_timeout,
             python_tool=enable_python_tool,
             mcp_config=recorded_mcp(servers),
+            world=not no_world,
+            examples=read_examples(examples, world=not no_world),
         )
-        local = load_tools(tools, python_tool=enable_python_tool)
+        local = settings.local_tools(servers)
         sink = output.open("w", encoding="utf-8") if output else None
     except (TaskloomError, OSError) as exc:
         if store is not None:

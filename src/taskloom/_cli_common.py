@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,7 +31,7 @@ from taskloom.tools import Tool
 from taskloom.tools._load import import_tools
 from taskloom.tools._mcp_config import ServerConfig, config_sources, load_servers
 from taskloom.tools.process import python_tool as taskloom_python_tool
-from taskloom.tools.world import WORLD_TOOLS
+from taskloom.tools.world import EXAMPLES_PATH, WORLD_TOOLS
 
 __all__ = [
     "AgentSettings",
@@ -39,6 +39,7 @@ __all__ = [
     "BaseUrl",
     "Deadline",
     "EnablePythonTool",
+    "ExamplesFile",
     "Grammar",
     "MaxConcurrency",
     "MaxCost",
@@ -49,6 +50,7 @@ __all__ = [
     "Model",
     "ModelTimeout",
     "NoStore",
+    "NoWorld",
     "Prices",
     "ReadTimeout",
     "StorePath",
@@ -62,10 +64,15 @@ __all__ = [
     "open_store",
     "print_agent",
     "print_run",
+    "read_examples",
     "recorded_mcp",
+    "require_tools",
     "run_live",
     "tool_source",
 ]
+
+if TYPE_CHECKING:
+    from taskloom.agent import Example
 
 T = TypeVar("T")
 
@@ -102,20 +109,43 @@ EnablePythonTool = Annotated[
 ]
 
 
-def load_tools(source: str | None, *, python_tool: bool = False) -> dict[str, Tool]:
+NoWorld = Annotated[
+    bool,
+    typer.Option(
+        "--no-world",
+        help="Leave out the built-in world tools; bring yours with --tools or --mcp.",
+    ),
+]
+
+
+ExamplesFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--examples",
+        help="Worked examples over your tools for the planner and joiner: JSON lines, "
+        'one {"question", "plan", "results", "decision"} object a line '
+        "(default: the world tools' own, when they are in).",
+    ),
+]
+
+
+def load_tools(
+    source: str | None, *, python_tool: bool = False, world: bool = True
+) -> dict[str, Tool]:
     """The built-in world tools plus every Tool found in a module or .py file.
 
     A tool of `source` may not take the name of a built-in tool, nor of another
     tool of `source`: a plan names tools, and could not say which one it means.
     `python_tool` adds the `python` code tool (`--enable-python-tool`), which
-    is otherwise never there.
+    is otherwise never there; `world=False` (`--no-world`) leaves the world
+    tools out.
 
     Raises:
         UserError: if the module or file cannot be imported (or exits while
             imported), defines no tools, or defines a tool whose name is taken.
 
     """
-    tools = {t.name: t for t in WORLD_TOOLS}
+    tools = {t.name: t for t in WORLD_TOOLS} if world else {}
     if python_tool:
         made = taskloom_python_tool()
         tools[made.name] = made
@@ -130,6 +160,40 @@ def load_tools(source: str | None, *, python_tool: bool = False) -> dict[str, To
                 "give it another name (@taskloom.tool(name=...))"
             )
     return tools | found
+
+
+def read_examples(path: Path | None, *, world: bool) -> list[Example] | None:
+    """The worked examples a command gives its agent: `--examples`, else the world tools' own.
+
+    Returns:
+        The examples of `path`; without it, those of the world tools when
+        they are in; else None, for the agent's notional ones.
+
+    Raises:
+        UserError: if the file cannot be read or a line is not an example.
+
+    """
+    from taskloom.agent import load_examples
+
+    if path is not None:
+        return load_examples(path)
+    if world and EXAMPLES_PATH.is_file():
+        return load_examples(EXAMPLES_PATH)
+    return None
+
+
+def require_tools(tools: Collection[str], servers: Collection[ServerConfig]) -> None:
+    """Check that a command has tools: `--no-world` alone leaves none.
+
+    Raises:
+        UserError: if there are no tools and no MCP servers to bring some.
+
+    """
+    if not tools and not servers:
+        raise UserError(
+            "--no-world leaves no tools: bring yours with --tools MODULE_OR_FILE "
+            "or --mcp SERVERS.json"
+        )
 
 
 def mcp_servers(console: Console, files: list[Path] | None) -> list[ServerConfig]:
@@ -332,10 +396,29 @@ class AgentSettings:
     python_tool: bool = False
     mcp_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """What each request records of its MCP servers (`recorded_mcp`), for `resume`."""
+    world: bool = True
+    """Whether the built-in world tools are in (`--no-world` leaves them out)."""
+    examples: Sequence[Example] | None = None
+    """The worked examples (`read_examples`); None: the agent's notional ones."""
 
     def recorded(self) -> dict[str, Any]:
         """What each request records beside the agent's settings: tools `resume` builds again."""
-        return {**self.mcp_config, **({"python_tool": True} if self.python_tool else {})}
+        return {
+            **self.mcp_config,
+            **({"python_tool": True} if self.python_tool else {}),
+            **({} if self.world else {"no_world": True}),
+        }
+
+    def local_tools(self, servers: Collection[ServerConfig] = ()) -> dict[str, Tool]:
+        """The tools these settings name, MCP servers' aside (`load_tools`).
+
+        Raises:
+            UserError: as `load_tools` does, or if there are no tools and no servers.
+
+        """
+        tools = load_tools(self.tools, python_tool=self.python_tool, world=self.world)
+        require_tools(tools, servers)
+        return tools
 
     def chat_model(self) -> Any:
         """The chat model these settings name; nothing is loaded or sent yet.
@@ -365,13 +448,17 @@ class AgentSettings:
         """The agent these settings describe; `model` and `tools`, when given, are used as built.
 
         Raises:
-            TaskloomError: for a bad model setting or tool module.
+            TaskloomError: for a bad model setting, tool module or examples
+                file, an example that does not fit the tools, or no tools.
 
         """
         from taskloom.agent import Agent
 
+        if tools is not None and not tools:
+            raise UserError("no tools: the MCP servers offer none, and --no-world leaves out ours")
         return Agent(
-            tools=load_tools(self.tools, python_tool=self.python_tool) if tools is None else tools,
+            tools=self.local_tools() if tools is None else tools,
+            examples=self.examples,
             tool_latency=self.tool_latency,
             model=self.chat_model() if model is None else model,
             grammar=self.grammar,

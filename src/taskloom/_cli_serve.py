@@ -15,6 +15,7 @@ from taskloom._cli_common import (
     ApiKey,
     BaseUrl,
     Deadline,
+    ExamplesFile,
     Grammar,
     MaxConcurrency,
     MaxCost,
@@ -25,6 +26,7 @@ from taskloom._cli_common import (
     Model,
     ModelTimeout,
     NoStore,
+    NoWorld,
     Prices,
     ReadTimeout,
     StorePath,
@@ -32,10 +34,10 @@ from taskloom._cli_common import (
     Tools,
     budget_from_options,
     fail,
-    load_tools,
     mcp_servers,
     mcp_tools,
     open_store,
+    read_examples,
     recorded_mcp,
     tool_source,
 )
@@ -87,6 +89,8 @@ def mcp_serve(
     mcp: McpFiles = None,
     store_path: StorePath = None,
     no_store: NoStore = False,
+    no_world: NoWorld = False,
+    examples: ExamplesFile = None,
 ) -> None:
     """Serve taskloom to MCP clients: run, exec_plan, list_runs and show_run as tools."""
     from taskloom.server import mcp_server
@@ -110,8 +114,10 @@ def mcp_serve(
             model_timeout=model_timeout,
             read_timeout=read_timeout,
             mcp_config=recorded_mcp(servers),
+            world=not no_world,
+            examples=read_examples(examples, world=not no_world),
         )
-        served = _served_tools(tools, servers)
+        served = _served_tools(settings, servers)
         chat_model = settings.chat_model()
     except TaskloomError as exc:
         fail(errors, str(exc))
@@ -132,7 +138,11 @@ def mcp_serve(
             store, tools=tools, model=chat_model, on_event=listener
         ),
         store=store,
-        exec_config={"tools": tool_source(tools), **recorded_mcp(servers)},
+        exec_config={
+            "tools": tool_source(tools),
+            **recorded_mcp(servers),
+            **({} if settings.world else {"no_world": True}),
+        },
         max_concurrency=max_concurrency,
     )
 
@@ -152,17 +162,17 @@ def mcp_serve(
             store.close()
 
 
-def _served_tools(source: str | None, servers: list[ServerConfig]) -> ToolSet:
+def _served_tools(settings: AgentSettings, servers: list[ServerConfig]) -> ToolSet:
     """The tools `mcp-serve` offers plans and its agent: checked now, open while it serves.
 
     This is the one place that tool set is built; tools that live inside an
     async context (MCP servers used as tools) are entered in `opened`.
 
     Raises:
-        UserError: as `load_tools` does.
+        UserError: as `AgentSettings.local_tools` does.
 
     """
-    loaded = load_tools(source)
+    loaded = settings.local_tools(servers)
 
     @asynccontextmanager
     async def opened() -> AsyncIterator[Mapping[str, Tool]]:

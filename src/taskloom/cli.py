@@ -17,6 +17,7 @@ from taskloom._cli_common import (
     EnablePythonTool,
     McpFiles,
     NoStore,
+    NoWorld,
     StorePath,
     fail,
     load_tools,
@@ -26,6 +27,7 @@ from taskloom._cli_common import (
     print_agent,
     print_run,
     recorded_mcp,
+    require_tools,
     run_live,
     tool_source,
 )
@@ -98,12 +100,14 @@ def exec_(
     store_path: StorePath = None,
     no_store: NoStore = False,
     enable_python_tool: EnablePythonTool = False,
+    no_world: NoWorld = False,
 ) -> None:
     """Run a hand-written plan with the built-in tools (and yours), in parallel."""
     console = Console(stderr=as_json)
     servers = mcp_servers(console, mcp)
     try:
-        tool_index = load_tools(tools, python_tool=enable_python_tool)
+        tool_index = load_tools(tools, python_tool=enable_python_tool, world=not no_world)
+        require_tools(tool_index, servers)
         text = read_bounded(plan_file, MAX_PLAN_BYTES, "plan")
         # With MCP servers, their tools are known once they run: checked in `go`.
         plan = Plan.parse(text, tools=None if servers else tool_index)
@@ -119,6 +123,8 @@ def exec_(
     config.update(recorded_mcp(servers))
     if enable_python_tool:
         config["python_tool"] = True  # resume adds it again
+    if no_world:
+        config["no_world"] = True  # resume leaves them out again
     live = console.is_terminal and not as_json
 
     async def go(listener: Any) -> RunResult:
@@ -192,7 +198,11 @@ def resume_(
             )
             return
         python_tool = bool(record.config.get("python_tool"))
-        tool_index = load_tools(tools or record.config.get("tools"), python_tool=python_tool)
+        tool_index = load_tools(
+            tools or record.config.get("tools"),
+            python_tool=python_tool,
+            world=not record.config.get("no_world"),
+        )
     except TaskloomError as exc:
         store.close()
         fail(errors, str(exc))
@@ -262,9 +272,9 @@ def _agent_local_tools(
 ) -> dict[str, Tool]:
     """The tools a resumed agent request has besides its MCP servers'.
 
-    They are those of `source` (`--tools`) with the built-in ones, or else the
-    recorded tools that can be imported again; the python tool joins them if
-    the request had it.
+    They are those of `source` (`--tools`) with the built-in ones (unless the
+    request had `--no-world`), or else the recorded tools that can be
+    imported again; the python tool joins them if the request had it.
 
     Raises:
         UserError: if a tool module cannot be imported.
@@ -273,7 +283,7 @@ def _agent_local_tools(
     from taskloom.agent._settings import importable_recorded_tools
 
     if source is not None:
-        return load_tools(source, python_tool=python_tool)
+        return load_tools(source, python_tool=python_tool, world=not config.get("no_world"))
     found = importable_recorded_tools(config)
     if python_tool:
         found["python"] = taskloom_python_tool()

@@ -16,6 +16,7 @@ import pytest
 
 import taskloom
 from taskloom import Plan
+from taskloom.agent import GrammarLimits
 from taskloom.agent._grammar import joiner_grammar, plan_grammar, react_grammar
 from taskloom.llm import Local, Message, bundled_model_path
 from taskloom.plan import PlanParser
@@ -196,12 +197,15 @@ def kinds(
     return ""
 
 
+SHORT = GrammarLimits(max_thought=6, max_text=6, max_digits=4, max_parts=3, max_field=4)
+"""Short bounds keep the random walks short; the structure is the same."""
+
+
 @pytest.mark.parametrize("tools", [WORLD_TOOLS, [*WORLD_TOOLS, kinds]], ids=["world", "all-kinds"])
 def test_random_walks_through_the_plan_grammar_parse(
     walker: RandomWalker, tools: list[Tool]
 ) -> None:
-    # Short bounds keep the walks short; the structure is the same.
-    grammar = plan_grammar(tools, max_tasks=3, max_thought=6, max_string=6)
+    grammar = plan_grammar(tools, max_tasks=3, limits=SHORT)
     rng = np.random.default_rng(7)
     for _ in range(15):
         text = walker.walk(grammar, rng)
@@ -219,7 +223,7 @@ def test_random_walks_through_the_joiner_grammar_match(walker: RandomWalker) -> 
 
 def test_random_walks_through_the_react_grammar_parse(walker: RandomWalker) -> None:
     tools = [*WORLD_TOOLS, kinds]
-    grammar = react_grammar(tools, max_thought=8, max_answer=8, max_string=6)
+    grammar = react_grammar(tools, max_answer=8, limits=SHORT)
     rng = np.random.default_rng(7)
     for _ in range(15):
         text = walker.walk(grammar, rng)

@@ -364,7 +364,8 @@ def test_result_values_are_the_fields_and_results_as_written() -> None:
         ("4", "convert(value=2)", '{"value": 3.5, "unit": "mile", "exact": true}'),
     ]
     texts = (text for _, _, text in seen)
-    assert result_values(texts) == ["France", "66987244", "0.25", "3.5", "mile"]
+    # A boolean gives both yes and no: the question says which it means.
+    assert result_values(texts) == ["France", "66987244", "0.25", "3.5", "mile", "yes", "no"]
 
 
 async def test_react_finishes_with_observed_values_under_a_grammar() -> None:

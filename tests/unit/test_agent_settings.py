@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 
 import taskloom
 from chat_server import chat_server
-from taskloom import Agent, Budget, Price, UserError
+from taskloom import Agent, Budget, Example, Price, UserError
+from taskloom.agent import GrammarLimits, load_examples
 from taskloom.agent._settings import importable_recorded_tools
 from taskloom.cli import load_tools
 from taskloom.llm import OpenAICompatible
@@ -142,3 +144,88 @@ async def test_tools_built_at_run_time_record_no_source_and_are_left_to_the_call
         assert list(found) == [t.name for t in WORLD_TOOLS]
         with pytest.raises(UserError, match="cannot find the tools echo, python"):
             Agent.from_store(store, run.id, model=model)
+
+
+async def test_grammar_limits_shape_the_plan_grammar_and_are_recorded(tmp_path: Path) -> None:
+    limits = GrammarLimits(max_text=77, max_digits=19, max_parts=3)
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        model = ScriptedModel(['1. math("1+1")\n2. join()', "Action: Finish(2)"])
+        agent = Agent(
+            tools=WORLD_TOOLS, model=model, store=store, grammar=True, grammar_limits=limits
+        )
+        await agent.run("1+1?")
+        plan_grammar = model.options[0].grammar
+        assert plan_grammar is not None
+        assert "words ::= nchar{1,77}\n" in plan_grammar
+        assert "digits ::= [0-9]{1,19}\n" in plan_grammar
+        (run,) = store.runs()
+        assert store.load(run.id).config["grammar_limits"] == limits.to_json()
+        assert Agent.from_store(store, run.id, model=model).grammar_limits == limits
+    assert Agent(tools=WORLD_TOOLS, model=model).grammar_limits == GrammarLimits()
+    with pytest.raises(UserError, match="grammar_limits must be a GrammarLimits, not dict"):
+        Agent(tools=WORLD_TOOLS, model=model, grammar_limits={"max_text": 5})  # type: ignore[arg-type]
+
+
+async def test_the_examples_a_request_used_are_recorded_and_used_again(tmp_path: Path) -> None:
+    examples = [
+        Example(question="Double 2?", plan='1. math("2 * 2")'),
+        Example(
+            question="Capital of Kenya?",
+            plan='1. country("Kenya")',
+            results={"1": {"capital": "Nairobi", "ids": [1, None, True]}},
+            decision='Thought: it is "Nairobi".\nAction: Finish($1.capital)',
+        ),
+    ]
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        model = ScriptedModel(['1. math("1+1")\n2. join()', "Action: Finish(2)"])
+        await Agent(tools=WORLD_TOOLS, model=model, store=store, examples=examples).run("1+1?")
+        (run,) = store.runs()
+        recorded = store.load(run.id).config["examples"]
+        assert recorded == [e.to_json() for e in examples]
+        assert [Example.from_json(e) for e in recorded] == examples
+        again = Agent.from_store(store, run.id, model=model)
+        assert list(again.examples) == examples
+        # Tools that no longer fit the recorded examples: a clear error, not a bad prompt.
+        with pytest.raises(UserError, match="example 1 .*unknown tool 'math'"):
+            Agent.from_store(store, run.id, model=model, tools=WORLD_TOOLS[:2])
+
+
+async def test_a_request_without_examples_records_none(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        model = ScriptedModel(['1. math("1+1")\n2. join()', "Action: Finish(2)"])
+        await Agent(tools=WORLD_TOOLS, model=model, store=store).run("1+1?")
+        (run,) = store.runs()
+        assert store.load(run.id).config["examples"] == []
+        assert Agent.from_store(store, run.id, model=model).examples == ()
+
+
+async def test_a_large_set_of_examples_from_a_file_is_recorded_by_its_digest(
+    tmp_path: Path,
+) -> None:
+    bank = tmp_path / "bank.jsonl"
+    lines = [
+        json.dumps({"question": f"What is {i} doubled? {'x' * 200}", "plan": f'1. math("{i}*2")'})
+        for i in range(200)
+    ]
+    bank.write_text("\n".join(lines) + "\n")
+    small = tmp_path / "small.jsonl"
+    small.write_text(lines[0] + "\n")
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        model = ScriptedModel(['1. math("1+1")\n2. join()', "Action: Finish(2)"] * 2)
+        for path in (bank, small):
+            agent = Agent(tools=WORLD_TOOLS, model=model, store=store, examples=load_examples(path))
+            await agent.run("1+1?")
+        big_run, small_run = reversed(store.runs())
+        config = store.load(big_run.id).config
+        assert "examples" not in config
+        assert config["examples_file"]["path"] == str(bank.resolve())
+        again = Agent.from_store(store, big_run.id, model=model)
+        assert list(again.examples) == load_examples(bank)
+        # A small set is recorded inline: its file may change, the run's examples do not.
+        assert len(store.load(small_run.id).config["examples"]) == 1
+        bank.write_text(lines[1] + "\n")
+        with pytest.raises(UserError, match="has changed since the run was recorded"):
+            Agent.from_store(store, big_run.id, model=model)
+        given = [Example(question="q", plan='1. math("1")')]
+        chosen = Agent.from_store(store, big_run.id, model=model, examples=given)
+        assert list(chosen.examples) == given

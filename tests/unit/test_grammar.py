@@ -18,6 +18,7 @@ import pydantic
 import pytest
 
 from taskloom import Plan
+from taskloom.agent import GrammarLimits
 from taskloom.agent._grammar import joiner_grammar, plan_grammar, react_grammar
 from taskloom.errors import ConfigError, PlanError, UserError
 from taskloom.llm import bundled_model_path
@@ -359,14 +360,18 @@ def test_usage_mistakes() -> None:
         react_grammar([])
 
 
-def test_text_between_references_in_a_string_is_short(oracle: GrammarOracle) -> None:
+def test_text_between_references_in_a_string_is_short_under_tight_limits(
+    oracle: GrammarOracle,
+) -> None:
     # A model looping inside an expression ("+ 1.area + 2.area + ...") must close it.
-    grammar = plan_grammar(WORLD_TOOLS)
+    grammar = plan_grammar(WORLD_TOOLS, limits=GrammarLimits(max_text=40, max_parts=3))
     head = '1. country("Chad")\n2. math("$1.area_km2'
     short = head + ' / 1000")\n3. join()<END_OF_PLAN>'
     looping = head + " + 1.area_km2 + 2.area_km2 + 3.area_km2 + 4" + '")\n3. join()<END_OF_PLAN>'
     assert oracle.accepts(grammar, short)
     assert not oracle.accepts(grammar, looping)
+    wordy = head + " and then " + "x" * 40 + '")\n3. join()<END_OF_PLAN>'
+    assert not oracle.accepts(grammar, wordy)
 
 
 def test_a_react_step_finishes_with_an_observed_value(oracle: GrammarOracle) -> None:
@@ -376,19 +381,147 @@ def test_a_react_step_finishes_with_an_observed_value(oracle: GrammarOracle) -> 
     assert not oracle.accepts(grammar, "Thought: copied\nAction: Finish(386662.006672)")
 
 
-def test_numbers_inside_a_string_are_short_and_few(oracle: GrammarOracle) -> None:
+def _one_call(expression: str) -> str:
+    return f'1. math("{expression}")\n2. join()<END_OF_PLAN>'
+
+
+def test_numbers_inside_a_string_are_short_and_few_under_tight_limits(
+    oracle: GrammarOracle,
+) -> None:
     # The 270M model can loop inside a number; each digit is one token.
-    grammar = plan_grammar(WORLD_TOOLS)
-
-    def plan(expression: str) -> str:
-        return f'1. math("{expression}")\n2. join()<END_OF_PLAN>'
-
-    assert oracle.accepts(grammar, plan("(1000 + 2500) * 3 / 4 - 5.25"))
-    assert oracle.accepts(grammar, plan("123456789012 / 7"))
-    assert oracle.accepts(grammar, plan("x" * 200))  # plain text keeps its own bound
-    assert oracle.accepts(grammar, plan("a<5 and b"))
-    assert not oracle.accepts(grammar, plan("1" + "0" * 12))
-    assert not oracle.accepts(grammar, plan(" + ".join(["1"] * 7)))
+    grammar = plan_grammar(WORLD_TOOLS, limits=GrammarLimits(max_digits=12, max_parts=6))
+    assert oracle.accepts(grammar, _one_call("(1000 + 2500) * 3 / 4 - 5.25"))
+    assert oracle.accepts(grammar, _one_call("123456789012 / 7"))
+    assert oracle.accepts(grammar, _one_call("a<5 and b"))
+    assert not oracle.accepts(grammar, _one_call("1" + "0" * 12))
+    assert not oracle.accepts(grammar, _one_call(" + ".join(["1"] * 7)))
     head = '1. country("Chad")\n2. math("$1.area_km2'
     assert oracle.accepts(grammar, head + ' / 1000 * 100")\n3. join()<END_OF_PLAN>')
-    assert not oracle.accepts(grammar, head + ' / 10 * 100 + 5")\n3. join()<END_OF_PLAN>')
+    # A reference is a part too: $1.area_km2 and five numbers make six.
+    assert oracle.accepts(grammar, head + ' / 10 * 100 + 5 - 6 + 7")\n3. join()<END_OF_PLAN>')
+    assert not oracle.accepts(
+        grammar, head + ' / 10 * 100 + 5 - 6 + 7 + 8")\n3. join()<END_OF_PLAN>'
+    )
+
+
+@tool
+def summarize(text: str, words: int = 50) -> str:
+    """Summarise a text."""
+    return text[:words]
+
+
+@tool
+def order(order_id: int) -> dict[str, Any]:
+    """An order by its id."""
+    return {"id": order_id}
+
+
+GENERAL = [*WORLD_TOOLS, summarize, order]
+
+
+def test_a_long_string_with_references_anywhere_and_long_numbers_is_in_the_default_grammar(
+    oracle: GrammarOracle,
+) -> None:
+    grammar = plan_grammar(GENERAL, max_tasks=4)
+    assert oracle.valid(grammar)
+    long_text = (
+        "Summarise $1 for a ten-year-old reader: first what $2.name is and where it lies, "
+        "then why order 4111111111111111 (placed on 2024-05-17 at 10:42) matters to $1.city; "
+        "keep it under 120 words, friendly and plain, with one example from $2.items[0] and "
+        "a closing line that names $3.status. Mention that invoice 98765432109876543210 "
+        "was paid, and end with $1."
+    )
+    assert len(long_text) > 300
+    plan = (
+        "1. order(4111111111111111)\n"
+        '2. country("Peru")\n'
+        "3. order(98765432109876543210)\n"
+        f'4. summarize("{long_text}", words=120)\n'
+        "5. join()<END_OF_PLAN>"
+    )
+    assert oracle.accepts(grammar, plan)
+    parsed = Plan.parse(plan, tools=GENERAL)
+    assert [t.tool for t in parsed] == ["order", "country", "order", "summarize"]
+    assert next(iter(parsed)).args == (4111111111111111,)
+    for short in ("Summarise $1 for a ten-year-old reader", "$1 and $2.name, then $3"):
+        text = f'1. order(1)\n2. order(2)\n3. order(3)\n4. summarize("{short}")\n'
+        assert oracle.accepts(grammar, text + "5. join()<END_OF_PLAN>"), short
+
+
+def test_the_default_grammar_still_bounds_every_run(oracle: GrammarOracle) -> None:
+    limits = GrammarLimits()
+    grammar = plan_grammar(GENERAL, max_tasks=2)
+    head = '1. country("Peru")\n2. summarize("'
+    tail = '")\n3. join()<END_OF_PLAN>'
+    assert oracle.accepts(grammar, _one_call("9" * limits.max_digits))
+    assert not oracle.accepts(grammar, _one_call("9" * (limits.max_digits + 1)))
+    assert not oracle.accepts(grammar, "1. order(" + "1" * 200 + ")\n2. join()<END_OF_PLAN>")
+    assert oracle.accepts(grammar, head + "a" * limits.max_text + tail)
+    assert not oracle.accepts(grammar, head + "a" * (limits.max_text + 1) + tail)
+    parts = " ".join(["$1"] * limits.max_parts)
+    assert oracle.accepts(grammar, head + parts + tail)
+    assert not oracle.accepts(grammar, head + parts + " $1" + tail)
+    numbers = " + ".join(["1"] * limits.max_parts)
+    assert oracle.accepts(grammar, _one_call(numbers))
+    assert not oracle.accepts(grammar, _one_call(numbers + " + 1"))
+
+
+def test_custom_limits_are_honoured(oracle: GrammarOracle) -> None:
+    limits = GrammarLimits(max_thought=10, max_text=8, max_digits=3, max_parts=2, max_path=1)
+    grammar = plan_grammar(GENERAL, max_tasks=2, limits=limits)
+    assert oracle.valid(grammar)
+    assert oracle.accepts(grammar, _one_call("12 + 345"))
+    assert not oracle.accepts(grammar, _one_call("1234"))
+    assert not oracle.accepts(grammar, _one_call("1 + 2 + 3"))
+    assert not oracle.accepts(grammar, _one_call("a" * 9))
+    assert not oracle.accepts(grammar, "Thought: " + "t" * 11 + "\n" + _one_call("1"))
+    head = '1. country("Peru")\n2. summarize('
+    assert oracle.accepts(grammar, head + "$1.capital)\n3. join()<END_OF_PLAN>")
+    assert not oracle.accepts(grammar, head + "$1.capital.name)\n3. join()<END_OF_PLAN>")
+    assert not oracle.accepts(grammar, "1. order(1234)\n2. join()<END_OF_PLAN>")
+    react = react_grammar(GENERAL, limits=limits)
+    assert oracle.accepts(react, 'Thought: x\nAction: math("1 + 2")')
+    assert not oracle.accepts(react, 'Thought: x\nAction: math("1234")')
+
+
+def test_limits_with_no_parts_leave_strings_plain_text(oracle: GrammarOracle) -> None:
+    grammar = plan_grammar(GENERAL, max_tasks=2, limits=GrammarLimits(max_parts=0, max_path=0))
+    assert oracle.valid(grammar)
+    assert oracle.accepts(grammar, _one_call("one plus two"))
+    assert not oracle.accepts(grammar, _one_call("1 + 2"))
+    head = '1. country("Peru")\n2. '
+    assert oracle.accepts(grammar, head + "summarize($1)\n3. join()<END_OF_PLAN>")
+    assert not oracle.accepts(grammar, head + 'summarize("$1")\n3. join()<END_OF_PLAN>')
+    assert not oracle.accepts(grammar, head + "summarize($1.name)\n3. join()<END_OF_PLAN>")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"max_text": 0}, "max_text must be between 1 and 4000, got 0"),
+        ({"max_digits": 101}, "max_digits must be between 1 and 100"),
+        ({"max_parts": -1}, "max_parts must be between 0 and 200"),
+        ({"max_thought": True}, "max_thought must be an int"),
+        ({"max_path": 2.0}, "max_path must be an int"),
+    ],
+)
+def test_bad_limits_are_a_usage_error(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        GrammarLimits(**fields)
+
+
+def test_limits_round_trip_through_json() -> None:
+    limits = GrammarLimits(max_text=500, max_parts=0)
+    assert GrammarLimits.from_json(limits.to_json()) == limits
+    assert GrammarLimits.from_json({}) == GrammarLimits()
+    with pytest.raises(UserError, match="unknown grammar limits: max_lines"):
+        GrammarLimits.from_json({"max_lines": 3})
+    with pytest.raises(UserError, match="JSON object"):
+        GrammarLimits.from_json([1])
+
+
+def test_grammar_size_grows_with_the_limits_not_beyond() -> None:
+    # The embedded model compiles the grammar for every plan: it stays a few hundred KB.
+    default = plan_grammar(GENERAL)
+    tight = plan_grammar(GENERAL, limits=GrammarLimits(max_parts=4))
+    assert len(tight) < len(default) < 400_000

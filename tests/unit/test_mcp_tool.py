@@ -197,4 +197,6 @@ def test_the_joiner_sees_a_record_that_holds_only_nested_values() -> None:
     from taskloom.agent.prompts import result_text
 
     assert result_text({"result": [{"id": 0}]}) == '{"result": [{"id": 0}]}'  # MCP's wrapping
-    assert result_text({"name": "Paris", "near": ["Lyon"]}) == '{"name": "Paris"}'  # as before
+    # A record with plain fields shows its lists' first items (an answer may name them).
+    near = {"name": "Paris", "near": ["Lyon", "Dijon", "Reims", "Lille"]}
+    assert result_text(near) == '{"name": "Paris", "near": ["Lyon", "Dijon", "Reims"]}'

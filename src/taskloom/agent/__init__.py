@@ -3,6 +3,7 @@
 from taskloom.agent._agent import Agent, uses_grammar
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._example import Example, load_examples
+from taskloom.agent._limits import GrammarLimits
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
 from taskloom.agent.batch import BatchItem, BatchRequest, read_requests, run_batch
 
@@ -14,6 +15,7 @@ __all__ = [
     "Decision",
     "Example",
     "Finish",
+    "GrammarLimits",
     "LLMCall",
     "PlanAttempt",
     "Replan",

@@ -18,14 +18,23 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from taskloom._ids import RunId, TaskId
+from taskloom.agent._answer import UnresolvedAnswer, answer_references, render_finish
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._example import Example, check_examples
 from taskloom.agent._feed import feed_tasks, nothing_succeeded, unrepaired
 from taskloom.agent._grammar import joiner_grammar, plan_grammar
+from taskloom.agent._limits import GrammarLimits
 from taskloom.agent._notional import NOTIONAL_EXAMPLES
 from taskloom.agent._observations import fields_used, observations, recorded_observation
 from taskloom.agent._result import AgentResult, LLMCall, PlanAttempt, Timings
-from taskloom.agent._settings import recorded_budget, recorded_model, recorded_tools, settings
+from taskloom.agent._settings import (
+    recorded_budget,
+    recorded_examples,
+    recorded_grammar_limits,
+    recorded_model,
+    recorded_tools,
+    settings,
+)
 from taskloom.agent._shown import choose, example_observations
 from taskloom.agent._spend import Spend
 from taskloom.agent.prompts import (
@@ -112,6 +121,8 @@ class Agent:
         tool_latency: float = 0.0,
         extra_config: Mapping[str, Any] | None = None,
         examples: Iterable[Example] | None = None,
+        grounded: bool | None = None,
+        grammar_limits: GrammarLimits | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -146,11 +157,25 @@ class Agent:
             examples: worked examples over these tools, shown to the planner
                 (and, those with results and a decision, to the joiner): the
                 closest few to each question. None: notional ones.
+            grounded: make the joiner's answer come from the results: one to
+                four references (`$1.capital`) or values the results show,
+                so a small model cannot make a number up. The grammar
+                enforces it, so it needs the grammar on. None: on exactly
+                when the grammar is. Not grounded, the answer is free text,
+                which may hold references too. Either way the agent renders
+                references from the results (`Finish.written` keeps what the
+                model wrote), and a reference to a task with no result (or a
+                field its output lacks) asks for a new plan while rounds
+                remain, and on the last round gives the last result instead.
+            grammar_limits: how long thoughts, string arguments, numbers and
+                references in a plan may be when a grammar constrains the
+                model; by default `GrammarLimits()`, sized for general text.
 
         Raises:
             UserError: for negative limits or bad tools, an `extra_config`
-                key that is one of the agent's own settings, or an example
-                that does not fit the tools.
+                key that is one of the agent's own settings, an example
+                that does not fit the tools, `grounded=True` without the
+                grammar, or `grammar_limits` that is not a GrammarLimits.
 
         """
         if max_replans < 0 or max_repairs < 0:
@@ -175,6 +200,16 @@ class Agent:
         self.max_repairs = max_repairs
         self.max_concurrency = max_concurrency
         self.grammar = uses_grammar(self.model, grammar)
+        if grammar_limits is not None and not isinstance(grammar_limits, GrammarLimits):
+            raise UserError(
+                f"grammar_limits must be a GrammarLimits, not {type(grammar_limits).__name__}"
+            )
+        self.grammar_limits = grammar_limits or GrammarLimits()
+        """The bounds of the plan grammar (used when `grammar` is on)."""
+        if grounded and not self.grammar:
+            raise UserError("grounded answers are enforced by the grammar: pass grammar=True")
+        self.grounded = self.grammar if grounded is None else grounded
+        """Whether the joiner's answers must come from the results (see `grounded`)."""
         self._on_event = on_event
         self._on_plan_text = on_plan_text
         self.store = store
@@ -202,14 +237,16 @@ class Agent:
         model: ChatModel | None = None,
         on_event: EventListener | None = None,
         on_plan_text: Callable[[str], None] | None = None,
+        examples: Iterable[Example] | None = None,
     ) -> Agent:
         """The agent a recorded request ran with, to `resume()` it.
 
         Everything comes from what the request recorded: its tools (imported
         again from the modules or files that define them), model (a server's
         URL and name, or a GGUF file; a key comes from the environment),
-        replan, repair and concurrency limits, grammar choice, tool latency
-        and budget. `tools` and `model` replace the recorded ones. Tools built
+        replan, repair and concurrency limits, grammar choice and limits,
+        worked examples, tool latency and budget. `tools`, `model` and
+        `examples` replace the recorded ones. Tools built
         at run time (an MCP server's, `python_tool()`) have no module to be
         imported from: give them in `tools`, with the others.
 
@@ -217,8 +254,10 @@ class Agent:
             An Agent with `store` as its store.
 
         Raises:
-            UserError: if there is no such run, it is not an agent run, or its
-                tools or model cannot be found again and were not given.
+            UserError: if there is no such run, it is not an agent run, its
+                tools or model cannot be found again and were not given, or
+                its recorded examples do not fit the tools (or their file has
+                changed since) and none were given.
             ConfigError: if the recorded model settings no longer work (a
                 GGUF file that is gone).
             StoreError: if the store cannot be read.
@@ -235,8 +274,11 @@ class Agent:
             max_repairs=int(config.get("max_repairs", 2)),
             max_concurrency=config.get("max_concurrency"),
             grammar=config.get("grammar"),
+            grounded=config.get("grounded"),
             budget=recorded_budget(config),
             tool_latency=float(config.get("tool_latency") or 0.0),
+            examples=recorded_examples(config) if examples is None else examples,
+            grammar_limits=recorded_grammar_limits(config),
             store=store,
             on_event=on_event,
             on_plan_text=on_plan_text,
@@ -340,6 +382,9 @@ class Agent:
             max_repairs=self.max_repairs,
             max_concurrency=self.max_concurrency,
             grammar=self.grammar,
+            grammar_limits=self.grammar_limits,
+            examples=self.examples,
+            grounded=self.grounded,
             budget=self.budget,
         )
 
@@ -361,9 +406,10 @@ class Agent:
         if rounds and rounds[0].first_dispatch_at and rounds[0].planner_started_at:
             # Counted from the planner's start, as LLMCompiler reports it.
             timings.first_dispatch_s = rounds[0].first_dispatch_at - rounds[0].planner_started_at
-        answer = decisions[-1].answer if decisions and isinstance(decisions[-1], Finish) else None
+        final = decisions[-1] if decisions and isinstance(decisions[-1], Finish) else None
         if error is not None:
-            answer = None  # a failed request has no answer, whatever the joiner wrote
+            final = None  # a failed request has no answer, whatever the joiner wrote
+        answer = final.answer if final is not None else None
         status = "answered" if answer is not None else "failed"
         if spend.exhausted is not None and answer is None:
             status = "budget_exceeded"
@@ -371,6 +417,7 @@ class Agent:
         return AgentResult(
             question=question,
             answer=answer,
+            value=final.value if final is not None else None,
             status=status,
             exhausted=spend.exhausted,
             agent="llmcompiler",
@@ -437,7 +484,9 @@ class Agent:
             if not outputs and last:
                 return nothing_succeeded(history)  # no joiner: it could only make an answer up
             began = time.monotonic()
-            decision, call = await self._join(question, history, force_finish=last, spend=spend)
+            decision, call = await self._join(
+                question, history, outputs, force_finish=last, spend=spend
+            )
             timings.joiner_s += time.monotonic() - began
             joins.append(call)
             if decision is None:
@@ -622,7 +671,10 @@ class Agent:
         parser = PlanParser(tools=self.tools, known=known | held, rewritable=held)
         grammar = (
             plan_grammar(
-                self.tools, first_id=first_id, known_ids=sorted(known | set(run.plan.tasks))
+                self.tools,
+                first_id=first_id,
+                known_ids=sorted(known | set(run.plan.tasks)),
+                limits=self.grammar_limits,
             )
             if self.grammar
             else None
@@ -690,14 +742,17 @@ class Agent:
         self,
         question: str,
         history: Sequence[Observation],
+        outputs: Mapping[TaskId, Any],
         *,
         force_finish: bool,
         spend: Spend,
     ) -> tuple[Decision | None, LLMCall]:
-        """Ask the joiner; None instead of a decision if the deadline came first."""
+        """Ask the joiner; None instead of a decision if the deadline came first.
+
+        A Finish comes back with its references rendered (`render_finish`).
+        """
         seen = history[-_MAX_HISTORY:]
-        observed = result_values(text for _, _, text in seen)
-        grammar = joiner_grammar(answers=observed) if self.grammar else None
+        grammar = self._joiner_grammar(seen, outputs) if self.grammar else None
         messages = joiner_messages(
             question, seen, force_finish=force_finish, examples=self._join_shots(question)
         )
@@ -716,7 +771,19 @@ class Agent:
             decision = Finish(answer=_fallback_answer(history), thought=decision.thought)
         if isinstance(decision, Finish) and not decision.answer:
             decision = Finish(answer=_fallback_answer(history), thought=decision.thought)
+        if isinstance(decision, Finish):
+            decision = _rendered(decision, outputs, history, force_finish=force_finish)
         return decision, call
+
+    def _joiner_grammar(self, seen: Sequence[Observation], outputs: Mapping[TaskId, Any]) -> str:
+        """The joiner's grammar: grounded in what `seen` shows, or free text."""
+        if not self.grounded:
+            return joiner_grammar()
+        done = [(TaskId(i), outputs[TaskId(i)]) for i, _, _ in seen if TaskId(i) in outputs]
+        return joiner_grammar(
+            answers=result_values(text for _, _, text in seen),
+            references=answer_references(done),
+        )
 
 
 async def _record_end(journal: RunJournal | None, status: str, *, exhausted: str | None) -> None:
@@ -737,6 +804,26 @@ def _tool_span(run: RunResult) -> float:
     starts = [t.started_at for t in run.tasks.values() if t.started_at is not None]
     ends = [t.finished_at for t in run.tasks.values() if t.finished_at is not None]
     return max(ends) - min(starts) if starts and ends else 0.0
+
+
+def _rendered(
+    finish: Finish,
+    outputs: Mapping[TaskId, Any],
+    history: Sequence[Observation],
+    *,
+    force_finish: bool,
+) -> Decision:
+    """The answer with its references rendered (see `Agent`'s `grounded`).
+
+    A reference that names no result is the joiner's mistake: it asks for a
+    new plan while rounds remain, and gives the last result on the last one.
+    """
+    try:
+        return render_finish(finish, outputs)
+    except UnresolvedAnswer as exc:
+        if not force_finish:
+            return Replan(reason=str(exc), thought=finish.thought)
+        return Finish(answer=_fallback_answer(history), thought=finish.thought, written=exc.written)
 
 
 def _fallback_answer(history: Sequence[Observation]) -> str:

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Decision", "Finish", "Replan", "parse_decision"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Finish:
-    """Answer the question."""
+    """Answer the question.
+
+    The joiner may answer by reference (`Finish($1.capital)`, or text with
+    references in it); the agent then renders the answer from the results
+    (`taskloom.agent._answer`) and keeps what the model wrote beside it.
+    """
 
     answer: str
-    """The answer, as the model wrote it."""
+    """The answer: as the model wrote it, or with its references rendered."""
     thought: str | None = None
     """The model's reasoning, if it gave one."""
+    written: str | None = None
+    """What the model wrote, when the answer is not that (references were
+    rendered, or a reference that named no result was replaced); None: the
+    answer is as written."""
+    reference: str | None = None
+    """The one reference the whole answer was (`$1.capital`), if it was one."""
+    value: Any = None
+    """The exact value `reference` names (a number, a record...); None without one."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -10,6 +10,8 @@ is a clear error then, not a bad plan later.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,7 +25,7 @@ from taskloom.plan import Plan
 from taskloom.plan.text import END_OF_PLAN, JOIN
 from taskloom.tools import Tool
 
-__all__ = ["Example", "check_examples", "load_examples"]
+__all__ = ["Example", "ExampleFile", "check_examples", "load_examples"]
 
 _JOIN_LINE = re.compile(rf"^\s*\d+\s*\.\s*{JOIN}\(\s*\)\s*(?:{re.escape(END_OF_PLAN)})?\s*$")
 _REF = re.compile(r"\$\{?(\d+)")
@@ -53,6 +55,8 @@ class Example:
     line. Needs `results`."""
     tools: tuple[Tool, ...] = field(default=(), compare=False)
     """The tools the plan calls, when they are not the agent's own (notional examples)."""
+    origin: ExampleFile | None = field(default=None, compare=False, repr=False)
+    """The file `load_examples` read the example from; None: made in code."""
 
     @property
     def calls(self) -> str:
@@ -77,6 +81,15 @@ class Example:
         action = self.decision.strip().splitlines()[-1].strip()
         action = action.removeprefix("Action:").strip()
         return f"Thought: {thought}\nAction: {action}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The example as a JSON object, as `from_json` and `load_examples` read it."""
+        data: dict[str, Any] = {"question": self.question, "plan": self.plan}
+        if self.results is not None:
+            data["results"] = dict(self.results)
+        if self.decision is not None:
+            data["decision"] = self.decision
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> Example:
@@ -108,6 +121,16 @@ class Example:
         )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExampleFile:
+    """A JSON lines file of examples as it was read: a large set is recorded by reference."""
+
+    path: str
+    """The file, by absolute path."""
+    sha256: str
+    """The digest of its bytes when it was read."""
+
+
 def load_examples(path: str | Path) -> list[Example]:
     """Read examples from a JSON lines file: one `Example` object per line.
 
@@ -118,15 +141,18 @@ def load_examples(path: str | Path) -> list[Example]:
     """
     source = Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
+        data = source.read_bytes()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read examples from {source}: {exc}") from exc
+    origin = ExampleFile(path=str(source.resolve()), sha256=hashlib.sha256(data).hexdigest())
     examples = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            examples.append(Example.from_json(json.loads(line)))
+            example = Example.from_json(json.loads(line))
+            examples.append(dataclasses.replace(example, origin=origin))
         except (ValueError, UserError) as exc:
             raise UserError(f"{source}, line {number}: {exc}") from exc
     if not examples:

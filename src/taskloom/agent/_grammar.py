@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from taskloom.agent._limits import GrammarLimits
 from taskloom.errors import UserError
 from taskloom.plan.text import END_OF_PLAN, JOIN
 from taskloom.tools import Tool
@@ -37,29 +39,18 @@ __all__ = ["joiner_grammar", "plan_grammar", "react_grammar"]
 
 _Schema = Mapping[str, Any]
 _SEP = '", "'
-_MAX_FIELD = 32
-"""Longest identifier after `$N.`; bounds a runaway model."""
-_MAX_STRING_REFS = 16
-"""Most references inside one string argument."""
-_MAX_GAP = 40
-"""Longest text without digits between two references inside one string argument."""
-_MAX_DIGITS = 12
-"""Longest run of digits inside a string: a model repeating a digit must stop."""
-_MAX_NUMBERS = 6
-"""Most numbers in the text before a string's first reference (2 between two references)."""
-_NUMBER_GAP = 40
-"""Longest text without digits between two numbers of a string."""
-_MAX_PATH = 3
-"""Most `.field` / `[index]` steps after one reference."""
+_MAX_INDEX_DIGITS = 6
+"""Longest list index after a reference (`$1.items[12]`): no result shown has a million items."""
 
 # Text characters: no control characters (so no newline) and no `<E`, so no
 # line can contain `<END_OF_PLAN>` and be cut short by the parser.
 _TEXT_CHAR = '[^\\x00-\\x1f<] | "<" [^\\x00-\\x1f<E]'
 # String characters exclude the quote, the backslash and a raw `$`; `nchar`
 # is one that is not a digit either (but may follow a `<`). Digits come in
-# runs of at most _MAX_DIGITS, and a string holds only a few runs: the 270M
-# model can loop inside a number ("1000000000...") and each digit is one
-# token, so an unbounded run used up the plan's token budget inside one string.
+# runs of at most `GrammarLimits.max_digits`, and a string holds at most
+# `max_parts` runs and references: the 270M model can loop inside a number
+# ("1000000000...") and each digit is one token, so an unbounded run used up
+# the plan's token budget inside one string.
 _STRING_CHAR_NO_DIGIT = (
     '[^"\\\\\\x00-\\x1f$<0-9] | "<" [^"\\\\\\x00-\\x1f$<E] | "\\\\" ["\\\\ntr0\'$]'
 )
@@ -81,18 +72,35 @@ _ANSWER_RULES = {
 _NOT_TYPES = frozenset({"title", "description", "default", "examples"})
 """Schema keys that do not change which values fit."""
 
-_SHARED = {
-    "end": f"{json.dumps(END_OF_PLAN)}",
-    "tchar": _TEXT_CHAR,
-    "ident": f"[A-Za-z_] [A-Za-z0-9_]{{0,{_MAX_FIELD - 1}}}",
-    "path": f'("." ident | "[" [0-9]{{1,3}} "]"){{0,{_MAX_PATH}}}',
-    "int": '"-"? [0-9]{1,15}',
-    "num": 'int ("." [0-9]{1,10})?',
-    "bool": '"True" | "False"',
-    "nchar": _STRING_CHAR_NO_DIGIT,
-    "digits": f"[0-9]{{1,{_MAX_DIGITS}}}",
-    "rchar": _AFTER_REF_CHAR,
-}
+
+def _shared_rules(limits: GrammarLimits) -> dict[str, str]:
+    """The rules every plan and ReAct grammar has, sized by `limits`."""
+    rules = {
+        "end": f"{json.dumps(END_OF_PLAN)}",
+        "tchar": _TEXT_CHAR,
+        "thought": f'"Thought: " tchar{{1,{limits.max_thought}}} "\\n"',
+        "ident": f"[A-Za-z_] [A-Za-z0-9_]{{0,{limits.max_field - 1}}}",
+        "path": (f'("." ident | "[" [0-9]{{1,{_MAX_INDEX_DIGITS}}} "]"){{0,{limits.max_path}}}'),
+        "digits": f"[0-9]{{1,{limits.max_digits}}}",
+        "int": '"-"? digits',
+        "num": 'int ("." digits)?',
+        "bool": '"True" | "False"',
+        "nchar": _STRING_CHAR_NO_DIGIT,
+        "rchar": _AFTER_REF_CHAR,
+        # One rule for every run of text, so llama.cpp expands its bound once.
+        "words": f"nchar{{1,{limits.max_text}}}",
+    }
+    # A string without references: runs of text and of digits, taking turns
+    # (two runs of one kind side by side would be one run read two ways), at
+    # most max_parts runs of digits. `lit-k`: after text, k numbers may follow;
+    # `lit-d-k`: after digits.
+    parts = limits.max_parts
+    rules["str"] = f'"\\"" words?{f" lit-{parts}" if parts else ""} "\\""'
+    for k in range(parts, 0, -1):
+        after_digits = f"lit-d-{k - 1}"
+        rules[f"lit-{k}"] = f"(digits {after_digits})?"
+        rules[after_digits] = f"(words lit-{k - 1})?" if k > 1 else "words?"
+    return rules
 
 
 def plan_grammar(
@@ -102,8 +110,7 @@ def plan_grammar(
     max_tasks: int = 12,
     min_tasks: int = 1,
     known_ids: Iterable[int | str] = (),
-    max_thought: int = 200,
-    max_string: int = 200,
+    limits: GrammarLimits | None = None,
 ) -> str:
     """Build a GBNF grammar for plans that call `tools`.
 
@@ -121,11 +128,8 @@ def plan_grammar(
         max_tasks: at most this many calls before `join()`.
         min_tasks: at least this many calls before `join()`.
         known_ids: ids of tasks from earlier plans that references may use.
-        max_thought: the longest thought, in characters.
-        max_string: the longest text without digits in a string argument
-            (references inside a string start a new run). Text with
-            numbers has at most 6 runs of up to 12 digits, with at most
-            40 other characters around each.
+        limits: how long thoughts, strings, numbers and references may be;
+            by default `GrammarLimits()`.
 
     Returns:
         The grammar, whose start rule is `root`.
@@ -144,14 +148,11 @@ def plan_grammar(
             "need first_id >= 0 and 0 <= min_tasks <= max_tasks >= 1, got "
             f"first_id={first_id}, min_tasks={min_tasks}, max_tasks={max_tasks}"
         )
-    if max_thought < 1 or max_string < 1:
-        raise UserError("max_thought and max_string must be at least 1")
     known = sorted({_task_number(k) for k in known_ids})
     last = first_id + max_tasks  # the number of the join line
     if any(first_id <= k <= last for k in known):
         raise UserError(f"known ids {known} collide with the new ids {first_id}..{last}")
-    builder = _PlanRules(tools, max_string)
-    builder.rules["thought"] = f'"Thought: " tchar{{1,{max_thought}}} "\\n"'
+    builder = _PlanRules(tools, limits or GrammarLimits())
     builder.rules["root"] = f"step-{first_id}"
     for number in range(first_id, last):
         earlier = [*known, *range(first_id, number)]
@@ -165,7 +166,11 @@ def plan_grammar(
 
 
 def joiner_grammar(
-    *, answers: Sequence[str] = (), max_thought: int = 200, max_answer: int = 300
+    *,
+    answers: Sequence[str] = (),
+    references: Sequence[str] = (),
+    max_thought: int = 200,
+    max_answer: int = 300,
 ) -> str:
     """Build a GBNF grammar for the joiner's decision, LLMCompiler style.
 
@@ -175,12 +180,17 @@ def joiner_grammar(
     parenthesis that closes the action is unambiguous.
 
     Args:
-        answers: when given, Finish's answer is one to four of these texts
-            (values read from the results), separated by ", ": a grounded
-            answer, so a small model cannot finish with a number it made up
-            or copied from an example. Texts that could not be told apart
-            from the action's own syntax (a newline, unbalanced parentheses)
-            are left out; if none is left, the answer is free text.
+        answers: when given (or `references` are), the answer is grounded:
+            one to four items separated by ", ", each one of these texts
+            (values read from the results) or one of `references`, so a
+            small model cannot finish with a number it made up or copied
+            from an example. Texts that could not be told apart from the
+            action's own syntax (a newline, unbalanced parentheses) or from
+            a reference (`$1`) are left out; if nothing is left, the answer
+            is free text.
+        references: the references (`$1`, `$1.capital`, `$2.items[0].name`)
+            that name real results, which the agent renders into the answer.
+            Free text may hold references too; only here are they checked.
         max_thought: the longest thought, in characters.
         max_answer: the most characters or parenthesised groups in the answer.
 
@@ -194,20 +204,36 @@ def joiner_grammar(
     if max_thought < 1 or max_answer < 1:
         raise UserError("max_thought and max_answer must be at least 1")
     rules = {"root": f'"Thought: " tchar{{1,{max_thought}}} "\\nAction: " action'}
-    finish = _finish(answers, max_answer, rules)
+    plain = [a for a in answers if not _NAMES_A_RESULT.search(a)]
+    refs = sorted({r for r in references if _REFERENCE.fullmatch(r)})
+    if refs:
+        rules["ref"] = " | ".join(_gbnf_literal(r) for r in refs)
+    finish = _finish(plain, max_answer, rules, with_refs=bool(refs))
     rules["action"] = f'{finish} | "Replan(" achar{{1,{max_answer}}} ")"'
     rules.update(_ANSWER_RULES)
     rules["tchar"] = _TEXT_CHAR
     return _render(rules)
 
 
-def _finish(answers: Sequence[str], max_answer: int, rules: dict[str, str]) -> str:
-    """The Finish action: grounded in `answers` if any fit (adding their rule), else free."""
+_NAMES_A_RESULT = re.compile(r"\$\{?[0-9]")
+"""Text that the agent would read as a reference if an answer quoted it."""
+_REFERENCE = re.compile(r"\$[0-9]+(?:\.[A-Za-z_][A-Za-z0-9_]*|\[[0-9]+\])*")
+
+
+def _finish(
+    answers: Sequence[str], max_answer: int, rules: dict[str, str], *, with_refs: bool = False
+) -> str:
+    """The Finish action: grounded in `answers` (and `ref`) if any fit, adding their rules."""
     grounded = sorted({a for a in answers if _fits_an_answer(a)})
-    if not grounded:
+    if not grounded and not with_refs:
         return f'"Finish(" achar{{1,{max_answer}}} ")"'
-    rules["value"] = " | ".join(_gbnf_literal(a) for a in grounded)
-    return '"Finish(" value (", " value){0,3} ")"'
+    items = ([] if not grounded else ["value"]) + (["ref"] if with_refs else [])
+    if grounded:
+        rules["value"] = " | ".join(_gbnf_literal(a) for a in grounded)
+    item = items[0] if len(items) == 1 else "item"
+    if len(items) > 1:
+        rules["item"] = " | ".join(items)
+    return f'"Finish(" {item} (", " {item}){{0,3}} ")"'
 
 
 def _fits_an_answer(text: str) -> bool:
@@ -226,9 +252,8 @@ def react_grammar(
     tools: Sequence[Tool],
     *,
     answers: Sequence[str] = (),
-    max_thought: int = 200,
     max_answer: int = 300,
-    max_string: int = 200,
+    limits: GrammarLimits | None = None,
 ) -> str:
     """Build a GBNF grammar for one ReAct step.
 
@@ -241,9 +266,9 @@ def react_grammar(
         tools: the tools a step may call.
         answers: values from the observations so far; when any fit, Finish
             quotes them, as in `joiner_grammar`.
-        max_thought: the longest thought, in characters.
         max_answer: the most characters or parenthesised groups in the answer.
-        max_string: the longest string argument, in characters.
+        limits: how long the thought and the call's arguments may be; by
+            default `GrammarLimits()`.
 
     Returns:
         The grammar, whose start rule is `root`.
@@ -254,14 +279,15 @@ def react_grammar(
     """
     if not tools:
         raise UserError("a ReAct grammar needs at least one tool")
-    if min(max_thought, max_answer, max_string) < 1:
-        raise UserError("max_thought, max_answer and max_string must be at least 1")
-    builder = _PlanRules(tools, max_string)
+    if max_answer < 1:
+        raise UserError("max_answer must be at least 1")
+    limits = limits or GrammarLimits()
+    builder = _PlanRules(tools, limits)
     call = builder.call_rule(1, ())
     builder.rules.update(_ANSWER_RULES)
     finish = _finish(answers, max_answer, builder.rules)
     builder.rules["root"] = (
-        f'"Thought: " tchar{{1,{max_thought}}} "\\nAction: " ({call} | {finish})'
+        f'"Thought: " tchar{{1,{limits.max_thought}}} "\\nAction: " ({call} | {finish})'
     )
     return builder.render()
 
@@ -344,20 +370,11 @@ def _rule_names(tools: Sequence[Tool]) -> dict[str, str]:
 class _PlanRules:
     """The rules of one plan grammar, built step by step."""
 
-    def __init__(self, tools: Sequence[Tool], max_string: int) -> None:
+    def __init__(self, tools: Sequence[Tool], limits: GrammarLimits) -> None:
         self.tools = tools
+        self.limits = limits
         self._rule_names = _rule_names(tools)
-        self.rules: dict[str, str] = dict(_SHARED)
-        # Plain text, or text with a few numbers in it (see `nchar`).
-        # Two runs of digits always have a non-digit between them.
-        around, gap = f"nchar{{0,{_NUMBER_GAP}}}", f"nchar{{0,{_MAX_GAP - 1}}}"
-        between, gap_between = f"nchar{{1,{_NUMBER_GAP}}}", f"nchar{{1,{_MAX_GAP - 1}}}"
-        self.rules["text"] = (
-            f"nchar{{0,{max_string}}} | "
-            f"{around} digits ({between} digits){{0,{_MAX_NUMBERS - 1}}} {around}"
-        )
-        self.rules["gap"] = f"{gap} (digits ({gap_between} digits)? {gap})?"
-        self.rules["str"] = '"\\"" text "\\""'
+        self.rules: dict[str, str] = _shared_rules(limits)
         self._memo: dict[tuple[str, str, int], str] = {}
         self._refs: dict[int, str | None] = {}
         self._defs: dict[str, Any] = {}
@@ -371,13 +388,7 @@ class _PlanRules:
         if earlier:
             ids = " | ".join(f'"{i}"' for i in earlier)
             self.rules[f"ref-{number}"] = f'"$" ({ids}) path'
-            # At most _MAX_STRING_REFS references, with short text between
-            # them (an operator, a word): a small model caught in a loop
-            # ("$1 + $2 + $1 + $2 ...", or the same without the dollars) is
-            # made to close the string.
-            self.rules[f"str-{number}"] = (
-                f'"\\"" text (ref-{number} (rchar gap)?){{0,{_MAX_STRING_REFS}}} "\\""'
-            )
+            self._string_with_refs(number)
         self._refs[number] = f"ref-{number}" if earlier else None
         names = []
         for tool in self.tools:
@@ -386,6 +397,33 @@ class _PlanRules:
             names.append(name)
         self.rules[f"call-{number}"] = " | ".join(names)
         return f"call-{number}"
+
+    def _string_with_refs(self, number: int) -> None:
+        """Define `str-N`: a string of task `number`, with references to earlier tasks.
+
+        Runs of text, runs of digits and references, at most `max_parts`
+        digit runs and references in all, so a small model caught in a loop
+        ("$1 + $2 + $1 + ...", or the same without the dollars) is made to
+        close the string. Two runs of one kind never touch (they would be one
+        run, read two ways), and after a reference comes punctuation or a
+        space (see `rchar`). The rules count down what is left: `sw-N-k`
+        follows text (or opens the string), `sd-N-k` digits, `sr-N-k` a
+        reference; llama.cpp keeps a few parse stacks alive, not one per split.
+        """
+        ref, parts = f"ref-{number}", self.limits.max_parts
+        opening = f" sw-{number}-{parts}" if parts else ""
+        self.rules[f"str-{number}"] = f'"\\"" words?{opening} "\\""'
+        for k in range(parts, 0, -1):
+            after_text, after_digits, after_ref = (
+                f"{kind}-{number}-{k - 1}" for kind in ("sw", "sd", "sr")
+            )
+            self.rules[f"sw-{number}-{k}"] = f"(digits {after_digits} | {ref} {after_ref})?"
+            if k == 1:  # nothing may follow but text
+                self.rules[after_digits] = "words?"
+                self.rules[after_ref] = "(rchar words?)?"
+            else:
+                self.rules[after_digits] = f"(words {after_text} | {ref} sr-{number}-{k - 2})?"
+                self.rules[after_ref] = f"(rchar words? {after_text} | {ref} sr-{number}-{k - 2})?"
 
     def _call(self, tool: Tool, number: int) -> str:
         self._defs = dict(tool.schema.get("$defs", {}))

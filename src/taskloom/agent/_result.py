@@ -63,6 +63,10 @@ class AgentResult:
     """What was asked."""
     answer: str | None
     """The final answer; None if the run failed before answering."""
+    value: Any = None
+    """The exact value of the answer when the joiner answered with one reference
+    (`Finish($1.capital)`): a number stays a number, a record a record. None
+    otherwise (the answer is text)."""
     status: str
     """"answered"; "failed" with `error` saying why; or "budget_exceeded"."""
     agent: str
@@ -118,6 +122,7 @@ class AgentResult:
         return {
             "question": self.question,
             "answer": self.answer,
+            "value": self.value,
             "status": self.status,
             "error": self.error,
             "budget_exceeded": self.exhausted,
@@ -133,7 +138,13 @@ class AgentResult:
                 for a in self.plan_attempts
             ],
             "decisions": [
-                {"action": "finish", "answer": d.answer, "thought": d.thought}
+                {
+                    "action": "finish",
+                    "answer": d.answer,
+                    "written": d.answer if d.written is None else d.written,
+                    "reference": d.reference,
+                    "thought": d.thought,
+                }
                 if isinstance(d, Finish)
                 else {"action": "replan", "reason": d.reason, "thought": d.thought}
                 for d in self.decisions

@@ -2,15 +2,18 @@
 
 `taskloom resume` and `Agent.from_store()` rebuild the agent of a recorded
 request from these: its tools (found again where they were defined), its
-limits, its grammar choice, its budget, and the model when taskloom can
+limits, its grammar and grounding choices, its budget, and the model when taskloom can
 build it again (a server's address and name, or a GGUF file; never a key).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from taskloom.agent._example import Example, load_examples
+from taskloom.agent._limits import GrammarLimits
 from taskloom.engine import Budget, Price
 from taskloom.errors import UserError
 from taskloom.llm import BUNDLED_MODEL, ChatModel, Local, OpenAICompatible, model_from_config
@@ -21,6 +24,8 @@ __all__ = [
     "importable_recorded_tools",
     "model_settings",
     "recorded_budget",
+    "recorded_examples",
+    "recorded_grammar_limits",
     "recorded_model",
     "recorded_tool_names",
     "recorded_tools",
@@ -37,6 +42,9 @@ def settings(
     max_repairs: int,
     max_concurrency: int | None,
     grammar: bool,
+    grammar_limits: GrammarLimits,
+    examples: Sequence[Example],
+    grounded: bool,
     budget: Budget | None,
 ) -> dict[str, Any]:
     """The JSON-able settings an agent request records (`RunRecord.config`)."""
@@ -50,6 +58,9 @@ def settings(
         "max_repairs": max_repairs,
         "max_concurrency": max_concurrency,
         "grammar": grammar,
+        "grammar_limits": grammar_limits.to_json(),
+        **_examples_settings(examples),
+        "grounded": grounded,
         "budget": _budget_settings(budget),
     }
 
@@ -131,6 +142,60 @@ def _recorded_sources(config: Mapping[str, Any]) -> list[Any]:
             "older taskloom); give the tools again (--tools, or tools=)"
         )
     return sources
+
+
+_INLINE_EXAMPLES = 32_000
+"""Characters of examples' JSON a request records inline; a larger set, read from one
+file, is recorded by that file's path and digest (a bank of hundreds of examples
+would otherwise be copied into every request of a batch)."""
+
+
+def _examples_settings(examples: Sequence[Example]) -> dict[str, Any]:
+    """The examples inline (the file they came from may change), or a large set's file."""
+    inline = [e.to_json() for e in examples]
+    origins = {e.origin for e in examples}
+    if len(origins) == 1 and None not in origins:
+        (origin,) = origins
+        assert origin is not None
+        if len(json.dumps(inline, default=str)) > _INLINE_EXAMPLES:
+            return {"examples_file": {"path": origin.path, "sha256": origin.sha256}}
+    return {"examples": inline}
+
+
+def recorded_examples(config: Mapping[str, Any]) -> list[Example] | None:
+    """The worked examples a request recorded; None if it recorded none (notional ones).
+
+    Raises:
+        UserError: if a recorded example is not a valid one, or the file a
+            large set was recorded by is gone or has changed since.
+
+    """
+    spec = config.get("examples_file")
+    if isinstance(spec, Mapping):
+        examples = load_examples(str(spec.get("path")))
+        if examples[0].origin is None or examples[0].origin.sha256 != spec.get("sha256"):
+            raise UserError(
+                f"the examples file {spec.get('path')} has changed since the run was "
+                "recorded; give its examples (Agent.from_store(..., examples=...))"
+            )
+        return examples
+    recorded = config.get("examples")
+    if not recorded:
+        return None
+    if not isinstance(recorded, list):
+        raise UserError("the run's recorded examples are not a list")
+    return [Example.from_json(e) for e in recorded]
+
+
+def recorded_grammar_limits(config: Mapping[str, Any]) -> GrammarLimits | None:
+    """The grammar limits a request recorded; None (the defaults) if it recorded none.
+
+    Raises:
+        UserError: if the recorded limits are not valid ones.
+
+    """
+    recorded = config.get("grammar_limits")
+    return None if recorded is None else GrammarLimits.from_json(recorded)
 
 
 def recorded_budget(config: Mapping[str, Any]) -> Budget | None:

@@ -26,6 +26,8 @@ from taskloom.tools import Tool
 __all__ = ["choose", "closest", "example_observations", "react_steps"]
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_TOKEN = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
+"""Words, and the punctuation between them that ends a name ("Chile, Peru")."""
 _STOP = frozenset(
     "a an and are as at be by do does for from has have how in is it its of on or "
     "than that the their there these this to was what which who with".split()
@@ -34,10 +36,24 @@ _ANSWER_REF = re.compile(r"\$\{?(\d+)\}?((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)"
 
 
 def _profile(question: str) -> tuple[frozenset[str], int]:
-    """The question's kind (its common words) and how many names it holds."""
+    """The question's kind (its common words) and how many names it holds.
+
+    A name is a run of capitalised words after the first word ("South
+    Korea", "New York"), or a word with a digit in it (an id, a year).
+    """
     words = _WORD.findall(question)
-    names = sum(1 for i, w in enumerate(words) if w[0].isupper() and i > 0)
-    kind = frozenset(w.lower() for w in words if not w[0].isupper() and w.lower() not in _STOP)
+    names, in_name = 0, False
+    for i, word in enumerate(_TOKEN.findall(question)):
+        named = (
+            i > 0 and word[0].isalnum() and (word[0].isupper() or any(c.isdigit() for c in word))
+        )
+        names += named and not in_name
+        in_name = named
+    kind = frozenset(
+        w.lower()
+        for i, w in enumerate(words)
+        if (i == 0 or not w[0].isupper()) and w.lower() not in _STOP
+    )
     return kind, names
 
 
@@ -46,8 +62,9 @@ def _similarity(a: str, b: str) -> float:
     kind_b, names_b = _profile(b)
     union = kind_a | kind_b
     overlap = len(kind_a & kind_b) / len(union) if union else 0.0
-    # The same number of names means the same width of plan: worth half a word match.
-    return overlap + (0.15 if names_a == names_b else 0.0)
+    # As many names means as wide a plan, and a small model copies the width
+    # of the example it is shown: worth as much as half the words in common.
+    return overlap + 0.5 / (1 + abs(names_a - names_b))
 
 
 _E = TypeVar("_E")

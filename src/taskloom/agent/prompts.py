@@ -9,6 +9,7 @@ chooses them for the question. Nothing here knows any tool by name.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -52,6 +53,12 @@ class ReActShot(NamedTuple):
 
 
 _MAX_RESULT_CHARS = 400
+_NESTED_FIELDS = 3
+"""Plain fields shown of a record nested in a result (the first ones: names come first)."""
+_NESTED_ITEMS = 3
+"""Items shown of a list inside a result record."""
+_MAX_VALUE_DEPTH = 4
+"""Levels of nesting a grounded answer's values are read from."""
 _EXAMPLE_RESULT_CHARS = 160
 _MAX_DESCRIPTION_CHARS = 240
 
@@ -243,27 +250,39 @@ def result_text(value: Any) -> str:
 
 
 def result_values(texts: Iterable[str]) -> list[str]:
-    """The values the results show, as they are written: what a grounded answer may quote.
+    """The values the results show, as an answer writes them: what a grounded answer may quote.
 
-    A record gives its text and number fields, any other result its whole
-    text; errors give nothing.
+    A record gives its text, number and boolean fields, nested records' and
+    lists' too (a few levels down); any other result its whole text; errors
+    give nothing. Numbers read as in `result_text`. A boolean gives both
+    `yes` and `no`: a yes/no question answered from it may need either, by
+    how it is asked. Each value comes once, in the order first seen.
     """
-    values: list[str] = []
+    values: dict[str, None] = {}
     for text in texts:
         if text.startswith("error:"):
             continue
         try:
             parsed = json.loads(text)
         except ValueError:
-            values.append(text)
+            values[text] = None
             continue
-        fields = parsed.values() if isinstance(parsed, dict) else [parsed]
-        for value in fields:
-            if isinstance(value, str):
-                values.append(value)
-            elif isinstance(value, int | float) and not isinstance(value, bool):
-                values.append(result_text(value))
-    return values
+        for value in _leaves(parsed, _MAX_VALUE_DEPTH):
+            values[value] = None
+    return list(values)
+
+
+def _leaves(value: Any, depth: int) -> Iterable[str]:
+    """The plain values inside a parsed result, as answers write them."""
+    if isinstance(value, bool):
+        yield from ("yes", "no")
+    elif isinstance(value, str):
+        yield value
+    elif isinstance(value, int | float):
+        yield result_text(value)
+    elif isinstance(value, Mapping | list) and depth > 0:
+        for item in value.values() if isinstance(value, Mapping) else value:
+            yield from _leaves(item, depth - 1)
 
 
 def _shorten(text: str) -> str:
@@ -273,7 +292,34 @@ def _shorten(text: str) -> str:
 
 
 def _compact(value: Mapping[str, Any]) -> dict[str, Any]:
-    # Nested records (a distance's two cities) cost context and rarely matter;
-    # but a record that is nothing else (an MCP tool's `{"result": [...]}`) is kept.
-    flat = {k: v for k, v in value.items() if not isinstance(v, Mapping | list)}
-    return flat if flat else dict(value)
+    """A record with its nested parts cut short: what the joiner needs, in few tokens.
+
+    A nested record (a distance's two cities) shows its first few plain
+    fields, a list its first few items (records among them cut the same
+    way), so a field that an answer may name by reference (`$1.city_a.name`)
+    is in view; deeper parts cost context and rarely matter. A record that
+    is nothing else (an MCP tool's `{"result": [...]}`) is kept whole.
+    """
+    if all(isinstance(v, Mapping | list) for v in value.values()):
+        return dict(value)
+    short: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, Mapping):
+            inner = _plain_fields(item)
+            if inner:
+                short[key] = inner
+        elif isinstance(item, list):
+            short[key] = [
+                _plain_fields(i) if isinstance(i, Mapping) else i
+                for i in item[:_NESTED_ITEMS]
+                if not isinstance(i, list)
+            ]
+        else:
+            short[key] = item
+    return short
+
+
+def _plain_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The first few fields of a nested record that are not records or lists themselves."""
+    plain = ((k, v) for k, v in record.items() if not isinstance(v, Mapping | list))
+    return dict(itertools.islice(plain, _NESTED_FIELDS))

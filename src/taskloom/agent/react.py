@@ -16,6 +16,7 @@ from taskloom.agent._decision import Decision, Finish
 from taskloom.agent._example import Example, check_examples
 from taskloom.agent._feed import nothing_succeeded
 from taskloom.agent._grammar import react_grammar
+from taskloom.agent._limits import GrammarLimits
 from taskloom.agent._notional import NOTIONAL_EXAMPLES
 from taskloom.agent._result import AgentResult, LLMCall, Timings
 from taskloom.agent._shown import choose, react_steps
@@ -48,6 +49,7 @@ class ReActAgent:
         max_concurrency: int | None = None,
         on_event: EventListener | None = None,
         on_text: Callable[[str], None] | None = None,
+        grammar_limits: GrammarLimits | None = None,
         examples: Iterable[Example] | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
@@ -62,9 +64,12 @@ class ReActAgent:
             on_text: receives each step's text as the model writes it.
             examples: worked examples over these tools (those with results and
                 a decision are replayed one call at a time); None: notional ones.
+            grammar_limits: how long a step's thought and arguments may be
+                under the grammar; by default `GrammarLimits()`.
 
         Raises:
-            UserError: if max_steps is below 1, or an example does not fit the tools.
+            UserError: if max_steps is below 1, an example does not fit the tools, or
+                `grammar_limits` is not a GrammarLimits.
 
         """
         if max_steps < 1:
@@ -74,6 +79,11 @@ class ReActAgent:
         self.model = model if model is not None else model_from_config()
         self.max_steps = max_steps
         self.grammar = uses_grammar(self.model, grammar)
+        if grammar_limits is not None and not isinstance(grammar_limits, GrammarLimits):
+            raise UserError(
+                f"grammar_limits must be a GrammarLimits, not {type(grammar_limits).__name__}"
+            )
+        self.grammar_limits = grammar_limits or GrammarLimits()
         self._on_event = on_event
         self._on_text = on_text
         given = check_examples(examples or (), self.tools)
@@ -117,7 +127,11 @@ class ReActAgent:
                 )
                 # Finish quotes what was observed, as the joiner's does (see joiner_grammar).
                 observed = result_values(observation for _, observation in steps)
-                grammar = react_grammar(self.tools, answers=observed) if self.grammar else None
+                grammar = (
+                    react_grammar(self.tools, answers=observed, limits=self.grammar_limits)
+                    if self.grammar
+                    else None
+                )
                 began = time.monotonic()
                 stream = self.model.stream(
                     messages, max_tokens=_MAX_STEP_TOKENS, grammar=grammar, stop=["\nObservation"]
