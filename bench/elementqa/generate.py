@@ -34,7 +34,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
+if str(Path(__file__).parents[1]) not in sys.path:
+    # Last: bench/mcp.py must not hide the MCP SDK from whoever imports this module.
+    sys.path.append(str(Path(__file__).parents[1]))
 
 import anyio  # noqa: E402
 

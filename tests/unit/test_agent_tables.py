@@ -9,7 +9,7 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
+    sys.path.append(str(BENCH))  # last: bench/mcp.py must not hide the MCP SDK
 
 tables = importlib.import_module("agent_tables")
 

@@ -23,7 +23,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 ELEMENTQA = BENCH / "elementqa"
 if str(BENCH) not in sys.path:
     # bench/ is not a package: its folders import as namespace packages from here.
-    sys.path.insert(0, str(BENCH))
+    sys.path.append(str(BENCH))  # last: bench/mcp.py must not hide the MCP SDK
 
 tools = importlib.import_module("elementqa.tools")
 generate = importlib.import_module("elementqa.generate")
