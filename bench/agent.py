@@ -1,11 +1,21 @@
-"""WorldQA: the taskloom agent against ReAct, on the same model and tools.
+"""WorldQA and ElementQA: the taskloom agent against ReAct, on the same model and tools.
 
-Phases (each a table in docs/benchmarks.md):
+Question sets: WorldQA over the built-in world tools, in two halves drawn with
+different seeds (bench/worldqa/questions.jsonl, the tuning half, and
+heldout.jsonl, the held-out half, on which the targets are read), and
+ElementQA over the tools of bench/elementqa/tools.py, which share nothing with
+the world tools.
 
-- validity: the taskloom agent on every question, no tool latency: plan
-  validity (first try or repaired), accuracy, latency, first dispatch;
-- speedup: questions of width >= 4 with `--tool-latency 0.5`, both agents;
-- mixed: a sample of every width with no tool latency, both agents.
+Phases (each a table in docs/benchmarks.md, and accuracy by family and width):
+
+- validity: the taskloom agent on every WorldQA question of each half, no tool
+  latency, with the world tools' bank of worked examples: plan validity
+  (first try or repaired), accuracy, latency, first dispatch;
+- speedup: WorldQA questions of width >= 4 with `--tool-latency 0.5`, both agents;
+- mixed: a sample of every width with no tool latency, both agents;
+- elements: ElementQA with no examples written for it (the notional ones only);
+- elements-examples: ElementQA with its 3 worked examples
+  (bench/elementqa/examples.jsonl, what `--examples` passes).
 
 Backends: `embedded` (the bundled Gemma 3 270M in-process) and `server`
 (the same model behind llama.cpp's OpenAI-compatible server on loopback,
@@ -13,6 +23,8 @@ constrained with the same grammars).
 
     .venv/bin/python bench/agent.py                       # everything
     .venv/bin/python bench/agent.py --backend embedded --phases speedup --limit 4
+    .venv/bin/python bench/agent.py --backend embedded --questions heldout --phases validity
+    .venv/bin/python bench/agent.py --backend embedded --phases elements,elements-examples
 """
 
 from __future__ import annotations
@@ -21,11 +33,11 @@ import argparse
 import contextlib
 import json
 import socket
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +46,18 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from agent_tables import SUMMARY_HEADER, breakdown, breakdown_header, summarise  # noqa: E402
 from report import write_section  # noqa: E402
-from taskloom.agent import Agent, AgentResult  # noqa: E402
+from taskloom.agent import Agent, AgentResult, Example, load_examples  # noqa: E402
 from taskloom.agent.react import ReActAgent  # noqa: E402
 from taskloom.llm import ChatModel, Local, OpenAICompatible, bundled_model_path  # noqa: E402
-from taskloom.tools.world import WORLD_TOOLS  # noqa: E402
-from worldqa.score import load_questions, score  # noqa: E402
+from taskloom.tools import Tool, world  # noqa: E402
+from worldqa.score import HELDOUT_PATH, QUESTIONS_PATH, load_questions, score  # noqa: E402
 
 RESULTS = Path(__file__).parents[1] / "docs" / "agent-runs.jsonl"
-
-
+ELEMENTQA = Path(__file__).parent / "elementqa"
+WORLD_PHASES = ("validity", "speedup", "mixed")
+ELEMENT_PHASES = ("elements", "elements-examples")
 # -- backends -------------------------------------------------------------------
 
 
@@ -95,52 +109,107 @@ def backend(name: str) -> Iterator[ChatModel]:
         server.wait(timeout=30)
 
 
+# -- what an agent is built with ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The tools and worked examples the agents of a phase are built with."""
+
+    tools: tuple[Tool, ...]
+    """The tools plans may call."""
+    examples: tuple[Example, ...]
+    """The worked examples; empty: the agent shows its notional ones."""
+    label: str
+    """How the table names the examples: "world bank", "notional", "3 examples"."""
+    warm_up: str
+    """An untimed question asked first (not a benchmark question)."""
+
+
+def world_setup() -> Setup:
+    """The world tools with their bank of worked examples.
+
+    Raises:
+        SystemExit: the bank is missing, with what to do about it.
+
+    """
+    path = Path(world.EXAMPLES_PATH)
+    if not path.exists():
+        raise SystemExit(
+            f"bench/agent.py: the world tools' worked examples are missing ({path}); "
+            "the WorldQA phases use them. Run only the ElementQA phases "
+            "(--phases elements,elements-examples) until the file exists."
+        )
+    return Setup(
+        tools=tuple(world.WORLD_TOOLS),
+        examples=tuple(load_examples(path)),
+        label="world bank",
+        warm_up="What is the combined population of France and Germany?",
+    )
+
+
+def element_setup(with_examples: bool) -> Setup:
+    """The ElementQA tools, with no examples or with the 3 of bench/elementqa/examples.jsonl.
+
+    Returns:
+        The setup; the tools are those `--tools bench/elementqa/tools.py` loads.
+
+    """
+    from elementqa.tools import ELEMENT_TOOLS
+
+    examples = load_examples(ELEMENTQA / "examples.jsonl") if with_examples else []
+    return Setup(
+        tools=tuple(ELEMENT_TOOLS),
+        examples=tuple(examples),
+        label=f"{len(examples)} examples" if with_examples else "notional",
+        warm_up="What is the atomic mass of boron?",
+    )
+
+
 # -- one question ------------------------------------------------------------------
 
 
+def _valid(result: AgentResult) -> bool:
+    rounds = {a.round for a in result.plan_attempts}
+    return all(any(a.valid for a in result.plan_attempts if a.round == r) for r in rounds)
+
+
 async def ask(
-    model: ChatModel, agent: str, question: dict[str, Any], latency: float
+    model: ChatModel, agent: str, setup: Setup, question: dict[str, Any], latency: float
 ) -> dict[str, Any]:
-    tools = [t.with_latency(latency) for t in WORLD_TOOLS]
+    tools = [t.with_latency(latency) for t in setup.tools]
     runner: Agent | ReActAgent
     if agent == "taskloom":
-        runner = Agent(tools=tools, model=model, grammar=True)
-    else:
-        runner = ReActAgent(tools=tools, model=model, grammar=True)
+        runner = Agent(tools=tools, model=model, grammar=True, examples=setup.examples)
+    else:  # the same worked examples, replayed as ReAct conversations
+        runner = ReActAgent(tools=tools, model=model, grammar=True, examples=setup.examples)
     result: AgentResult = await runner.run(question["question"])
     data = result.to_dict()
     first_round = [a for a in result.plan_attempts if a.round == 1]
-    planned = sum(a.tasks for a in first_round)
     first_planner_call = next(
         (c.usage for c in result.llm_calls if c.purpose == "planner" and c.usage), None
     )
-    round_one_planner = first_planner_call.duration_s if first_planner_call else None
-    ttft = first_planner_call.time_to_first_token_s if first_planner_call else None
+    ours = agent == "taskloom"
     return {
         "id": question["id"],
         "width": question["width"],
         "kind": question["kind"],
+        "family": question.get("family", question["kind"]),
         "agent": agent,
+        "examples": setup.label,
         "latency": latency,
         "answer": result.answer,
         "expected": question["answer"],
         "correct": score(result.answer, question["answer"], question.get("tolerance", 0.01)),
         "status": result.status,
-        "valid": all(
-            any(a.valid for a in result.plan_attempts if a.round == r)
-            for r in {a.round for a in result.plan_attempts}
-        )
-        if agent == "taskloom"
-        else None,
-        "first_try_valid": bool(first_round) and first_round[0].valid
-        if agent == "taskloom"
-        else None,
-        "planned_tasks": planned,
+        "valid": _valid(result) if ours else None,
+        "first_try_valid": bool(first_round) and first_round[0].valid if ours else None,
+        "planned_tasks": sum(a.tasks for a in first_round),
         "total_s": data["timings"]["total_s"],
         "first_dispatch_s": data["timings"]["first_dispatch_s"],
         "planner_s": data["timings"]["planner_s"],
-        "planner_call_s": round_one_planner,
-        "planner_ttft_s": ttft,
+        "planner_call_s": first_planner_call.duration_s if first_planner_call else None,
+        "planner_ttft_s": first_planner_call.time_to_first_token_s if first_planner_call else None,
         "tokens": data["usage"]["prompt_tokens"] + data["usage"]["completion_tokens"],
         "llm_calls": data["usage"]["llm_calls"],
         "error": result.error,
@@ -150,198 +219,252 @@ async def ask(
 # -- phases -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class QuestionSet:
+    """A named question file."""
+
+    name: str
+    """How tables name it: "worldqa-tuning", "worldqa-heldout", "elementqa", or a file's stem."""
+    questions: list[dict[str, Any]]
+    """Its questions, in file order."""
+
+
+def world_sets(choice: str) -> list[QuestionSet]:
+    """The WorldQA halves `--questions` names: tuning, heldout, both, or a file.
+
+    Raises:
+        SystemExit: the file is missing or unreadable, saying which.
+
+    """
+    named = {"tuning": QUESTIONS_PATH, "heldout": HELDOUT_PATH}
+    if choice == "both":
+        chosen = [("worldqa-tuning", QUESTIONS_PATH), ("worldqa-heldout", HELDOUT_PATH)]
+    elif choice in named:
+        chosen = [(f"worldqa-{choice}", named[choice])]
+    else:
+        chosen = [(Path(choice).stem, Path(choice))]
+    sets = []
+    for name, path in chosen:
+        try:
+            sets.append(QuestionSet(name, load_questions(path)))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"bench/agent.py: cannot read the questions {path}: {exc}") from exc
+    return sets
+
+
 def select(phase: str, questions: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
-    if phase == "validity":
-        chosen = questions
-    elif phase == "speedup":
+    if phase == "speedup":
         chosen = [q for q in questions if q["width"] >= 4]
-    else:  # mixed: a spread over widths and kinds
+    elif phase == "mixed":  # a spread over widths and kinds
         chosen = questions[::8]
+    else:  # validity and the ElementQA phases: every question
+        chosen = questions
     return chosen[:limit] if limit else chosen
 
 
 def run_phase(
-    model: ChatModel, phase: str, questions: list[dict[str, Any]], log: Any
+    model: ChatModel,
+    phase: str,
+    setup: Setup,
+    question_set: QuestionSet,
+    questions: Sequence[dict[str, Any]],
+    log: Any,
 ) -> list[dict[str, Any]]:
-    agents = ["taskloom"] if phase == "validity" else ["taskloom", "react"]
+    agents = ["taskloom", "react"] if phase in ("speedup", "mixed") else ["taskloom"]
     latency = 0.5 if phase == "speedup" else 0.0
     rows = []
     for question in questions:
         for agent in agents:
-            row = anyio.run(ask, model, agent, question, latency)
+            row = anyio.run(ask, model, agent, setup, question, latency)
             row["phase"] = phase
+            row["set"] = question_set.name
             rows.append(row)
             log.write(json.dumps(row) + "\n")
             log.flush()
             verdict = "ok " if row["correct"] else "BAD"
             print(
-                f"{phase} {question['id']} w{question['width']} {agent:8} {verdict} "
-                f"{row['total_s']:6.1f}s {row['answer']!r:.60}",
+                f"{question_set.name} {phase} {question['id']} w{question['width']} {agent:8} "
+                f"{verdict} {row['total_s']:6.1f}s {row['answer']!r:.60}",
                 flush=True,
             )
     return rows
 
 
-def warm_up(model: ChatModel) -> None:
+def warm_up(model: ChatModel, setup: Setup, agents: Sequence[str]) -> None:
     """One untimed question per agent first: model load and first prompts are not measured."""
-    question = {"id": "warm-up", "width": 2, "kind": "aggregate", "answer": 0}
-    question["question"] = "What is the combined population of France and Germany?"
-    for agent in ("taskloom", "react"):
-        anyio.run(ask, model, agent, question, 0.0)
+    question = {"id": "warm-up", "width": 2, "kind": "warm-up", "answer": 0}
+    question["question"] = setup.warm_up
+    for agent in agents:
+        anyio.run(ask, model, agent, setup, question, 0.0)
 
 
-def mean(values: list[float]) -> float:
-    return statistics.fmean(values) if values else float("nan")
+PhaseRows = dict[tuple[str, str, str], list[dict[str, Any]]]
+"""The rows of each (backend, question set, phase)."""
 
 
-def summarise(backend_name: str, phase: str, rows: list[dict[str, Any]]) -> list[list[str]]:
-    table = []
-    for agent in ("taskloom", "react"):
-        mine = [r for r in rows if r["agent"] == agent]
-        if not mine:
+def run_backend(
+    backend_name: str,
+    model: ChatModel,
+    phases: Sequence[str],
+    world_halves: Sequence[QuestionSet],
+    limit: int | None,
+    log: Any,
+) -> PhaseRows:
+    """Run every phase asked for on one backend; each setup is warmed up before its first use.
+
+    Returns:
+        The rows of each (backend, set, phase) that ran.
+
+    """
+    if backend_name == "server" and limit is None:
+        limit = 12  # the server repeats the embedded runs on a sample
+    results: PhaseRows = {}
+    warmed: set[str] = set()
+    for phase in phases:
+        if phase in WORLD_PHASES:
+            setup, sets = world_setup(), list(world_halves)
+        else:
+            setup = element_setup(with_examples=phase == "elements-examples")
+            sets = [QuestionSet("elementqa", load_questions(ELEMENTQA / "questions.jsonl"))]
+        if setup.label not in warmed:
+            warm_up(model, setup, ["taskloom", "react"] if phase in WORLD_PHASES else ["taskloom"])
+            warmed.add(setup.label)
+        for question_set in sets:
+            chosen = select(phase, question_set.questions, limit)
+            rows = run_phase(model, phase, setup, question_set, chosen, log)
+            for row in rows:
+                row["backend"] = backend_name
+            results[(backend_name, question_set.name, phase)] = rows
+    return results
+
+
+def breakdowns(results: PhaseRows) -> dict[tuple[str, str], dict[str, list[dict[str, Any]]]]:
+    """The taskloom rows behind each accuracy-by-family-and-width table.
+
+    WorldQA halves: the validity phase (every question). ElementQA: both of
+    its phases, side by side.
+
+    Returns:
+        For each (backend, set): the rows of each way the agent was set up.
+
+    """
+    tables: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+    for (backend_name, set_name, phase), rows in results.items():
+        if phase not in ("validity", *ELEMENT_PHASES):
             continue
-        valid = [r for r in mine if r["valid"] is not None]
-        dispatch = [
-            r["first_dispatch_s"] / r["planner_call_s"]
-            for r in mine
-            if r["planned_tasks"] >= 4 and r["first_dispatch_s"] and r["planner_call_s"]
-        ]
-        dispatch_gen = [
-            (r["first_dispatch_s"] - r["planner_ttft_s"])
-            / (r["planner_call_s"] - r["planner_ttft_s"])
-            for r in mine
-            if r["planned_tasks"] >= 4
-            and r["first_dispatch_s"]
-            and r["planner_ttft_s"] is not None
-            and r["planner_call_s"]
-            and r["planner_call_s"] > r["planner_ttft_s"]
-        ]
-        table.append(
-            [
-                backend_name,
-                phase,
-                agent,
-                str(len(mine)),
-                f"{100 * sum(r['valid'] for r in valid) / len(valid):.1f}%" if valid else "-",
-                f"{100 * sum(r['correct'] for r in mine) / len(mine):.0f}%",
-                f"{mean([r['total_s'] for r in mine]):.1f}",
-                f"{mean([r['first_dispatch_s'] for r in mine if r['first_dispatch_s']]):.2f}",
-                f"{statistics.median(dispatch):.2f}" if dispatch else "-",
-                f"{statistics.median(dispatch_gen):.2f}" if dispatch_gen else "-",
-                f"{mean([r['tokens'] for r in mine]):.0f}",
-                f"{mean([r['llm_calls'] for r in mine]):.1f}",
-            ]
+        ours = [r for r in rows if r["agent"] == "taskloom"]
+        if ours:
+            label = ours[0]["examples"]
+            tables.setdefault((backend_name, set_name), {})[label] = ours
+    return tables
+
+
+_SUMMARY_NOTES = [
+    "validity: every WorldQA question of each half, taskloom only, no tool latency. speedup: "
+    "questions of width ≥ 4 with 0.5 s added to every tool call. mixed: every 8th question, "
+    "no tool latency. elements / elements-examples: every ElementQA question, taskloom only.",
+    "Sets: worldqa-tuning (bench/worldqa/questions.jsonl, seed 20240611) is the half prompts "
+    "and examples may be tuned on; worldqa-heldout (heldout.jsonl, seed 20250922) is never "
+    "tuned on, and the targets are read on it. elementqa (bench/elementqa/questions.jsonl) "
+    "uses only the tools of bench/elementqa/tools.py.",
+    "Examples: 'world bank' is the world tools' worked examples "
+    "(taskloom.tools.world.EXAMPLES_PATH); 'notional' is none given, so the prompts show the "
+    "built-in notional ones; '3 examples' is bench/elementqa/examples.jsonl (none of them a "
+    "benchmark question).",
+    "Plan validity: each round's plan parsed and validated, first try or after "
+    "repair. Accuracy: bench/worldqa/score.py (1% numeric tolerance).",
+    "Dispatch ÷ planner call: when the first tool call started, as a fraction of "
+    "the first planner call's duration (from the request; 'generation only' "
+    "counts from the first token, leaving out prompt processing).",
+    "Every run is a line of docs/agent-runs.jsonl. Before the first phase of each "
+    "setup on each backend, each agent answers one untimed question that is not a "
+    "benchmark question, so model loading and the first reading of the fixed prompt text "
+    "are not measured.",
+    "ReAct ÷ taskloom: the ratio of mean latencies is how LLMCompiler computes its "
+    "speedups over ReAct (average latency ÷ average latency), so the 3.7× target is "
+    "read on it; the geometric mean of per-question ratios is shown beside it, and "
+    "weighs every question alike.",
+]
+
+
+def report(results: PhaseRows, command: str) -> None:
+    """Write the summary table and one accuracy breakdown per set into docs/benchmarks.md."""
+    table = [
+        line
+        for (backend_name, set_name, phase), rows in results.items()
+        if rows
+        for line in summarise(backend_name, set_name, rows[0]["examples"], phase, rows)
+    ]
+    write_section(
+        "agent",
+        title="WorldQA and ElementQA: taskloom against ReAct (same model, same tools)",
+        command=command,
+        header=SUMMARY_HEADER,
+        rows=table,
+        notes=_SUMMARY_NOTES,
+    )
+    for (backend_name, set_name), variants in breakdowns(results).items():
+        write_section(
+            f"agent-{set_name}-{backend_name}",
+            title=f"{set_name} on the {backend_name} model: accuracy by family and by width",
+            command=command,
+            header=breakdown_header(list(variants)),
+            rows=breakdown(variants),
+            notes=[
+                "Families are named with their kind; width is the number of independent "
+                "lookups in the question's reference plan. taskloom agent only, no tool latency.",
+            ],
         )
-    ours = {r["id"]: r for r in rows if r["agent"] == "taskloom"}
-    theirs = {r["id"]: r for r in rows if r["agent"] == "react"}
-    both = [i for i in ours if i in theirs]
-    if both:
-        speed = statistics.geometric_mean([theirs[i]["total_s"] / ours[i]["total_s"] for i in both])
-        ratio_of_means = mean([theirs[i]["total_s"] for i in both]) / mean(
-            [ours[i]["total_s"] for i in both]
-        )
-        tokens = mean([ours[i]["tokens"] for i in both]) / mean([theirs[i]["tokens"] for i in both])
-        table.append(
-            [
-                backend_name,
-                phase,
-                "ReAct ÷ taskloom",
-                str(len(both)),
-                "",
-                "",
-                f"{speed:.2f}x (geo. mean), {ratio_of_means:.2f}x (of means)",
-                "",
-                "",
-                "",
-                f"taskloom uses {tokens:.2f}x the tokens",
-                "",
-            ]
-        )
-        # Where ReAct did the lookups (at least one call per place, then an answer): a
-        # model that gives up early makes ReAct fast and wrong, which the ratio above mixes in.
-        worked = [i for i in both if theirs[i]["llm_calls"] >= theirs[i]["width"] + 1]
-        if worked:
-            speed = statistics.geometric_mean(
-                [theirs[i]["total_s"] / ours[i]["total_s"] for i in worked]
-            )
-            table.append(
-                [
-                    backend_name,
-                    phase,
-                    "same, where ReAct made ≥ width + 1 calls",
-                    str(len(worked)),
-                    "",
-                    "",
-                    f"{speed:.2f}x (geo. mean)",
-                    *[""] * 5,
-                ]
-            )
-    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="embedded,server")
-    parser.add_argument("--phases", default="validity,speedup,mixed")
-    parser.add_argument("--limit", type=int, default=None, help="questions per phase")
-    parser.add_argument("--no-report", action="store_true")
+    parser.add_argument(
+        "--phases",
+        default=",".join((*WORLD_PHASES, *ELEMENT_PHASES)),
+        help=f"comma-separated, of: {', '.join((*WORLD_PHASES, *ELEMENT_PHASES))}",
+    )
+    parser.add_argument(
+        "--questions",
+        default="both",
+        help="the WorldQA questions: tuning, heldout, both (reported separately) or a file",
+    )
+    parser.add_argument("--limit", type=int, default=None, help="questions per phase and set")
+    parser.add_argument("--no-report", action="store_true", help="leave docs/benchmarks.md alone")
+    parser.add_argument(
+        "--runs", type=Path, default=RESULTS, help=f"where every run is logged ({RESULTS.name})"
+    )
     args = parser.parse_args()
-    questions = load_questions()
-    table: list[list[str]] = []
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as log:
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = sorted(set(phases) - {*WORLD_PHASES, *ELEMENT_PHASES})
+    if unknown:
+        parser.error(f"unknown phases: {', '.join(unknown)}")
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    world_halves = world_sets(args.questions) if set(phases) & set(WORLD_PHASES) else []
+    if world_halves:
+        world_setup()  # a missing example bank stops the run before any model is loaded
+    results: PhaseRows = {}
+    args.runs.parent.mkdir(parents=True, exist_ok=True)
+    with args.runs.open("a") as log:
         for backend_name in args.backend.split(","):
             with backend(backend_name) as model:
-                warm_up(model)
-                for phase in args.phases.split(","):
-                    limit = args.limit
-                    if backend_name == "server" and limit is None:
-                        limit = 12  # the server repeats the embedded runs on a sample
-                    chosen = select(phase, questions, limit)
-                    rows = run_phase(model, phase, chosen, log)
-                    for row in rows:
-                        row["backend"] = backend_name
-                    table += summarise(backend_name, phase, rows)
-    for row in table:
-        print(" | ".join(row))
+                results |= run_backend(backend_name, model, phases, world_halves, args.limit, log)
+    for (backend_name, set_name), variants in breakdowns(results).items():
+        print(f"\n{set_name} ({backend_name})")
+        for line in breakdown(variants):
+            print(" | ".join(line))
+    print()
+    for line in (
+        row
+        for (b, s, p), rows in results.items()
+        if rows
+        for row in summarise(b, s, rows[0]["examples"], p, rows)
+    ):
+        print(" | ".join(line))
     if not args.no_report:
-        write_section(
-            "agent",
-            title="WorldQA: taskloom against ReAct (same model, same tools)",
-            command="python bench/agent.py " + " ".join(sys.argv[1:]),
-            header=[
-                "backend",
-                "phase",
-                "agent",
-                "questions",
-                "plan validity",
-                "accuracy",
-                "mean latency s",
-                "mean first dispatch s",
-                "median dispatch ÷ planner call (≥4 tasks)",
-                "same, generation only",
-                "mean tokens",
-                "mean LLM calls",
-            ],
-            rows=table,
-            notes=[
-                "validity: every question, taskloom only, no tool latency. speedup: questions "
-                "of width ≥ 4 with 0.5 s added to every tool call. mixed: every 8th question, "
-                "no tool latency.",
-                "Plan validity: each round's plan parsed and validated, first try or after "
-                "repair. Accuracy: bench/worldqa/score.py (1% numeric tolerance).",
-                "Dispatch ÷ planner call: when the first tool call started, as a fraction of "
-                "the first planner call's duration (from the request; 'generation only' "
-                "counts from the first token, leaving out prompt processing).",
-                "Every run is a line of docs/agent-runs.jsonl. Before the first phase of each "
-                "backend, each agent answers one untimed question (the Quickstart's), so model "
-                "loading and the first reading of the fixed prompt text are not measured.",
-                "ReAct ÷ taskloom: the ratio of mean latencies is how LLMCompiler computes its "
-                "speedups over ReAct (average latency ÷ average latency), so the 3.7× target is "
-                "read on it; the geometric mean of per-question ratios is shown beside it, and "
-                "weighs every question alike.",
-            ],
-        )
+        report(results, "python bench/agent.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,17 @@
 """Generate WorldQA, a question set for benchmarking a planning agent against ReAct.
 
     .venv/bin/python bench/worldqa/generate.py [--seed 20240611] [--out PATH]
+    .venv/bin/python bench/worldqa/generate.py --heldout   # = --seed 20250922 --out heldout.jsonl
 
-Writes `questions.jsonl` next to this file, one question a line:
+WorldQA comes in two halves drawn from the same families with different
+seeds: `questions.jsonl` (seed 20240611) is the tuning half, which prompts
+and examples may be tuned on; `heldout.jsonl` (seed 20250922) is held out,
+and the benchmark's targets are read on it. A file written anywhere but the
+tuning half's place asks none of the tuning half's questions and none of the
+world tools' worked examples (`taskloom.tools.world.EXAMPLES_PATH`): a drawn
+question that is one of them is replaced by another draw of the same family
+and width (and the file is checked before it is written). Each line is one
+question:
 
     {"id": "q001", "question": "...", "answer": 123 or "Nairobi", "kind": "aggregate",
      "family": "sum_population", "width": 3, "needs_replan": false, "tolerance": 0.01,
@@ -29,7 +38,7 @@ import json
 import random
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +55,18 @@ from families import (  # noqa: E402
 )
 from places import check_places  # noqa: E402
 from replan import replans  # noqa: E402
-from score import QUESTIONS_PATH, score  # noqa: E402
+from score import HELDOUT_PATH, QUESTIONS_PATH, load_questions, score  # noqa: E402
 
 import taskloom  # noqa: E402
-from taskloom.tools.world import WORLD_TOOLS  # noqa: E402
+from taskloom.tools.world import EXAMPLES_PATH, WORLD_TOOLS  # noqa: E402
 
 DEFAULT_SEED = 20240611
+HELDOUT_SEED = 20250922
 FAMILIES: tuple[Family, ...] = (lookups, aggregates, derived_facts, derived_distances, replans)
 MIN_QUESTIONS = 120
 MIN_WIDE = 25  # questions of width 4 or more
 MIN_REPLAN = 15
+MAX_REDRAWS = 200  # extra draws of a family to replace a question that is to be avoided
 
 
 class GenerationError(Exception):
@@ -78,21 +89,70 @@ def render_plan(calls: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def draw(seed: int) -> list[Draft]:
+def _fold(question: str) -> str:
+    return " ".join(question.casefold().split())
+
+
+def _avoiding(
+    family: Family, rng: random.Random, drafts: list[Draft], avoid: Collection[str]
+) -> list[Draft]:
+    """Replace each draft whose question is in `avoid` by a new draw of its family and width.
+
+    Returns:
+        The drafts, in order; unchanged (and no RNG used) when none is avoided.
+
+    Raises:
+        AssertionError: no replacement turned up in `MAX_REDRAWS` draws.
+
+    """
+    taken = {_fold(d.question) for d in drafts}
+    spare: list[Draft] = []
+    kept = []
+    for draft in drafts:
+        if _fold(draft.question) not in avoid:
+            kept.append(draft)
+            continue
+        for _ in range(MAX_REDRAWS):
+            fits = (
+                s
+                for s in spare
+                if (s.family, s.width) == (draft.family, draft.width)
+                and _fold(s.question) not in avoid
+                and _fold(s.question) not in taken
+            )
+            if (found := next(fits, None)) is not None:
+                break
+            spare += family(rng)
+        else:
+            raise AssertionError(f"no replacement for {draft.question!r} in {MAX_REDRAWS} draws")
+        spare.remove(found)
+        taken.add(_fold(found.question))
+        kept.append(found)
+    return kept
+
+
+def draw(seed: int, avoid: Collection[str] = ()) -> list[Draft]:
     """Draw every family's questions with one RNG, then shuffle them.
 
     Shuffling mixes the kinds, so that running only the first N questions
     still samples every kind.
 
+    Args:
+        seed: the RNG's seed.
+        avoid: questions not to ask (compared ignoring case and spacing);
+            each drawn one is replaced by another of its family and width.
+
     Returns:
         The drafts in their final order.
 
     Raises:
-        AssertionError: two questions have the same wording.
+        AssertionError: two questions have the same wording, or an avoided
+            question could not be replaced.
 
     """
     rng = random.Random(seed)
-    drafts = [draft for family in FAMILIES for draft in family(rng)]
+    folded = {_fold(q) for q in avoid}
+    drafts = [draft for family in FAMILIES for draft in _avoiding(family, rng, family(rng), folded)]
     repeated = [q for q, n in Counter(d.question for d in drafts).items() if n > 1]
     if repeated:
         raise AssertionError(f"questions drawn twice: {repeated}")
@@ -191,6 +251,33 @@ def check_mix(records: Sequence[dict[str, Any]]) -> None:
         raise AssertionError("; ".join(problems))
 
 
+def held_out_questions() -> set[str]:
+    """The questions a held-out set may not ask: the tuning half's and the worked examples'.
+
+    Returns:
+        The questions as written.
+
+    """
+    taken = {q["question"] for q in load_questions(QUESTIONS_PATH)}
+    if EXAMPLES_PATH.exists():
+        taken |= {e["question"] for e in load_questions(EXAMPLES_PATH)}
+    return taken
+
+
+def check_disjoint(records: Sequence[dict[str, Any]], avoid: Collection[str]) -> None:
+    """Check that a held-out set asks none of the questions it must avoid.
+
+    Raises:
+        AssertionError: naming the questions it asks all the same.
+
+    """
+    shared = sorted({_fold(r["question"]) for r in records} & {_fold(q) for q in avoid})
+    if shared:
+        raise AssertionError(
+            f"{len(shared)} questions are in the tuning half or the worked examples: {shared[:3]}"
+        )
+
+
 def summary(records: Sequence[dict[str, Any]]) -> str:
     """Count the questions by kind and by width, for the terminal.
 
@@ -212,15 +299,27 @@ def summary(records: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="RNG seed")
-    parser.add_argument("--out", type=Path, default=QUESTIONS_PATH, help="where to write")
+    parser.add_argument("--seed", type=int, default=None, help=f"RNG seed ({DEFAULT_SEED})")
+    parser.add_argument("--out", type=Path, default=None, help="where to write")
+    parser.add_argument(
+        "--heldout",
+        action="store_true",
+        help=f"write the held-out half: seed {HELDOUT_SEED}, {HELDOUT_PATH.name}",
+    )
     args = parser.parse_args(argv)
+    if args.seed is None:
+        args.seed = HELDOUT_SEED if args.heldout else DEFAULT_SEED
+    if args.out is None:
+        args.out = HELDOUT_PATH if args.heldout else QUESTIONS_PATH
 
     check_places()
-    drafts = draw(args.seed)
+    held_out = args.out.resolve() != QUESTIONS_PATH.resolve()
+    avoid = held_out_questions() if held_out else set()
+    drafts = draw(args.seed, avoid)
     anyio.run(verify, drafts)
     records = [to_record(i, d) for i, d in enumerate(drafts, start=1)]
     check_mix(records)
+    check_disjoint(records, avoid)
     lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     args.out.write_text("".join(lines), encoding="utf-8")
     print(summary(records))

@@ -20,10 +20,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["QUESTIONS_PATH", "extract_numbers", "load_questions", "normalize_name", "score"]
+__all__ = [
+    "HELDOUT_PATH",
+    "QUESTIONS_PATH",
+    "extract_numbers",
+    "load_questions",
+    "normalize_name",
+    "score",
+]
 
 QUESTIONS_PATH = Path(__file__).with_name("questions.jsonl")
-"""Where `generate.py` writes the question set."""
+"""The tuning half: where `generate.py` writes the question set by default (seed 20240611)."""
+HELDOUT_PATH = Path(__file__).with_name("heldout.jsonl")
+"""The held-out half: the same families drawn with another seed, never tuned on."""
 
 _SCALE_WORDS = {
     "thousand": 1e3,

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import taskloom
+from taskloom.tools import world
 from taskloom.tools.world import WORLD_TOOLS
 
 WORLDQA = Path(__file__).resolve().parents[2] / "bench" / "worldqa"
@@ -157,9 +158,25 @@ def test_normalize_name() -> None:
 # ---------------------------------------------------------------- the question set
 
 
-@pytest.fixture(scope="module")
-def questions() -> list[dict[str, Any]]:
-    return scorer.load_questions()
+@pytest.fixture(scope="module", params=["tuning", "heldout"])
+def questions(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    # Both halves are drawn from the same families and must have the same mix.
+    path = scorer.QUESTIONS_PATH if request.param == "tuning" else scorer.HELDOUT_PATH
+    return scorer.load_questions(path)
+
+
+def test_the_halves_are_drawn_with_different_seeds_and_share_no_question() -> None:
+    tuning = scorer.load_questions(scorer.QUESTIONS_PATH)
+    heldout = scorer.load_questions(scorer.HELDOUT_PATH)
+    assert len(heldout) >= 100
+    assert not {q["question"] for q in tuning} & {q["question"] for q in heldout}
+    # No worked example of the world tools is a benchmark question, in either half.
+    examples = {e["question"].casefold() for e in scorer.load_questions(world.EXAMPLES_PATH)}
+    for half in (tuning, heldout):
+        assert not examples & {q["question"].casefold() for q in half}
+    assert (
+        Counter(q["family"] for q in tuning).keys() == Counter(q["family"] for q in heldout).keys()
+    )
 
 
 def test_question_set_has_the_promised_mix(questions: list[dict[str, Any]]) -> None:
