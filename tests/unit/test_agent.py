@@ -351,9 +351,18 @@ async def test_with_grammars_the_joiner_may_finish_only_with_values_from_the_res
     await Agent(tools=WORLD_TOOLS, model=model, grammar=True).run("France + Germany?")
     joiner = model.options[1].grammar
     assert joiner is not None
-    # The sum and the fields the joiner reads are quotable; a number it never saw is not.
-    assert '"149915166"' in joiner and '"66987244"' in joiner and '"France"' in joiner
-    assert "1154308" not in joiner
+    # The final result (the sum) is quotable and nameable; the records it added up, which
+    # a small model tends to name instead, are not, nor is a number it never saw.
+    assert '"149915166"' in joiner and 'ref ::= "$3"' in joiner
+    assert '"66987244"' not in joiner and '"$1' not in joiner and "1154308" not in joiner
+
+
+async def test_when_the_combining_call_failed_the_joiner_may_name_its_inputs() -> None:
+    plan = '1. country("France")\n2. country("Germany")\n3. math("$1.population / 0")\n'
+    model = ScriptedModel([plan + "4. join()<END_OF_PLAN>", "Thought: no.\nAction: Finish($1)"])
+    await Agent(tools=WORLD_TOOLS, model=model, grammar=True, max_replans=0).run("France?")
+    joiner = model.options[1].grammar
+    assert joiner is not None and '"$1"' in joiner and '"66987244"' in joiner
 
 
 def test_result_values_are_the_fields_and_results_as_written() -> None:

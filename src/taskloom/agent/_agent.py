@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,7 @@ from taskloom.agent.prompts import (
     planner_messages,
     result_values,
 )
-from taskloom.engine import Budget, DurationStats, Run, RunResult, open_run
+from taskloom.engine import Budget, DurationStats, Run, RunResult, TaskStatus, open_run
 from taskloom.engine import events as ev
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.engine._scheduler import EventListener
@@ -454,6 +454,8 @@ class Agent:
         """
         history: list[Observation] = []
         outputs: dict[TaskId, Any] = {}
+        consumed: set[TaskId] = set()
+        """Tasks whose outputs a later task that succeeded took as input."""
         reason: str | None = None
         first = 1
         if resumed is not None and resumed.tasks:
@@ -475,6 +477,12 @@ class Agent:
             assert this.run is not None
             history += observations(this.run, this.used)
             outputs.update(this.run.outputs)
+            consumed.update(
+                dep
+                for task in this.run.tasks.values()
+                if task.status is TaskStatus.DONE
+                for dep in task.dependencies
+            )
             if this.run.exhausted is not None:
                 spend.exhausted = spend.exhausted or this.run.exhausted
             if spend.exhausted is not None:
@@ -485,7 +493,7 @@ class Agent:
                 return nothing_succeeded(history)  # no joiner: it could only make an answer up
             began = time.monotonic()
             decision, call = await self._join(
-                question, history, outputs, force_finish=last, spend=spend
+                question, history, outputs, consumed, force_finish=last, spend=spend
             )
             timings.joiner_s += time.monotonic() - began
             joins.append(call)
@@ -743,6 +751,7 @@ class Agent:
         question: str,
         history: Sequence[Observation],
         outputs: Mapping[TaskId, Any],
+        consumed: Collection[TaskId],
         *,
         force_finish: bool,
         spend: Spend,
@@ -752,7 +761,7 @@ class Agent:
         A Finish comes back with its references rendered (`render_finish`).
         """
         seen = history[-_MAX_HISTORY:]
-        grammar = self._joiner_grammar(seen, outputs) if self.grammar else None
+        grammar = self._joiner_grammar(seen, outputs, consumed) if self.grammar else None
         messages = joiner_messages(
             question, seen, force_finish=force_finish, examples=self._join_shots(question)
         )
@@ -775,14 +784,27 @@ class Agent:
             decision = _rendered(decision, outputs, history, force_finish=force_finish)
         return decision, call
 
-    def _joiner_grammar(self, seen: Sequence[Observation], outputs: Mapping[TaskId, Any]) -> str:
-        """The joiner's grammar: grounded in what `seen` shows, or free text."""
+    def _joiner_grammar(
+        self,
+        seen: Sequence[Observation],
+        outputs: Mapping[TaskId, Any],
+        consumed: Collection[TaskId],
+    ) -> str:
+        """The joiner's grammar: grounded in what `seen` shows, or free text.
+
+        Grounded, the answer comes from the final results: those no later
+        call took as input (a sum's total, not the records it added up). A
+        small model asked to name a result otherwise often names the first.
+        Only when no final result is left (the call that used them failed)
+        may it name the others.
+        """
         if not self.grounded:
             return joiner_grammar()
-        done = [(TaskId(i), outputs[TaskId(i)]) for i, _, _ in seen if TaskId(i) in outputs]
+        done = [(TaskId(i), text) for i, _, text in seen if TaskId(i) in outputs]
+        final = [(i, text) for i, text in done if i not in consumed] or done
         return joiner_grammar(
-            answers=result_values(text for _, _, text in seen),
-            references=answer_references(done),
+            answers=result_values(text for _, text in final),
+            references=answer_references((i, outputs[i]) for i, _ in final),
         )
 
 

@@ -68,16 +68,13 @@ NOTIONAL_EXAMPLES: tuple[Example, ...] = (
         tools=_STOCKS,
     ),
     Example(
-        question="Which is warmer right now: Oslo, Lisbon or Cairo?",
-        plan='1. weather("Oslo")\n2. weather("Lisbon")\n3. weather("Cairo")\n'
-        '4. calculator("max($1.temp_c, $2.temp_c, $3.temp_c)")',
+        question="Which is warmer right now: Oslo or Lisbon?",
+        plan='1. weather("Oslo")\n2. weather("Lisbon")',
         results={
             "1": {"city": "Oslo", "temp_c": 4, "wind_kmh": 18, "sky": "rain"},
             "2": {"city": "Lisbon", "temp_c": 17, "wind_kmh": 9, "sky": "sunny"},
-            "3": {"city": "Cairo", "temp_c": 24, "wind_kmh": 12, "sky": "clear"},
-            "4": 24,
         },
-        decision="Thought: Cairo has the highest temperature, 24.\nAction: Finish($3.city)",
+        decision="Thought: Lisbon has 17 degrees, Oslo 4.\nAction: Finish($2.city)",
         tools=_WEATHER,
     ),
     Example(
