@@ -47,7 +47,7 @@ def test_no_prompt_built_for_user_tools_names_a_world_tool() -> None:
     question = "How many pages have the books 0-19-852663-6 and 0-14-044913-6 together?"
     agent = _agent()
     plan = planner_messages(
-        question, USER_TOOLS, examples=choose(question, agent._plan_bank, agent._shots)
+        question, USER_TOOLS, examples=choose(question, agent._plan_bank, 3, fixed=agent._fixed)
     )
     join = joiner_messages(question, [], force_finish=False, examples=agent._join_shots(question))
     react = ReActAgent(tools=USER_TOOLS, model=ScriptedModel([]))
@@ -86,7 +86,7 @@ def test_prompts_for_different_questions_share_the_notional_examples() -> None:
 
     def prompt(question: str) -> list[Any]:
         return planner_messages(
-            question, USER_TOOLS, examples=choose(question, agent._plan_bank, agent._shots)
+            question, USER_TOOLS, examples=choose(question, agent._plan_bank, 3, fixed=agent._fixed)
         )[:-1]
 
     assert prompt("How long is book 1?") == prompt("Who wrote book 2 and 3?")

@@ -189,7 +189,7 @@ class Agent:
         bank = self.examples or NOTIONAL_EXAMPLES
         self._plan_bank = bank
         # The notional examples are all shown, the same text for every question.
-        self._shots = _SHOTS if self.examples else len(bank)
+        self._fixed = not self.examples
         self._join_bank = [
             (e, JoinShot(e.question, example_observations(e, given), e.reply))
             for e in bank
@@ -550,7 +550,7 @@ class Agent:
                 messages = planner_messages(
                     question,
                     self.tools,
-                    examples=choose(question, self._plan_bank, self._shots),
+                    examples=choose(question, self._plan_bank, _SHOTS, fixed=self._fixed),
                     history=history[-_MAX_HISTORY:],
                     replan_reason=reason,
                     first_id=first_id,
@@ -743,7 +743,7 @@ class Agent:
     def _join_shots(self, question: str) -> list[JoinShot]:
         """The joiner's worked examples for `question`: those of the closest examples."""
         shots = dict((id(e), shot) for e, shot in self._join_bank)
-        chosen = choose(question, [e for e, _ in self._join_bank], self._shots)
+        chosen = choose(question, [e for e, _ in self._join_bank], _SHOTS, fixed=self._fixed)
         return [shots[id(e)] for e in chosen]
 
     async def _join(

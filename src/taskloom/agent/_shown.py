@@ -76,11 +76,18 @@ def closest(question: str, examples: Sequence[Example], k: int) -> list[Example]
     return list(reversed(ranked[:k]))
 
 
-def choose(question: str, examples: Sequence[Example], k: int) -> list[Example]:
-    """All of `examples` if there are at most `k`, in order; else the `k` closest to `question`."""
-    if len(examples) <= k:
+def choose(
+    question: str, examples: Sequence[Example], k: int, *, fixed: bool = False
+) -> list[Example]:
+    """The `k` examples closest to `question`, the closest last; `fixed`: all, in their order.
+
+    Fixed examples (the notional ones) are the same text for every question.
+    A user's few are all shown too, but ordered by likeness: a small model
+    copies the shape of the last example it read.
+    """
+    if fixed:
         return list(examples)
-    return closest(question, examples, k)
+    return closest(question, examples, min(k, len(examples)))
 
 
 def example_observations(example: Example, tools: Sequence[Tool]) -> list[Observation]:

@@ -88,7 +88,7 @@ class ReActAgent:
         self._on_text = on_text
         given = check_examples(examples or (), self.tools)
         bank = given or NOTIONAL_EXAMPLES
-        self._count = _SHOTS if given else len(bank)
+        self._fixed = not given
         self._bank = [
             (e, ReActShot(e.question, *react_steps(e, self.tools), tools=e.tools))
             for e in bank
@@ -97,7 +97,10 @@ class ReActAgent:
 
     def _shots(self, question: str) -> list[ReActShot]:
         shots = {id(e): shot for e, shot in self._bank}
-        return [shots[id(e)] for e in choose(question, [e for e, _ in self._bank], self._count)]
+        return [
+            shots[id(e)]
+            for e in choose(question, [e for e, _ in self._bank], _SHOTS, fixed=self._fixed)
+        ]
 
     async def run(self, question: str) -> AgentResult:
         """Answer one question, one tool call at a time.
