@@ -36,10 +36,10 @@ class Example:
     """A question answered well: what the planner (and, with results, the joiner) is shown.
 
     Example(
-        question="What is the capital of Kenya?",
-        plan='1. country("Kenya")',
-        results={"1": {"capital": "Nairobi", "population": 51393010}},
-        decision="Finish($1.capital)",
+        question="Who wrote Dune?",
+        plan='1. book("Dune")',
+        results={"1": {"title": "Dune", "author": "Frank Herbert", "year": 1965}},
+        decision="Finish($1.author)",
     )
     """
 
