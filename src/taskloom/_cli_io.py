@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import math
 import os
@@ -95,12 +96,17 @@ def run_stoppable(go: Callable[..., Awaitable[T]], *args: Any) -> T:
                 for sig in _STOP_SIGNALS:
                     loop.remove_signal_handler(sig)
 
-    anyio.run(main)
+    anyio.run(main, backend_options={"use_uvloop": uvloop_available()})
     if returned:
         return returned[0]
     sig = stopped[0]  # nothing returned and nothing raised: a signal cancelled it
     notice(f"interrupted by {sig.name}: the run was cancelled")
     raise typer.Exit(128 + sig)
+
+
+def uvloop_available() -> bool:
+    """Whether uvloop can run the command's loop: it is faster, and uvicorn picks it too."""
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def notice(message: str) -> None:

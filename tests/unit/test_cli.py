@@ -48,6 +48,22 @@ def test_exec_loads_extra_tools_from_a_file(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["tasks"]["2"]["output"] == "TOKYO"
 
 
+def test_the_command_line_runs_its_tools_on_uvloop(tmp_path: Path) -> None:
+    tools = tmp_path / "looptools.py"
+    tools.write_text(
+        "import asyncio\nimport taskloom\n\n"
+        "@taskloom.tool\n"
+        "async def loop_kind() -> str:\n"
+        '    """The running loop module."""\n'
+        "    return type(asyncio.get_running_loop()).__module__\n"
+    )
+    plan = tmp_path / "p.plan"
+    plan.write_text("1. loop_kind()\n")
+    result = runner.invoke(app, ["exec", str(plan), "--tools", str(tools), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["tasks"]["1"]["output"].startswith("uvloop")
+
+
 def test_exec_reports_a_bad_plan_with_its_position(tmp_path: Path) -> None:
     plan = tmp_path / "bad.plan"
     plan.write_text('1. country("France")\n2. contry("Spain")\n')

@@ -27,6 +27,18 @@ from taskloom import (
 )
 from taskloom.engine import events as ev
 
+
+@pytest.fixture(
+    params=[
+        pytest.param(("asyncio", {}), id="asyncio"),
+        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    """The scheduler is correct on both loops: asyncio's own, and uvloop (the CLI's)."""
+    return request.param
+
+
 pytestmark = pytest.mark.anyio
 
 
