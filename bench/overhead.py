@@ -22,7 +22,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import write_section  # noqa: E402
 from shapes import SHAPES, Shape, layers_of  # noqa: E402
 
-ENGINES = ("taskloom", "langgraph", "dask", "asyncio.gather")
+ENGINES = (
+    "taskloom",
+    "taskloom on uvloop",
+    "langgraph",
+    "dask",
+    "asyncio.gather",
+    "gather on uvloop",
+)
 
 
 # -- one engine, one shape (runs in the child process) -------------------------
@@ -42,7 +49,7 @@ class Item(TypedDict):
     inputs: list[int]
 
 
-def run_taskloom(shape: Shape) -> float:
+def run_taskloom(shape: Shape, uvloop: bool = False) -> float:
     import anyio
 
     import taskloom
@@ -66,10 +73,10 @@ def run_taskloom(shape: Shape) -> float:
         assert all(t.status == "done" for t in result.tasks.values())
         return took
 
-    return anyio.run(main)
+    return anyio.run(main, backend_options={"use_uvloop": uvloop})
 
 
-def run_gather(shape: Shape) -> float:
+def run_gather(shape: Shape, uvloop: bool = False) -> float:
     """Bare asyncio: one gather per level (a floor, not an engine: no dependencies tracked)."""
     import asyncio
 
@@ -82,6 +89,10 @@ def run_gather(shape: Shape) -> float:
             await asyncio.gather(*(noop(deps) for _, deps in level))
         return time.perf_counter() - began
 
+    if uvloop:
+        import uvloop as uv
+
+        return uv.run(main())
     return asyncio.run(main())
 
 
@@ -145,6 +156,8 @@ RUNNERS = {
     "langgraph": run_langgraph,
     "dask": run_dask,
     "asyncio.gather": run_gather,
+    "taskloom on uvloop": lambda shape: run_taskloom(shape, uvloop=True),
+    "gather on uvloop": lambda shape: run_gather(shape, uvloop=True),
 }
 
 
