@@ -42,7 +42,7 @@ from taskloom.errors import (
     UserError,
     WorkerCrashed,
 )
-from taskloom.plan import Plan, PlanParser, Ref, Task, Template, parse_stream
+from taskloom.plan import Graph, Handle, Plan, PlanParser, Ref, Task, Template, parse_stream
 from taskloom.store import Store, resume
 from taskloom.tools import CallPolicy, Tool, tool
 from taskloom.tools.process import ProcessLimits, command_tool, python_tool
@@ -68,6 +68,8 @@ __all__ = [
     "DurationStats",
     "EditError",
     "Example",
+    "Graph",
+    "Handle",
     "LimitExceeded",
     "MCPError",
     "MCPToolError",
