@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -32,36 +33,40 @@ def test_exec_json_gives_the_run_result() -> None:
     assert set(data["timings"]) >= {"makespan_s", "critical_path_s", "work_s", "parallelism"}
 
 
-def test_exec_loads_extra_tools_from_a_file(tmp_path: Path) -> None:
+def _exec_with_tools(tmp_path: Path, tools_source: str, plan_text: str) -> dict[str, Any]:
+    """Run `exec --json` on a plan with a tools file; the run's tasks by id."""
     tools = tmp_path / "mytools.py"
-    tools.write_text(
+    tools.write_text(tools_source)
+    plan = tmp_path / "p.plan"
+    plan.write_text(plan_text)
+    result = runner.invoke(app, ["exec", str(plan), "--tools", str(tools), "--json"])
+    assert result.exit_code == 0, result.output
+    tasks: dict[str, Any] = json.loads(result.stdout)["tasks"]
+    return tasks
+
+
+def test_exec_loads_extra_tools_from_a_file(tmp_path: Path) -> None:
+    source = (
         "import taskloom\n\n"
         "@taskloom.tool\n"
         "def shout(text: str) -> str:\n"
         '    """Upper-case."""\n'
         "    return text.upper()\n"
     )
-    plan = tmp_path / "p.plan"
-    plan.write_text('1. country("Japan")\n2. shout($1.capital)\n')
-    result = runner.invoke(app, ["exec", str(plan), "--tools", str(tools), "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["tasks"]["2"]["output"] == "TOKYO"
+    tasks = _exec_with_tools(tmp_path, source, '1. country("Japan")\n2. shout($1.capital)\n')
+    assert tasks["2"]["output"] == "TOKYO"
 
 
 def test_the_command_line_runs_its_tools_on_uvloop(tmp_path: Path) -> None:
-    tools = tmp_path / "looptools.py"
-    tools.write_text(
+    source = (
         "import asyncio\nimport taskloom\n\n"
         "@taskloom.tool\n"
         "async def loop_kind() -> str:\n"
         '    """The running loop module."""\n'
         "    return type(asyncio.get_running_loop()).__module__\n"
     )
-    plan = tmp_path / "p.plan"
-    plan.write_text("1. loop_kind()\n")
-    result = runner.invoke(app, ["exec", str(plan), "--tools", str(tools), "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["tasks"]["1"]["output"].startswith("uvloop")
+    tasks = _exec_with_tools(tmp_path, source, "1. loop_kind()\n")
+    assert tasks["1"]["output"].startswith("uvloop")
 
 
 def test_exec_reports_a_bad_plan_with_its_position(tmp_path: Path) -> None:
