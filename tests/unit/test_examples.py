@@ -7,7 +7,7 @@ import pytest
 import taskloom
 from taskloom.agent import Agent, Example, load_examples
 from taskloom.agent._notional import NOTIONAL_EXAMPLES, NOTIONAL_TOOLS
-from taskloom.agent._shown import choose, closest, example_observations, react_steps
+from taskloom.agent._shown import closest, example_observations, pick_anchors, react_steps
 from taskloom.agent.prompts import joiner_messages, planner_messages, react_messages
 from taskloom.agent.react import ReActAgent
 from taskloom.errors import UserError
@@ -46,12 +46,12 @@ def test_the_world_bank_loads_and_fits_the_world_tools() -> None:
 def test_no_prompt_built_for_user_tools_names_a_world_tool() -> None:
     question = "How many pages have the books 0-19-852663-6 and 0-14-044913-6 together?"
     agent = _agent()
-    plan = planner_messages(
-        question, USER_TOOLS, examples=choose(question, agent._plan_bank, 3, fixed=agent._fixed)
+    plan = planner_messages(question, USER_TOOLS, examples=agent._plan_shots.for_question(question))
+    join = joiner_messages(
+        question, [], force_finish=False, examples=agent._join_shots.for_question(question)
     )
-    join = joiner_messages(question, [], force_finish=False, examples=agent._join_shots(question))
     react = ReActAgent(tools=USER_TOOLS, model=ScriptedModel([]))
-    steps = react_messages(question, USER_TOOLS, [], examples=react._shots(question))
+    steps = react_messages(question, USER_TOOLS, [], examples=react._shots.for_question(question))
     for messages in (plan, join, steps):
         text = "\n".join(m.content for m in messages)
         assert not [name for name in WORLD_NAMES if f"{name}(" in text], text
@@ -86,10 +86,45 @@ def test_prompts_for_different_questions_share_the_notional_examples() -> None:
 
     def prompt(question: str) -> list[Any]:
         return planner_messages(
-            question, USER_TOOLS, examples=choose(question, agent._plan_bank, 3, fixed=agent._fixed)
+            question, USER_TOOLS, examples=agent._plan_shots.for_question(question)
         )[:-1]
 
     assert prompt("How long is book 1?") == prompt("Who wrote book 2 and 3?")
+
+
+def test_a_large_bank_starts_every_prompt_with_the_same_anchors() -> None:
+    bank = load_examples(EXAMPLES_PATH)
+    agent = Agent(tools=WORLD_TOOLS, model=ScriptedModel([]), examples=bank)
+    questions = [
+        "What is the capital of Peru?",
+        "What is the total population of Chile, Spain and Kenya?",
+        "How far is Lima from Quito in miles?",
+    ]
+    for shots in (agent._plan_shots, agent._join_shots):
+        anchors = shots.anchors
+        assert len(anchors) >= 1 and len({id(a) for a in anchors}) == len(anchors)
+        chosen = [shots.examples(q) for q in questions]
+        # The same start for every question (what a model's saved state can resume), ...
+        assert all(c[: len(anchors)] == anchors for c in chosen)
+        # ... then examples of the question's own kind, never an anchor twice.
+        assert all(len({id(e) for e in c}) == len(c) > len(anchors) for c in chosen)
+    capital = agent._plan_shots.examples(questions[0])[-1]
+    assert capital.question.startswith("What is the capital of ")
+    # Chosen once per bank, deterministically.
+    again = Agent(tools=WORLD_TOOLS, model=ScriptedModel([]), examples=bank)
+    assert again._plan_shots.anchors == agent._plan_shots.anchors
+
+
+def test_anchors_are_typical_and_unlike_each_other() -> None:
+    def example(question: str) -> Example:
+        return Example(question=question, plan='1. book("1")')
+
+    sums = [example(f"What is the total of book {n} and book {n + 1}?") for n in range(5)]
+    odd = example("Which author wrote Emma?")
+    picked = pick_anchors([*sums, odd], 2)
+    assert picked[0] in sums  # the most typical first
+    assert picked[1] is odd  # then the least like it
+    assert pick_anchors(sums, 0) == [] and pick_anchors([], 2) == []
 
 
 def test_the_closest_examples_come_last() -> None:

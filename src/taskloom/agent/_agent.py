@@ -35,7 +35,7 @@ from taskloom.agent._settings import (
     recorded_tools,
     settings,
 )
-from taskloom.agent._shown import choose, example_observations
+from taskloom.agent._shown import Shots, example_observations
 from taskloom.agent._spend import Spend
 from taskloom.agent.prompts import (
     JoinShot,
@@ -63,8 +63,12 @@ __all__ = ["Agent", "uses_grammar"]
 _MAX_PLAN_TOKENS = 400
 _MAX_JOIN_TOKENS = 160
 _MAX_HISTORY = 30
-_SHOTS = 3
-"""Worked examples shown to the planner and the joiner: the closest of a larger set."""
+_PLAN_ANCHORS = 2
+"""Examples every planner prompt shows first, when there are many (see `Shots`)."""
+_PLAN_SHOTS = 1
+"""Examples shown to the planner after the anchors: the closest of the rest."""
+_JOIN_ANCHORS = 1
+_JOIN_SHOTS = 1
 
 
 def uses_grammar(model: ChatModel, grammar: bool | None) -> bool:
@@ -187,14 +191,20 @@ class Agent:
         self.examples = check_examples(examples or (), given)
         """The user's worked examples, checked against the tools; empty: notional ones."""
         bank = self.examples or NOTIONAL_EXAMPLES
-        self._plan_bank = bank
-        # The notional examples are all shown, the same text for every question.
-        self._fixed = not self.examples
-        self._join_bank = [
-            (e, JoinShot(e.question, example_observations(e, given), e.reply))
-            for e in bank
-            if e.reply is not None
-        ]
+        fixed = not self.examples  # the notional examples: all shown, the same for every question
+        self._plan_shots = Shots(
+            [(e, e) for e in bank], closest=_PLAN_SHOTS, anchors=_PLAN_ANCHORS, fixed=fixed
+        )
+        self._join_shots = Shots(
+            [
+                (e, JoinShot(e.question, example_observations(e, given), e.reply))
+                for e in bank
+                if e.reply is not None
+            ],
+            closest=_JOIN_SHOTS,
+            anchors=_JOIN_ANCHORS,
+            fixed=fixed,
+        )
         self.model = model if model is not None else model_from_config()
         self.max_replans = max_replans
         self.max_repairs = max_repairs
@@ -550,7 +560,7 @@ class Agent:
                 messages = planner_messages(
                     question,
                     self.tools,
-                    examples=choose(question, self._plan_bank, _SHOTS, fixed=self._fixed),
+                    examples=self._plan_shots.for_question(question),
                     history=history[-_MAX_HISTORY:],
                     replan_reason=reason,
                     first_id=first_id,
@@ -624,7 +634,7 @@ class Agent:
                             planned,
                             force_finish=last,
                             done=lines,
-                            examples=self._join_shots(question),
+                            examples=self._join_shots.for_question(question),
                         )
                     )
                 if len(lines) == len(planned):
@@ -740,12 +750,6 @@ class Agent:
             round=number, text=stream.text, valid=error is None, error=error, tasks=added
         )
 
-    def _join_shots(self, question: str) -> list[JoinShot]:
-        """The joiner's worked examples for `question`: those of the closest examples."""
-        shots = dict((id(e), shot) for e, shot in self._join_bank)
-        chosen = choose(question, [e for e, _ in self._join_bank], _SHOTS, fixed=self._fixed)
-        return [shots[id(e)] for e in chosen]
-
     async def _join(
         self,
         question: str,
@@ -763,7 +767,10 @@ class Agent:
         seen = history[-_MAX_HISTORY:]
         grammar = self._joiner_grammar(seen, outputs, consumed) if self.grammar else None
         messages = joiner_messages(
-            question, seen, force_finish=force_finish, examples=self._join_shots(question)
+            question,
+            seen,
+            force_finish=force_finish,
+            examples=self._join_shots.for_question(question),
         )
         stream = self.model.stream(messages, max_tokens=_MAX_JOIN_TOKENS, grammar=grammar)
         try:

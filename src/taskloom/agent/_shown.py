@@ -1,17 +1,19 @@
 """Which worked examples a prompt shows for a question, and how the joiner and ReAct see them.
 
-A prompt ends with the examples whose questions look most like the user's
-(same kind of request, same number of names), the closest last: a small
-model copies the nearest example's shape. A few examples (the notional
-ones, or a user's three) are all shown, in their order, so every prompt
-shares them and a model that keeps earlier prompts' state reads them once.
+A prompt shows a few anchors, the same examples for every question, and
+then the examples whose questions look most like the user's (same kind of
+request, same number of names), the closest last: a small model copies the
+nearest example's shape. The anchors make every prompt start alike, so a
+model that keeps earlier prompts' state (the embedded one) reads them once
+and then only the examples chosen for the question. A few examples (the
+notional ones, or a user's three) are all shown, in their order.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from taskloom._ids import TaskId
 from taskloom.agent._decision import Finish, parse_decision
@@ -23,7 +25,7 @@ from taskloom.plan._model import render_value
 from taskloom.plan._resolve import resolve
 from taskloom.tools import Tool
 
-__all__ = ["choose", "closest", "example_observations", "react_steps"]
+__all__ = ["Shots", "choose", "closest", "example_observations", "pick_anchors", "react_steps"]
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _TOKEN = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
@@ -57,9 +59,12 @@ def _profile(question: str) -> tuple[frozenset[str], int]:
     return kind, names
 
 
-def _similarity(a: str, b: str) -> float:
-    kind_a, names_a = _profile(a)
-    kind_b, names_b = _profile(b)
+_Profile = tuple[frozenset[str], int]
+
+
+def _alike(a: _Profile, b: _Profile) -> float:
+    kind_a, names_a = a
+    kind_b, names_b = b
     union = kind_a | kind_b
     overlap = len(kind_a & kind_b) / len(union) if union else 0.0
     # As many names means as wide a plan, and a small model copies the width
@@ -67,7 +72,11 @@ def _similarity(a: str, b: str) -> float:
     return overlap + 0.5 / (1 + abs(names_a - names_b))
 
 
-_E = TypeVar("_E")
+def _similarity(a: str, b: str) -> float:
+    return _alike(_profile(a), _profile(b))
+
+
+_S = TypeVar("_S")
 
 
 def closest(question: str, examples: Sequence[Example], k: int) -> list[Example]:
@@ -76,18 +85,83 @@ def closest(question: str, examples: Sequence[Example], k: int) -> list[Example]
     return list(reversed(ranked[:k]))
 
 
-def choose(
-    question: str, examples: Sequence[Example], k: int, *, fixed: bool = False
-) -> list[Example]:
-    """The `k` examples closest to `question`, the closest last; `fixed`: all, in their order.
+def pick_anchors(examples: Sequence[Example], k: int) -> list[Example]:
+    """`k` examples to show before every question's own: typical of the set, unlike each other.
 
-    Fixed examples (the notional ones) are the same text for every question.
-    A user's few are all shown too, but ordered by likeness: a small model
-    copies the shape of the last example it read.
+    The first is the example most like all the others; each next one is the
+    most typical of those least like the anchors already chosen, so the
+    anchors between them show the set's main shapes. Deterministic: the same
+    set gives the same anchors, hence the same prompt start for every question.
+    """
+    profiles = [_profile(e.question) for e in examples]
+    n = len(examples)
+    if n == 0 or k <= 0:
+        return []
+    typical = [sum(_alike(p, q) for q in profiles) / n for p in profiles]
+    chosen: list[int] = []
+    nearest = [0.0] * n
+    """Per example, its likeness to the closest anchor chosen so far."""
+    for _ in range(min(k, n)):
+        best = max((i for i in range(n) if i not in chosen), key=lambda i: typical[i] - nearest[i])
+        chosen.append(best)
+        nearest = [max(nearest[i], _alike(profiles[i], profiles[best])) for i in range(n)]
+    return [examples[i] for i in chosen]
+
+
+def choose(
+    question: str,
+    examples: Sequence[Example],
+    k: int,
+    *,
+    fixed: bool = False,
+    first: Sequence[Example] = (),
+) -> list[Example]:
+    """`first` (the anchors), then the `k` other examples closest to `question`, the closest last.
+
+    `fixed`: all the examples, in their order. Fixed examples (the notional
+    ones) are the same text for every question. Without anchors, a user's
+    few are all shown too, but ordered by likeness: a small model copies
+    the shape of the last example it read.
     """
     if fixed:
         return list(examples)
-    return closest(question, examples, min(k, len(examples)))
+    shown = {id(e) for e in first}
+    rest = [e for e in examples if id(e) not in shown]
+    return [*first, *closest(question, rest, min(k, len(rest)))]
+
+
+class Shots(Generic[_S]):
+    """A bank of worked examples, each with what a prompt shows of it, and the choice per question.
+
+    A bank larger than `anchors + closest` shows its anchors first, then the
+    closest others; a smaller one is all shown, by likeness (or in its order
+    when `fixed`).
+    """
+
+    def __init__(
+        self, bank: Sequence[tuple[Example, _S]], *, closest: int, anchors: int, fixed: bool
+    ) -> None:
+        """Choose the anchors of `bank` once: (example, what the prompt shows of it) pairs."""
+        self._shown = {id(e): shot for e, shot in bank}
+        self._examples = [e for e, _ in bank]
+        self._fixed = fixed
+        large = not fixed and len(self._examples) > anchors + closest
+        self.anchors: list[Example] = pick_anchors(self._examples, anchors) if large else []
+        self._closest = closest if large else anchors + closest
+        """The examples every prompt shows first."""
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    def examples(self, question: str) -> list[Example]:
+        """The examples to show for `question`, in order."""
+        return choose(
+            question, self._examples, self._closest, fixed=self._fixed, first=self.anchors
+        )
+
+    def for_question(self, question: str) -> list[_S]:
+        """What to show for `question`: the anchors' shots, then the closest, the closest last."""
+        return [self._shown[id(e)] for e in self.examples(question)]
 
 
 def example_observations(example: Example, tools: Sequence[Tool]) -> list[Observation]:

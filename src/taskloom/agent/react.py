@@ -19,7 +19,7 @@ from taskloom.agent._grammar import react_grammar
 from taskloom.agent._limits import GrammarLimits
 from taskloom.agent._notional import NOTIONAL_EXAMPLES
 from taskloom.agent._result import AgentResult, LLMCall, Timings
-from taskloom.agent._shown import choose, react_steps
+from taskloom.agent._shown import Shots, react_steps
 from taskloom.agent.prompts import ReActShot, react_messages, result_text, result_values
 from taskloom.engine import RunResult, TaskStatus, execute
 from taskloom.engine._execute import ToolsLike, as_tools
@@ -32,8 +32,10 @@ from taskloom.tools import Tool
 __all__ = ["ReActAgent"]
 
 _MAX_STEP_TOKENS = 160
-_SHOTS = 2
-"""Worked examples shown: whole conversations, so fewer than the planner's."""
+_ANCHORS = 1
+"""Examples every prompt shows first, when there are many: the agent's policy (see `Shots`)."""
+_SHOTS = 1
+"""Examples shown after the anchors: whole conversations, so fewer than the planner's."""
 
 
 class ReActAgent:
@@ -88,19 +90,16 @@ class ReActAgent:
         self._on_text = on_text
         given = check_examples(examples or (), self.tools)
         bank = given or NOTIONAL_EXAMPLES
-        self._fixed = not given
-        self._bank = [
-            (e, ReActShot(e.question, *react_steps(e, self.tools), tools=e.tools))
-            for e in bank
-            if e.reply is not None and e.decision is not None and "Replan" not in e.decision
-        ]
-
-    def _shots(self, question: str) -> list[ReActShot]:
-        shots = {id(e): shot for e, shot in self._bank}
-        return [
-            shots[id(e)]
-            for e in choose(question, [e for e, _ in self._bank], _SHOTS, fixed=self._fixed)
-        ]
+        self._shots = Shots(
+            [
+                (e, ReActShot(e.question, *react_steps(e, self.tools), tools=e.tools))
+                for e in bank
+                if e.reply is not None and e.decision is not None and "Replan" not in e.decision
+            ],
+            closest=_SHOTS,
+            anchors=_ANCHORS,
+            fixed=not given,
+        )
 
     async def run(self, question: str) -> AgentResult:
         """Answer one question, one tool call at a time.
@@ -126,7 +125,7 @@ class ReActAgent:
             for number in range(1, self.max_steps + 1):
                 last = number == self.max_steps
                 messages = react_messages(
-                    question, self.tools, steps, examples=self._shots(question)
+                    question, self.tools, steps, examples=self._shots.for_question(question)
                 )
                 # Finish quotes what was observed, as the joiner's does (see joiner_grammar).
                 observed = result_values(observation for _, observation in steps)
