@@ -332,7 +332,12 @@ ToolLatency = Annotated[
 ]
 
 
-MaxReplans = Annotated[int, typer.Option("--max-replans", min=0)]
+MaxReplans = Annotated[
+    int | None,
+    typer.Option(
+        "--max-replans", min=0, help="New plans after the first [default: 1 embedded, else 3]."
+    ),
+]
 
 
 MaxConcurrency = Annotated[
@@ -387,7 +392,7 @@ class AgentSettings:
     api_key: str | None
     tools: str | None
     tool_latency: float
-    max_replans: int
+    max_replans: int | None
     max_concurrency: int | None
     grammar: bool | None
     budget: Budget | None

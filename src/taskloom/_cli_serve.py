@@ -78,7 +78,7 @@ def mcp_serve(
     read_timeout: ReadTimeout = None,
     tools: Tools = None,
     tool_latency: ToolLatency = 0.0,
-    max_replans: MaxReplans = 3,
+    max_replans: MaxReplans = None,
     max_concurrency: MaxConcurrency = None,
     grammar: Grammar = None,
     max_tool_calls: MaxToolCalls = None,

@@ -229,3 +229,13 @@ async def test_a_large_set_of_examples_from_a_file_is_recorded_by_its_digest(
         given = [Example(question="q", plan='1. math("1")')]
         chosen = Agent.from_store(store, big_run.id, model=model, examples=given)
         assert list(chosen.examples) == given
+
+
+def test_replans_default_to_one_for_the_embedded_model_and_three_for_others() -> None:
+    from taskloom.llm import Local
+
+    assert Agent(tools=WORLD_TOOLS, model=ScriptedModel([])).max_replans == 3
+    assert Agent(tools=WORLD_TOOLS, model=Local()).max_replans == 1  # nothing is loaded yet
+    assert Agent(tools=WORLD_TOOLS, model=Local(), max_replans=4).max_replans == 4
+    with pytest.raises(UserError, match="max_replans"):
+        Agent(tools=WORLD_TOOLS, model=ScriptedModel([]), max_replans=-1)

@@ -1,6 +1,6 @@
 """The agent: a planner that streams a plan, the scheduler that runs it, a joiner that answers."""
 
-from taskloom.agent._agent import Agent, uses_grammar
+from taskloom.agent._agent import Agent, default_replans, uses_grammar
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._example import Example, load_examples
 from taskloom.agent._limits import GrammarLimits
@@ -20,6 +20,7 @@ __all__ = [
     "PlanAttempt",
     "Replan",
     "Timings",
+    "default_replans",
     "load_examples",
     "parse_decision",
     "read_requests",

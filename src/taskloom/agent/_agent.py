@@ -58,7 +58,7 @@ from taskloom.tools import Tool
 if TYPE_CHECKING:
     from taskloom.store import RunJournal, RunRecord, Store
 
-__all__ = ["Agent", "uses_grammar"]
+__all__ = ["Agent", "default_replans", "uses_grammar"]
 
 _MAX_PLAN_TOKENS = 400
 _MAX_JOIN_TOKENS = 160
@@ -69,6 +69,20 @@ _PLAN_SHOTS = 1
 """Examples shown to the planner after the anchors: the closest of the rest."""
 _JOIN_ANCHORS = 1
 _JOIN_SHOTS = 1
+
+
+def default_replans(model: ChatModel) -> int:
+    """How many new plans a request may ask for after its first, when the caller does not say.
+
+    One for the embedded model, three for others. A small model's later
+    rounds rarely help: on the WorldQA held-out half, of the questions the
+    embedded model took past a second round, 1 in 25 ended right, each after
+    8 model calls and about a minute (docs/benchmarks.md). A second round
+    still serves a question whose first results decide what to look up next.
+    """
+    from taskloom.llm import Local
+
+    return 1 if isinstance(model, Local) else 3
 
 
 def uses_grammar(model: ChatModel, grammar: bool | None) -> bool:
@@ -112,7 +126,7 @@ class Agent:
         *,
         tools: ToolsLike,
         model: ChatModel | None = None,
-        max_replans: int = 3,
+        max_replans: int | None = None,
         max_repairs: int = 2,
         max_concurrency: int | None = None,
         grammar: bool | None = None,
@@ -135,6 +149,8 @@ class Agent:
             model: the chat model for planning and joining; by default the one
                 `TASKLOOM_MODEL` / `TASKLOOM_BASE_URL` name, else the embedded one.
             max_replans: new plans after the first; the last round must answer.
+                None: `default_replans(model)`, 1 for the embedded model and 3
+                for others.
             max_repairs: times an invalid plan goes back to the model with its error.
             max_concurrency: tool calls running at once; None for no limit.
             grammar: constrain the model's output with grammars (see `uses_grammar`).
@@ -182,7 +198,7 @@ class Agent:
                 grammar, or `grammar_limits` that is not a GrammarLimits.
 
         """
-        if max_replans < 0 or max_repairs < 0:
+        if (max_replans is not None and max_replans < 0) or max_repairs < 0:
             raise UserError("max_replans and max_repairs must be >= 0")
         given = list(as_tools(tools).values())
         self._sources = given  # where resuming finds the tools again: not the delayed copies
@@ -206,7 +222,7 @@ class Agent:
             fixed=fixed,
         )
         self.model = model if model is not None else model_from_config()
-        self.max_replans = max_replans
+        self.max_replans = default_replans(self.model) if max_replans is None else max_replans
         self.max_repairs = max_repairs
         self.max_concurrency = max_concurrency
         self.grammar = uses_grammar(self.model, grammar)
