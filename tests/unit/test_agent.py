@@ -390,3 +390,22 @@ async def test_react_finishes_with_observed_values_under_a_grammar() -> None:
     assert first is not None and second is not None
     assert "value ::=" not in first  # nothing observed yet: any answer
     assert '"66987244"' in second and '"Paris"' in second
+
+
+async def test_a_new_plan_may_not_refer_to_an_earlier_round_s_failed_call() -> None:
+    first = '1. city("Xqzzyville")\n2. country("France")\n3. join()<END_OF_PLAN>'
+    second = "3. city($2.capital)\n4. join()<END_OF_PLAN>"
+    model = ScriptedModel(
+        [
+            first,
+            "Thought: more.\nAction: Replan(the capital's city)",
+            second,
+            "Thought: done.\nAction: Finish($3.population)",
+        ]
+    )
+    result = await Agent(tools=WORLD_TOOLS, model=model, grammar=True, max_replans=1).run("?")
+    assert result.status == "answered"
+    planner = model.options[2].grammar
+    assert planner is not None
+    # Task 1 failed: no reference to it is offered, so no plan can be lost on one.
+    assert 'ref-3 ::= "$" ("2") path' in planner

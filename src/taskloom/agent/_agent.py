@@ -545,6 +545,9 @@ class Agent:
         spend: Spend,
     ) -> _Round:
         known = {TaskId(i) for i, _, _ in history}
+        # Only earlier results that exist may be used: a reference to a task of
+        # an earlier round that failed is no plan the run can take.
+        referable = known & earlier.keys()
         this = _Round()
 
         def on_event(event: ev.Event) -> None:
@@ -583,7 +586,7 @@ class Agent:
                     repair=repair,
                 )
                 attempt = await self._stream_plan(
-                    messages, run, number, first_id, known, this, spend
+                    messages, run, number, first_id, (known, referable), this, spend
                 )
                 this.attempts.append(attempt)
                 if attempt.valid or spend.exhausted is not None or not run.accepting:
@@ -696,18 +699,21 @@ class Agent:
         run: Run,
         number: int,
         first_id: int,
-        known: set[TaskId],
+        ids: tuple[set[TaskId], set[TaskId]],
         this: _Round,
         spend: Spend,
     ) -> PlanAttempt:
         """Stream one plan from the model into the run; each task starts when its line ends."""
+        known, referable = ids  # earlier rounds' task ids; those of them with an output
         held = set(run.plan.tasks)  # accepted from an earlier attempt at this plan
         parser = PlanParser(tools=self.tools, known=known | held, rewritable=held)
         grammar = (
             plan_grammar(
                 self.tools,
                 first_id=first_id,
-                known_ids=sorted(known | set(run.plan.tasks)),
+                # Only earlier results that exist: a reference to a failed
+                # task of an earlier round is no plan the run can take.
+                known_ids=sorted(referable | set(run.plan.tasks)),
                 limits=self.grammar_limits,
             )
             if self.grammar
