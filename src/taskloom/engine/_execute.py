@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,7 @@ from taskloom.engine.result import RunResult
 from taskloom.errors import PlanError, UserError
 from taskloom.plan import Plan, Task
 from taskloom.plan._plan import tool_map
+from taskloom.telemetry._setup import start_trace
 from taskloom.tools import Tool, tool
 
 __all__ = ["ToolsLike", "as_tools", "execute", "open_run"]
@@ -217,24 +219,40 @@ async def execute(
     tool_index = as_tools(tools)
     if not isinstance(plan, AsyncIterable | Plan):
         plan = Plan(plan)
-    async with open_run(
-        tools=tool_index,
-        max_concurrency=max_concurrency,
-        run_id=run_id,
-        on_event=on_event,
-        stats=stats,
-        order=order,
-        journal=journal,
-        budget=budget,
-    ) as run:
-        if isinstance(plan, AsyncIterable):
-            try:
-                async for task in plan:
-                    run.add(task)
-            except PlanError as exc:
-                run.plan_error = exc
-        else:
-            # Every task is checked against the tools before any starts, so a
-            # bad complete plan raises PlanError with nothing run.
-            await run.add_plan(plan)
-    return run.result()
+    # None unless tracing is on (OTEL_* variables, telemetry.instrument()).
+    trace = start_trace(
+        "invoke_workflow",
+        started_at=time.monotonic(),
+        run_id=journal.run_id if journal is not None else run_id,
+    )
+    if trace is not None:
+        on_event = trace.chained(on_event)
+    try:
+        async with open_run(
+            tools=tool_index,
+            max_concurrency=max_concurrency,
+            run_id=run_id,
+            on_event=on_event,
+            stats=stats,
+            order=order,
+            journal=journal,
+            budget=budget,
+        ) as run:
+            if isinstance(plan, AsyncIterable):
+                try:
+                    async for task in plan:
+                        run.add(task)
+                except PlanError as exc:
+                    run.plan_error = exc
+            else:
+                # Every task is checked against the tools before any starts, so a
+                # bad complete plan raises PlanError with nothing run.
+                await run.add_plan(plan)
+    except BaseException as exc:
+        if trace is not None:
+            trace.close(error=exc)
+        raise
+    result = run.result()
+    if trace is not None:
+        trace.close(status=str(result.status))
+    return result
