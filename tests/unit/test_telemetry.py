@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
+import mcp_types
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -34,6 +37,8 @@ from taskloom.cli import app
 from taskloom.store import Store
 from taskloom.telemetry import assign_lanes, build_timeline, render_html, render_svg
 from taskloom.testing import ScriptedModel
+from taskloom.tools._mcp_session import ServerSession, _Live, trace_meta
+from taskloom.tools.mcp import _mcp_tool, load_servers
 
 SVG = "{http://www.w3.org/2000/svg}"
 runner = CliRunner()
@@ -93,9 +98,7 @@ async def add(a: int, b: int) -> int:
 
 
 PLAN = '1. fetch("a")\n2. fetch("b")\n3. boom("no")\n4. join_words($1, $2)\n5. join_words($3, $1)\n'
-AGENT_PLAN = (
-    '1. lookup("alpha")\n2. lookup("be")\n3. add($1.size, $2.size)\n4. join()<END_OF_PLAN>'
-)
+AGENT_PLAN = '1. lookup("alpha")\n2. lookup("be")\n3. add($1.size, $2.size)\n4. join()<END_OF_PLAN>'
 
 
 # -- spans --------------------------------------------------------------------
@@ -201,15 +204,13 @@ async def test_span_times_are_the_events_times_on_the_wall_clock(
         taskloom.Plan.parse('1. lookup("a")\n2. lookup("b")'), tools=[lookup]
     )
     tools = tool_spans(exporter.get_finished_spans())
+    at = {(e.kind, getattr(e, "task_id", None)): e.at for e in result.events}
     for task_id, span in tools.items():
-        task = result.tasks[task_id]
-        assert task.started_at is not None and task.finished_at is not None
         start, end = times(span)
-        assert (end - start) / 1e9 == pytest.approx(task.finished_at - task.started_at, abs=1e-6)
-    first, second = result.tasks["1"], result.tasks["2"]
-    assert first.started_at is not None and second.started_at is not None
+        took = at["task_finished", task_id] - at["task_started", task_id]
+        assert (end - start) / 1e9 == pytest.approx(took, abs=1e-6)
     gap = (times(tools["2"])[0] - times(tools["1"])[0]) / 1e9
-    assert gap == pytest.approx(second.started_at - first.started_at, abs=1e-6)
+    assert gap == pytest.approx(at["task_started", "2"] - at["task_started", "1"], abs=1e-6)
 
 
 @pytest.mark.anyio
@@ -370,6 +371,79 @@ async def test_a_replan_gives_a_plan_span_per_round(exporter: InMemorySpanExport
     assert times(plans[0])[1] <= times(plans[1])[0]
 
 
+# -- trace context inside tools -------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_tool_runs_under_its_own_span(exporter: InMemorySpanExporter) -> None:
+    seen: dict[str, tuple[int, dict[str, str] | None]] = {}
+
+    @taskloom.tool
+    async def where(name: str) -> str:
+        """Note the span current while the tool runs, and the meta an MCP call would send."""
+        await anyio.lowlevel.checkpoint()
+        seen[name] = (otel_trace.get_current_span().get_span_context().span_id, trace_meta())
+        return name + "!"
+
+    @taskloom.tool
+    def where_sync(name: str) -> str:
+        """The same, on a worker thread."""
+        seen[name] = (otel_trace.get_current_span().get_span_context().span_id, trace_meta())
+        return name
+
+    plan = '1. where("a")\n2. where("b")\n3. where_sync("c")\n4. where_sync($1)'
+    await taskloom.execute(taskloom.Plan.parse(plan), tools=[where, where_sync])
+    tools = tool_spans(exporter.get_finished_spans())
+    # Task 4's host is started by task 1's, which must not hand its span down.
+    for task_id, name in (("1", "a"), ("2", "b"), ("3", "c"), ("4", "a!")):
+        current, meta = seen[name]
+        assert current == span_id(tools[task_id])
+        assert meta is not None
+        assert traceparent_ids(meta["traceparent"]) == ids(tools[task_id])
+
+
+def ids(span: ReadableSpan) -> tuple[int, int]:
+    assert span.context is not None
+    return span.context.trace_id, span.context.span_id
+
+
+def traceparent_ids(traceparent: str) -> tuple[int, int]:
+    version, trace_id, parent_id, _flags = traceparent.split("-")
+    assert version == "00"
+    return int(trace_id, 16), int(parent_id, 16)
+
+
+@pytest.mark.anyio
+async def test_an_mcp_call_sends_the_trace_context_in_its_meta(
+    exporter: InMemorySpanExporter,
+) -> None:
+    client = FakeClient()
+    async with anyio.create_task_group() as tg:
+        (config,) = load_servers([{"mcpServers": {"fake": {"command": "unused"}}}])
+        session = ServerSession(config, tg)
+        session._live = _Live(client=client)  # type: ignore[arg-type]
+        spec = mcp_types.Tool(name="echo", input_schema={"type": "object", "properties": {}})
+        echo = _mcp_tool(session, spec, name="echo")
+        await taskloom.execute(taskloom.Plan.parse("1. echo()\n2. echo()"), tools=[echo])
+        telemetry.uninstrument()
+        await taskloom.execute(taskloom.Plan.parse("1. echo()"), tools=[echo])
+    tools = tool_spans(exporter.get_finished_spans())
+    sent = [traceparent_ids(m["traceparent"]) if m else None for m in client.metas]
+    assert sorted(sent[:2], key=str) == sorted((ids(s) for s in tools.values()), key=str)
+    assert sent[2] is None  # untraced: no _meta at all
+
+
+class FakeClient:
+    """Stands for `mcp.Client`: notes the `_meta` of each call."""
+
+    def __init__(self) -> None:
+        self.metas: list[Any] = []
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], *, meta: Any = None) -> Any:
+        self.metas.append(meta)
+        return mcp_types.CallToolResult(content=[mcp_types.TextContent(type="text", text=name)])
+
+
 # -- on and off -----------------------------------------------------------------
 
 
@@ -450,9 +524,9 @@ def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 @given(
     st.lists(
-        st.tuples(
-            st.floats(0, 100, allow_nan=False), st.floats(0, 20, allow_nan=False)
-        ).map(lambda p: (p[0], p[0] + p[1])),
+        st.tuples(st.floats(0, 100, allow_nan=False), st.floats(0, 20, allow_nan=False)).map(
+            lambda p: (p[0], p[0] + p[1])
+        ),
         max_size=60,
     )
 )
@@ -465,13 +539,10 @@ def test_lanes_never_hold_two_overlapping_bars_and_are_as_few_as_can_be(
         for j in range(i + 1, len(spans)):
             if lanes[i] == lanes[j]:
                 assert not overlaps(a, spans[j]), (a, spans[j])
-    # As many lanes as the most intervals open at one moment (a bar of no length is
-    # open at its one moment).
-    def open_at(span: tuple[float, float], t: float) -> bool:
-        return span[0] <= t < span[1] or span[0] == t == span[1]
-
-    most = max((sum(open_at(s, t) for s in spans) for t, _ in spans), default=0)
-    assert max(lanes, default=-1) + 1 == most
+    if all(start < end for start, end in spans):
+        # As many lanes as the most intervals open at one moment.
+        most = max((sum(s[0] <= t < s[1] for s in spans) for t, _ in spans), default=0)
+        assert max(lanes, default=-1) + 1 == most
 
 
 def test_lanes_reuse_a_lane_once_it_is_free() -> None:

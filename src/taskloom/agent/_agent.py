@@ -349,9 +349,7 @@ class Agent:
         # None unless tracing is on (OTEL_* variables, telemetry.instrument()).
         trace = start_trace("invoke_agent", started_at=started, run_id=run_id, request=question)
         if trace is None:
-            return await self._request(
-                question, journal, resumed, started, run_id, self._on_event
-            )
+            return await self._request(question, journal, resumed, started, run_id, self._on_event)
         try:
             result = await self._request(
                 question, journal, resumed, started, run_id, trace.chained(self._on_event)

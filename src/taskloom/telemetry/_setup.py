@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,8 +58,11 @@ _env_failed = False
 """The environment asked for traces, but they could not be set up (warned once)."""
 
 
-def traces_requested(env: os._Environ[str] | dict[str, str] | None = None) -> bool:
-    """Whether the `OTEL_*` variables ask for traces (see the module's docstring)."""
+def traces_requested(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the `OTEL_*` variables (of `env`, by default the process's) ask for traces.
+
+    See the module's docstring for which do.
+    """
     env = os.environ if env is None else env
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False

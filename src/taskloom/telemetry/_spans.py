@@ -8,15 +8,20 @@ invoke_workflow | invoke_agent        the run (a plan) or the request (an agent)
 └ chat {model}                        the joiner's call of each round
 
 Spans are built as the events come, with the events' own times (monotonic
-seconds, turned into wall-clock nanoseconds). `error.type` is the taskloom
-error's class name: ToolFailed, ToolTimedOut, BadArguments, BadOutput,
-TaskCancelled, ... on a tool span; PlanError on a plan whose last attempt was
-invalid; the run's status (`cancelled`, `budget_exceeded`, `failed`) or the
-escaping exception's class on the run's span.
+seconds, turned into wall-clock nanoseconds). While a tool runs, its span is
+the current one in the task that calls it, so a traced call inside the tool
+(an MCP server's, through `traceparent` in the request's `_meta`) joins the
+trace under it.
+
+`error.type` is the taskloom error's class name on a tool span (ToolFailed,
+ToolTimedOut, BadArguments, BadOutput, TaskCancelled, ...); PlanError on a
+plan whose last attempt was invalid; on the run's span, the run's status
+(`cancelled`, `budget_exceeded`, `failed`) or the escaping exception's class.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import warnings
@@ -24,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
@@ -211,13 +217,14 @@ class RunTracer:
         }
         if self._capture:
             attributes["gen_ai.tool.call.arguments"] = _json(event.arguments)
-        self._tools[event.task_id] = self._tracer.start_span(
+        span = self._tools[event.task_id] = self._tracer.start_span(
             f"execute_tool {event.tool}",
             context=self._context,
             kind=SpanKind.INTERNAL,
             attributes=attributes,
             start_time=self._ns(event.at),
         )
+        _current_in_host(event.task_id, span)
 
     def _retried(self, event: ev.TaskRetried) -> None:
         span = self._tools.get(event.task_id)
@@ -280,7 +287,10 @@ class RunTracer:
         if event.valid is None:
             return  # the plan so far: its end comes with valid set
         span = self._open_plan(event.round, planning, planning.first_at)
-        attributes: dict[str, Any] = {"taskloom.attempt": event.attempt, "taskloom.valid": event.valid}
+        attributes: dict[str, Any] = {
+            "taskloom.attempt": event.attempt,
+            "taskloom.valid": event.valid,
+        }
         if event.error is not None:
             attributes["taskloom.error"] = clip(event.error, _MAX_DESCRIPTION)
         span.add_event("plan_attempt", attributes, timestamp=self._ns(event.at))
@@ -335,7 +345,10 @@ class RunTracer:
     def _decided(self, event: ev.Decided) -> None:
         for number in list(self._plans):
             self._end_plan(number, None)
-        attributes: dict[str, Any] = {"taskloom.action": event.action, "taskloom.round": event.round}
+        attributes: dict[str, Any] = {
+            "taskloom.action": event.action,
+            "taskloom.round": event.round,
+        }
         if event.reason is not None:
             attributes["taskloom.reason"] = clip(event.reason, _MAX_DESCRIPTION)
         if event.action == "finish":
@@ -344,6 +357,24 @@ class RunTracer:
 
     def _ns(self, at: float) -> int:
         return round(at * 1e9) + self._offset
+
+
+def _current_in_host(task_id: TaskId, span: Span) -> None:
+    """Make `span` current in the asyncio task that calls the tool, for the rest of that task.
+
+    The scheduler emits `task_started` from the task's host (an asyncio task
+    named by the task id), just before the call; what the tool does then (an
+    MCP request's `traceparent`, an instrumented HTTP client's spans) nests
+    under its `execute_tool` span. Delivered anywhere else, the event changes
+    no context.
+    """
+    try:
+        host = asyncio.current_task()
+    except RuntimeError:  # not on an event loop
+        return
+    if host is not None and host.get_name() == task_id:
+        # No detach: the context is the host's own and ends with it.
+        otel_context.attach(trace.set_span_in_context(span))
 
 
 def _failed(span: Span, error_type: str, message: str) -> None:

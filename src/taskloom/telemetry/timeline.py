@@ -27,7 +27,7 @@ from taskloom._ids import RunId, TaskId
 from taskloom._text import clip
 
 if TYPE_CHECKING:
-    from taskloom.store import EventRecord, RunRecord, Store
+    from taskloom.store import EventRecord, RunRecord, Store, TaskRecord
 
 __all__ = [
     "Bar",
@@ -212,7 +212,8 @@ def _model_bars(
     bars = []
     for (_, start, end, data), slot in zip(calls, slots, strict=True):
         round_ = data.get("round")
-        tokens = f"{data.get('prompt_tokens', '?')} tokens in, {data.get('completion_tokens', '?')} out"
+        tokens_in, tokens_out = data.get("prompt_tokens", "?"), data.get("completion_tokens", "?")
+        tokens = f"{tokens_in} tokens in, {tokens_out} out"
         bars.append(
             Bar(
                 kind=purpose,
@@ -232,7 +233,7 @@ _VERB = {"planner": "plan", "joiner": "join"}
 
 
 def _task_bar(
-    task: Any, state: str, start: float, end: float, lane: int, retries: tuple[float, ...]
+    task: TaskRecord, state: str, start: float, end: float, lane: int, retries: tuple[float, ...]
 ) -> Bar:
     times = _span_text(start, end) if task.started is not None else f"at {start:.3f} s"
     detail = f"{task.id}. {clip(str(task.task), 200)}\n{state}, {times}"
@@ -337,7 +338,7 @@ def _tick_step(duration: float) -> float:
     if duration <= 0:
         return 1.0
     raw = duration / 8
-    power = 10 ** math.floor(math.log10(raw))
+    power = 10.0 ** math.floor(math.log10(raw))
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
 
 
@@ -349,7 +350,8 @@ def _tick_label(value: float, step: float) -> str:
 
 def _bar(bar: Bar, scale: _Scale) -> list[str]:
     x = scale.x(bar.start)
-    w = max(2.0, scale.x(bar.end) - x)
+    w = scale.x(bar.end) - x
+    w = w - 1 if w > 4 else max(w, 2.0)  # a hairline between bars that touch
     y = _TOP + bar.lane * _ROW + (_ROW - _BAR) / 2
     colour = COLOURS.get(bar.state, "#78909c")
     data = ""
@@ -404,7 +406,8 @@ h1 { font-size: 20px; margin: 0 0 4px; }
 .request { white-space: pre-wrap; margin: 0 0 16px; }
 .chart { overflow-x: auto; border: 1px solid #eceff1; }
 table { border-collapse: collapse; margin-top: 16px; font-size: 13px; }
-th, td { text-align: left; padding: 3px 10px; border-bottom: 1px solid #eceff1; vertical-align: top; }
+th, td { text-align: left; padding: 3px 10px; border-bottom: 1px solid #eceff1; }
+td { vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.call, td.error { font-family: ui-monospace, monospace; white-space: pre-wrap; max-width: 40em; }
 .state { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
