@@ -602,6 +602,29 @@ async def test_an_agent_runs_timeline_has_planner_and_joiner_bars(tmp_path: Path
     assert len(svg_bars(render_svg(timeline))) == 3
 
 
+@pytest.mark.anyio
+async def test_every_round_of_a_request_is_timed_from_the_requests_start(tmp_path: Path) -> None:
+    model = ScriptedModel(
+        [
+            '1. lookup("alpha")\n2. join()<END_OF_PLAN>',
+            "Action: Replan(need the other)",
+            '3. lookup("be")\n4. add($1.size, $3.size)\n5. join()<END_OF_PLAN>',
+            "Action: Finish(7)",
+        ]
+    )
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        await Agent(tools=[lookup, add], model=model, grammar=False, store=store).run("Sum?")
+        run_id = store.runs()[0].id
+        timeline = build_timeline(store.load(run_id), store.events(run_id))
+    bars = {b.task_id or f"{b.kind} {b.label}": b for b in timeline.bars}
+    first_join = bars["joiner join 1"]
+    assert bars["1"].end <= first_join.start
+    # The second round comes after the first's joiner, on the same clock.
+    for later in ("planner plan 2", "3", "4"):
+        assert bars[later].start >= first_join.end, later
+    assert timeline.lanes[:2] == ("planner", "joiner")  # one lane each: they never overlap
+
+
 def test_text_that_xml_cannot_hold_is_replaced_and_markup_is_escaped() -> None:
     from taskloom.store import RunRecord, TaskRecord
 

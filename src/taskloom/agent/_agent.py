@@ -55,7 +55,7 @@ from taskloom.errors import ModelError, PlanError, UserError
 from taskloom.llm import ChatModel, Message, Warmable, model_from_config
 from taskloom.plan import PlanParser, Task
 from taskloom.store import CallCache, restore_tasks
-from taskloom.telemetry._setup import start_trace
+from taskloom.telemetry._setup import traced
 from taskloom.tools import Tool
 
 if TYPE_CHECKING:
@@ -346,18 +346,12 @@ class Agent:
     ) -> AgentResult:
         started = time.monotonic()
         run_id = journal.run_id if journal is not None else RunId(uuid.uuid4().hex[:12])
-        # None unless tracing is on (OTEL_* variables, telemetry.instrument()).
-        trace = start_trace("invoke_agent", started_at=started, run_id=run_id, request=question)
-        if trace is None:
-            return await self._request(question, journal, resumed, started, run_id, self._on_event)
-        try:
-            result = await self._request(
-                question, journal, resumed, started, run_id, trace.chained(self._on_event)
-            )
-        except BaseException as exc:
-            trace.close(error=exc)
-            raise
-        trace.close(status=result.status, error=result.error)
+        # `trace` is None unless tracing is on (OTEL_* variables, telemetry.instrument()).
+        with traced("invoke_agent", started_at=started, run_id=run_id, request=question) as trace:
+            listener = self._on_event if trace is None else trace.chained(self._on_event)
+            result = await self._request(question, journal, resumed, started, run_id, listener)
+            if trace is not None:
+                trace.close(status=result.status, error=result.error)
         return result
 
     async def _request(

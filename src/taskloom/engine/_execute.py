@@ -22,7 +22,7 @@ from taskloom.engine.result import RunResult
 from taskloom.errors import PlanError, UserError
 from taskloom.plan import Plan, Task
 from taskloom.plan._plan import tool_map
-from taskloom.telemetry._setup import start_trace
+from taskloom.telemetry._setup import traced
 from taskloom.tools import Tool, tool
 
 __all__ = ["ToolsLike", "as_tools", "execute", "open_run"]
@@ -219,20 +219,17 @@ async def execute(
     tool_index = as_tools(tools)
     if not isinstance(plan, AsyncIterable | Plan):
         plan = Plan(plan)
-    # None unless tracing is on (OTEL_* variables, telemetry.instrument()).
-    trace = start_trace(
+    # `trace` is None unless tracing is on (OTEL_* variables, telemetry.instrument()).
+    with traced(
         "invoke_workflow",
         started_at=time.monotonic(),
         run_id=journal.run_id if journal is not None else run_id,
-    )
-    if trace is not None:
-        on_event = trace.chained(on_event)
-    try:
+    ) as trace:
         async with open_run(
             tools=tool_index,
             max_concurrency=max_concurrency,
             run_id=run_id,
-            on_event=on_event,
+            on_event=on_event if trace is None else trace.chained(on_event),
             stats=stats,
             order=order,
             journal=journal,
@@ -248,11 +245,4 @@ async def execute(
                 # Every task is checked against the tools before any starts, so a
                 # bad complete plan raises PlanError with nothing run.
                 await run.add_plan(plan)
-    except BaseException as exc:
-        if trace is not None:
-            trace.close(error=exc)
-        raise
-    result = run.result()
-    if trace is not None:
-        trace.close(status=str(result.status))
-    return result
+    return run.result()

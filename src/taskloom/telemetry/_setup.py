@@ -20,10 +20,11 @@ only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true` or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,14 @@ from taskloom.errors import ConfigError
 if TYPE_CHECKING:
     from taskloom.telemetry._spans import RunTracer
 
-__all__ = ["capture_from_env", "instrument", "start_trace", "traces_requested", "uninstrument"]
+__all__ = [
+    "capture_from_env",
+    "instrument",
+    "start_trace",
+    "traced",
+    "traces_requested",
+    "uninstrument",
+]
 
 _CAPTURE_VARIABLE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _EXPORTER_GROUP = "opentelemetry_traces_exporter"
@@ -139,6 +147,28 @@ def start_trace(
         request=request,
         capture_content=capture_from_env() if capture is None else capture,
     )
+
+
+@contextlib.contextmanager
+def traced(
+    operation: str, *, started_at: float, run_id: str | None = None, request: str | None = None
+) -> Iterator[RunTracer | None]:
+    """`start_trace()` for the block; the trace closes when it ends, with its error if it raised.
+
+    Yields:
+        The RunTracer (None when tracing is off); subscribe it to the run's events.
+
+    """
+    trace = start_trace(operation, started_at=started_at, run_id=run_id, request=request)
+    if trace is None:
+        yield None
+        return
+    try:
+        yield trace
+    except BaseException as exc:
+        trace.close(error=exc)
+        raise
+    trace.close()
 
 
 def _env_setup() -> _Setup | None:
