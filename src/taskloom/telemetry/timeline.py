@@ -236,7 +236,7 @@ def _task_bar(
     task: TaskRecord, state: str, start: float, end: float, lane: int, retries: tuple[float, ...]
 ) -> Bar:
     times = _span_text(start, end) if task.started is not None else f"at {start:.3f} s"
-    detail = f"{task.id}. {clip(str(task.task), 200)}\n{state}, {times}"
+    detail = f"{clip(str(task.task), 200)}\n{state}, {times}"  # str(task): "3. tool(...)"
     if retries:
         detail += f", {len(retries)} retr{'y' if len(retries) == 1 else 'ies'}"
     if task.error:
