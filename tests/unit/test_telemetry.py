@@ -224,6 +224,22 @@ async def test_arguments_and_results_are_recorded_when_asked_for(
     assert attributes["gen_ai.tool.call.result"] == '{"name": "ab", "size": 2}'
 
 
+@pytest.mark.anyio
+async def test_the_standard_variable_asks_for_content(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telemetry.instrument(exporter_provider(exporter))  # content: as the environment says
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    await taskloom.execute(taskloom.Plan.parse('1. lookup("ab")'), tools=[lookup])
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "false")
+    await taskloom.execute(taskloom.Plan.parse('1. lookup("cd")'), tools=[lookup])
+    spans = [s for s in exporter.get_finished_spans() if s.name == "execute_tool lookup"]
+    assert [(s.attributes or {}).get("gen_ai.tool.call.arguments") for s in spans] == [
+        '{"name": "ab"}',
+        None,
+    ]
+
+
 def exporter_provider(exporter: InMemorySpanExporter) -> TracerProvider:
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -324,6 +340,21 @@ async def test_an_agent_request_with_content_records_question_and_answer(
     assert '"7"' in str(root["gen_ai.output.messages"])
     plan_chat = [s for s in spans if (s.attributes or {}).get("taskloom.llm.purpose") == "plan"]
     assert "lookup" in str((plan_chat[0].attributes or {})["gen_ai.output.messages"])
+
+
+@pytest.mark.anyio
+async def test_a_request_that_fails_says_why_on_its_span(exporter: InMemorySpanExporter) -> None:
+    model = ScriptedModel(['1. lookup("alpha")\n2. nosuch(1)\n'] * 3)
+    result = await Agent(tools=[lookup, add], model=model, grammar=False).run("Size?")
+    assert result.status == "failed"
+    spans = exporter.get_finished_spans()
+    root = one(spans, "invoke_agent")
+    assert (root.attributes or {})["error.type"] == "failed"
+    assert root.status.status_code is StatusCode.ERROR
+    plan = one(spans, "plan")
+    assert (plan.attributes or {})["error.type"] == "PlanError"
+    assert (plan.attributes or {})["taskloom.plan.attempts"] == 3
+    assert "nosuch" in (plan.status.description or "")
 
 
 @pytest.mark.anyio
@@ -489,6 +520,24 @@ def test_the_otel_variables_choose_the_exporter() -> None:
     assert '"name": "execute_tool echo"' in out.stdout
     assert '"name": "invoke_workflow"' in out.stdout
     assert '"service.name": "svc"' in out.stdout
+
+
+def test_a_global_tracer_provider_the_application_set_gets_the_spans() -> None:
+    setup = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "memory = InMemorySpanExporter()\n"
+        "provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(memory))\n"
+        "trace.set_tracer_provider(provider)\n"
+    )
+    report = "print('in memory:', sorted(s.name for s in memory.get_finished_spans()))\n"
+    out = run_python(setup + RUN_A_PLAN + report, OTEL_TRACES_EXPORTER="console")
+    assert out.returncode == 0, out.stderr
+    assert "in memory: ['execute_tool echo', 'invoke_workflow']" in out.stdout
+    assert '"name":' not in out.stdout  # not on the console exporter as well
 
 
 def test_an_exporter_that_is_not_installed_warns_and_the_run_goes_on() -> None:

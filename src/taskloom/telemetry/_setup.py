@@ -200,7 +200,8 @@ def _tracer_from_env() -> Any:
     except ImportError as exc:
         raise ConfigError(f"OTEL_* variables ask for traces: {_INSTALL_HINT}") from exc
     current = trace.get_tracer_provider()
-    if isinstance(current, TracerProvider):  # set by the application or opentelemetry-instrument
+    if not isinstance(current, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        # Set by the application, or by opentelemetry-instrument: its spans go there.
         return current.get_tracer("taskloom", _version())
     attributes = {} if _service_named() else {"service.name": "taskloom"}
     provider = TracerProvider(resource=Resource.create(attributes))
