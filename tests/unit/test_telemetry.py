@@ -674,14 +674,29 @@ async def test_every_round_of_a_request_is_timed_from_the_requests_start(tmp_pat
     assert timeline.lanes[:2] == ("planner", "joiner")  # one lane each: they never overlap
 
 
-def test_text_that_xml_cannot_hold_is_replaced_and_markup_is_escaped() -> None:
+def recorded(*tasks: tuple[str, str, float | None, float | None], request: str = "p") -> Any:
+    """A RunRecord of tasks given as (argument, status, started, finished)."""
     from taskloom.store import RunRecord, TaskRecord
 
-    task = taskloom.Task(id=taskloom.TaskId("1"), tool="echo", args=("<b>&\x01\ud800",))
-    record = RunRecord(
+    records = tuple(
+        TaskRecord(
+            id=taskloom.TaskId(str(n)),
+            round=0,
+            task=taskloom.Task(id=taskloom.TaskId(str(n)), tool="echo", args=(argument,)),
+            status=status,
+            arguments=None,
+            output=None,
+            error_type=None if status == "done" else "ToolFailed",
+            error=None if status == "done" else f"bad \x00 <{argument}>",
+            started=started,
+            finished=finished,
+        )
+        for n, (argument, status, started, finished) in enumerate(tasks, start=1)
+    )
+    return RunRecord(
         id=taskloom.RunId("r1"),
         kind="exec",
-        request="<script>alert(1)</script>",
+        request=request,
         status="completed",
         started=0.0,
         finished=1.0,
@@ -689,27 +704,33 @@ def test_text_that_xml_cannot_hold_is_replaced_and_markup_is_escaped() -> None:
         exhausted=None,
         config={},
         resumes=0,
-        tasks=(
-            TaskRecord(
-                id=taskloom.TaskId("1"),
-                round=0,
-                task=task,
-                status="failed",
-                arguments=None,
-                output=None,
-                error_type="ToolFailed",
-                error="bad \x00 <thing>",
-                started=0.1,
-                finished=0.5,
-            ),
-        ),
-        elapsed=0.5,
+        tasks=records,
+        elapsed=max((t[3] or 0.0 for t in tasks), default=0.0),
     )
+
+
+def test_text_that_xml_cannot_hold_is_replaced_and_markup_is_escaped() -> None:
+    record = recorded(("<b>&\x01\ud800", "failed", 0.1, 0.5), request="<script>alert(1)</script>")
     timeline = build_timeline(record)
     assert len(svg_bars(render_svg(timeline))) == 1
     page = render_html(timeline)
-    assert "<script>" not in page
+    assert "<script>" not in page and "&lt;script&gt;" in page
     page.encode("utf-8")  # no lone surrogate left
+
+
+def test_a_wide_fan_out_stays_about_a_screen_high() -> None:
+    timeline = build_timeline(recorded(*((str(n), "done", 0.0, 1.0) for n in range(2000))))
+    assert len(timeline.lanes) == 2000
+    svg = render_svg(timeline)
+    assert len(svg_bars(svg)) == 2000
+    assert int(ET.fromstring(svg).get("height") or 0) < 1400
+
+
+def test_an_empty_run_still_draws() -> None:
+    timeline = build_timeline(recorded())
+    assert timeline.lanes == () and timeline.duration == 0.0
+    assert svg_bars(render_svg(timeline)) == []
+    assert "no tasks" in render_html(timeline)
 
 
 # -- the trace command ------------------------------------------------------------

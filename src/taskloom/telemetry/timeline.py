@@ -56,7 +56,9 @@ COLOURS = {
 
 _PURPOSES = {"plan": "planner", "join": "joiner"}
 _NOT_RUN = "not run"
-_ROW, _BAR, _TOP, _GUTTER, _PAD, _LEGEND = 22, 16, 30, 92, 16, 30
+_ROW, _TOP, _GUTTER, _PAD, _LEGEND = 22.0, 30, 92, 16, 30
+_BODY = 1200.0
+"""Most pixels the lanes take together: past about 55 lanes, each gets thinner."""
 _CHAR = 6.6
 """Roughly the width of one character of the 11px labels, to see whether a label fits its bar."""
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -271,10 +273,11 @@ def render_svg(timeline: Timeline, *, width: int = 1000) -> str:
     """The timeline as a standalone SVG picture (the text of an `<svg>` element).
 
     Every task's bar is a `rect` with `data-task` (its id) and `data-state`.
+    A run with many lanes (a wide fan-out) gets thinner lanes, so the picture
+    stays about a screen high.
     """
-    scale = _Scale(timeline.duration, width)
-    rows = max(1, len(timeline.lanes))
-    height = _TOP + rows * _ROW + _LEGEND
+    layout = _Layout(timeline.duration, width, max(1, len(timeline.lanes)))
+    height = math.ceil(_TOP + layout.rows * layout.row + _LEGEND)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="system-ui, sans-serif" font-size="11" '
@@ -282,48 +285,62 @@ def render_svg(timeline: Timeline, *, width: int = 1000) -> str:
         f"<title>{_text(f'run {timeline.run_id}: {timeline.status}')}</title>",
         f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
     ]
-    out += _axis(scale, rows)
+    out += _axis(layout)
+    every = math.ceil(14 / layout.row)  # a label every so many lanes, so that labels never collide
     for row, name in enumerate(timeline.lanes):
-        y = _TOP + row * _ROW
-        if row % 2:
+        y = _TOP + row * layout.row
+        if row % 2 and layout.row >= 6:
             out.append(
-                f'<rect x="{_GUTTER}" y="{y}" width="{scale.right - _GUTTER}" height="{_ROW}" '
-                'fill="#000000" fill-opacity="0.03"/>'
+                f'<rect x="{_GUTTER}" y="{_f(y)}" width="{_f(layout.right - _GUTTER)}" '
+                f'height="{_f(layout.row)}" fill="#000000" fill-opacity="0.03"/>'
             )
-        out.append(
-            f'<text x="{_GUTTER - 8}" y="{y + _ROW / 2 + 4}" text-anchor="end" '
-            f'fill="#455a64">{_text(name)}</text>'
-        )
+        if row % every == 0 or name in (_NOT_RUN, "planner", "joiner"):
+            out.append(
+                f'<text x="{_GUTTER - 8}" y="{_f(y + layout.row / 2 + 4)}" text-anchor="end" '
+                f'fill="#455a64">{_text(name)}</text>'
+            )
     for bar in timeline.bars:
-        out += _bar(bar, scale)
+        out += _bar(bar, layout)
     out += _legend(timeline, height)
     out.append("</svg>")
     return "\n".join(out)
 
 
 @dataclass(frozen=True, slots=True)
-class _Scale:
+class _Layout:
+    """Where things go: seconds to x, lanes to y."""
+
     duration: float
     width: int
+    rows: int
 
     @property
     def right(self) -> float:
         return self.width - _PAD
+
+    @property
+    def row(self) -> float:
+        return min(_ROW, _BODY / self.rows)
+
+    @property
+    def bar(self) -> float:
+        """A bar's height: most of its lane, with a gap while the lane is tall enough."""
+        return self.row - 6 if self.row >= 12 else self.row * 0.8
 
     def x(self, seconds: float) -> float:
         span = self.duration if self.duration > 0 else 1.0
         return _GUTTER + (self.right - _GUTTER) * max(0.0, seconds) / span
 
 
-def _axis(scale: _Scale, rows: int) -> list[str]:
-    step = _tick_step(scale.duration)
-    bottom = _TOP + rows * _ROW
+def _axis(layout: _Layout) -> list[str]:
+    step = _tick_step(layout.duration)
+    bottom = _f(_TOP + layout.rows * layout.row)
     out = [
-        f'<line x1="{_GUTTER}" y1="{_TOP}" x2="{scale.right}" y2="{_TOP}" stroke="#90a4ae"/>',
+        f'<line x1="{_GUTTER}" y1="{_TOP}" x2="{layout.right}" y2="{_TOP}" stroke="#90a4ae"/>',
     ]
     n = 0
-    while n * step <= scale.duration * (1 + 1e-9) and n <= 50:
-        x = _f(scale.x(n * step))
+    while n * step <= layout.duration * (1 + 1e-9) and n <= 50:
+        x = _f(layout.x(n * step))
         out.append(
             f'<line x1="{x}" y1="{_TOP - 4}" x2="{x}" y2="{bottom}" stroke="#eceff1"/>'
             f'<text x="{x}" y="{_TOP - 8}" text-anchor="middle" fill="#607d8b">'
@@ -348,28 +365,30 @@ def _tick_label(value: float, step: float) -> str:
     return f"{value:g} s"
 
 
-def _bar(bar: Bar, scale: _Scale) -> list[str]:
-    x = scale.x(bar.start)
-    w = scale.x(bar.end) - x
+def _bar(bar: Bar, layout: _Layout) -> list[str]:
+    x = layout.x(bar.start)
+    w = layout.x(bar.end) - x
     w = w - 1 if w > 4 else max(w, 2.0)  # a hairline between bars that touch
-    y = _TOP + bar.lane * _ROW + (_ROW - _BAR) / 2
+    high = layout.bar
+    y = _TOP + bar.lane * layout.row + (layout.row - high) / 2
     colour = COLOURS.get(bar.state, "#78909c")
     data = ""
     if bar.task_id is not None:
         data = f' data-task="{_text(bar.task_id)}" data-state="{_text(bar.state)}"'
     out = [
         f'<rect class="bar {_text(bar.kind)}"{data} x="{_f(x)}" y="{_f(y)}" width="{_f(w)}" '
-        f'height="{_BAR}" rx="2" fill="{colour}"><title>{_text(bar.detail)}</title></rect>'
+        f'height="{_f(high)}" rx="{2 if high >= 6 else 0}" fill="{colour}">'
+        f"<title>{_text(bar.detail)}</title></rect>"
     ]
     for at in bar.retries:
-        rx = _f(scale.x(at))
+        rx = _f(layout.x(at))
         out.append(
-            f'<line x1="{rx}" y1="{_f(y)}" x2="{rx}" y2="{_f(y + _BAR)}" stroke="#263238" '
+            f'<line x1="{rx}" y1="{_f(y)}" x2="{rx}" y2="{_f(y + high)}" stroke="#263238" '
             'stroke-width="1.5"/>'
         )
-    if len(bar.label) * _CHAR + 6 <= w:
+    if high >= 14 and len(bar.label) * _CHAR + 6 <= w:
         out.append(
-            f'<text x="{_f(x + 4)}" y="{_f(y + _BAR - 4)}" fill="#ffffff" '
+            f'<text x="{_f(x + 4)}" y="{_f(y + high - 4)}" fill="#ffffff" '
             f'pointer-events="none">{_text(bar.label)}</text>'
         )
     return out
@@ -391,7 +410,7 @@ def _legend(timeline: Timeline, height: int) -> list[str]:
 
 
 def _f(value: float) -> str:
-    return f"{value:.1f}"
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _text(value: str) -> str:
