@@ -9,13 +9,15 @@ command.
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import anyio.lowlevel
@@ -520,6 +522,41 @@ def test_the_otel_variables_choose_the_exporter() -> None:
     assert '"name": "execute_tool echo"' in out.stdout
     assert '"name": "invoke_workflow"' in out.stdout
     assert '"service.name": "svc"' in out.stdout
+
+
+class Collector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint on loopback that keeps what it is sent."""
+
+    received: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_an_otlp_endpoint_alone_sends_the_spans_there_over_http() -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        out = run_python(RUN_A_PLAN, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out.returncode == 0, out.stderr
+    # The spans are sent when the process exits, at the latest.
+    assert [path for path, _ in Collector.received] == ["/v1/traces"]
+    body = Collector.received[0][1]
+    assert b"execute_tool echo" in body and b"invoke_workflow" in body
 
 
 def test_a_global_tracer_provider_the_application_set_gets_the_spans() -> None:
