@@ -466,6 +466,40 @@ async def test_an_mcp_call_sends_the_trace_context_in_its_meta(
     assert sent[2] is None  # untraced: no _meta at all
 
 
+@pytest.mark.anyio
+async def test_an_mcp_clients_traceparent_parents_the_servers_run(
+    exporter: InMemorySpanExporter,
+) -> None:
+    from contextlib import asynccontextmanager
+
+    from mcp import Client
+
+    from taskloom.server.mcp_server import ServeOptions, build_server
+
+    tools = {"lookup": lookup}
+
+    @asynccontextmanager
+    async def served() -> Any:
+        yield tools
+
+    def no_agent(tools: Any, listener: Any) -> Agent:
+        raise AssertionError("no agent here")
+
+    server = build_server(ServeOptions(tools=served, agent=no_agent, store=None), tools)
+    trace_id, parent_id = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+    traceparent = f"00-{trace_id:032x}-{parent_id:016x}-01"
+    async with Client(server) as connected:
+        called = await connected.call_tool(
+            "exec_plan", {"plan": '1. lookup("a")'}, meta={"traceparent": traceparent}
+        )
+        assert not called.is_error
+        await connected.call_tool("exec_plan", {"plan": '1. lookup("b")'})
+    roots = by_name(exporter.get_finished_spans(), "invoke_workflow")
+    assert len(roots) == 2
+    assert ids(roots[0])[0] == trace_id and parent_of(roots[0]) == parent_id
+    assert ids(roots[1])[0] != trace_id and roots[1].parent is None  # no traceparent: a new trace
+
+
 class FakeClient:
     """Stands for `mcp.Client`: notes the `_meta` of each call."""
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "capture_from_env",
+    "continued",
     "instrument",
     "start_trace",
     "traced",
@@ -169,6 +170,30 @@ def traced(
         trace.close(error=exc)
         raise
     trace.close()
+
+
+@contextlib.contextmanager
+def continued(carrier: Mapping[str, Any] | None) -> Iterator[None]:
+    """Runs traced in the block continue the caller's trace that `carrier` names.
+
+    `carrier` holds W3C trace context (`traceparent`, `tracestate`), as an MCP
+    request's `_meta` does; the runs' spans become children of the caller's.
+    With tracing off, or no `traceparent`, the block runs as it is.
+    """
+    if not carrier or "traceparent" not in carrier or not _tracing_on():
+        yield
+        return
+    from opentelemetry import context, propagate
+
+    token = context.attach(propagate.extract({k: str(v) for k, v in carrier.items()}))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+def _tracing_on() -> bool:
+    return _explicit is not None or (not _env_failed and traces_requested())
 
 
 def _env_setup() -> _Setup | None:
