@@ -278,6 +278,24 @@ async def test_a_cancelled_run_ends_its_spans_with_an_error(
 
 
 @pytest.mark.anyio
+async def test_a_resumed_plan_run_is_traced_and_a_rebuilt_one_is_not(
+    exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    plan = taskloom.Plan.parse('1. lookup("a")\n2. add($1.size, 1)')
+    with Store.open(path) as store:
+        run_id = store.journal(request="early", plan=plan).run_id
+    with Store.open(path) as store:
+        result = await taskloom.resume(run_id, store=store, tools=[lookup, add])
+        assert result.outputs["2"] == 2
+        await taskloom.resume(run_id, store=store, tools=[lookup, add])  # ended: rebuilt
+    spans = exporter.get_finished_spans()
+    root = one(spans, "invoke_workflow")
+    assert (root.attributes or {})["taskloom.run.id"] == run_id
+    assert sorted(tool_spans(spans)) == ["1", "2"]
+
+
+@pytest.mark.anyio
 async def test_an_agent_request_has_a_plan_span_with_its_chat_and_token_usage(
     exporter: InMemorySpanExporter,
 ) -> None:

@@ -347,7 +347,9 @@ class Agent:
         started = time.monotonic()
         run_id = journal.run_id if journal is not None else RunId(uuid.uuid4().hex[:12])
         # `trace` is None unless tracing is on (OTEL_* variables, telemetry.instrument()).
-        with traced("invoke_agent", started_at=started, run_id=run_id, request=question) as trace:
+        async with traced(
+            "invoke_agent", started_at=started, run_id=run_id, request=question
+        ) as trace:
             listener = self._on_event if trace is None else trace.chained(self._on_event)
             result = await self._request(question, journal, resumed, started, run_id, listener)
             if trace is not None:

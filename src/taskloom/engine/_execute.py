@@ -220,12 +220,10 @@ async def execute(
     if not isinstance(plan, AsyncIterable | Plan):
         plan = Plan(plan)
     # `trace` is None unless tracing is on (OTEL_* variables, telemetry.instrument()).
-    with traced(
-        "invoke_workflow",
-        started_at=time.monotonic(),
-        run_id=journal.run_id if journal is not None else run_id,
-    ) as trace:
-        async with open_run(
+    traced_id = journal.run_id if journal is not None else run_id
+    async with (
+        traced("invoke_workflow", started_at=time.monotonic(), run_id=traced_id) as trace,
+        open_run(
             tools=tool_index,
             max_concurrency=max_concurrency,
             run_id=run_id,
@@ -234,15 +232,16 @@ async def execute(
             order=order,
             journal=journal,
             budget=budget,
-        ) as run:
-            if isinstance(plan, AsyncIterable):
-                try:
-                    async for task in plan:
-                        run.add(task)
-                except PlanError as exc:
-                    run.plan_error = exc
-            else:
-                # Every task is checked against the tools before any starts, so a
-                # bad complete plan raises PlanError with nothing run.
-                await run.add_plan(plan)
+        ) as run,
+    ):
+        if isinstance(plan, AsyncIterable):
+            try:
+                async for task in plan:
+                    run.add(task)
+            except PlanError as exc:
+                run.plan_error = exc
+        else:
+            # Every task is checked against the tools before any starts, so a
+            # bad complete plan raises PlanError with nothing run.
+            await run.add_plan(plan)
     return run.result()

@@ -110,24 +110,26 @@ async def resume(
     finished = not record.unfinished
     journal = None if finished else store.resume_journal(record)
     # What runs again is traced like any run (when tracing is on); a rebuilt one is not.
-    tracing: contextlib.AbstractContextManager[RunTracer | None] = (
+    tracing: contextlib.AbstractAsyncContextManager[RunTracer | None] = (
         contextlib.nullcontext()
         if finished
         else traced("invoke_workflow", started_at=time.monotonic(), run_id=record.id)
     )
-    with tracing as trace:
-        async with open_run(
+    async with (
+        tracing as trace,
+        open_run(
             tools=tool_index,
             max_concurrency=max_concurrency,
             run_id=record.id,
             on_event=None if trace is None else trace.on_event,
             journal=journal,
             first_seq=record.last_seq,
-        ) as run:
-            planned = [task_from_json(t) for t in record.config.get("plan", ())]
-            restore_tasks(run, record.tasks, tool_index, planned)
-            if finished and record.exhausted:
-                run.exceed(record.exhausted)  # rebuilt as it ended
-            elif finished and record.status == "cancelled":
-                run.cancel()
+        ) as run,
+    ):
+        planned = [task_from_json(t) for t in record.config.get("plan", ())]
+        restore_tasks(run, record.tasks, tool_index, planned)
+        if finished and record.exhausted:
+            run.exceed(record.exhausted)  # rebuilt as it ended
+        elif finished and record.status == "cancelled":
+            run.cancel()
     return run.result()

@@ -24,7 +24,7 @@ import contextlib
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -150,10 +150,10 @@ def start_trace(
     )
 
 
-@contextlib.contextmanager
-def traced(
+@contextlib.asynccontextmanager
+async def traced(
     operation: str, *, started_at: float, run_id: str | None = None, request: str | None = None
-) -> Iterator[RunTracer | None]:
+) -> AsyncIterator[RunTracer | None]:
     """`start_trace()` for the block; the trace closes when it ends, with its error if it raised.
 
     Yields:
