@@ -861,6 +861,21 @@ async def test_trace_of_an_unknown_run_fails_clearly(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.anyio
+async def test_trace_says_so_when_it_cannot_write_or_has_no_run_id(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    with Store.open(path) as store:
+        run_id = await record_plan_run(store)
+    for args, said in (
+        ([run_id, "--svg", str(tmp_path / "no" / "such" / "dir.svg")], "cannot write"),
+        ([run_id, "--html", str(tmp_path)], "cannot write"),
+        (["", "--svg", str(tmp_path / "x.svg")], "give a run id"),
+    ):
+        result = runner.invoke(app, ["trace", *args, "--store", str(path)])
+        assert result.exit_code == 2, (args, result.output)
+        assert said in result.stderr and "Traceback" not in result.output
+
+
 def test_trace_needs_a_file_to_write(tmp_path: Path) -> None:
     result = runner.invoke(app, ["trace", "abc", "--store", str(tmp_path / "s.sqlite3")])
     assert result.exit_code == 2
