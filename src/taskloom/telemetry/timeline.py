@@ -55,6 +55,9 @@ COLOURS = {
 """Fill colour of a bar, by a task's state or a model call's purpose."""
 
 _PURPOSES = {"plan": "planner", "join": "joiner"}
+"""A model call's lane, by the call's purpose; any other purpose (ReAct's) goes in `model`."""
+_VERB = {"planner": "plan", "joiner": "join"}
+"""A model call's bar label, "plan 2", by its lane."""
 _NOT_RUN = "not run"
 _ROW, _TOP, _GUTTER, _PAD, _LEGEND = 22.0, 30, 92, 16, 30
 _BODY = 1200.0
@@ -229,9 +232,6 @@ def _model_bars(
             )
         )
     return bars
-
-
-_VERB = {"planner": "plan", "joiner": "join"}
 
 
 def _task_bar(
