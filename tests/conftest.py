@@ -25,3 +25,10 @@ def _private_store(
     """Runs recorded by tests go to a temporary store, never the user's; model states too."""
     monkeypatch.setenv("TASKLOOM_STORE", str(tmp_path_factory.mktemp("store") / "store.sqlite3"))
     monkeypatch.setenv("TASKLOOM_CHECKPOINTS", str(tmp_path_factory.mktemp("checkpoints")))
+
+
+@pytest.fixture(autouse=True)
+def _no_traces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sends OpenTelemetry traces because of the environment it runs in."""
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name, raising=False)

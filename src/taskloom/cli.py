@@ -341,6 +341,32 @@ def show(
         render_record(record, console)
 
 
+@app.command("trace")
+def trace(
+    run_id: Annotated[str, typer.Argument(help="The run (or the start of its id).")],
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML timeline here.")
+    ] = None,
+    svg: Annotated[Path | None, typer.Option("--svg", help="Write an SVG timeline here.")] = None,
+    store_path: StorePath = None,
+) -> None:
+    """Draw a recorded run's timeline: a lane per concurrent slot, a bar per task."""
+    from taskloom.telemetry.timeline import load_timeline, render_html, render_svg
+
+    console = Console(stderr=True)
+    if html is None and svg is None:
+        fail(console, "say where to draw the timeline: --html FILE, --svg FILE or both")
+    timeline = _read_store(console, store_path, lambda store: load_timeline(store, run_id))
+    for path, render in ((html, render_html), (svg, render_svg)):
+        if path is None:
+            continue
+        try:
+            path.write_text(render(timeline), encoding="utf-8")
+        except OSError as exc:
+            fail(console, f"cannot write {path}: {exc.strerror or exc}")
+        console.print(f"wrote {path}", markup=False, highlight=False)
+
+
 def _read_store(
     console: Console,
     path: Path | None,

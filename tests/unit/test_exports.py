@@ -89,13 +89,23 @@ def test_lazy_names_are_the_agent_packages_own() -> None:
 def test_import_taskloom_leaves_the_agent_and_model_clients_unloaded() -> None:
     code = (
         "import sys, taskloom\n"
-        "print(sorted(m for m in ('taskloom.agent', 'taskloom.llm', 'httpx', 'llama_cpp') "
-        "if m in sys.modules))"
+        "print(sorted(m for m in ('taskloom.agent', 'taskloom.llm', 'httpx', 'llama_cpp', "
+        "'opentelemetry') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_telemetry_names_are_sorted_and_resolve() -> None:
+    from taskloom import telemetry
+
+    assert telemetry.__all__ == sorted(set(telemetry.__all__))
+    for name in telemetry.__all__:
+        assert getattr(telemetry, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'RunTracr'"):
+        telemetry.RunTracr  # noqa: B018
 
 
 def readme_programs() -> list[str]:

@@ -1,10 +1,12 @@
 """Agent: plan with a model, run the plan while it is written, join, and replan if needed.
 
 run()                         one request, start to answer
-└ _run_rounds()               plan → execute → join, at most 1 + max_replans times
-  ├ _plan_and_execute()       one round: a live Run fed by the streaming planner
-  │ └ _stream_plan()          one model call: tokens → parser → run.add(task)
-  └ _join()                   one model call: Finish(answer) or Replan(reason)
+└ _answer()                   its trace span, when tracing is on
+  └ _request()                its bookkeeping, journal and result
+    └ _run_rounds()           plan → execute → join, at most 1 + max_replans times
+      ├ _plan_and_execute()   one round: a live Run fed by the streaming planner
+      │ └ _stream_plan()      one model call: tokens → parser → run.add(task)
+      └ _join()               one model call: Finish(answer) or Replan(reason)
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from taskloom.errors import ModelError, PlanError, UserError
 from taskloom.llm import ChatModel, Message, Warmable, model_from_config
 from taskloom.plan import PlanParser, Task
 from taskloom.store import CallCache, restore_tasks
+from taskloom.telemetry._setup import traced
 from taskloom.tools import Tool
 
 if TYPE_CHECKING:
@@ -368,14 +371,33 @@ class Agent:
         self, question: str, journal: RunJournal | None, resumed: RunRecord | None
     ) -> AgentResult:
         started = time.monotonic()
+        run_id = journal.run_id if journal is not None else RunId(uuid.uuid4().hex[:12])
+        # `trace` is None unless tracing is on (OTEL_* variables, telemetry.instrument()).
+        async with traced(
+            "invoke_agent", started_at=started, run_id=run_id, request=question
+        ) as trace:
+            listener = self._on_event if trace is None else trace.chained(self._on_event)
+            result = await self._request(question, journal, resumed, started, run_id, listener)
+            if trace is not None:
+                trace.close(status=result.status, error=result.error)
+        return result
+
+    async def _request(
+        self,
+        question: str,
+        journal: RunJournal | None,
+        resumed: RunRecord | None,
+        started: float,
+        run_id: RunId,
+        listener: EventListener | None,
+    ) -> AgentResult:
         timings = Timings()
         tools = (self.cache or CallCache()).wrap(self.tools)
         rounds: list[_Round] = []
         decisions: list[Decision] = []
         joins: list[LLMCall] = []
         error: str | None = None
-        run_id = journal.run_id if journal is not None else RunId(uuid.uuid4().hex[:12])
-        spend = Spend(run_id=run_id, budget=self.budget, journal=journal, listener=self._on_event)
+        spend = Spend(run_id=run_id, budget=self.budget, journal=journal, listener=listener)
         if self.budget is not None and self.budget.deadline is not None:
             spend.deadline_at = started + self.budget.deadline
         if resumed is not None:

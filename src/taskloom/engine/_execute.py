@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,7 @@ from taskloom.engine.result import RunResult
 from taskloom.errors import PlanError, UserError
 from taskloom.plan import Plan, Task
 from taskloom.plan._plan import tool_map
+from taskloom.telemetry._setup import traced
 from taskloom.tools import Tool, tool
 
 __all__ = ["ToolsLike", "as_tools", "execute", "open_run"]
@@ -217,16 +219,21 @@ async def execute(
     tool_index = as_tools(tools)
     if not isinstance(plan, AsyncIterable | Plan):
         plan = Plan(plan)
-    async with open_run(
-        tools=tool_index,
-        max_concurrency=max_concurrency,
-        run_id=run_id,
-        on_event=on_event,
-        stats=stats,
-        order=order,
-        journal=journal,
-        budget=budget,
-    ) as run:
+    # `trace` is None unless tracing is on (OTEL_* variables, telemetry.instrument()).
+    traced_id = journal.run_id if journal is not None else run_id
+    async with (
+        traced("invoke_workflow", started_at=time.monotonic(), run_id=traced_id) as trace,
+        open_run(
+            tools=tool_index,
+            max_concurrency=max_concurrency,
+            run_id=run_id,
+            on_event=on_event if trace is None else trace.chained(on_event),
+            stats=stats,
+            order=order,
+            journal=journal,
+            budget=budget,
+        ) as run,
+    ):
         if isinstance(plan, AsyncIterable):
             try:
                 async for task in plan:

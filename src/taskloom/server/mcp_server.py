@@ -52,6 +52,7 @@ from taskloom.engine._scheduler import EventListener
 from taskloom.errors import PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
 from taskloom.store import RunJournal, Store
+from taskloom.telemetry._setup import continued
 from taskloom.tools import Tool
 from taskloom.tools._threads import ThreadCall, run_in_thread
 
@@ -530,13 +531,17 @@ async def _reporting_progress(ctx: Context, go: Callable[[EventListener], Awaita
     """`go(listener)`, with progress sent to the client as the listener sees tasks settle.
 
     A no-op for progress when the client asked for none (`report_progress` is).
+    When runs are traced, a `traceparent` the client sent makes the run's span
+    a child of the client's.
     """
     progress = _Progress()
     failure: Exception | None = None
     async with anyio.create_task_group() as tg:
         tg.start_soon(progress.send, ctx)
         try:
-            result = await go(progress.on_event)
+            # A client's `traceparent` (in the request's `_meta`) parents the run's trace.
+            with continued(ctx.request_context.meta):
+                result = await go(progress.on_event)
         except Exception as exc:  # raised below as itself, not in the group's ExceptionGroup
             failure = exc
         finally:

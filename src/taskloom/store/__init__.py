@@ -3,6 +3,7 @@
 from taskloom.store._cache import CacheStats, CallCache, cache_key
 from taskloom.store._journal import RunJournal
 from taskloom.store._records import (
+    EventRecord,
     LlmCallRecord,
     PlanAttemptRecord,
     RunRecord,
@@ -15,6 +16,7 @@ from taskloom.store._store import Store, default_store_path
 __all__ = [
     "CacheStats",
     "CallCache",
+    "EventRecord",
     "LlmCallRecord",
     "PlanAttemptRecord",
     "RunJournal",

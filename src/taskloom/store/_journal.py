@@ -97,6 +97,8 @@ class RunJournal:
         self._offset = elapsed
         self._llm_calls = llm_calls
         self._t0 = time.monotonic()
+        self._timed = False
+        """Whether `_t0` is the first run's start (every later round is timed from it too)."""
         self._runs: list[Run] = []
         self._writer.on_failure(self._stop_runs)
 
@@ -104,8 +106,9 @@ class RunJournal:
 
     def attach(self, run: Run) -> None:
         """Record `run`'s events from now on."""
-        if not self._runs:
+        if not self._timed:
             self._t0 = run.started_at - self._offset
+            self._timed = True
         self._runs.append(run)
         run.subscribe(self.on_event)
 

@@ -11,6 +11,7 @@ from taskloom.plan import Task
 __all__ = [
     "ABANDONED",
     "UNFINISHED",
+    "EventRecord",
     "LlmCallRecord",
     "PlanAttemptRecord",
     "RunRecord",
@@ -100,6 +101,22 @@ class LlmCallRecord:
     """Tokens generated."""
     latency_s: float
     """Seconds from request to last token."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EventRecord:
+    """One event of a run's log, as the store keeps it."""
+
+    seq: int
+    """Its number in the run's event sequence, from 1."""
+    kind: str
+    """The event's kind (`task_started`, `llm_call_finished`, ...)."""
+    task_id: TaskId | None
+    """The task it is about, for a task's event."""
+    at: float
+    """Seconds after the run's start when it happened."""
+    data: dict[str, Any] | None
+    """The fields the log keeps beside these (an error's message, a model call's usage...)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -12,7 +12,10 @@ What a resumed run does with each recorded task:
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from taskloom.engine import Run, RunResult, TaskStatus, open_run
 from taskloom.engine._execute import ToolsLike, as_tools
@@ -21,7 +24,11 @@ from taskloom.plan import Task
 from taskloom.store._codec import task_from_json
 from taskloom.store._records import TaskRecord
 from taskloom.store._store import Store
+from taskloom.telemetry._setup import traced
 from taskloom.tools import Tool
+
+if TYPE_CHECKING:
+    from taskloom.telemetry._spans import RunTracer
 
 __all__ = ["restore_tasks", "resume"]
 
@@ -102,13 +109,23 @@ async def resume(
         max_concurrency = record.config.get("max_concurrency")
     finished = not record.unfinished
     journal = None if finished else store.resume_journal(record)
-    async with open_run(
-        tools=tool_index,
-        max_concurrency=max_concurrency,
-        run_id=record.id,
-        journal=journal,
-        first_seq=record.last_seq,
-    ) as run:
+    # What runs again is traced like any run (when tracing is on); a rebuilt one is not.
+    tracing: contextlib.AbstractAsyncContextManager[RunTracer | None] = (
+        contextlib.nullcontext()
+        if finished
+        else traced("invoke_workflow", started_at=time.monotonic(), run_id=record.id)
+    )
+    async with (
+        tracing as trace,
+        open_run(
+            tools=tool_index,
+            max_concurrency=max_concurrency,
+            run_id=record.id,
+            on_event=None if trace is None else trace.on_event,
+            journal=journal,
+            first_seq=record.last_seq,
+        ) as run,
+    ):
         planned = [task_from_json(t) for t in record.config.get("plan", ())]
         restore_tasks(run, record.tasks, tool_index, planned)
         if finished and record.exhausted:

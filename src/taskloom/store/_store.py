@@ -42,6 +42,7 @@ from taskloom.store._journal import RunJournal
 from taskloom.store._owner import owner_gone, this_owner
 from taskloom.store._records import (
     ABANDONED,
+    EventRecord,
     LlmCallRecord,
     PlanAttemptRecord,
     RunRecord,
@@ -330,6 +331,38 @@ class Store:
             elapsed=last[1] if last else 0.0,
             task_index={t.id: t for t in task_records},
         )
+
+    def events(self, run_id: str, *, after: int = 0) -> list[EventRecord]:
+        """The events a run recorded, in sequence order (an id prefix is enough).
+
+        Args:
+            run_id: the run, or the start of its id.
+            after: only the events numbered after this one.
+
+        Raises:
+            UserError: if there is no such run, or `after` is not a whole number.
+            StoreError: if the store cannot be read.
+
+        """
+        if type(after) is not int:
+            raise UserError(f"after is a whole number, not {short_repr(after)}")
+        full = self.find(run_id)
+        with self._reading, _translated(self.path, f"read the events of run {full}"):
+            rows = self._reader.execute(
+                "SELECT seq, kind, task_id, at, data FROM events"
+                " WHERE run_id = ? AND seq > ? ORDER BY seq",
+                (full, after),
+            ).fetchall()
+        return [
+            EventRecord(
+                seq=r[0],
+                kind=r[1],
+                task_id=None if r[2] is None else TaskId(r[2]),
+                at=r[3],
+                data=_json(r[4]),
+            )
+            for r in rows
+        ]
 
     def cached(self, key: str, now: float | None = None) -> tuple[bool, Any]:
         """Look up one call-cache entry: (found, output). Expired entries are not found.

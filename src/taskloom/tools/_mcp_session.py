@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from taskloom._text import clip
 from taskloom.errors import MCPError
 from taskloom.tools._mcp_config import ServerConfig
 
-__all__ = ["ServerSession"]
+__all__ = ["ServerSession", "trace_meta"]
 
 START_TIMEOUT = 60.0
 """Seconds a server may take to start and answer the handshake."""
@@ -122,7 +123,7 @@ class ServerSession:
         live = await self._session()
         assert live.client is not None
         async with self._translated(live, f"calling {tool}"):
-            return await live.client.call_tool(tool, arguments)
+            return await live.client.call_tool(tool, arguments, meta=trace_meta())
 
     def close(self) -> None:
         """End the session (its task then stops the server); later calls fail."""
@@ -246,6 +247,22 @@ class ServerSession:
             raise MCPError(self.name, f"error while {doing}: {_said(exc)}") from exc
         except pydantic.ValidationError as exc:
             raise MCPError(self.name, f"answered {doing} with a malformed result: {exc}") from exc
+
+
+def trace_meta() -> mcp_types.RequestParamsMeta | None:
+    """The caller's trace context for a request's `_meta` (`traceparent`, `tracestate`).
+
+    A traced run makes each task's `execute_tool` span current while its tool
+    runs, so the server's spans join that trace. Without tracing, OpenTelemetry
+    is not loaded and this costs one dictionary look-up.
+    """
+    if "opentelemetry.trace" not in sys.modules:
+        return None
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return cast(mcp_types.RequestParamsMeta, carrier) if carrier else None
 
 
 class _Watched:
