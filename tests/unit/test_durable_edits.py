@@ -57,7 +57,9 @@ def logged_seqs(path: Path, run_id: str) -> list[int]:
     return [seq for (seq,) in rows]
 
 
-def edit_tools(calls: list[tuple[str, int]], *, hang: Callable[[], Any] | None = None) -> list[Tool]:
+def edit_tools(
+    calls: list[tuple[str, int]], *, hang: Callable[[], Any] | None = None
+) -> list[Tool]:
     """hold (idempotent; with `hang`, it never returns), fetch (idempotent) and send
     (a side effect); each records its calls."""
 
