@@ -9,6 +9,7 @@ instant, and the run is resumed from the copy.
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from typing import Any
 
 import anyio
 import pytest
+from rich.console import Console
 
 import taskloom
 from taskloom import (
@@ -31,6 +33,7 @@ from taskloom import (
     open_run,
     tool,
 )
+from taskloom._console import LiveProgress
 from taskloom.agent import Agent
 from taskloom.engine import events as ev
 from taskloom.llm import GenerationOptions, Message
@@ -114,6 +117,22 @@ async def test_a_rewrite_is_an_event_numbered_with_the_others() -> None:
     # With no dependency left, the new version is ready at once.
     assert after[:2] == [("task_rewritten", "2"), ("task_ready", "2")]
     assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+
+
+async def test_the_live_view_shows_a_rewritten_task_with_its_new_tool() -> None:
+    view = Console(file=io.StringIO(), width=120)
+    progress = LiveProgress(view)
+    inside = anyio.Event()
+    async with open_run(tools=edit_tools([], hang=inside.set), on_event=progress.on_event) as run:
+        run.add_all(Plan.parse("1. hold(1)\n2. send($1)\n"))
+        await inside.wait()
+        run.rewrite("2", tool="fetch")
+        view.print(progress._render())
+        run.cancel()
+    out = view.file
+    assert isinstance(out, io.StringIO)
+    (row,) = [line for line in out.getvalue().splitlines() if line.lstrip().startswith("2 ")]
+    assert "fetch" in row and "send" not in row and "pending" in row
 
 
 # -- recorded, then resumed -----------------------------------------------------
