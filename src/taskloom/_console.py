@@ -86,7 +86,9 @@ class LiveProgress:
         if not isinstance(event, ev.TaskEvent):
             return
         row = self._rows[event.task_id]
-        if isinstance(event, ev.TaskReady):
+        if isinstance(event, ev.TaskRewritten):
+            row.update(tool=event.tool, status="pending")
+        elif isinstance(event, ev.TaskReady):
             row["status"] = "ready"
         elif isinstance(event, ev.TaskStarted):
             row.update(status="running", began=event.at, note=_short(event.arguments))

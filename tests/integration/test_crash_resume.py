@@ -13,10 +13,12 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +181,165 @@ def test_killed_run_resumes_without_repeating_side_effects(
             assert task["status"] == "skipped", task
             assert any(d in interrupted for d in task["dependencies"]), task
     assert len(result["tasks"]) == len(reference)
+
+
+# -- a run edited live, then killed --------------------------------------------
+
+EDIT_TOOLS = '''
+import os
+
+import anyio
+
+import taskloom
+
+
+
+def ON_HANG(name: str) -> None:
+    """The driver replaces this to learn that a call hangs."""
+
+
+def _write(line: str) -> None:
+    with open(os.environ["CRASH_OUT"], "a") as out:
+        out.write(line + "\\n")
+
+
+@taskloom.tool
+def append(line: str) -> str:
+    """Append one line to the output file: a side effect that must never repeat."""
+    _write(line)
+    return line
+
+
+@taskloom.tool
+async def stall(line: str) -> str:
+    """Append a line, then (in the process to be killed) never return."""
+    _write(line)
+    if os.environ.get("EDIT_HANG"):
+        ON_HANG("stall")
+        await anyio.sleep_forever()
+    return line
+
+
+@taskloom.tool(idempotent=True)
+async def hold(x: int) -> int:
+    """x * 10; in the process to be killed, it never returns."""
+    if os.environ.get("EDIT_HANG"):
+        ON_HANG("hold")
+        await anyio.sleep_forever()
+    return x * 10
+'''
+
+EDIT_DRIVER = """
+import sys
+from pathlib import Path
+
+import anyio
+
+import edit_tools
+import taskloom
+from taskloom import Plan, Ref, Task, TaskId, Template
+from taskloom.engine import events as ev
+
+PLAN = (
+    '1. hold(1)\\n2. append("two $1")\\n3. append("three $1")\\n'
+    '4. append("four $3")\\n5. append("five")\\n'
+)
+ONE = Ref(TaskId("1"))
+
+
+def text(before: str, after: str = "") -> Template:
+    return Template(parts=(before, ONE, after) if after else (before, ONE))
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\\n")
+    sys.stdout.flush()
+
+
+async def main(last_tool: str) -> None:
+    entered = {"hold": anyio.Event(), "stall": anyio.Event()}
+    edit_tools.ON_HANG = lambda name: entered[name].set()
+    finished = {"5": anyio.Event(), "7": anyio.Event()}
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.TaskFinished) and event.task_id in finished:
+            finished[event.task_id].set()
+
+    plan = Plan.parse(PLAN)
+    tools = [edit_tools.append, edit_tools.stall, edit_tools.hold]
+    source = str(Path(edit_tools.__file__).resolve())
+    with taskloom.Store.open() as store:
+        journal = store.journal(request="edited", config={"tools": source}, plan=plan)
+        store.flush()
+        say(f"run {journal.run_id}")
+        with anyio.fail_after(30):
+            async with taskloom.open_run(tools=tools, journal=journal, on_event=on_event) as run:
+                await run.add_plan(plan)
+                await entered["hold"].wait()
+                await finished["5"].wait()
+                run.rewrite("2", args=(text("two rewritten "),))
+                run.cancel("3")
+                run.add(Task(id=TaskId("6"), tool="append", args=(text("six "),)))
+                run.add(Task(id=TaskId("7"), tool=last_tool, args=("seven",)))
+                run.rewrite("6", args=(text("six ", " again"),))
+                run.rewrite("6", args=(text("six ", " final"),))
+                if last_tool == "stall":
+                    await entered["stall"].wait()
+                else:
+                    await finished["7"].wait()
+                await journal.flush()
+                say("edited")
+                await anyio.sleep_forever()
+
+
+anyio.run(main, sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("last_tool", ["append", "stall"])
+def test_a_run_edited_live_then_killed_resumes_as_edited(tmp_path: Path, last_tool: str) -> None:
+    """Killed once its live edits are on disk: the resumed run is the edited plan, and
+    no side effect happens twice (task 7 is either done, or killed mid-call)."""
+    (tmp_path / "edit_tools.py").write_text(EDIT_TOOLS)
+    (tmp_path / "edit_driver.py").write_text(EDIT_DRIVER)
+    env = environment(tmp_path, "edited")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    driver = subprocess.Popen(
+        [sys.executable, str(tmp_path / "edit_driver.py"), last_tool],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env | {"EDIT_HANG": "1"},
+    )
+    assert driver.stdout is not None
+    first, edited = driver.stdout.readline(), driver.stdout.readline()
+    driver.send_signal(signal.SIGKILL)
+    _, err = driver.communicate(timeout=30)
+    assert first.startswith("run ") and edited == "edited\n", err
+    run_id = first.split()[1]
+    (run,) = [r for r in recorded_runs(env) if r["id"] == run_id]
+    assert run["status"] == "abandoned"
+
+    result = finish(taskloom("resume", run_id, "--json", env=env))
+
+    lines = Path(env["CRASH_OUT"]).read_text().splitlines()
+    assert sorted(lines) == sorted(["five", "seven", "two rewritten 10", "six 10 final"])
+    tasks = result["tasks"]
+    assert {i: t["status"] for i, t in tasks.items()} == {
+        "1": "done",
+        "2": "done",
+        "3": "cancelled",
+        "4": "cancelled",
+        "5": "done",
+        "6": "done",
+        "7": "done" if last_tool == "append" else "interrupted",
+    }
+    assert tasks["2"]["output"] == "two rewritten 10"
+    assert tasks["6"]["output"] == "six 10 final"
+
+    store = Path(env["TASKLOOM_STORE"])
+    with closing(sqlite3.connect(store)) as db:
+        seqs = [r[0] for r in db.execute("SELECT seq FROM events WHERE run_id = ?", (run_id,))]
+        kinds = [r[0] for r in db.execute("SELECT kind FROM events WHERE run_id = ?", (run_id,))]
+    assert sorted(seqs) == list(range(1, len(seqs) + 1))
+    assert kinds.count("task_rewritten") == 3

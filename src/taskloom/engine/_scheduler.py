@@ -276,7 +276,8 @@ class Run:
 
         A running task's cancel scope is cancelled, so its work really stops
         (a sync tool's thread is abandoned and reported). Cancelling a task
-        that already reached a final status does nothing.
+        that already reached a final status does nothing. Each task cancelled
+        is a `task_cancelled` event, so a resumed run keeps it cancelled.
 
         Raises:
             KeyError: if the run has no such task.
@@ -316,6 +317,9 @@ class Run:
     ) -> Task:
         """Change a task that has not started yet.
 
+        The change is a `task_rewritten` event, so a journal keeps the new
+        version and a resumed run calls it, not the task as first added.
+
         Returns:
             The new version of the task.
 
@@ -345,6 +349,13 @@ class Run:
         node.task, node.tool, node.bound, node.queued = new, self._tools[new.tool], bound, 0
         node.status = TaskStatus.PENDING
         self._ranks = None
+        self._emit(
+            ev.TaskRewritten,
+            task_id=new.id,
+            tool=new.tool,
+            dependencies=tuple(sorted(new.dependencies)),
+            task=new,
+        )
         self._link(node)
         self._dispatch()
         return new

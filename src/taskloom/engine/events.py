@@ -36,6 +36,7 @@ __all__ = [
     "TaskReady",
     "TaskRestored",
     "TaskRetried",
+    "TaskRewritten",
     "TaskSkipped",
     "TaskStarted",
 ]
@@ -73,6 +74,23 @@ class TaskAdded(TaskEvent):
     """The tasks whose outputs it needs."""
     task: Task
     """The task itself, as added (a store keeps it to resume the run)."""
+
+
+@dataclass(kw_only=True, slots=True)
+class TaskRewritten(TaskEvent):
+    """A task that had not started was changed while the run went on (`Run.rewrite`).
+
+    It replaces the task as added: a store keeps the new version, so a
+    resumed run calls what the run was going to call, not what it began with.
+    """
+
+    kind: ClassVar[str] = "task_rewritten"
+    tool: str
+    """The tool it will call now."""
+    dependencies: tuple[TaskId, ...]
+    """The tasks whose outputs it needs now."""
+    task: Task
+    """The new version of the task."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -135,7 +153,10 @@ class TaskSkipped(TaskEvent):
 
 @dataclass(kw_only=True, slots=True)
 class TaskCancelledEvent(TaskEvent):
-    """The task was cancelled before or while it ran."""
+    """The task was cancelled before or while it ran (`Run.cancel`, a budget, the caller).
+
+    It is final: a resumed run keeps it cancelled and does not call it.
+    """
 
     kind: ClassVar[str] = "task_cancelled"
     error: TaskCancelled

@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 __all__ = ["RunJournal"]
 
 # Ranks order a batch, following a task's life: a row is inserted, then
-# marked started, then settled; statements of one rank never touch a row twice
-# in conflicting ways, so grouping them for executemany keeps the final state.
-_NEW, _STARTING, _SETTLING, _LOG = 0, 1, 2, 3
+# rewritten (a live edit, before it starts), then marked started, then settled;
+# statements of one rank never touch a row twice in conflicting ways (rewrites
+# of one row keep their order), so grouping them for executemany keeps the
+# final state.
+_NEW, _EDITING, _STARTING, _SETTLING, _LOG = 0, 1, 2, 3, 4
 
 _ADD_TASK = (
     "INSERT INTO tasks (run_id, task_id, position, round, tool, definition, status)"
@@ -36,6 +38,7 @@ _ADD_TASK = (
     " ON CONFLICT (run_id, task_id) DO UPDATE SET status = 'pending', tool = excluded.tool,"
     " definition = excluded.definition"
 )
+_REWRITTEN = "UPDATE tasks SET tool = ?, definition = ? WHERE run_id = ? AND task_id = ?"
 _STARTED = (
     "UPDATE tasks SET status = 'running', arguments = ?, started = ?"
     " WHERE run_id = ? AND task_id = ?"
@@ -183,6 +186,10 @@ class RunJournal:
                 definition = Json(task_to_json(event.task))
                 added = (run_id, task_id, self._positions, self.round, event.tool, definition)
                 put(_NEW, _ADD_TASK, added)
+            case ev.TaskRewritten():
+                rewritten = task_to_json(event.task)
+                put(_EDITING, _REWRITTEN, (event.tool, Json(rewritten), run_id, task_id))
+                data = {"tool": event.tool, "definition": rewritten}
             case ev.TaskStarted():
                 put(_STARTING, _STARTED, (Json(event.arguments), at, run_id, task_id))
             case ev.TaskFinished():

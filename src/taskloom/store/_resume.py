@@ -8,15 +8,22 @@ What a resumed run does with each recorded task:
   sees it and may replan);
 - pending or ready: run as usual; so are tasks of the recorded plan that
   the crash came too early to record one by one.
+
+Live edits are recorded from their events, so the plan resumed is the plan
+as edited: a task added with `Run.add` is there, a task changed with
+`Run.rewrite` is its new version, and a task cancelled with `Run.cancel`
+stays cancelled and is not called.
 """
 
 from __future__ import annotations
 
 import contextlib
+import graphlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from taskloom._ids import TaskId
 from taskloom.engine import Run, RunResult, TaskStatus, open_run
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.errors import RecordedFailure, TaskInterrupted, UserError
@@ -55,7 +62,7 @@ def restore_tasks(
 
     """
     recorded = {r.id for r in records}
-    for record in records:  # in recorded order: every dependency comes first
+    for record in _dependencies_first(records):
         status = _KEPT.get(record.status)
         tool = tools.get(record.task.tool)
         if status is None and record.status == "running" and tool is not None:
@@ -71,6 +78,24 @@ def restore_tasks(
             error = RecordedFailure(record.id, record.error_type or "", record.error or "")
             run.restore(record.task, status, error=error)
     run.add_all(t for t in planned if t.id not in recorded)
+
+
+def _dependencies_first(records: Sequence[TaskRecord]) -> Sequence[TaskRecord]:
+    """The records, each after the recorded tasks it references.
+
+    Tasks are recorded in the order they were added, which is such an order
+    unless a live rewrite made a task use one added after it.
+    """
+    by_id = {r.id: r for r in records}
+    seen: set[TaskId] = set()
+    for record in records:
+        if any(d in by_id and d not in seen for d in record.task.dependencies):
+            break
+        seen.add(record.id)
+    else:
+        return records
+    graph = {r.id: [d for d in r.task.dependencies if d in by_id] for r in records}
+    return [by_id[i] for i in graphlib.TopologicalSorter(graph).static_order()]
 
 
 async def resume(
