@@ -66,10 +66,12 @@ __all__ = ["Agent", "default_replans", "uses_grammar"]
 _MAX_PLAN_TOKENS = 400
 _MAX_JOIN_TOKENS = 160
 _MAX_HISTORY = 30
-_PLAN_ANCHORS = 2
+_PLAN_ANCHORS = 1
 """Examples every planner prompt shows first, when there are many (see `Shots`)."""
-_PLAN_SHOTS = 1
-"""Examples shown to the planner after the anchors: the closest of the rest."""
+_PLAN_SHOTS = 2
+"""Examples shown to the planner after the anchors: the closest of the rest. A
+plan example is short, and two of the question's kind keep a small model from
+copying an anchor's form (a sum's order into a difference)."""
 _JOIN_ANCHORS = 1
 _JOIN_SHOTS = 1
 
