@@ -33,6 +33,14 @@ import anyio.lowlevel
 
 from taskloom._ids import RunId, TaskId
 from taskloom.engine import events as ev
+from taskloom.engine._branch import (
+    BranchProblem,
+    element_id,
+    element_task,
+    element_value,
+    guard_holds,
+    map_size,
+)
 from taskloom.engine._budget import Budget
 from taskloom.engine._gc import before_burst
 from taskloom.engine._node import (
@@ -48,8 +56,11 @@ from taskloom.errors import (
     BadArguments,
     BadOutput,
     CallTimedOut,
+    ConditionError,
+    ConditionFalse,
     DependencyFailed,
     EditError,
+    MapFailed,
     PlanError,
     RunError,
     TaskCancelled,
@@ -125,6 +136,9 @@ class Run:
         self._listeners = list(listeners)
         self._stats = stats or DurationStats()
         self._nodes: dict[TaskId, Node] = {}
+        # A resumed run's map elements that settled before the crash, by id:
+        # restored as they were when their map fans out again.
+        self._recorded: dict[TaskId, tuple[TaskStatus, Any, RunError | None, int]] = {}
         self._outputs: Mapping[TaskId, HasOutput] = (
             ChainMap(self._nodes, self._earlier) if self._earlier else self._nodes  # type: ignore[arg-type]
         )
@@ -303,6 +317,9 @@ class Run:
         if node.status.is_final:
             return
         self._cancel_node(node, reason or f"task {task_id} was cancelled")
+        for element in node.elements or ():  # a map: its elements are part of it
+            if not element.status.is_final:
+                self._cancel_node(element, f"its map, task {task_id}, was cancelled")
         self._dispatch()
         self._check_done()
 
@@ -328,6 +345,8 @@ class Run:
         node = self._nodes[TaskId(task_id)]
         if node.status not in (TaskStatus.PENDING, TaskStatus.READY):
             raise EditError(task_id, str(node.status), "rewrite")
+        if node.elements is not None:  # a map whose elements were added: they may run
+            raise EditError(task_id, "running its elements", "rewrite")
         old = node.task
         new = Task(
             id=old.id,
@@ -336,6 +355,7 @@ class Run:
             kwargs=old.kwargs if kwargs is None else dict(kwargs),
             thought=old.thought,
             position=old.position,
+            guard=old.guard,
         )
         bound = bind_task(new, self._tools)
         self._plan.replace(new)
@@ -343,6 +363,7 @@ class Run:
             if dep in self._nodes:
                 self._nodes[dep].dependents.remove(node)
         node.task, node.tool, node.bound, node.queued = new, self._tools[new.tool], bound, 0
+        node.gated = new.guard is not None or new.is_map
         node.status = TaskStatus.PENDING
         self._ranks = None
         self._link(node)
@@ -460,6 +481,29 @@ class Run:
         self._ranks = None
         self._emit(ev.TaskRestored, task_id=task.id, status=str(status), error=error)
 
+    def restore_element(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        output: Any = None,
+        error: RunError | None = None,
+        attempts: int = 0,
+    ) -> None:
+        """Keep what an earlier process recorded for a map's element, for when the map fans out.
+
+        A resumed map whose element tasks had been added fans out again over
+        the same list (its input is restored); each element recorded here is
+        then restored as it was instead of being called again.
+
+        Raises:
+            UserError: if `status` is not final.
+
+        """
+        if not status.is_final:
+            raise UserError(f"cannot restore task {task_id} as {status}: only final states")
+        self._recorded[TaskId(task_id)] = (status, output, error, attempts)
+
     def _admit(self, node: Node) -> bool:
         """Whether the budget lets this task start now; if not, settle it."""
         budget = self._budget
@@ -521,6 +565,8 @@ class Run:
             if dep.status is TaskStatus.DONE:
                 continue
             if dep.status.is_final:
+                if self._accepts(node, dep):
+                    continue
                 self._skip(node, dep)
                 return
             dep.dependents.append(node)
@@ -530,6 +576,8 @@ class Run:
             self._make_ready(node)
 
     def _make_ready(self, node: Node) -> None:
+        if node.gated and not self._through_gate(node):
+            return
         node.status = TaskStatus.READY
         self._emit(ev.TaskReady, task_id=node.task.id)
         self._tickets += 1
@@ -539,6 +587,109 @@ class Run:
             self._queue.append((0.0, ticket, node))
         else:
             heapq.heappush(self._queue, (-self._ranks.get(node.task.id, 0.0), ticket, node))
+
+    # -- maps and conditions --------------------------------------------------
+
+    def _through_gate(self, node: Node) -> bool:
+        """A task with a condition or a map has its inputs: judge, fan out or collect.
+
+        A false condition skips the task ("condition false"); one that cannot
+        be evaluated fails it. A map adds its elements (`_fan_out`); once they
+        are all done, its output is theirs (`_collect`).
+
+        Returns:
+            True when the task is to be queued for its call like any other.
+
+        """
+        if node.elements is not None:  # a map whose elements are all done
+            self._collect(node)
+            return False
+        task = node.task
+        if task.guard is not None:
+            try:
+                holds = guard_holds(task.guard, self._outputs)
+            except BranchProblem as exc:
+                self._settle_unrun(node, ConditionError(task.id, task.guard.text, str(exc)))
+                return False
+            if not holds:
+                self._settle_unrun(node, ConditionFalse(task.id, task.id, task.guard.text))
+                return False
+        if task.is_map:
+            self._fan_out(node)
+            return False
+        return True
+
+    def _fan_out(self, node: Node) -> None:
+        """Add a map's elements, one per item of its list; each is ready at once.
+
+        They are ordinary tasks of the run (own status, retries, limits), so
+        they are queued in this same loop turn: no barrier. The map waits for
+        them as for dependencies; the first that fails fails it (`MapFailed`),
+        and the others go on.
+        """
+        task = node.task
+        try:
+            size = map_size(node.bound, self._outputs)
+        except BranchProblem as exc:
+            self._settle_unrun(node, MapFailed(task.id, str(exc)))
+            return
+        ids = [element_id(task.id, index) for index in range(size)]
+        taken = next((i for i in ids if i in self._nodes or i in self._earlier), None)
+        if taken is not None:
+            why = f"the id {taken} of one of its elements is taken by another task"
+            self._settle_unrun(node, MapFailed(task.id, why))
+            return
+        elements: list[Node] = []
+        node.elements, node.waiting = elements, 0
+        self._ranks = None
+        self._emit(ev.TaskMapped, task_id=task.id, elements=tuple(ids))
+        failed: Node | None = None
+        for index in range(size):
+            element = self._add_element(node, index)
+            elements.append(element)
+            if element.status is TaskStatus.DONE:
+                continue
+            if element.status.is_final:  # restored so by a resumed run
+                failed = failed or element
+                continue
+            element.dependents.append(node)
+            node.waiting += 1
+        if failed is not None:
+            why = f"element {failed.task.id} did not finish: {failed.error or failed.status}"
+            self._settle_unrun(node, MapFailed(task.id, why, element=failed.task.id))
+        elif node.waiting == 0:
+            self._collect(node)
+
+    def _add_element(self, node: Node, index: int) -> Node:
+        task = element_task(node.task, index)
+        self._plan.add(task)
+        bound = {k: element_value(v, index) for k, v in node.bound.items()}
+        element = Node(task, node.tool, bound)
+        self._nodes[task.id] = element
+        recorded = self._recorded.pop(task.id, None) if self._recorded else None
+        if recorded is not None:
+            element.status, element.output, element.error, element.attempts = recorded
+            self._emit(ev.TaskRestored, task_id=task.id, status=str(element.status), error=element.error)
+            return element
+        self._open += 1
+        dependencies = tuple(sorted(task.dependencies))
+        self._emit(ev.TaskAdded, task_id=task.id, tool=task.tool, dependencies=dependencies, task=task)
+        self._link(element)
+        return element
+
+    def _collect(self, node: Node) -> None:
+        """Every element of a map is done: the map's output is their outputs, in order."""
+        assert node.elements is not None
+        node.output = [element.output for element in node.elements]
+        node.status = TaskStatus.DONE
+        node.finished_at = time.monotonic()
+        self._open -= 1
+        self._emit(ev.TaskFinished, task_id=node.task.id, output=node.output)
+        for child in node.dependents:
+            if child.status is TaskStatus.PENDING:
+                child.waiting -= 1
+                if child.waiting == 0:
+                    self._make_ready(child)
 
     # -- dispatching ----------------------------------------------------------
 
@@ -580,8 +731,11 @@ class Run:
         ranks: dict[TaskId, float] = {}
         for task in reversed(self._plan.in_dependency_order()):
             node = self._nodes[task.id]
-            after = max((ranks[d.task.id] for d in node.dependents), default=0.0)
-            ranks[task.id] = self._stats.estimate(node.tool.name) + after
+            # A map's elements come after it in the plan but lead into it.
+            after = max((ranks.get(d.task.id, 0.0) for d in node.dependents), default=0.0)
+            rank = ranks[task.id] = self._stats.estimate(node.tool.name) + after
+            for element in node.elements or ():
+                ranks[element.task.id] = rank
         return ranks
 
     def _start(self, node: Node) -> None:
@@ -764,8 +918,12 @@ class Run:
         self._check_done()
 
     def _skip(self, node: Node, because: Node) -> None:
-        cause = str(because.error) if because.error else str(because.status)
-        error = DependencyFailed(node.task.id, because.task.id, cause)
+        error: DependencyFailed | ConditionFalse
+        if isinstance(because.error, ConditionFalse):  # the branch was not taken: no failure
+            error = ConditionFalse(node.task.id, because.error.guarded, because.error.condition)
+        else:
+            cause = str(because.error) if because.error else str(because.status)
+            error = DependencyFailed(node.task.id, because.task.id, cause)
         node.error = error
         node.status = TaskStatus.SKIPPED
         node.finished_at = time.monotonic()
@@ -774,9 +932,36 @@ class Run:
         self._skip_dependents(node)
 
     def _skip_dependents(self, node: Node) -> None:
+        not_taken = isinstance(node.error, ConditionFalse)
         for child in node.dependents:
-            if not child.status.is_final:
+            if child.status.is_final:
+                continue
+            if child.elements is not None:  # `node` is an element of the map `child`
+                why = f"element {node.task.id} did not finish: {node.error or node.status}"
+                self._settle_unrun(child, MapFailed(child.task.id, why, element=node.task.id))
+            elif not_taken and child.task.accepts_skipped(node.task.id):
+                if child.status is TaskStatus.PENDING:  # `$N?`: None stands in for the output
+                    child.waiting -= 1
+                    if child.waiting == 0:
+                        self._make_ready(child)
+            else:
                 self._skip(child, node)
+
+    def _accepts(self, node: Node, dep: Node) -> bool:
+        """Whether `node` runs without `dep`'s output: `dep` was skipped by a false
+        condition and `node` refers to it only as `$N?`."""
+        return isinstance(dep.error, ConditionFalse) and node.task.accepts_skipped(dep.task.id)
+
+    def _settle_unrun(self, node: Node, error: RunError) -> None:
+        """Settle a task that never started: skipped by a condition, or failed before any call."""
+        skipped = isinstance(error, ConditionFalse)
+        node.error = error
+        node.status = TaskStatus.SKIPPED if skipped else TaskStatus.FAILED
+        node.finished_at = time.monotonic()
+        node.queued = 0
+        self._open -= 1
+        self._emit(ev.TaskSkipped if skipped else ev.TaskFailed, task_id=node.task.id, error=error)
+        self._skip_dependents(node)
 
     def _cancel_node(self, node: Node, reason: str) -> None:
         was_running = node.status is TaskStatus.RUNNING

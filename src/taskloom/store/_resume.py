@@ -8,6 +8,11 @@ What a resumed run does with each recorded task:
   sees it and may replan);
 - pending or ready: run as usual; so are tasks of the recorded plan that
   the crash came too early to record one by one.
+
+A map task that had fanned out but not finished fans out again over its
+restored list: its elements (`3.0`, `3.1`, ...) get the same ids, and each
+is restored as recorded under the rules above (done ones keep their output,
+a non-idempotent one that was running ends `interrupted`); the rest run.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 from taskloom.engine import Run, RunResult, TaskStatus, open_run
 from taskloom.engine._execute import ToolsLike, as_tools
-from taskloom.errors import RecordedFailure, TaskInterrupted, UserError
+from taskloom.errors import RecordedFailure, RunError, TaskInterrupted, UserError
 from taskloom.plan import Task
 from taskloom.store._codec import task_from_json
 from taskloom.store._records import TaskRecord
@@ -48,22 +53,34 @@ def restore_tasks(
 
     """
     recorded = {r.id for r in records}
+    # Elements of a map that will fan out again wait for it (see the module's docstring).
+    refanned = {r.id for r in records if r.task.is_map and r.status not in _KEPT}
     for record in records:  # in recorded order: every dependency comes first
         status = _KEPT.get(record.status)
         tool = tools.get(record.task.tool)
         if status is None and record.status == "running" and tool is not None:
             if not tool.policy.idempotent:
                 status = TaskStatus.INTERRUPTED
+        if record.id.rpartition(".")[0] in refanned:
+            if status is not None:
+                run.restore_element(
+                    record.id, status, output=record.output, error=_error(record, status)
+                )
+            continue
         if status is None:
             run.add(record.task)
-        elif status is TaskStatus.DONE:
-            run.restore(record.task, status, output=record.output)
-        elif status is TaskStatus.INTERRUPTED:
-            run.restore(record.task, status, error=TaskInterrupted(record.id, record.task.tool))
         else:
-            error = RecordedFailure(record.id, record.error_type or "", record.error or "")
-            run.restore(record.task, status, error=error)
+            run.restore(record.task, status, output=record.output, error=_error(record, status))
     run.add_all(t for t in planned if t.id not in recorded)
+
+
+def _error(record: TaskRecord, status: TaskStatus) -> RunError | None:
+    """The error a recorded task is restored with (None for a done one)."""
+    if status is TaskStatus.DONE:
+        return None
+    if status is TaskStatus.INTERRUPTED:
+        return TaskInterrupted(record.id, record.task.tool)
+    return RecordedFailure(record.id, record.error_type or "", record.error or "")
 
 
 async def resume(
