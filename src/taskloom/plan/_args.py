@@ -37,6 +37,7 @@ __all__ = [
     "MAX_ID_DIGITS",
     "ParsedArgs",
     "parse_args",
+    "parse_bare_ref",
     "parse_guard",
     "task_number",
 ]
@@ -521,6 +522,22 @@ class _Scanner:
         if not digits or _MONEY_AFTER.match(self.text, digits.end()):
             return None
         return self.ref(in_string=True)
+
+
+def parse_bare_ref(value: str, *, task_id: str) -> Ref | None:
+    """The reference that `value` is, written as outside quotes (`$5?.status`); else None.
+
+    The JSON form has only strings, so an optional reference is a string that
+    is exactly one (`"$5?"`); elsewhere `?` after a reference is text.
+    """
+    scanner = _Scanner(value, 1, task_id)
+    if not value.startswith("$"):
+        return None
+    try:
+        ref = scanner.ref()
+    except PlanError:
+        return None
+    return ref if scanner.pos == len(value) else None
 
 
 def parse_string(value: str, *, task_id: str) -> str | Template:

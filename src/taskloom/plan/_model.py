@@ -93,6 +93,8 @@ class Template:
 
 def _braced(ref: Ref) -> str:
     # Inside a string `${1}` cannot run into the text that follows it.
+    if ref.each is not None:  # `${2.names[*].name}`: nor can a map's path
+        return "${" + str(ref)[1:] + "}"
     if not ref.path:
         return "${" + ref.task + "}"
     return str(ref)
