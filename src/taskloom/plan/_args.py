@@ -451,8 +451,9 @@ class _Scanner:
         try:
             tree = ast.parse(code.strip(), mode="eval")
         except SyntaxError as exc:
-            offset = len(code) - len(code.lstrip()) + (exc.offset or 1) - 1
-            at = where[offset] if exc.lineno == 1 and offset < len(where) else begin
+            # Python puts an error at the end at offset 0 (or past the end).
+            offset = len(code) - len(code.lstrip()) + (exc.offset or 0) - 1
+            at = where[offset] if exc.offset and offset < len(where) else self.pos
             self.fail(f"the condition is not a valid expression: {exc.msg}", at=at)
         except (RecursionError, MemoryError, ValueError):
             self.fail("the condition is too deeply nested", at=begin)

@@ -45,7 +45,7 @@ _NUMBERED = re.compile(r"\s*([-+]?\d+)\s*[.)](?:\s|$)")
 _BOM = "\ufeff"
 _THOUGHT = re.compile(r"\s*Thought\s*:\s*(.*)", re.IGNORECASE)
 _TRAILER = re.compile(r"\s*(?:#.*)?$")
-_IF = re.compile(r"\s+if(?=[\s$(])")
+_IF = re.compile(r"\s+if(?=[\s$(]|$)")
 
 
 class PlanParser:
@@ -201,7 +201,7 @@ class PlanParser:
         task_id, tool = self._task_id(head.group(1), position, line), head.group(2)
         parsed = parse_args(line, head.end(), line=self._line_no, task_id=task_id)
         condition = _IF.match(line, parsed.end)
-        guard = None
+        guard, refs = None, parsed.refs
         if condition is not None and tool != JOIN:
             guard, guard_refs = guard_with_refs(
                 line, condition.end(), line=self._line_no, task_id=task_id
@@ -218,8 +218,6 @@ class PlanParser:
         if tool == JOIN:
             self.joined = self.done = True
             return None
-        else:
-            refs = parsed.refs
         for dep, column in refs:
             if dep == task_id:
                 raise PlanError(

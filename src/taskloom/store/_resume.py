@@ -53,25 +53,35 @@ def restore_tasks(
 
     """
     recorded = {r.id for r in records}
-    # Elements of a map that will fan out again wait for it (see the module's docstring).
+    # Elements of a map that will fan out again are handed over first: the map
+    # fans out the moment it is added (see the module's docstring).
     refanned = {r.id for r in records if r.task.is_map and r.status not in _KEPT}
+    elements = [r for r in records if r.id.rpartition(".")[0] in refanned]
+    for record in elements:
+        status = _kept(record, tools)
+        if status is not None:
+            run.restore_element(
+                record.id, status, output=record.output, error=_error(record, status)
+            )
     for record in records:  # in recorded order: every dependency comes first
-        status = _KEPT.get(record.status)
-        tool = tools.get(record.task.tool)
-        if status is None and record.status == "running" and tool is not None:
-            if not tool.policy.idempotent:
-                status = TaskStatus.INTERRUPTED
         if record.id.rpartition(".")[0] in refanned:
-            if status is not None:
-                run.restore_element(
-                    record.id, status, output=record.output, error=_error(record, status)
-                )
             continue
+        status = _kept(record, tools)
         if status is None:
             run.add(record.task)
         else:
             run.restore(record.task, status, output=record.output, error=_error(record, status))
     run.add_all(t for t in planned if t.id not in recorded)
+
+
+def _kept(record: TaskRecord, tools: Mapping[str, Tool]) -> TaskStatus | None:
+    """The final status a recorded task keeps; None for one to run (again)."""
+    status = _KEPT.get(record.status)
+    tool = tools.get(record.task.tool)
+    if status is None and record.status == "running" and tool is not None:
+        if not tool.policy.idempotent:
+            status = TaskStatus.INTERRUPTED
+    return status
 
 
 def _error(record: TaskRecord, status: TaskStatus) -> RunError | None:
