@@ -328,10 +328,10 @@ class DependencyFailed(RunError):
 
 
 class ConditionFalse(RunError):
-    """The task was skipped because a condition was false: its own, or that of a
-    task it needs (which was skipped the same way).
+    """The task was skipped because a condition was false.
 
-    Unlike `DependencyFailed` this is no failure: the plan chose the other
+    The condition is its own, or that of a task it needs (skipped the same
+    way). Unlike `DependencyFailed` this is no failure: the plan chose the other
     branch. A reference written `$N?` accepts such a task as None.
     """
 

@@ -196,7 +196,7 @@ def test_json_plans_map_take_conditions_and_optional_references() -> None:
 
 
 def test_the_store_keeps_maps_conditions_and_optional_references() -> None:
-    plan = Plan.parse('1. source()\n2. city($1.people[*].name)\n3. either($2?) if $1.count > 1\n')
+    plan = Plan.parse("1. source()\n2. city($1.people[*].name)\n3. either($2?) if $1.count > 1\n")
     for task in plan:
         again = task_from_json(task_to_json(task))
         assert (again.args, again.kwargs, again.guard, again.is_map) == (
@@ -472,13 +472,20 @@ async def test_cancelling_a_map_cancels_its_elements_and_a_started_map_is_not_re
             live.rewrite("2", args=["x"])
         live.cancel("2")
     result = live.result()
-    assert statuses(result) == {"1": "done", "2": "cancelled", "2.0": "cancelled", "2.1": "cancelled"}
+    assert statuses(result) == {
+        "1": "done",
+        "2": "cancelled",
+        "2.0": "cancelled",
+        "2.1": "cancelled",
+    }
 
 
 # -- resuming -----------------------------------------------------------------
 
 
-def crash_tools(calls: list[tuple[str, Any]], hang: set[int], entered: Callable[[], None]) -> list[Any]:
+def crash_tools(
+    calls: list[tuple[str, Any]], hang: set[int], entered: Callable[[], None]
+) -> list[Any]:
     @tool(idempotent=True, name="numbers")
     async def numbers() -> list[int]:
         """1 to 4."""
@@ -558,7 +565,10 @@ async def test_a_map_running_at_a_crash_resumes_without_calling_an_element_twice
                 await both_inside.wait()
                 await quiet.wait()
                 await journal.flush()
-                with closing(sqlite3.connect(path)) as src, closing(sqlite3.connect(crashed)) as dst:
+                with (
+                    closing(sqlite3.connect(path)) as src,
+                    closing(sqlite3.connect(crashed)) as dst,
+                ):
                     src.backup(dst)
                 live.cancel()
         run_id = journal.run_id

@@ -23,7 +23,14 @@ from taskloom.plan._args import GUARD_FUNCTIONS
 from taskloom.plan._model import iter_refs
 from taskloom.plan._resolve import HasOutput, ResolveError, resolve
 
-__all__ = ["BranchProblem", "element_id", "element_task", "element_value", "guard_holds", "map_size"]
+__all__ = [
+    "BranchProblem",
+    "element_id",
+    "element_task",
+    "element_value",
+    "guard_holds",
+    "map_size",
+]
 
 
 class BranchProblem(Exception):

@@ -669,11 +669,15 @@ class Run:
         recorded = self._recorded.pop(task.id, None) if self._recorded else None
         if recorded is not None:
             element.status, element.output, element.error, element.attempts = recorded
-            self._emit(ev.TaskRestored, task_id=task.id, status=str(element.status), error=element.error)
+            self._emit(
+                ev.TaskRestored, task_id=task.id, status=str(element.status), error=element.error
+            )
             return element
         self._open += 1
         dependencies = tuple(sorted(task.dependencies))
-        self._emit(ev.TaskAdded, task_id=task.id, tool=task.tool, dependencies=dependencies, task=task)
+        self._emit(
+            ev.TaskAdded, task_id=task.id, tool=task.tool, dependencies=dependencies, task=task
+        )
         self._link(element)
         return element
 
@@ -948,8 +952,11 @@ class Run:
                 self._skip(child, node)
 
     def _accepts(self, node: Node, dep: Node) -> bool:
-        """Whether `node` runs without `dep`'s output: `dep` was skipped by a false
-        condition and `node` refers to it only as `$N?`."""
+        """Whether `node` runs without `dep`'s output.
+
+        So it does when `dep` was skipped by a false condition and `node`
+        refers to it only as `$N?`.
+        """
         return isinstance(dep.error, ConditionFalse) and node.task.accepts_skipped(dep.task.id)
 
     def _settle_unrun(self, node: Node, error: RunError) -> None:
