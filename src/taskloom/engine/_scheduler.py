@@ -626,6 +626,11 @@ class Run:
         they are queued in this same loop turn: no barrier. The map waits for
         them as for dependencies; the first that fails fails it (`MapFailed`),
         and the others go on.
+
+        A task that needs the whole map is then skipped rather than handed a
+        partial list: a reduce over fewer items than the plan asked for (a
+        sum, a ranking, a count) would pass for a complete answer. The joiner
+        sees every element's own result and error, and decides.
         """
         task = node.task
         try:
