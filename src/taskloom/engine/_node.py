@@ -70,7 +70,7 @@ class Node:
         self.queued = 0
         """Non-zero while the node sits in the ready queue: its queue ticket."""
         self.gated = task.guard is not None or task.is_map
-        """A condition or a map stands between its inputs and its call (see `Run._through_gate`)."""
+        """A condition or a map stands between its inputs and its call (`through_gate`)."""
         self.elements: list[Node] | None = None
         """A map task's element tasks, once it fanned out; None before (and for other tasks)."""
 

@@ -33,14 +33,7 @@ import anyio.lowlevel
 
 from taskloom._ids import RunId, TaskId
 from taskloom.engine import events as ev
-from taskloom.engine._branch import (
-    BranchProblem,
-    element_id,
-    element_task,
-    element_value,
-    guard_holds,
-    map_size,
-)
+from taskloom.engine._branch import accepts, through_gate
 from taskloom.engine._budget import Budget
 from taskloom.engine._gc import before_burst
 from taskloom.engine._node import (
@@ -56,7 +49,6 @@ from taskloom.errors import (
     BadArguments,
     BadOutput,
     CallTimedOut,
-    ConditionError,
     ConditionFalse,
     DependencyFailed,
     EditError,
@@ -565,7 +557,7 @@ class Run:
             if dep.status is TaskStatus.DONE:
                 continue
             if dep.status.is_final:
-                if self._accepts(node, dep):
+                if accepts(node, dep):
                     continue
                 self._skip(node, dep)
                 return
@@ -576,7 +568,7 @@ class Run:
             self._make_ready(node)
 
     def _make_ready(self, node: Node) -> None:
-        if node.gated and not self._through_gate(node):
+        if node.gated and not through_gate(self, node):
             return
         node.status = TaskStatus.READY
         self._emit(ev.TaskReady, task_id=node.task.id)
@@ -587,118 +579,6 @@ class Run:
             self._queue.append((0.0, ticket, node))
         else:
             heapq.heappush(self._queue, (-self._ranks.get(node.task.id, 0.0), ticket, node))
-
-    # -- maps and conditions --------------------------------------------------
-
-    def _through_gate(self, node: Node) -> bool:
-        """A task with a condition or a map has its inputs: judge, fan out or collect.
-
-        A false condition skips the task ("condition false"); one that cannot
-        be evaluated fails it. A map adds its elements (`_fan_out`); once they
-        are all done, its output is theirs (`_collect`).
-
-        Returns:
-            True when the task is to be queued for its call like any other.
-
-        """
-        if node.elements is not None:  # a map whose elements are all done
-            self._collect(node)
-            return False
-        task = node.task
-        if task.guard is not None:
-            try:
-                holds = guard_holds(task.guard, self._outputs)
-            except BranchProblem as exc:
-                self._settle_unrun(node, ConditionError(task.id, task.guard.text, str(exc)))
-                return False
-            if not holds:
-                self._settle_unrun(node, ConditionFalse(task.id, task.id, task.guard.text))
-                return False
-        if task.is_map:
-            self._fan_out(node)
-            return False
-        return True
-
-    def _fan_out(self, node: Node) -> None:
-        """Add a map's elements, one per item of its list; each is ready at once.
-
-        They are ordinary tasks of the run (own status, retries, limits), so
-        they are queued in this same loop turn: no barrier. The map waits for
-        them as for dependencies; the first that fails fails it (`MapFailed`),
-        and the others go on.
-
-        A task that needs the whole map is then skipped rather than handed a
-        partial list: a reduce over fewer items than the plan asked for (a
-        sum, a ranking, a count) would pass for a complete answer. The joiner
-        sees every element's own result and error, and decides.
-        """
-        task = node.task
-        try:
-            size = map_size(node.bound, self._outputs)
-        except BranchProblem as exc:
-            self._settle_unrun(node, MapFailed(task.id, str(exc)))
-            return
-        ids = [element_id(task.id, index) for index in range(size)]
-        taken = next((i for i in ids if i in self._nodes or i in self._earlier), None)
-        if taken is not None:
-            why = f"the id {taken} of one of its elements is taken by another task"
-            self._settle_unrun(node, MapFailed(task.id, why))
-            return
-        elements: list[Node] = []
-        node.elements, node.waiting = elements, 0
-        self._ranks = None
-        self._emit(ev.TaskMapped, task_id=task.id, elements=tuple(ids))
-        failed: Node | None = None
-        for index in range(size):
-            element = self._add_element(node, index)
-            elements.append(element)
-            if element.status is TaskStatus.DONE:
-                continue
-            if element.status.is_final:  # restored so by a resumed run
-                failed = failed or element
-                continue
-            element.dependents.append(node)
-            node.waiting += 1
-        if failed is not None:
-            why = f"element {failed.task.id} did not finish: {failed.error or failed.status}"
-            self._settle_unrun(node, MapFailed(task.id, why, element=failed.task.id))
-        elif node.waiting == 0:
-            self._collect(node)
-
-    def _add_element(self, node: Node, index: int) -> Node:
-        task = element_task(node.task, index)
-        self._plan.add(task)
-        bound = {k: element_value(v, index) for k, v in node.bound.items()}
-        element = Node(task, node.tool, bound)
-        self._nodes[task.id] = element
-        recorded = self._recorded.pop(task.id, None) if self._recorded else None
-        if recorded is not None:
-            element.status, element.output, element.error, element.attempts = recorded
-            self._emit(
-                ev.TaskRestored, task_id=task.id, status=str(element.status), error=element.error
-            )
-            return element
-        self._open += 1
-        dependencies = tuple(sorted(task.dependencies))
-        self._emit(
-            ev.TaskAdded, task_id=task.id, tool=task.tool, dependencies=dependencies, task=task
-        )
-        self._link(element)
-        return element
-
-    def _collect(self, node: Node) -> None:
-        """Every element of a map is done: the map's output is their outputs, in order."""
-        assert node.elements is not None
-        node.output = [element.output for element in node.elements]
-        node.status = TaskStatus.DONE
-        node.finished_at = time.monotonic()
-        self._open -= 1
-        self._emit(ev.TaskFinished, task_id=node.task.id, output=node.output)
-        for child in node.dependents:
-            if child.status is TaskStatus.PENDING:
-                child.waiting -= 1
-                if child.waiting == 0:
-                    self._make_ready(child)
 
     # -- dispatching ----------------------------------------------------------
 
@@ -955,14 +835,6 @@ class Run:
                         self._make_ready(child)
             else:
                 self._skip(child, node)
-
-    def _accepts(self, node: Node, dep: Node) -> bool:
-        """Whether `node` runs without `dep`'s output.
-
-        So it does when `dep` was skipped by a false condition and `node`
-        refers to it only as `$N?`.
-        """
-        return isinstance(dep.error, ConditionFalse) and node.task.accepts_skipped(dep.task.id)
 
     def _settle_unrun(self, node: Node, error: RunError) -> None:
         """Settle a task that never started: skipped by a condition, or failed before any call."""
