@@ -606,3 +606,48 @@ async def test_a_map_running_at_a_crash_resumes_without_calling_an_element_twice
     assert result.tasks[TaskId("7")].output == -1
     error = result.tasks[TaskId("3")].error
     assert isinstance(error, MapFailed) and error.element == "3.1"
+
+
+# -- the Python builder -------------------------------------------------------
+
+
+def test_the_builder_writes_maps_conditions_and_optional_references_as_text_does() -> None:
+    g = taskloom.Graph()
+    src = g.call(source)
+    cities = g.call(city, src.good.each())
+    g.call(say, src.people.each().name)
+    g.call(say, f"hi {src.good.each()}")
+    g.call(say, "page", when=f"{src.status} != 'ok'")
+    g.call(either, cities.maybe(), src.maybe().status)
+    written = (
+        "1. source()\n"
+        "2. city($1.good[*])\n"
+        "3. say($1.people[*].name)\n"
+        '4. say("hi ${1.good[*]}")\n'
+        "5. say(\"page\") if $1.status != 'ok'\n"
+        "6. either($2?, $1?.status)\n"
+    )
+    assert g.plan().to_text() == written
+    assert Plan.parse(written).to_text() == written
+
+
+@pytest.mark.anyio
+async def test_a_built_map_and_condition_run() -> None:
+    g = taskloom.Graph()
+    src = g.call(source)
+    cities = g.call(city, src.good.each())
+    skipped = g.call(say, "up", when=f"{src.status} == 'ok'")
+    g.call(either, cities, skipped.maybe())
+    result = await execute(g.plan(), tools=g.tools)
+    assert result.tasks[TaskId("4")].output == [["PARIS", "LYON"], None]
+
+
+def test_builder_misuse_of_each_and_maybe_is_a_user_error() -> None:
+    g = taskloom.Graph()
+    src = g.call(source)
+    with pytest.raises(taskloom.UserError):
+        src.names.each().each()
+    with pytest.raises(taskloom.UserError):
+        src.names.each().maybe()
+    with pytest.raises(taskloom.UserError):
+        g.call(say, "x", when=3)  # type: ignore[arg-type]
