@@ -651,3 +651,27 @@ def test_builder_misuse_of_each_and_maybe_is_a_user_error() -> None:
         src.names.each().maybe()
     with pytest.raises(taskloom.UserError):
         g.call(say, "x", when=3)  # type: ignore[arg-type]
+
+
+# -- an agent's plans -----------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_agent_plan_fans_out_over_a_list_it_has_not_seen_and_replans_after() -> None:
+    from taskloom.agent import Agent
+    from taskloom.testing import ScriptedModel
+
+    model = ScriptedModel(
+        [
+            "1. source()\n2. city($1.good[*])\n3. join()",
+            "Thought: one more.\nAction: Replan(count them)",
+            "4. count($2)\n5. join()",
+            "Thought: done.\nAction: Finish($4)",
+        ]
+    )
+    result = await Agent(tools=TOOLS, model=model, grammar=True).run("how many cities?")
+    assert result.answer == "2"
+    assert [list(r.tasks) for r in result.rounds] == [["1", "2", "2.0", "2.1"], ["4"]]
+    grammar = model.options[2].grammar
+    # The next plan may map over the earlier results; element ids are no task numbers.
+    assert grammar is not None and 'ref-3 ::= "$" ("1" | "2") path each?' in grammar

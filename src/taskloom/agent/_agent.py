@@ -681,7 +681,8 @@ class Agent:
             plan_grammar(
                 self.tools,
                 first_id=first_id,
-                known_ids=sorted(known | set(run.plan.tasks)),
+                # A map's elements (`3.0`) are read through their map (`$3[0]`).
+                known_ids=sorted(i for i in known | held if i.isdigit()),
                 limits=self.grammar_limits,
             )
             if self.grammar
