@@ -675,3 +675,54 @@ async def test_an_agent_plan_fans_out_over_a_list_it_has_not_seen_and_replans_af
     grammar = model.options[2].grammar
     # The next plan may map over the earlier results; element ids are no task numbers.
     assert grammar is not None and 'ref-3 ::= "$" ("1" | "2") path each?' in grammar
+
+
+# -- maps among the run's other machinery ---------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("limit", [None, 1, 2])
+async def test_a_map_of_maps_runs_under_any_concurrency_limit(limit: int | None) -> None:
+    text = "1. source()\n2. say($1.good[*])\n3. pair($2[*], $1.good[*])\n4. count($3)\n"
+    result = await run(text, max_concurrency=limit)
+    assert result.tasks[TaskId("3")].output == ["Paris/Paris", "Lyon/Lyon"]
+    assert result.tasks[TaskId("4")].output == 2
+    assert len(result.tasks) == 8
+
+
+@pytest.mark.anyio
+async def test_a_map_added_after_its_list_exists_fans_out_at_once() -> None:
+    async with open_run(tools=TOOLS) as live:
+        live.add_all(Plan.parse("1. source()\n"))
+        while live.status("1") != "done":
+            await anyio.wait_all_tasks_blocked()
+        live.add(PlanParser(known=[TaskId("1")]).feed("2. city($1.good[*])\n")[0])
+        # Added, made ready and dispatched in the very call that added the map.
+        assert live.status("2.0") == live.status("2.1") == "running"
+        live.close()
+    assert live.result().tasks[TaskId("2")].output == ["PARIS", "LYON"]
+
+
+@pytest.mark.anyio
+async def test_a_map_not_fanned_out_yet_may_be_rewritten() -> None:
+    release = anyio.Event()
+
+    @tool(name="gate")
+    async def gate() -> list[str]:
+        """Waits, then gives a list."""
+        await release.wait()
+        return ["a", "b", "c"]
+
+    async with open_run(tools=[gate, say]) as live:
+        live.add_all(Plan.parse("1. gate()\n2. say($1[0])\n", tools=[gate, say]))
+        live.rewrite("2", args=[Ref(TaskId("1"), (), ())])
+        live.close()
+        release.set()
+    assert live.result().tasks[TaskId("2")].output == ["a", "b", "c"]
+
+
+@pytest.mark.anyio
+async def test_each_element_counts_against_a_tool_call_budget() -> None:
+    result = await run("1. source()\n2. city($1.good[*])\n", budget=taskloom.Budget(tool_calls=2))
+    assert result.exhausted == "tool_calls"
+    assert statuses(result) == {"1": "done", "2": "cancelled", "2.0": "done", "2.1": "cancelled"}
