@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -726,3 +727,51 @@ async def test_each_element_counts_against_a_tool_call_budget() -> None:
     result = await run("1. source()\n2. city($1.good[*])\n", budget=taskloom.Budget(tool_calls=2))
     assert result.exhausted == "tool_calls"
     assert statuses(result) == {"1": "done", "2": "cancelled", "2.0": "done", "2.1": "cancelled"}
+
+
+# -- the examples ----------------------------------------------------------------
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def services_tools() -> list[taskloom.Tool]:
+    """examples/services.py's tools, with the db down again (a restart sticks)."""
+    from taskloom.tools._load import import_tools
+
+    tools = import_tools(str(EXAMPLES / "services.py"))
+    tools["check"].fn.__globals__["_STATUS"]["db"] = "down"
+    return list(tools.values())
+
+
+@pytest.mark.anyio
+async def test_the_example_plans_run() -> None:
+    tools = services_tools()
+    checked = await execute(Plan.parse((EXAMPLES / "check_all.plan").read_text()), tools=tools)
+    assert checked.tasks[TaskId("3")].output == {"ok": 3, "down": ["db"]}
+    assert checked.tasks[TaskId("4")].output == 'paged oncall: down: ["db"]'
+    fixed = await execute(Plan.parse((EXAMPLES / "troubleshoot.plan").read_text()), tools=tools)
+    assert statuses(fixed) == {"1": "done", "2": "done", "3": "done", "4": "skipped", "5": "done"}
+    assert fixed.tasks[TaskId("5")].output == "was down, now ok"
+    again = await execute(Plan.parse((EXAMPLES / "troubleshoot.plan").read_text()), tools=tools)
+    assert statuses(again) == {
+        "1": "done",
+        "2": "skipped",
+        "3": "skipped",
+        "4": "skipped",
+        "5": "done",
+    }
+    assert again.tasks[TaskId("5")].output == "was ok"
+
+
+@pytest.mark.parametrize(("plan", "status"), [("troubleshoot.plan", 0), ("check_all.plan", 0)])
+def test_exec_exits_0_when_only_a_false_condition_skipped_tasks(plan: str, status: int) -> None:
+    from typer.testing import CliRunner
+
+    from taskloom.cli import app
+
+    services_tools()  # the db down again
+    args = ["exec", str(EXAMPLES / plan), "--tools", str(EXAMPLES / "services.py")]
+    result = CliRunner().invoke(app, [*args, "--no-world", "--no-store", "--json"])
+    assert result.exit_code == status, result.output
+    if plan == "troubleshoot.plan":
+        assert json.loads(result.output)["tasks"]["4"]["error_type"] == "ConditionFalse"
