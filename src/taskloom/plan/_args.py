@@ -5,8 +5,16 @@ The plan language is a small subset of Python call syntax plus references:
     args     := [arg ("," arg)* [","]]
     arg      := NAME "=" value | value
     value    := string | number | ref | list | tuple | dict | constant
-    ref      := "$" DIGITS path | "${" DIGITS path "}"
+    ref      := "$" DIGITS ["?"] refpath | "${" DIGITS ["?"] refpath "}"
+    refpath  := path ["[*]" path]
     path     := ("." NAME | "." DIGITS | "[" DIGITS "]" | "[" string "]")*
+
+`[*]` makes a map reference: the task runs once per item of the list before
+it, and the path after it is followed in each item. `?` makes a reference
+optional: a task skipped by a false condition stands for None (outside
+strings only; in a string, `?` after a reference is text). After the call, a
+line may hold a condition, `if` and a Python expression over references
+(`parse_guard`), evaluated later by simpleeval.
 
 Inside a string, `$3` and `${3}` are references too, except where they are
 plainly money: `$1,000` and `$2.50` stay text. `\$` writes a literal dollar.
@@ -95,15 +103,13 @@ def task_number(digits: str) -> TaskId | None:
 class ParsedArgs:
     """The arguments of one call, and where each reference was written."""
 
-    __slots__ = ("args", "end", "kwargs", "maps", "refs")
+    __slots__ = ("args", "end", "kwargs", "refs")
 
     def __init__(self) -> None:
         self.args: list[Any] = []
         self.kwargs: dict[str, Any] = {}
         self.refs: list[tuple[TaskId, int]] = []
         """Each referenced task id with the column (0-based) where it was written."""
-        self.maps: list[int] = []
-        """The column (0-based) of each map reference (`$2.names[*]`)."""
         self.end = 0
         """Index just past the closing parenthesis."""
 
@@ -314,8 +320,6 @@ class _Scanner:
             self.fail("a map reference ([*]) cannot be optional (?)", at=at)
         ref = Ref(task, tuple(path), None if each is None else tuple(each), optional)
         self.out.refs.append((ref.task, at))
-        if each is not None:
-            self.out.maps.append(at)
         return ref
 
     def path(self) -> tuple[list[str | int], list[str | int] | None]:
