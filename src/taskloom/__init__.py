@@ -20,10 +20,13 @@ from taskloom.errors import (
     BadOutput,
     CallTimedOut,
     CommandFailed,
+    ConditionError,
+    ConditionFalse,
     ConfigError,
     DependencyFailed,
     EditError,
     LimitExceeded,
+    MapFailed,
     MCPError,
     MCPToolError,
     ModelError,
@@ -42,7 +45,17 @@ from taskloom.errors import (
     UserError,
     WorkerCrashed,
 )
-from taskloom.plan import Graph, Handle, Plan, PlanParser, Ref, Task, Template, parse_stream
+from taskloom.plan import (
+    Graph,
+    Guard,
+    Handle,
+    Plan,
+    PlanParser,
+    Ref,
+    Task,
+    Template,
+    parse_stream,
+)
 from taskloom.store import Store, resume
 from taskloom.tools import CallPolicy, Tool, tool
 from taskloom.tools.process import ProcessLimits, command_tool, python_tool
@@ -63,16 +76,20 @@ __all__ = [
     "CallPolicy",
     "CallTimedOut",
     "CommandFailed",
+    "ConditionError",
+    "ConditionFalse",
     "ConfigError",
     "DependencyFailed",
     "DurationStats",
     "EditError",
     "Example",
     "Graph",
+    "Guard",
     "Handle",
     "LimitExceeded",
     "MCPError",
     "MCPToolError",
+    "MapFailed",
     "ModelError",
     "OutputTooLarge",
     "Plan",

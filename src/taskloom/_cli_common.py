@@ -25,7 +25,7 @@ from taskloom._console import (
 )
 from taskloom._text import clip, printable
 from taskloom.engine import Budget, Price, RunResult, TaskStatus
-from taskloom.errors import ConfigError, TaskloomError, UserError
+from taskloom.errors import ConditionFalse, ConfigError, TaskloomError, UserError
 from taskloom.store import Store
 from taskloom.tools import Tool
 from taskloom.tools._load import import_tools
@@ -277,7 +277,11 @@ def print_run(console: Console, result: RunResult, *, as_json: bool, plan_text: 
         typer.echo(json_text(out))
     else:
         render_summary(result, console)
-    if any(t.status is not TaskStatus.DONE for t in result.tasks.values()):
+    # A task skipped by a false condition did what the plan asked: not running.
+    if any(
+        t.status is not TaskStatus.DONE and not isinstance(t.error, ConditionFalse)
+        for t in result.tasks.values()
+    ):
         raise typer.Exit(1)
 
 

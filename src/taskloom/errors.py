@@ -13,6 +13,9 @@ TaskloomError                   anything taskloom raises on purpose
 │   ├── BadArguments            resolved arguments do not fit the tool's schema
 │   ├── BadOutput               the tool returned something that cannot be stored as JSON
 │   ├── DependencyFailed        a task this one needs did not produce an output
+│   ├── ConditionFalse          the task's condition (or one on its branch) was false: skipped
+│   ├── ConditionError          the task's condition could not be evaluated
+│   ├── MapFailed               a map could not fan out, or one of its elements failed
 │   ├── TaskCancelled           the task or its run was cancelled
 │   ├── TaskInterrupted         the process died while a side-effecting task ran
 │   └── RecordedFailure         a failure read back from the run store
@@ -39,12 +42,15 @@ __all__ = [
     "BadOutput",
     "CallTimedOut",
     "CommandFailed",
+    "ConditionError",
+    "ConditionFalse",
     "ConfigError",
     "DependencyFailed",
     "EditError",
     "LimitExceeded",
     "MCPError",
     "MCPToolError",
+    "MapFailed",
     "ModelError",
     "OutputTooLarge",
     "PlanError",
@@ -319,6 +325,54 @@ class DependencyFailed(RunError):
         # Clipped: along a chain of skipped tasks each message holds the one before it.
         shown = clip(cause, _MAX_CAUSE)
         super().__init__(task_id, f"skipped because task {dependency} did not finish: {shown}")
+
+
+class ConditionFalse(RunError):
+    """The task was skipped because a condition was false.
+
+    The condition is its own, or that of a task it needs (skipped the same
+    way). Unlike `DependencyFailed` this is no failure: the plan chose the other
+    branch. A reference written `$N?` accepts such a task as None.
+    """
+
+    def __init__(self, task_id: str, guarded: str, condition: str) -> None:
+        self.guarded = guarded
+        """The task whose condition was false (this one, or one it needs)."""
+        self.condition = condition
+        """That condition, as written."""
+        shown = clip(condition, _MAX_CAUSE)
+        if guarded == task_id:
+            message = f"condition false: {shown}"
+        else:
+            message = f"condition false: task {guarded} did not run ({shown})"
+        super().__init__(task_id, message)
+
+
+class ConditionError(RunError):
+    """The task's condition could not be evaluated on the outputs it references."""
+
+    def __init__(self, task_id: str, condition: str, problem: str) -> None:
+        self.condition = condition
+        self.problem = problem
+        super().__init__(
+            task_id,
+            f"cannot evaluate the condition {clip(condition, 200)}: {clip(problem, _MAX_CAUSE)}",
+        )
+
+
+class MapFailed(RunError):
+    """A map task (`city($2.names[*])`) did not produce its list of outputs.
+
+    Either it could not fan out (what it maps over is no list, or the lists it
+    zips differ in length), or one of its elements did not finish; `element`
+    then names that element, whose own error says why.
+    """
+
+    def __init__(self, task_id: str, problem: str, *, element: str | None = None) -> None:
+        self.problem = problem
+        self.element = element
+        """The element that did not finish, if that is why."""
+        super().__init__(task_id, f"map failed: {clip(problem, _MAX_CAUSE)}")
 
 
 class TaskCancelled(RunError):

@@ -1,10 +1,11 @@
 """Kill a run with SIGKILL at seeded random moments, resume it, and check nothing repeats.
 
 The plan mixes side-effecting tools (each appends one unique line to a file)
-with slow idempotent ones. After every crash and resume the run must end as
-an uninterrupted run does, and no line may appear twice. The one outcome a
-crash may change: a side-effecting task killed mid-call comes back
-`interrupted` (its dependents skipped) instead of being called again.
+with slow idempotent ones, maps of both over a list, and conditions. After
+every crash and resume the run must end as an uninterrupted run does, and no
+line may appear twice. The one outcome a crash may change: a side-effecting
+task killed mid-call comes back `interrupted` (its dependents skipped, the
+map it is an element of failed) instead of being called again.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ async def slow(x: int) -> int:
     """Double x, slowly."""
     await anyio.sleep(0.06)
     return x * 2
+
+
+@taskloom.tool(idempotent=True)
+async def span(n: int) -> list[int]:
+    """0 to n - 1, slowly."""
+    await anyio.sleep(0.06)
+    return list(range(n))
 '''
 
 WIDTH = 6
@@ -60,6 +68,12 @@ def plan_text() -> str:
         lines.append(f"{2 * WIDTH + i}. slow(${i})")
     for i in range(1, WIDTH + 1):
         lines.append(f'{3 * WIDTH + i}. append("second {i}: ${2 * WIDTH + i}")')
+    n = 4 * WIDTH
+    lines.append(f"{n + 1}. span({WIDTH})")
+    lines.append(f"{n + 2}. slow(${n + 1}[*])")  # a map of idempotent calls
+    lines.append(f'{n + 3}. append("each {{}}: ${n + 2}[*]")'.replace("{}", "$" + f"{n + 1}[*]"))
+    lines.append(f'{n + 4}. append("never") if ${n + 1}[0] > 100')  # condition false
+    lines.append(f'{n + 5}. append("mapped: ${n + 3}") if len(${n + 2}) == {WIDTH}')
     return "\n".join(lines) + "\n"
 
 
@@ -110,8 +124,13 @@ def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
 def reference(workdir: Path) -> dict[str, Any]:
     """The outputs of the same plan, run without a crash."""
     result = finish(taskloom(*exec_args(workdir), env=environment(workdir, "reference")))
-    assert all(t["status"] == "done" for t in result["tasks"].values())
+    assert all(t["status"] == "done" or not_taken(t) for t in result["tasks"].values())
     return {i: t["output"] for i, t in result["tasks"].items()}
+
+
+def not_taken(task: dict[str, Any]) -> bool:
+    """Skipped by a false condition, as the plan meant, in every run."""
+    return task["status"] == "skipped" and task["error_type"] == "ConditionFalse"
 
 
 def recorded_runs(env: dict[str, str]) -> list[dict[str, Any]]:
@@ -168,19 +187,29 @@ def test_killed_run_resumes_without_repeating_side_effects(
     repeated = [line for line, n in Counter(lines).items() if n > 1]
     assert not repeated, f"side effects repeated: {repeated}"
 
-    interrupted = set()
-    for task_id, task in result["tasks"].items():
+    tasks = result["tasks"]
+    interrupted = {i for i, t in tasks.items() if t["status"] == "interrupted"}
+    # A map fails when one of its elements was interrupted (its dependencies name them).
+    broken = interrupted | {
+        i
+        for i, t in tasks.items()
+        if t["status"] == "failed" and any(d in interrupted for d in t["dependencies"])
+    }
+    assert "never" not in lines
+    for task_id, task in tasks.items():
         if task["status"] == "done":
             assert task["output"] == reference[task_id], task_id
-            if task["tool"] == "append":
-                assert task["output"] in lines
+            if task["tool"] == "append":  # a map's output is its elements' lines
+                written = task["output"] if isinstance(task["output"], list) else [task["output"]]
+                assert set(written) <= set(lines)
         elif task["status"] == "interrupted":
             assert task["tool"] == "append"  # only side-effecting tools end this way
-            interrupted.add(task_id)
+        elif not_taken(task):
+            assert reference[task_id] is None
         else:
-            assert task["status"] == "skipped", task
-            assert any(d in interrupted for d in task["dependencies"]), task
-    assert len(result["tasks"]) == len(reference)
+            assert task["status"] in ("skipped", "failed"), task
+            assert any(d in broken for d in task["dependencies"]), task
+    assert len(tasks) == len(reference)
 
 
 # -- a run edited live, then killed --------------------------------------------

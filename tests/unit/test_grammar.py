@@ -149,7 +149,7 @@ def test_each_step_offers_every_tool(world: str) -> None:
 def test_ids_are_enumerated_and_references_only_point_back(world: str) -> None:
     assert "root ::= step-1\n" in world
     assert "ref-1 ::=" not in world  # the first task has nothing to refer to
-    assert 'ref-3 ::= "$" ("1" | "2") path\n' in world
+    assert 'ref-3 ::= "$" ("1" | "2") path each?\n' in world
     assert 'step-5 ::= thought? "5. join()" end\n' in world
     assert "step-6" not in world
     # At least one task before join() by default.
@@ -159,8 +159,8 @@ def test_ids_are_enumerated_and_references_only_point_back(world: str) -> None:
 def test_known_ids_can_be_referred_to() -> None:
     grammar = plan_grammar(WORLD_TOOLS, first_id=4, max_tasks=2, known_ids=["1", 3])
     assert "root ::= step-4\n" in grammar
-    assert 'ref-4 ::= "$" ("1" | "3") path\n' in grammar
-    assert 'ref-5 ::= "$" ("1" | "3" | "4") path\n' in grammar
+    assert 'ref-4 ::= "$" ("1" | "3") path each?\n' in grammar
+    assert 'ref-5 ::= "$" ("1" | "3" | "4") path each?\n' in grammar
 
 
 def test_grammars_are_valid_gbnf(oracle: GrammarOracle, world: str) -> None:

@@ -1,13 +1,20 @@
-"""On random DAGs, every task runs exactly once and only after all of its dependencies."""
+"""On random DAGs, every task runs exactly once and only after all of its dependencies.
+
+With maps and conditions: every task runs at most once, only after its inputs,
+and a false condition never runs its task.
+"""
 
 import random
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskloom import Plan, Ref, Task, TaskId, execute, tool
+from taskloom import ConditionFalse, Plan, Ref, Task, TaskId, execute, tool
+from taskloom.engine import events as ev
+from taskloom.plan import parse_guard
 
 
 @st.composite
@@ -50,3 +57,123 @@ def test_every_task_runs_once_after_its_dependencies(
     result = anyio.run(lambda: execute(Plan(tasks), tools=[node], max_concurrency=limit))
     assert sorted(runs, key=int) == sorted((t.id for t in tasks), key=int)
     assert all(t.status == "done" for t in result.tasks.values())
+
+
+# -- maps and conditions ------------------------------------------------------
+
+
+@st.composite
+def branching_plans(draw: st.DrawFn) -> tuple[list[Task], dict[str, int], int | None]:
+    """Random plans whose tasks may map over an earlier output, carry a condition
+    (`if len($d) > k`) and refer to earlier tasks optionally (`$d?`).
+
+    Every call returns a list (of `sizes[name]` items), so anything can be mapped over.
+    """
+    size = draw(st.integers(min_value=1, max_value=25))
+    tasks: list[Task] = []
+    sizes: dict[str, int] = {}
+    for i in range(1, size + 1):
+        name = str(i)
+        sizes[name] = draw(st.integers(min_value=0, max_value=3))
+        earlier = list(range(1, i))
+        deps = sorted(draw(st.sets(st.sampled_from(earlier), max_size=3))) if earlier else []
+        inputs: list[Any] = [Ref(TaskId(str(d)), optional=draw(st.booleans())) for d in deps]
+        if earlier and draw(st.booleans()):
+            over = draw(st.sampled_from(earlier))
+            inputs.insert(0, Ref(TaskId(str(over)), each=()))
+        guard = None
+        if earlier and draw(st.booleans()):
+            on = draw(st.sampled_from(earlier))
+            limit = draw(st.integers(min_value=0, max_value=2))
+            guard = parse_guard(f"len(${on}) > {limit}", task_id=name)
+        tasks.append(Task(id=TaskId(name), tool="node", args=(name, inputs), guard=guard))
+    limit = draw(st.one_of(st.none(), st.integers(min_value=1, max_value=4)))
+    return tasks, sizes, limit
+
+
+def expected_outcome(
+    tasks: list[Task], sizes: dict[str, int]
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """What a run must end with, worked out one task at a time in plan order."""
+    status: dict[str, str] = {}
+    output: dict[str, Any] = {}
+
+    def call(name: str) -> list[str]:
+        return [f"{name}:{j}" for j in range(sizes[name])]
+
+    for task in tasks:
+        name = task.id
+        blocked = [
+            d for d in task.dependencies if status[d] != "done" and not task.accepts_skipped(d)
+        ]
+        if blocked:
+            status[name] = "skipped"
+            continue
+        guard = task.guard
+        if guard is not None and not len(output[guard.refs[0].task]) > int(guard.text[-1]):
+            status[name] = "skipped"
+            continue
+        status[name] = "done"
+        maps = [r for r in task.args[1] if r.each is not None]
+        if not maps:
+            output[name] = call(name)
+            continue
+        items = output[maps[0].task]
+        output[name] = [call(name) for _ in items]
+        for j in range(len(items)):
+            status[f"{name}.{j}"], output[f"{name}.{j}"] = "done", call(name)
+    return status, output
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(branching_plans())
+def test_maps_and_conditions_run_each_task_at_most_once_after_its_inputs(
+    case: tuple[list[Task], dict[str, int], int | None],
+) -> None:
+    tasks, sizes, limit = case
+    by_id = {t.id: t for t in tasks}
+    settled: dict[str, ev.Event] = {}
+    started: list[str] = []
+    calls: list[str] = []
+
+    @tool
+    async def node(name: str, inputs: list[Any]) -> list[str]:
+        """Returns `sizes[name]` items."""
+        calls.append(name)
+        await anyio.lowlevel.checkpoint()
+        return [f"{name}:{j}" for j in range(sizes[name])]
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.TaskStarted):
+            task_id = event.task_id
+            assert task_id not in started, f"{task_id} started twice"
+            started.append(task_id)
+            task = by_id.get(task_id) or by_id[TaskId(task_id.partition(".")[0])]
+            own = task.dependencies if task_id in by_id else element_inputs(task)
+            for dep in own:  # every input settled before the call, each as the reference allows
+                assert dep in settled, (task_id, dep)
+                done = isinstance(settled[dep], ev.TaskFinished)
+                assert done or task.accepts_skipped(dep), (task_id, dep)
+        elif isinstance(event, ev.TaskFinished | ev.TaskSkipped | ev.TaskFailed):
+            assert event.task_id not in settled
+            settled[event.task_id] = event
+        elif isinstance(event, ev.TaskMapped):
+            assert event.task_id not in settled
+
+    result = anyio.run(
+        lambda: execute(Plan(tasks), tools=[node], max_concurrency=limit, on_event=on_event)
+    )
+    status, output = expected_outcome(tasks, sizes)
+    assert {i: str(t.status) for i, t in result.tasks.items()} == status
+    assert result.outputs == output
+    assert sorted(calls) == sorted(i.partition(".")[0] for i in started)
+    for task in tasks:  # a false condition never runs its task (nor fans it out)
+        error = result.tasks[task.id].error
+        if isinstance(error, ConditionFalse) and error.guarded == task.id:
+            assert task.id not in started
+            assert not any(e.startswith(f"{task.id}.") for e in result.tasks)
+
+
+def element_inputs(task: Task) -> set[TaskId]:
+    """The tasks an element of map `task` reads: its arguments' references, not its guard's."""
+    return {ref.task for ref in task.args[1]}

@@ -736,8 +736,9 @@ class Agent:
                 self.tools,
                 first_id=first_id,
                 # Only earlier results that exist: a reference to a failed
-                # task of an earlier round is no plan the run can take.
-                known_ids=sorted(referable | set(run.plan.tasks)),
+                # task of an earlier round is no plan the run can take. A map's
+                # elements (`3.0`) are read through their map (`$3[0]`).
+                known_ids=sorted(i for i in referable | held if i.isdigit()),
                 limits=self.grammar_limits,
             )
             if self.grammar

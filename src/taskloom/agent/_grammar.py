@@ -10,7 +10,7 @@ step, each writing its own number and allowing references only to the tasks
 before it (and to `known_ids` from earlier plans):
 
     step-2 ::= thought? "2. " call-2 "\n" step-3 | thought? "2. join()" end
-    ref-2  ::= "$" ("1") path
+    ref-2  ::= "$" ("1") path each?
 
 A plan from this grammar therefore never refers forward, to itself, or to a
 task that does not exist, and its ids run consecutively from `first_id`.
@@ -81,6 +81,8 @@ def _shared_rules(limits: GrammarLimits) -> dict[str, str]:
         "thought": f'"Thought: " tchar{{1,{limits.max_thought}}} "\\n"',
         "ident": f"[A-Za-z_] [A-Za-z0-9_]{{0,{limits.max_field - 1}}}",
         "path": (f'("." ident | "[" [0-9]{{1,{_MAX_INDEX_DIGITS}}} "]"){{0,{limits.max_path}}}'),
+        # `$2.names[*]` (and `$2.hits[*].url`): one call per item of a list not seen yet.
+        "each": '"[*]" path',
         "digits": f"[0-9]{{1,{limits.max_digits}}}",
         "int": '"-"? digits',
         "num": 'int ("." digits)?',
@@ -387,7 +389,7 @@ class _PlanRules:
         """Define the calls task `number` may make; returns the rule's name."""
         if earlier:
             ids = " | ".join(f'"{i}"' for i in earlier)
-            self.rules[f"ref-{number}"] = f'"$" ({ids}) path'
+            self.rules[f"ref-{number}"] = f'"$" ({ids}) path each?'
             self._string_with_refs(number)
         self._refs[number] = f"ref-{number}" if earlier else None
         names = []

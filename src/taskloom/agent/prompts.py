@@ -66,7 +66,8 @@ PLANNER_SYSTEM = """\
 You answer questions by writing a plan of tool calls. Write one call per line, \
 numbered. Calls that do not need each other run at the same time, so look up \
 everything the question names at once and combine it at the end. Use $N for the \
-result of call N and $N.field for one field of it, also inside quoted text. Use \
+result of call N and $N.field for one field of it, also inside quoted text; \
+$N.field[*] calls the tool once for each item of that list. Use \
 only the tools given, then end the plan with a join() line and <END_OF_PLAN>.\
 """
 

@@ -36,8 +36,10 @@ class Node:
         "attempts",
         "bound",
         "dependents",
+        "elements",
         "error",
         "finished_at",
+        "gated",
         "output",
         "host",
         "queued",
@@ -67,6 +69,10 @@ class Node:
         """The asyncio task running the call, while it runs; cancelling it stops the call."""
         self.queued = 0
         """Non-zero while the node sits in the ready queue: its queue ticket."""
+        self.gated = task.guard is not None or task.is_map
+        """A condition or a map stands between its inputs and its call (`through_gate`)."""
+        self.elements: list[Node] | None = None
+        """A map task's element tasks, once it fanned out; None before (and for other tasks)."""
 
 
 MAX_INT_DIGITS = 4300
@@ -171,11 +177,14 @@ class Earlier:
 
 
 def task_result(node: Node) -> TaskResult:
+    dependencies = node.task.dependencies
+    if node.elements:  # a map's output is its elements' outputs
+        dependencies = dependencies | {element.task.id for element in node.elements}
     return TaskResult(
         id=node.task.id,
         tool=node.task.tool,
         arguments=node.arguments,
-        dependencies=tuple(sorted(node.task.dependencies)),
+        dependencies=tuple(sorted(dependencies)),
         status=node.status,
         output=node.output,
         error=node.error,

@@ -33,6 +33,7 @@ import anyio.lowlevel
 
 from taskloom._ids import RunId, TaskId
 from taskloom.engine import events as ev
+from taskloom.engine._branch import accepts, through_gate
 from taskloom.engine._budget import Budget
 from taskloom.engine._gc import before_burst
 from taskloom.engine._node import (
@@ -48,8 +49,10 @@ from taskloom.errors import (
     BadArguments,
     BadOutput,
     CallTimedOut,
+    ConditionFalse,
     DependencyFailed,
     EditError,
+    MapFailed,
     PlanError,
     RunError,
     TaskCancelled,
@@ -125,6 +128,9 @@ class Run:
         self._listeners = list(listeners)
         self._stats = stats or DurationStats()
         self._nodes: dict[TaskId, Node] = {}
+        # A resumed run's map elements that settled before the crash, by id:
+        # restored as they were when their map fans out again.
+        self._recorded: dict[TaskId, tuple[TaskStatus, Any, RunError | None, int]] = {}
         self._outputs: Mapping[TaskId, HasOutput] = (
             ChainMap(self._nodes, self._earlier) if self._earlier else self._nodes  # type: ignore[arg-type]
         )
@@ -304,6 +310,9 @@ class Run:
         if node.status.is_final:
             return
         self._cancel_node(node, reason or f"task {task_id} was cancelled")
+        for element in node.elements or ():  # a map: its elements are part of it
+            if not element.status.is_final:
+                self._cancel_node(element, f"its map, task {task_id}, was cancelled")
         self._dispatch()
         self._check_done()
 
@@ -332,6 +341,8 @@ class Run:
         node = self._nodes[TaskId(task_id)]
         if node.status not in (TaskStatus.PENDING, TaskStatus.READY):
             raise EditError(task_id, str(node.status), "rewrite")
+        if node.elements is not None:  # a map whose elements were added: they may run
+            raise EditError(task_id, "running its elements", "rewrite")
         old = node.task
         new = Task(
             id=old.id,
@@ -340,6 +351,7 @@ class Run:
             kwargs=old.kwargs if kwargs is None else dict(kwargs),
             thought=old.thought,
             position=old.position,
+            guard=old.guard,
         )
         bound = bind_task(new, self._tools)
         self._plan.replace(new)
@@ -347,6 +359,7 @@ class Run:
             if dep in self._nodes:
                 self._nodes[dep].dependents.remove(node)
         node.task, node.tool, node.bound, node.queued = new, self._tools[new.tool], bound, 0
+        node.gated = new.guard is not None or new.is_map
         node.status = TaskStatus.PENDING
         self._ranks = None
         self._emit(
@@ -471,6 +484,29 @@ class Run:
         self._ranks = None
         self._emit(ev.TaskRestored, task_id=task.id, status=str(status), error=error)
 
+    def restore_element(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        output: Any = None,
+        error: RunError | None = None,
+        attempts: int = 0,
+    ) -> None:
+        """Keep what an earlier process recorded for a map's element, for when the map fans out.
+
+        A resumed map whose element tasks had been added fans out again over
+        the same list (its input is restored); each element recorded here is
+        then restored as it was instead of being called again.
+
+        Raises:
+            UserError: if `status` is not final.
+
+        """
+        if not status.is_final:
+            raise UserError(f"cannot restore task {task_id} as {status}: only final states")
+        self._recorded[TaskId(task_id)] = (status, output, error, attempts)
+
     def _admit(self, node: Node) -> bool:
         """Whether the budget lets this task start now; if not, settle it."""
         budget = self._budget
@@ -532,6 +568,8 @@ class Run:
             if dep.status is TaskStatus.DONE:
                 continue
             if dep.status.is_final:
+                if accepts(node, dep):
+                    continue
                 self._skip(node, dep)
                 return
             dep.dependents.append(node)
@@ -541,6 +579,8 @@ class Run:
             self._make_ready(node)
 
     def _make_ready(self, node: Node) -> None:
+        if node.gated and not through_gate(self, node):
+            return
         node.status = TaskStatus.READY
         self._emit(ev.TaskReady, task_id=node.task.id)
         self._tickets += 1
@@ -591,8 +631,11 @@ class Run:
         ranks: dict[TaskId, float] = {}
         for task in reversed(self._plan.in_dependency_order()):
             node = self._nodes[task.id]
-            after = max((ranks[d.task.id] for d in node.dependents), default=0.0)
-            ranks[task.id] = self._stats.estimate(node.tool.name) + after
+            # A map's elements come after it in the plan but lead into it.
+            after = max((ranks.get(d.task.id, 0.0) for d in node.dependents), default=0.0)
+            rank = ranks[task.id] = self._stats.estimate(node.tool.name) + after
+            for element in node.elements or ():
+                ranks[element.task.id] = rank
         return ranks
 
     def _start(self, node: Node) -> None:
@@ -775,8 +818,12 @@ class Run:
         self._check_done()
 
     def _skip(self, node: Node, because: Node) -> None:
-        cause = str(because.error) if because.error else str(because.status)
-        error = DependencyFailed(node.task.id, because.task.id, cause)
+        error: DependencyFailed | ConditionFalse
+        if isinstance(because.error, ConditionFalse):  # the branch was not taken: no failure
+            error = ConditionFalse(node.task.id, because.error.guarded, because.error.condition)
+        else:
+            cause = str(because.error) if because.error else str(because.status)
+            error = DependencyFailed(node.task.id, because.task.id, cause)
         node.error = error
         node.status = TaskStatus.SKIPPED
         node.finished_at = time.monotonic()
@@ -785,9 +832,31 @@ class Run:
         self._skip_dependents(node)
 
     def _skip_dependents(self, node: Node) -> None:
+        not_taken = isinstance(node.error, ConditionFalse)
         for child in node.dependents:
-            if not child.status.is_final:
+            if child.status.is_final:
+                continue
+            if child.elements is not None:  # `node` is an element of the map `child`
+                why = f"element {node.task.id} did not finish: {node.error or node.status}"
+                self._settle_unrun(child, MapFailed(child.task.id, why, element=node.task.id))
+            elif not_taken and child.task.accepts_skipped(node.task.id):
+                if child.status is TaskStatus.PENDING:  # `$N?`: None stands in for the output
+                    child.waiting -= 1
+                    if child.waiting == 0:
+                        self._make_ready(child)
+            else:
                 self._skip(child, node)
+
+    def _settle_unrun(self, node: Node, error: RunError) -> None:
+        """Settle a task that never started: skipped by a condition, or failed before any call."""
+        skipped = isinstance(error, ConditionFalse)
+        node.error = error
+        node.status = TaskStatus.SKIPPED if skipped else TaskStatus.FAILED
+        node.finished_at = time.monotonic()
+        node.queued = 0
+        self._open -= 1
+        self._emit(ev.TaskSkipped if skipped else ev.TaskFailed, task_id=node.task.id, error=error)
+        self._skip_dependents(node)
 
     def _cancel_node(self, node: Node, reason: str) -> None:
         was_running = node.status is TaskStatus.RUNNING

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from taskloom._ids import RunId, TaskId
-from taskloom.errors import DependencyFailed, RunError, TaskCancelled
+from taskloom.errors import ConditionFalse, DependencyFailed, RunError, TaskCancelled
 from taskloom.plan import Task
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "TaskEvent",
     "TaskFailed",
     "TaskFinished",
+    "TaskMapped",
     "TaskReady",
     "TaskRestored",
     "TaskRetried",
@@ -144,11 +145,25 @@ class TaskFailed(TaskEvent):
 
 @dataclass(kw_only=True, slots=True)
 class TaskSkipped(TaskEvent):
-    """A dependency failed or was skipped, so the task will never run."""
+    """The task will never run: a dependency did not finish, or a condition was false."""
 
     kind: ClassVar[str] = "task_skipped"
-    error: DependencyFailed
-    """Which dependency, and why it did not finish."""
+    error: DependencyFailed | ConditionFalse
+    """Which dependency did not finish and why, or which condition was false."""
+
+
+@dataclass(kw_only=True, slots=True)
+class TaskMapped(TaskEvent):
+    """A map task's list arrived and it fanned out: one element task per item.
+
+    Each element is then added like any task (`task_added`, ids `3.0`,
+    `3.1`, ...); the map task finishes with their outputs, in order, once
+    all of them are done.
+    """
+
+    kind: ClassVar[str] = "task_mapped"
+    elements: tuple[TaskId, ...]
+    """The ids of its element tasks, in the order of the list (empty for an empty list)."""
 
 
 @dataclass(kw_only=True, slots=True)

@@ -21,7 +21,7 @@ class TaskStatus(enum.StrEnum):
     """Where a task is in its life. The last five are final."""
 
     PENDING = "pending"
-    """Waiting for a dependency to finish."""
+    """Waiting for a dependency to finish (a map task that fanned out: for its elements)."""
     READY = "ready"
     """Every dependency finished; waiting for a free slot."""
     RUNNING = "running"
@@ -31,7 +31,7 @@ class TaskStatus(enum.StrEnum):
     FAILED = "failed"
     """Its tool raised, timed out, got bad arguments or returned a bad output."""
     SKIPPED = "skipped"
-    """A dependency did not finish, so it never ran."""
+    """A dependency did not finish, or a condition was false, so it never ran."""
     CANCELLED = "cancelled"
     """It, an ancestor, or the run was cancelled (or ran out of budget)."""
     INTERRUPTED = "interrupted"

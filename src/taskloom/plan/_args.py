@@ -5,8 +5,16 @@ The plan language is a small subset of Python call syntax plus references:
     args     := [arg ("," arg)* [","]]
     arg      := NAME "=" value | value
     value    := string | number | ref | list | tuple | dict | constant
-    ref      := "$" DIGITS path | "${" DIGITS path "}"
+    ref      := "$" DIGITS ["?"] refpath | "${" DIGITS ["?"] refpath "}"
+    refpath  := path ["[*]" path]
     path     := ("." NAME | "." DIGITS | "[" DIGITS "]" | "[" string "]")*
+
+`[*]` makes a map reference: the task runs once per item of the list before
+it, and the path after it is followed in each item. `?` makes a reference
+optional: a task skipped by a false condition stands for None (outside
+strings only; in a string, `?` after a reference is text). After the call, a
+line may hold a condition, `if` and a Python expression over references
+(`parse_guard`), evaluated later by simpleeval.
 
 Inside a string, `$3` and `${3}` are references too, except where they are
 plainly money: `$1,000` and `$2.50` stay text. `\$` writes a literal dollar.
@@ -22,15 +30,38 @@ that every error can point at its column.
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import Any, NoReturn
 
 from taskloom._ids import TaskId
 from taskloom._text import QUOTE_LIMIT, SURROGATE, quoted
 from taskloom.errors import PlanError, Position
-from taskloom.plan._model import Ref, Template
+from taskloom.plan._model import Guard, Ref, Template
 
-__all__ = ["MAX_DEPTH", "MAX_ID_DIGITS", "ParsedArgs", "parse_args", "task_number"]
+__all__ = [
+    "GUARD_FUNCTIONS",
+    "MAX_DEPTH",
+    "MAX_ID_DIGITS",
+    "ParsedArgs",
+    "parse_args",
+    "parse_bare_ref",
+    "parse_guard",
+    "task_number",
+]
+
+GUARD_FUNCTIONS: dict[str, Any] = {
+    "len": len,
+    "abs": abs,
+    "min": min,
+    "max": max,
+    "round": round,
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+}
+"""The functions a condition may call (`if len($2.hits) > 0`); nothing else is in scope."""
 
 MAX_DEPTH = 64
 """How deeply lists, tuples and dicts may nest in an argument."""
@@ -94,6 +125,31 @@ def parse_args(text: str, start: int, *, line: int, task_id: str) -> ParsedArgs:
 
     """
     return _Scanner(text, line, task_id).call_args(start)
+
+
+def parse_guard(text: str, start: int = 0, *, line: int = 1, task_id: str) -> Guard:
+    """Parse the condition at `text[start:]`, up to the end of the line or a `#` comment.
+
+    The condition is a Python expression over references (`$3.status != "ok"`,
+    `len($2.hits) > 0 and $4?`) and the functions of `GUARD_FUNCTIONS`.
+
+    Returns:
+        The guard, its references in the order they were written.
+
+    Raises:
+        PlanError: for an empty or malformed expression, a name that is no
+            reference or allowed function, or a map reference (`[*]`).
+
+    """
+    return guard_with_refs(text, start, line=line, task_id=task_id)[0]
+
+
+def guard_with_refs(
+    text: str, start: int, *, line: int, task_id: str
+) -> tuple[Guard, list[tuple[TaskId, int]]]:
+    """`parse_guard`, and each referenced task id with the column where it was written."""
+    scanner = _Scanner(text, line, task_id)
+    return scanner.guard(start), scanner.out.refs
 
 
 class _Scanner:
@@ -240,7 +296,7 @@ class _Scanner:
             elif self.peek() != "}":
                 self.unexpected("',' or '}'")
 
-    def ref(self) -> Ref:
+    def ref(self, *, in_string: bool = False) -> Ref:
         at = self.pos
         braced = self.text.startswith("${", at)
         self.pos += 2 if braced else 1
@@ -251,17 +307,25 @@ class _Scanner:
         if task is None:
             self.fail(f"the task number after '$' has more than {MAX_ID_DIGITS} digits", at=at)
         self.pos = digits.end()
-        path = self.path()
+        # `?` after a reference in a string is a question mark ("how big is $1?").
+        optional = not in_string and self.peek() == "?"
+        if optional:
+            self.pos += 1
+        path, each = self.path()
         if braced:
             if self.peek() != "}":
                 self.unexpected("'}' closing the reference")
             self.pos += 1
-        ref = Ref(task, tuple(path))
+        if each is not None and optional:
+            self.fail("a map reference ([*]) cannot be optional (?)", at=at)
+        ref = Ref(task, tuple(path), None if each is None else tuple(each), optional)
         self.out.refs.append((ref.task, at))
         return ref
 
-    def path(self) -> list[str | int]:
+    def path(self) -> tuple[list[str | int], list[str | int] | None]:
+        """The steps after a task number; those after `[*]` apart (None if none)."""
         path: list[str | int] = []
+        before: list[str | int] | None = None
         while True:
             char = self.peek()
             if char == ".":
@@ -274,12 +338,18 @@ class _Scanner:
                     path.append(self.index(index))
                     self.pos = index.end()
                 else:
-                    return path
+                    break
             elif char == "[":
+                star = self.pos
                 self.pos += 1
                 self.skip_space()
                 quote = self.peek()
-                if quote in ('"', "'"):
+                if quote == "*":
+                    if before is not None:
+                        self.fail("a reference may hold [*] only once", at=star)
+                    self.pos += 1
+                    before, path = path, []
+                elif quote in ('"', "'"):
                     key = self.string(quote)
                     if not isinstance(key, str):
                         self.fail("a field name may not contain a reference")
@@ -287,7 +357,7 @@ class _Scanner:
                 else:
                     index = _DIGITS.match(self.text, self.pos)
                     if not index:
-                        self.unexpected("an index or a quoted key")
+                        self.unexpected("an index, a quoted key or *")
                     path.append(self.index(index))
                     self.pos = index.end()
                 self.skip_space()
@@ -295,7 +365,8 @@ class _Scanner:
                     self.unexpected("']'")
                 self.pos += 1
             else:
-                return path
+                break
+        return (path, None) if before is None else (before, path)
 
     def index(self, digits: re.Match[str]) -> int:
         if len(digits.group().lstrip("0")) > MAX_ID_DIGITS:
@@ -344,6 +415,77 @@ class _Scanner:
         # written as text, and `bind_task` decides by the parameter's type.
         return Template(tuple(parts))
 
+    def guard(self, start: int) -> Guard:
+        text = self.text
+        self.pos = start
+        self.skip_space()
+        begin = self.pos
+        source: list[str] = []
+        where: list[int] = []
+        """For each character of `source`, where in `text` it comes from."""
+        refs: list[Ref] = []
+        names: list[str] = []
+        while self.pos < len(text):
+            char = text[self.pos]
+            if char == "#":
+                break
+            if char in ('"', "'"):
+                close = self.python_string_end(char)
+                source.append(text[self.pos : close])
+                where.extend(range(self.pos, close))
+                self.pos = close
+            elif char == "$":
+                at = self.pos
+                ref = self.ref()
+                if ref.each is not None:
+                    self.fail("a condition cannot map ([*]); map in the call's arguments", at=at)
+                name = f"_ref{len(refs)}"
+                refs.append(ref)
+                names.append(name)
+                source.append(f" {name} ")  # `$1and` must not read as one name
+                where.extend([at] * (len(name) + 2))
+            else:
+                source.append(char)
+                where.append(self.pos)
+                self.pos += 1
+        written = text[begin : self.pos].rstrip()
+        if not written:
+            self.fail("the condition after 'if' is empty; write one like `if $1.ok`", at=begin)
+        code = "".join(source)
+        try:
+            tree = ast.parse(code.strip(), mode="eval")
+        except SyntaxError as exc:
+            # Python puts an error at the end at offset 0 (or past the end).
+            offset = len(code) - len(code.lstrip()) + (exc.offset or 0) - 1
+            at = where[offset] if exc.offset and offset < len(where) else self.pos
+            self.fail(f"the condition is not a valid expression: {exc.msg}", at=at)
+        except (RecursionError, MemoryError, ValueError):
+            self.fail("the condition is too deeply nested", at=begin)
+        lead = len(code) - len(code.lstrip())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and node.id not in names:
+                if node.id not in GUARD_FUNCTIONS:
+                    at = where[min(lead + node.col_offset, len(where) - 1)]
+                    self.fail(
+                        f"unknown name {quoted(node.id)} in the condition; refer to results "
+                        'as $N and write text in quotes, like $1.status == "ok"',
+                        at=at,
+                    )
+        return Guard(text=written, source=code.strip(), names=tuple(names), refs=tuple(refs))
+
+    def python_string_end(self, quote: str) -> int:
+        """The index just past the Python string literal that opens at `pos`."""
+        index = self.pos + 1
+        while index < len(self.text):
+            char = self.text[index]
+            if char == "\\":
+                index += 2
+                continue
+            if char == quote:
+                return index + 1
+            index += 1
+        self.fail(f"string opened here is never closed (missing {quote})")
+
     def escape(self) -> str:
         code = self.text[self.pos + 1 : self.pos + 2]
         if code in _ESCAPES:
@@ -379,12 +521,28 @@ class _Scanner:
         at = self.pos
         if self.text.startswith("${", at):
             if _DIGITS.match(self.text, at + 2):
-                return self.ref()
+                return self.ref(in_string=True)
             return None
         digits = _DIGITS.match(self.text, at + 1)
         if not digits or _MONEY_AFTER.match(self.text, digits.end()):
             return None
-        return self.ref()
+        return self.ref(in_string=True)
+
+
+def parse_bare_ref(value: str, *, task_id: str) -> Ref | None:
+    """The reference that `value` is, written as outside quotes (`$5?.status`); else None.
+
+    The JSON form has only strings, so an optional reference is a string that
+    is exactly one (`"$5?"`); elsewhere `?` after a reference is text.
+    """
+    scanner = _Scanner(value, 1, task_id)
+    if not value.startswith("$"):
+        return None
+    try:
+        ref = scanner.ref()
+    except PlanError:
+        return None
+    return ref if scanner.pos == len(value) else None
 
 
 def parse_string(value: str, *, task_id: str) -> str | Template:

@@ -10,6 +10,13 @@ argument it becomes a reference (`$1`); its fields and items
 (`fr.population`, `fr["names"][0]`) are references into the output; written
 inside a string (an f-string, `str()`, `format()`) it becomes a reference
 inside that string, as `"$1.population * 2"` is in plan text.
+
+Maps and conditions read as they do in plan text:
+
+    names = g.call(search, "largest cities")
+    pops = g.call(city, names.names.each())      # 2. city($1.names[*])
+    g.call(page, "oncall", when=f"{pops[0]} == None")  # ... if $2[0] == None
+    g.call(report, names.maybe())                # $1?: None if 1 was skipped
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ from typing import Any, NoReturn
 from taskloom._ids import TaskId
 from taskloom._text import quoted, short_repr
 from taskloom.errors import UserError
+from taskloom.plan._args import parse_guard
 from taskloom.plan._check import bind_task
-from taskloom.plan._model import Ref, Task, Template
+from taskloom.plan._model import Guard, Ref, Task, Template
 from taskloom.plan._plan import Plan
 from taskloom.tools import Tool
 
@@ -71,7 +79,41 @@ class Handle:
             )
         if isinstance(key, int) and key < 0:
             raise UserError(f"a reference cannot count from the end; got index {key}")
-        return Handle(self._graph, Ref(self._ref.task, (*self._ref.path, key)))
+        ref = self._ref
+        if ref.each is not None:  # a field of each item: `$1.people[*].name`
+            return Handle(self._graph, Ref(ref.task, ref.path, (*ref.each, key)))
+        return Handle(self._graph, Ref(ref.task, (*ref.path, key), None, ref.optional))
+
+    def each(self) -> Handle:
+        """Each item of this list: a call given it runs once per item (`$1.names[*]`).
+
+        Fields and items of the returned handle are taken in each item
+        (`h.people.each().name`). An output field named `each` is `h["each"]`.
+
+        Returns:
+            A map handle.
+
+        Raises:
+            UserError: if the handle is a map handle already, or optional.
+
+        """
+        if self._ref.each is not None or self._ref.optional:
+            raise UserError(f"{self._ref}: [*] may be taken once, and not of an optional handle")
+        return Handle(self._graph, Ref(self._ref.task, self._ref.path, ()))
+
+    def maybe(self) -> Handle:
+        """This output, or None where its call was skipped by a false condition (`$1?`).
+
+        Returns:
+            An optional handle.
+
+        Raises:
+            UserError: for a map handle (from `each()`).
+
+        """
+        if self._ref.each is not None:
+            raise UserError(f"{self._ref}: a map handle cannot be optional")
+        return Handle(self._graph, Ref(self._ref.task, self._ref.path, None, True))
 
     def __format__(self, spec: str) -> str:
         if spec:
@@ -105,12 +147,17 @@ class Graph:
         self._tools: dict[str, Tool] = {}
         self._marked: list[Ref] = []
 
-    def call(self, tool: Tool | str, /, *args: Any, **kwargs: Any) -> Handle:
+    def call(
+        self, tool: Tool | str, /, *args: Any, when: str | None = None, **kwargs: Any
+    ) -> Handle:
         """Add a call to `tool` with these arguments.
 
         Arguments may hold handles (from this graph), also inside lists,
         tuples, dict values and strings. When `tool` is a Tool, the call is
-        checked against its parameters now.
+        checked against its parameters now. A handle from `each()` makes the
+        call a map; `when` is a condition, an f-string over handles
+        (`f"{h.status} != 'ok'"`), under which the call runs (a tool's own
+        parameter named `when` is then passed by position).
 
         Returns:
             A handle to the call's output.
@@ -136,11 +183,13 @@ class Graph:
                 f"call a Tool or a tool's name, not {short_repr(tool)}; "
                 "decorate a function with @taskloom.tool"
             )
+        task_id = TaskId(str(len(self._tasks) + 1))
         task = Task(
-            id=TaskId(str(len(self._tasks) + 1)),
+            id=task_id,
             tool=name,
             args=tuple(self._value(a) for a in args),
             kwargs={k: self._value(v) for k, v in kwargs.items()},
+            guard=None if when is None else self._condition(when, task_id),
         )
         if isinstance(tool, Tool):
             bind_task(task, {name: tool})
@@ -182,6 +231,16 @@ class Graph:
                 raise UserError("a handle cannot be a dict key; its value is not known yet")
             return {k: self._value(v) for k, v in value.items()}
         return value
+
+    def _condition(self, when: Any, task_id: TaskId) -> Guard:
+        """The guard that `when` writes, its handles made references."""
+        if isinstance(when, Handle):
+            when = str(when)
+        if not isinstance(when, str):
+            raise UserError(f"when= is a condition written as a string, not {short_repr(when)}")
+        value = self._string(when)
+        text = value if isinstance(value, str) else "".join(str(p) for p in value.parts)
+        return parse_guard(text, task_id=task_id)
 
     def _own(self, handle: Handle) -> Handle:
         if handle._graph is not self:

@@ -10,23 +10,61 @@ from taskloom._ids import TaskId
 from taskloom._text import clip, short_repr
 from taskloom.errors import Position, UserError
 
-__all__ = ["Ref", "Task", "Template", "iter_refs", "render_value"]
+__all__ = ["Guard", "Ref", "Task", "Template", "iter_refs", "render_value"]
 
 
 @dataclass(frozen=True, slots=True)
 class Ref:
-    """A reference to another task's output (`$1`), or to a field of it (`$1.population`)."""
+    """A reference to another task's output (`$1`), or to a field of it (`$1.population`).
+
+    `$2.names[*]` is a map reference: the task runs once per item of the list
+    `$2.names` (see `each`). `$5?` is an optional reference: where task 5 was
+    skipped by a false condition it stands for None instead of skipping the
+    task that holds it.
+    """
 
     task: TaskId
     """The task whose output is meant."""
     path: tuple[str | int, ...] = ()
-    """Keys and indexes to follow inside that output, outermost first."""
+    """Keys and indexes to follow inside that output, outermost first (up to `[*]`)."""
+    each: tuple[str | int, ...] | None = None
+    """For a map reference, the path to follow inside each item after `[*]`
+    (`()` for `$2.names[*]`); None for every other reference."""
+    optional: bool = False
+    """Written `$5?`: a task skipped by a false condition gives None."""
 
     def __str__(self) -> str:
-        text = f"${self.task}"
-        for step in self.path:
-            text += f"[{step}]" if isinstance(step, int) else f".{step}"
+        text = f"${self.task}?" if self.optional else f"${self.task}"
+        text += _path_text(self.path)
+        if self.each is not None:
+            text += "[*]" + _path_text(self.each)
         return text
+
+
+def _path_text(path: tuple[str | int, ...]) -> str:
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path)
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """The condition after `if` on a plan line: `5. page($4) if $3.status != "ok"`.
+
+    The task runs only when the condition holds on the referenced outputs;
+    otherwise it is skipped ("condition false"). The condition is a Python
+    expression with references, evaluated by simpleeval (never `eval`).
+    """
+
+    text: str
+    """The condition as written, references included."""
+    source: str = field(compare=False)
+    """The same expression with each reference replaced by its name in `names`."""
+    names: tuple[str, ...] = field(compare=False)
+    """The name standing for each reference in `source`, in the order of `refs`."""
+    refs: tuple[Ref, ...] = field(compare=False)
+    """The references, in the order they were written."""
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +93,8 @@ class Template:
 
 def _braced(ref: Ref) -> str:
     # Inside a string `${1}` cannot run into the text that follows it.
+    if ref.each is not None:  # `${2.names[*].name}`: nor can a map's path
+        return "${" + str(ref)[1:] + "}"
     if not ref.path:
         return "${" + ref.task + "}"
     return str(ref)
@@ -76,15 +116,40 @@ class Task:
     """The planner's reasoning written just before this task, if any."""
     position: Position | None = None
     """Where the task was written in the plan's text, if it came from text."""
+    guard: Guard | None = None
+    """The condition under which the task runs (`... if $3.ok`); None: always."""
     dependencies: frozenset[TaskId] = field(init=False, compare=False)
-    """Ids of the tasks whose outputs this task's arguments reference."""
+    """Ids of the tasks whose outputs this task's arguments (and guard) reference."""
+    is_map: bool = field(init=False, compare=False)
+    """Whether an argument holds a map reference (`$2.names[*]`): one call per item."""
 
     def __post_init__(self) -> None:
         _check_fields(self)
         if isinstance(self.args, list):  # a list is as good as a tuple; keep one kind
             object.__setattr__(self, "args", tuple(self.args))
-        deps = frozenset(ref.task for ref in iter_refs((self.args, self.kwargs)))
+        refs = list(iter_refs((self.args, self.kwargs)))
+        deps = frozenset(ref.task for ref in refs)
+        is_map = False
+        for ref in refs:  # a loop, not any(): most tasks have a reference or two
+            if ref.each is not None:
+                is_map = True
+                break
+        if self.guard is not None:
+            deps |= {ref.task for ref in self.guard.refs}
         object.__setattr__(self, "dependencies", deps)
+        object.__setattr__(self, "is_map", is_map)
+
+    def accepts_skipped(self, dependency: TaskId) -> bool:
+        """Whether every reference to `dependency` is optional (`$5?`).
+
+        Such a task still runs when `dependency` was skipped by a false
+        condition, and reads None for it.
+        """
+        refs = list(iter_refs((self.args, self.kwargs)))
+        if self.guard is not None:
+            refs += self.guard.refs
+        mine = [ref for ref in refs if ref.task == dependency]
+        return bool(mine) and all(ref.optional for ref in mine)
 
     def call_text(self) -> str:
         """The call as the plan language writes it: `city("Paris", limit=3)`."""
@@ -93,6 +158,8 @@ class Task:
         return f"{self.tool}({', '.join(parts)})"
 
     def __str__(self) -> str:
+        if self.guard is not None:
+            return f"{self.id}. {self.call_text()} if {self.guard.text}"
         return f"{self.id}. {self.call_text()}"
 
 
@@ -119,6 +186,11 @@ def _check_fields(task: Task) -> None:
         raise UserError(
             f"task {clip(task.id)}: kwargs maps parameter names (str) to arguments, "
             f"not {short_repr(task.kwargs)}"
+        )
+    if task.guard is not None and not isinstance(task.guard, Guard):
+        raise UserError(
+            f"task {clip(task.id)}: guard is a Guard (taskloom.plan.parse_guard makes one), "
+            f"not {short_repr(task.guard)}"
         )
 
 

@@ -27,6 +27,9 @@ class HasOutput(Protocol):
 def resolve(value: Any, done: Mapping[TaskId, HasOutput]) -> Any:
     """Return `value` with every Ref and Template replaced by real outputs.
 
+    A reference written `$5?` gives None where task 5 has no output (it was
+    skipped by a false condition), whatever path follows it.
+
     Args:
         value: an argument value, possibly holding references.
         done: the referenced tasks by id, each with its `output`.
@@ -38,7 +41,11 @@ def resolve(value: Any, done: Mapping[TaskId, HasOutput]) -> Any:
     """
     if isinstance(value, Ref):
         output = done[value.task].output
-        return _follow(value, output) if value.path else output
+        if value.path:
+            if output is None and value.optional:
+                return None  # `$5?.field` of a task skipped by its condition
+            return _follow(value, output)
+        return output
     if isinstance(value, Template):
         return "".join(
             part if isinstance(part, str) else _as_text(_follow(part, done[part.task].output))

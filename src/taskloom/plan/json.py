@@ -6,7 +6,12 @@
 
 Strings in `args` carry references exactly as in the text form: `"$1"` is
 task 1's output, `"$1.population"` a field of it, `"total: ${1}"` a string
-with it inside.
+with it inside. `"$2.names[*]"` maps the task over the list `$2.names` (one
+call per item), and a string that is exactly an optional reference, `"$5?"`,
+stands for None where task 5 was skipped by its condition. A task's
+`condition` is the text after `if` in the text form:
+
+    {"id": 5, "tool": "page", "args": {"who": "oncall"}, "condition": "$3.status != 'ok'"}
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ import pydantic
 from taskloom._ids import TaskId
 from taskloom._text import SURROGATE, clip, quoted
 from taskloom.errors import PlanError
-from taskloom.plan._args import MAX_DEPTH, MAX_ID_DIGITS, parse_string
+from taskloom.plan._args import (
+    MAX_DEPTH,
+    MAX_ID_DIGITS,
+    parse_bare_ref,
+    parse_guard,
+    parse_string,
+)
 from taskloom.plan._model import Task
 from taskloom.tools import Tool
 
@@ -42,6 +53,8 @@ class TaskModel(pydantic.BaseModel):
     """Arguments by parameter name; strings may hold references."""
     thought: str | None = None
     """Why this task is here."""
+    condition: str | None = None
+    """Run the task only if this holds (`"$3.status != 'ok'"`); else it is skipped."""
 
 
 class PlanModel(pydantic.BaseModel):
@@ -83,7 +96,10 @@ def tasks_from_json(data: str | bytes | Mapping[str, Any] | PlanModel) -> list[T
     for item in model.tasks:
         task_id = TaskId(str(item.id))
         kwargs = {k: _with_refs(v, task_id, 1) for k, v in item.args.items()}
-        tasks.append(Task(id=task_id, tool=item.tool, kwargs=kwargs, thought=item.thought))
+        guard = None if item.condition is None else parse_guard(item.condition, task_id=task_id)
+        tasks.append(
+            Task(id=task_id, tool=item.tool, kwargs=kwargs, thought=item.thought, guard=guard)
+        )
     return tasks
 
 
@@ -95,7 +111,13 @@ def _with_refs(value: Any, task_id: str, depth: int) -> Any:
                 "(U+D800-U+DFFF), which is no character",
                 task_id=task_id,
             )
-        return parse_string(value, task_id=task_id) if "$" in value else value
+        if "$" not in value:
+            return value
+        if "?" in value:
+            optional = parse_bare_ref(value, task_id=task_id)
+            if optional is not None:
+                return optional
+        return parse_string(value, task_id=task_id)
     if isinstance(value, list | dict) and depth > MAX_DEPTH:
         # The same bound as the text form: deeper values are a mistake or an attack.
         raise PlanError(f"values are nested more than {MAX_DEPTH} deep", task_id=task_id)
@@ -109,7 +131,8 @@ def _with_refs(value: Any, task_id: str, depth: int) -> Any:
 def plan_json_schema(tools: Iterable[Tool] | None = None) -> dict[str, Any]:
     """The JSON Schema of a plan; with tools, each task's `args` is tied to its tool.
 
-    Any argument may instead be a reference string (`"$1"`, `"$1.population"`).
+    Any argument may instead be a reference string (`"$1"`, `"$1.population"`,
+    a map over a list `"$1.names[*]"`, an optional `"$5?"`).
     """
     schema = PlanModel.model_json_schema()
     if tools is None:
@@ -130,6 +153,7 @@ def plan_json_schema(tools: Iterable[Tool] | None = None) -> dict[str, Any]:
                     "tool": {"const": tool.name},
                     "args": args,
                     "thought": {"type": "string"},
+                    "condition": {"type": "string"},
                 },
                 "required": ["id", "tool", "args"],
                 "additionalProperties": False,

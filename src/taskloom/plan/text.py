@@ -25,7 +25,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, 
 from taskloom._ids import TaskId
 from taskloom._text import SURROGATE, quoted
 from taskloom.errors import PlanError, Position, UserError
-from taskloom.plan._args import MAX_ID_DIGITS, parse_args, task_number
+from taskloom.plan._args import MAX_ID_DIGITS, guard_with_refs, parse_args, task_number
 from taskloom.plan._check import bind_task
 from taskloom.plan._model import Task
 from taskloom.tools import Tool
@@ -45,6 +45,7 @@ _NUMBERED = re.compile(r"\s*([-+]?\d+)\s*[.)](?:\s|$)")
 _BOM = "\ufeff"
 _THOUGHT = re.compile(r"\s*Thought\s*:\s*(.*)", re.IGNORECASE)
 _TRAILER = re.compile(r"\s*(?:#.*)?$")
+_IF = re.compile(r"\s+if(?=[\s$(]|$)")
 
 
 class PlanParser:
@@ -199,7 +200,14 @@ class PlanParser:
         position = Position(self._line_no, head.start(1) + 1)
         task_id, tool = self._task_id(head.group(1), position, line), head.group(2)
         parsed = parse_args(line, head.end(), line=self._line_no, task_id=task_id)
-        if not _TRAILER.match(line, parsed.end):
+        condition = _IF.match(line, parsed.end)
+        guard, refs = None, parsed.refs
+        if condition is not None and tool != JOIN:
+            guard, guard_refs = guard_with_refs(
+                line, condition.end(), line=self._line_no, task_id=task_id
+            )
+            refs = parsed.refs + guard_refs
+        elif not _TRAILER.match(line, parsed.end):
             junk = len(line) - len(line[parsed.end :].lstrip())
             raise PlanError(
                 "unexpected text after the call's closing parenthesis",
@@ -210,7 +218,7 @@ class PlanParser:
         if tool == JOIN:
             self.joined = self.done = True
             return None
-        for dep, column in parsed.refs:
+        for dep, column in refs:
             if dep == task_id:
                 raise PlanError(
                     f"task {task_id} refers to its own result (${dep})",
@@ -242,6 +250,7 @@ class PlanParser:
             kwargs=parsed.kwargs,
             thought=self._thought,
             position=position,
+            guard=guard,
         )
         if self._tools:
             bind_task(task, self._tools)

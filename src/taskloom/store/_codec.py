@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from taskloom._ids import TaskId
-from taskloom.plan import Ref, Task, Template
+from taskloom.plan import Ref, Task, Template, parse_guard
 
 __all__ = ["task_from_json", "task_to_json"]
 
@@ -16,27 +16,40 @@ _REF, _TEMPLATE, _TUPLE, _DICT = "$ref", "$template", "$tuple", "$dict"
 
 def task_to_json(task: Task) -> dict[str, Any]:
     """The task as JSON-able data (its thought and position are dropped)."""
-    return {
+    data: dict[str, Any] = {
         "id": task.id,
         "tool": task.tool,
         "args": [_encode(a) for a in task.args],
         "kwargs": {k: _encode(v) for k, v in task.kwargs.items()},
     }
+    if task.guard is not None:
+        data["guard"] = task.guard.text
+    return data
 
 
 def task_from_json(data: Mapping[str, Any]) -> Task:
-    """Rebuild a task written by `task_to_json`."""
+    """Rebuild a task written by `task_to_json`.
+
+    Raises:
+        PlanError: if its recorded condition no longer parses.
+
+    """
+    guard = data.get("guard")
     return Task(
         id=TaskId(data["id"]),
         tool=data["tool"],
         args=tuple(_decode(a) for a in data["args"]),
         kwargs={k: _decode(v) for k, v in data["kwargs"].items()},
+        guard=None if guard is None else parse_guard(guard, task_id=data["id"]),
     )
 
 
 def _encode(value: Any) -> Any:
     if isinstance(value, Ref):
-        return {_REF: [value.task, list(value.path)]}
+        if value.each is None and not value.optional:
+            return {_REF: [value.task, list(value.path)]}
+        each = None if value.each is None else list(value.each)
+        return {_REF: [value.task, list(value.path), each, value.optional]}
     if isinstance(value, Template):
         return {_TEMPLATE: [_encode(p) for p in value.parts]}
     if isinstance(value, tuple):
@@ -55,7 +68,10 @@ def _decode(value: Any) -> Any:
         return value
     ((marker, body),) = value.items()
     if marker == _REF:
-        return Ref(TaskId(body[0]), tuple(body[1]))
+        if len(body) == 2:
+            return Ref(TaskId(body[0]), tuple(body[1]))
+        each = None if body[2] is None else tuple(body[2])
+        return Ref(TaskId(body[0]), tuple(body[1]), each, bool(body[3]))
     if marker == _TEMPLATE:
         return Template(tuple(_decode(p) for p in body))
     if marker == _TUPLE:

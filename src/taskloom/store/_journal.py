@@ -204,6 +204,8 @@ class RunJournal:
                     assert event.error is not None
                     how = (event.status, type(event.error).__name__, str(event.error))
                     put(_SETTLING, _SETTLED, (*how, at, run_id, task_id))
+            case ev.TaskMapped():  # its elements come as task_added events of their own
+                data = {"elements": len(event.elements)}
             case ev.TaskRetried():
                 data = {"attempt": event.attempt, "delay": event.delay, "error": str(event.error)}
             case ev.RunFinished():

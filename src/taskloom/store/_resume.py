@@ -13,6 +13,11 @@ Live edits are recorded from their events, so the plan resumed is the plan
 as edited: a task added with `Run.add` is there, a task changed with
 `Run.rewrite` is its new version, and a task cancelled with `Run.cancel`
 stays cancelled and is not called.
+
+A map task that had fanned out but not finished fans out again over its
+restored list: its elements (`3.0`, `3.1`, ...) get the same ids, and each
+is restored as recorded under the rules above (done ones keep their output,
+a non-idempotent one that was running ends `interrupted`); the rest run.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import TYPE_CHECKING
 from taskloom._ids import TaskId
 from taskloom.engine import Run, RunResult, TaskStatus, open_run
 from taskloom.engine._execute import ToolsLike, as_tools
-from taskloom.errors import RecordedFailure, TaskInterrupted, UserError
+from taskloom.errors import RecordedFailure, RunError, TaskInterrupted, UserError
 from taskloom.plan import Task
 from taskloom.store._codec import task_from_json
 from taskloom.store._records import TaskRecord
@@ -62,21 +67,24 @@ def restore_tasks(
 
     """
     recorded = {r.id for r in records}
+    # Elements of a map that will fan out again are handed over first: the map
+    # fans out the moment it is added (see the module's docstring).
+    refanned = {r.id for r in records if r.task.is_map and r.status not in _KEPT}
+    elements = [r for r in records if r.id.rpartition(".")[0] in refanned]
+    for record in elements:
+        status = _kept(record, tools)
+        if status is not None:
+            run.restore_element(
+                record.id, status, output=record.output, error=_error(record, status)
+            )
     for record in _dependencies_first(records):
-        status = _KEPT.get(record.status)
-        tool = tools.get(record.task.tool)
-        if status is None and record.status == "running" and tool is not None:
-            if not tool.policy.idempotent:
-                status = TaskStatus.INTERRUPTED
+        if record.id.rpartition(".")[0] in refanned:
+            continue
+        status = _kept(record, tools)
         if status is None:
             run.add(record.task)
-        elif status is TaskStatus.DONE:
-            run.restore(record.task, status, output=record.output)
-        elif status is TaskStatus.INTERRUPTED:
-            run.restore(record.task, status, error=TaskInterrupted(record.id, record.task.tool))
         else:
-            error = RecordedFailure(record.id, record.error_type or "", record.error or "")
-            run.restore(record.task, status, error=error)
+            run.restore(record.task, status, output=record.output, error=_error(record, status))
     run.add_all(t for t in planned if t.id not in recorded)
 
 
@@ -96,6 +104,25 @@ def _dependencies_first(records: Sequence[TaskRecord]) -> Sequence[TaskRecord]:
         return records
     graph = {r.id: [d for d in r.task.dependencies if d in by_id] for r in records}
     return [by_id[i] for i in graphlib.TopologicalSorter(graph).static_order()]
+
+
+def _kept(record: TaskRecord, tools: Mapping[str, Tool]) -> TaskStatus | None:
+    """The final status a recorded task keeps; None for one to run (again)."""
+    status = _KEPT.get(record.status)
+    tool = tools.get(record.task.tool)
+    if status is None and record.status == "running" and tool is not None:
+        if not tool.policy.idempotent:
+            status = TaskStatus.INTERRUPTED
+    return status
+
+
+def _error(record: TaskRecord, status: TaskStatus) -> RunError | None:
+    """The error a recorded task is restored with (None for a done one)."""
+    if status is TaskStatus.DONE:
+        return None
+    if status is TaskStatus.INTERRUPTED:
+        return TaskInterrupted(record.id, record.task.tool)
+    return RecordedFailure(record.id, record.error_type or "", record.error or "")
 
 
 async def resume(

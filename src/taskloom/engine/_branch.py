@@ -1,0 +1,269 @@
+"""Maps and conditions: what stands between a task's inputs and its call.
+
+A map task (`3. city($2.names[*])`) fans out into one element task per item
+of its list, `3.0`, `3.1`, ...: each an ordinary task whose map reference is
+replaced by a reference to its item (`$2.names[0]`). A condition
+(`... if $3.status != "ok"`) is evaluated by simpleeval on the outputs it
+references. `through_gate` is the scheduler's part: it acts on the run's
+state (the functions after it compute).
+
+Ordinary tasks pay one flag test for all of this (`Node.gated`, read in
+`Run._make_ready`).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import simpleeval
+
+from taskloom._ids import TaskId
+from taskloom.engine import events as ev
+from taskloom.engine._node import Node
+from taskloom.engine.result import TaskStatus
+from taskloom.errors import ConditionError, ConditionFalse, MapFailed
+from taskloom.plan import Guard, Ref, Task, Template
+from taskloom.plan._args import GUARD_FUNCTIONS
+from taskloom.plan._model import iter_refs
+from taskloom.plan._resolve import HasOutput, ResolveError, resolve
+
+if TYPE_CHECKING:
+    from taskloom.engine._scheduler import Run
+
+__all__ = [
+    "BranchProblem",
+    "accepts",
+    "element_id",
+    "element_task",
+    "element_value",
+    "guard_holds",
+    "map_size",
+    "through_gate",
+]
+
+
+def through_gate(run: Run, node: Node) -> bool:
+    """A task with a condition or a map has its inputs: judge, fan out or collect.
+
+    A false condition skips the task ("condition false"); one that cannot
+    be evaluated fails it. A map adds its elements (`_fan_out`); once they
+    are all done, its output is theirs (`_collect`).
+
+    Returns:
+        True when the task is to be queued for its call like any other.
+
+    """
+    if node.elements is not None:  # a map whose elements are all done
+        _collect(run, node)
+        return False
+    task = node.task
+    if task.guard is not None:
+        try:
+            holds = guard_holds(task.guard, run._outputs)
+        except BranchProblem as exc:
+            run._settle_unrun(node, ConditionError(task.id, task.guard.text, str(exc)))
+            return False
+        if not holds:
+            run._settle_unrun(node, ConditionFalse(task.id, task.id, task.guard.text))
+            return False
+    if task.is_map:
+        _fan_out(run, node)
+        return False
+    return True
+
+
+def _fan_out(run: Run, node: Node) -> None:
+    """Add a map's elements, one per item of its list; each is ready at once.
+
+    They are ordinary tasks of the run (own status, retries, limits), so
+    they are queued in this same loop turn: no barrier. The map waits for
+    them as for dependencies; the first that fails fails it (`MapFailed`),
+    and the others go on.
+
+    A task that needs the whole map is then skipped rather than handed a
+    partial list: a reduce over fewer items than the plan asked for (a
+    sum, a ranking, a count) would pass for a complete answer. The joiner
+    sees every element's own result and error, and decides.
+    """
+    task = node.task
+    try:
+        size = map_size(node.bound, run._outputs)
+    except BranchProblem as exc:
+        run._settle_unrun(node, MapFailed(task.id, str(exc)))
+        return
+    ids = [element_id(task.id, index) for index in range(size)]
+    taken = next((i for i in ids if i in run._nodes or i in run._earlier), None)
+    if taken is not None:
+        why = f"the id {taken} of one of its elements is taken by another task"
+        run._settle_unrun(node, MapFailed(task.id, why))
+        return
+    elements: list[Node] = []
+    node.elements, node.waiting = elements, 0
+    run._ranks = None
+    run._emit(ev.TaskMapped, task_id=task.id, elements=tuple(ids))
+    failed: Node | None = None
+    for index in range(size):
+        element = _add_element(run, node, index)
+        elements.append(element)
+        if element.status is TaskStatus.DONE:
+            continue
+        if element.status.is_final:  # restored so by a resumed run
+            failed = failed or element
+            continue
+        element.dependents.append(node)
+        node.waiting += 1
+    if failed is not None:
+        why = f"element {failed.task.id} did not finish: {failed.error or failed.status}"
+        run._settle_unrun(node, MapFailed(task.id, why, element=failed.task.id))
+    elif node.waiting == 0:
+        _collect(run, node)
+
+
+def _add_element(run: Run, node: Node, index: int) -> Node:
+    task = element_task(node.task, index)
+    run._plan.add(task)
+    bound = {k: element_value(v, index) for k, v in node.bound.items()}
+    element = Node(task, node.tool, bound)
+    run._nodes[task.id] = element
+    recorded = run._recorded.pop(task.id, None) if run._recorded else None
+    if recorded is not None:
+        element.status, element.output, element.error, element.attempts = recorded
+        run._emit(ev.TaskRestored, task_id=task.id, status=str(element.status), error=element.error)
+        return element
+    run._open += 1
+    dependencies = tuple(sorted(task.dependencies))
+    run._emit(ev.TaskAdded, task_id=task.id, tool=task.tool, dependencies=dependencies, task=task)
+    run._link(element)
+    return element
+
+
+def _collect(run: Run, node: Node) -> None:
+    """Every element of a map is done: the map's output is their outputs, in order."""
+    assert node.elements is not None
+    node.output = [element.output for element in node.elements]
+    node.status = TaskStatus.DONE
+    node.finished_at = time.monotonic()
+    run._open -= 1
+    run._emit(ev.TaskFinished, task_id=node.task.id, output=node.output)
+    for child in node.dependents:
+        if child.status is TaskStatus.PENDING:
+            child.waiting -= 1
+            if child.waiting == 0:
+                run._make_ready(child)
+
+
+def accepts(node: Node, dep: Node) -> bool:
+    """Whether `node` runs without `dep`'s output.
+
+    So it does when `dep` was skipped by a false condition and `node`
+    refers to it only as `$N?`.
+    """
+    return isinstance(dep.error, ConditionFalse) and node.task.accepts_skipped(dep.task.id)
+
+
+class BranchProblem(Exception):
+    """A map cannot fan out, or a condition cannot be evaluated; the message says why."""
+
+
+def element_id(task_id: TaskId, index: int) -> TaskId:
+    """The id of a map's element: `3.0` is the first element of map task 3."""
+    return TaskId(f"{task_id}.{index}")
+
+
+def map_size(bound: Mapping[str, Any], outputs: Mapping[TaskId, HasOutput]) -> int:
+    """How many elements a map has: the length of the list(s) its `[*]` references name.
+
+    Raises:
+        BranchProblem: if a list is missing or is no list, or the lists zipped
+            by several `[*]` references differ in length.
+
+    """
+    sizes: dict[str, int] = {}
+    for ref in iter_refs(list(bound.values())):
+        if ref.each is None:
+            continue
+        whole = Ref(ref.task, ref.path)
+        name = str(whole)
+        if name in sizes:
+            continue
+        try:
+            items = resolve(whole, outputs)
+        except ResolveError as exc:
+            raise BranchProblem(str(exc)) from None
+        if not isinstance(items, list | tuple):
+            raise BranchProblem(
+                f"{name} is {_kind(items)}, not a list; [*] maps over the items of a list"
+            )
+        sizes[name] = len(items)
+    if len(set(sizes.values())) > 1:
+        told = ", ".join(f"{name} has {n}" for name, n in sorted(sizes.items()))
+        raise BranchProblem(
+            f"the lists it maps over differ in length ({told}); "
+            "several [*] in one call pair their items one by one"
+        )
+    return next(iter(sizes.values()), 0)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+
+
+def element_value(value: Any, index: int) -> Any:
+    """`value` with each map reference (`$2.names[*].x`) made the reference to item `index`."""
+    if isinstance(value, Ref):
+        if value.each is None:
+            return value
+        return Ref(value.task, (*value.path, index, *value.each))
+    if isinstance(value, Template):
+        return Template(tuple(element_value(part, index) for part in value.parts))
+    if isinstance(value, list):
+        return [element_value(v, index) for v in value]
+    if isinstance(value, tuple):
+        return tuple(element_value(v, index) for v in value)
+    if isinstance(value, Mapping):
+        return {k: element_value(v, index) for k, v in value.items()}
+    return value
+
+
+def element_task(task: Task, index: int) -> Task:
+    """Element `index` of map task `task`: the same call on item `index` of its list(s)."""
+    return Task(
+        id=element_id(task.id, index),
+        tool=task.tool,
+        args=element_value(task.args, index),
+        kwargs={k: element_value(v, index) for k, v in task.kwargs.items()},
+        position=task.position,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(source: str) -> ast.expr:
+    return ast.parse(source, mode="eval").body
+
+
+def guard_holds(guard: Guard, outputs: Mapping[TaskId, HasOutput]) -> bool:
+    """Whether the condition is true on the referenced outputs (Python's truth).
+
+    Raises:
+        BranchProblem: if a reference's path is missing from its output, or
+            evaluating raised (a comparison of a number with text, say).
+
+    """
+    names: dict[str, Any] = {}
+    for name, ref in zip(guard.names, guard.refs, strict=True):
+        try:
+            names[name] = resolve(ref, outputs)
+        except ResolveError as exc:
+            raise BranchProblem(str(exc)) from None
+    evaluator = simpleeval.SimpleEval(functions=GUARD_FUNCTIONS, names=names)
+    try:
+        return bool(evaluator.eval(guard.source, previously_parsed=_parsed(guard.source)))
+    except Exception as exc:  # anything the condition does wrong is its task's failure
+        raise BranchProblem(f"{type(exc).__name__}: {exc}") from None
