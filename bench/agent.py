@@ -61,10 +61,22 @@ ELEMENT_PHASES = ("elements", "elements-examples")
 # -- backends -------------------------------------------------------------------
 
 
+Models = dict[str, ChatModel]
+"""Each agent's model, by agent name ("taskloom", "react")."""
+
+
 @contextlib.contextmanager
-def backend(name: str) -> Iterator[ChatModel]:
+def backend(name: str) -> Iterator[Models]:
+    """The models the agents ask.
+
+    Embedded: one model each, as two deployments would have, so neither
+    agent's saved prompt states push the other's out of the model's cache
+    (ReAct's dozen calls a question save states of a few thousand tokens
+    each, which evicted the planner's within a question). Server: one server
+    for both.
+    """
     if name == "embedded":
-        yield Local()
+        yield {"taskloom": Local(), "react": Local()}
         return
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -101,9 +113,10 @@ def backend(name: str) -> Iterator[ChatModel]:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise RuntimeError("llama.cpp server did not start")
             time.sleep(0.5)
-        yield OpenAICompatible(
+        shared = OpenAICompatible(
             f"http://127.0.0.1:{port}/v1", "gemma-3-270m", json_mode="json_object"
         )
+        yield {"taskloom": shared, "react": shared}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -263,7 +276,7 @@ def select(phase: str, questions: list[dict[str, Any]], limit: int | None) -> li
 
 
 def run_phase(
-    model: ChatModel,
+    models: Models,
     phase: str,
     setup: Setup,
     question_set: QuestionSet,
@@ -275,7 +288,7 @@ def run_phase(
     rows = []
     for question in questions:
         for agent in agents:
-            row = anyio.run(ask, model, agent, setup, question, latency)
+            row = anyio.run(ask, models[agent], agent, setup, question, latency)
             row["phase"] = phase
             row["set"] = question_set.name
             rows.append(row)
@@ -290,12 +303,12 @@ def run_phase(
     return rows
 
 
-def warm_up(model: ChatModel, setup: Setup, agents: Sequence[str]) -> None:
+def warm_up(models: Models, setup: Setup, agents: Sequence[str]) -> None:
     """One untimed question per agent first: model load and first prompts are not measured."""
     question = {"id": "warm-up", "width": 2, "kind": "warm-up", "answer": 0}
     question["question"] = setup.warm_up
     for agent in agents:
-        anyio.run(ask, model, agent, setup, question, 0.0)
+        anyio.run(ask, models[agent], agent, setup, question, 0.0)
 
 
 PhaseRows = dict[tuple[str, str, str], list[dict[str, Any]]]
@@ -304,7 +317,7 @@ PhaseRows = dict[tuple[str, str, str], list[dict[str, Any]]]
 
 def run_backend(
     backend_name: str,
-    model: ChatModel,
+    models: Models,
     phases: Sequence[str],
     world_halves: Sequence[QuestionSet],
     limit: int | None,
@@ -327,11 +340,11 @@ def run_backend(
             setup = element_setup(with_examples=phase == "elements-examples")
             sets = [QuestionSet("elementqa", load_questions(ELEMENTQA / "questions.jsonl"))]
         if setup.label not in warmed:
-            warm_up(model, setup, ["taskloom", "react"] if phase in WORLD_PHASES else ["taskloom"])
+            warm_up(models, setup, ["taskloom", "react"] if phase in WORLD_PHASES else ["taskloom"])
             warmed.add(setup.label)
         for question_set in sets:
             chosen = select(phase, question_set.questions, limit)
-            rows = run_phase(model, phase, setup, question_set, chosen, log)
+            rows = run_phase(models, phase, setup, question_set, chosen, log)
             for row in rows:
                 row["backend"] = backend_name
             results[(backend_name, question_set.name, phase)] = rows
@@ -380,6 +393,9 @@ _SUMMARY_NOTES = [
     "setup on each backend, each agent answers one untimed question that is not a "
     "benchmark question, so model loading and the first reading of the fixed prompt text "
     "are not measured.",
+    "Embedded backend: each agent asks its own instance of the model, as two deployments "
+    "would (ReAct's many calls save prompt states large enough to push the planner's out "
+    "of a shared model's cache); the server backend serves both from one server.",
     "ReAct ÷ taskloom: the ratio of mean latencies is how LLMCompiler computes its "
     "speedups over ReAct (average latency ÷ average latency), so the 3.7× target is "
     "read on it; the geometric mean of per-question ratios is shown beside it, and "
@@ -449,8 +465,8 @@ def main() -> None:
     args.runs.parent.mkdir(parents=True, exist_ok=True)
     with args.runs.open("a") as log:
         for backend_name in args.backend.split(","):
-            with backend(backend_name) as model:
-                results |= run_backend(backend_name, model, phases, world_halves, args.limit, log)
+            with backend(backend_name) as models:
+                results |= run_backend(backend_name, models, phases, world_halves, args.limit, log)
     for (backend_name, set_name), variants in breakdowns(results).items():
         print(f"\n{set_name} ({backend_name})")
         for line in breakdown(variants):

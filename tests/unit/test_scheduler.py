@@ -514,9 +514,11 @@ async def test_timing_summary() -> None:
     plan = Plan.parse("1. nap(0.05)\n2. nap(0)\n3. nap(0.05, $1)\n4. nap(0.05)\n")
     result = await execute(plan, tools=[nap])
     assert result.critical_path == ("1", "3")
-    assert result.critical_path_s >= 0.1
+    # Lower bounds from the sleeps, with room for timer granularity: uvloop
+    # rounds a timer to whole milliseconds and may wake a sleeper that early.
+    assert result.critical_path_s >= 0.09
     assert result.makespan >= result.critical_path_s
-    assert result.work >= 0.15
+    assert result.work >= 0.135
     assert result.parallelism > 1.0
     summary = result.to_dict()
     assert summary["timings"]["critical_path"] == ["1", "3"]
