@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -16,6 +16,7 @@ from taskloom._text import short_repr
 from taskloom.engine._budget import Budget
 from taskloom.engine._gc import roomy_gc
 from taskloom.engine._journal import Journal
+from taskloom.engine._runtime import check_weight
 from taskloom.engine._scheduler import EventListener, Order, Run
 from taskloom.engine._stats import DurationStats
 from taskloom.engine.result import RunResult
@@ -24,6 +25,9 @@ from taskloom.plan import Plan, Task
 from taskloom.plan._plan import tool_map
 from taskloom.telemetry._setup import traced
 from taskloom.tools import Tool, tool
+
+if TYPE_CHECKING:
+    from taskloom.engine._runtime import Runtime
 
 __all__ = ["ToolsLike", "as_tools", "execute", "open_run"]
 
@@ -49,7 +53,9 @@ def as_tools(tools: ToolsLike) -> dict[str, Tool]:
 @asynccontextmanager
 async def open_run(
     *,
-    tools: ToolsLike,
+    tools: ToolsLike | None = None,
+    runtime: Runtime | None = None,
+    weight: float = 1.0,
     max_concurrency: int | None = None,
     run_id: str | None = None,
     on_event: EventListener | None = None,
@@ -72,12 +78,18 @@ async def open_run(
         result = run.result()
 
     Args:
-        tools: the tools tasks may call.
+        tools: the tools tasks may call; with a runtime, its tools by default.
+        runtime: a `Runtime` shared with other runs: its tools' limits, its
+            own limit and its call cache hold across all of them, and free
+            slots go to its runs in turn. None: the run has its own.
+        weight: with a runtime, the run's starts per turn when slots are
+            scarce (2: twice the share of a run of weight 1).
         max_concurrency: tasks running at once; None for no limit.
         run_id: an id for the run; a random one by default.
         on_event: called synchronously with every event, in order.
         stats: tool duration statistics to order by (and update); shared
             between runs, they make critical-path ordering better over time.
+            With a runtime, its own by default.
         order: "critical_path" (default) or "fifo" for ready tasks that wait.
         earlier: outputs of tasks from an earlier plan (when replanning):
             new tasks may reference them by id; they are not run again.
@@ -93,10 +105,16 @@ async def open_run(
         The live Run.
 
     Raises:
-        UserError: for bad options or tools.
+        UserError: for bad options or tools (none given, and no runtime).
         StoreError: if the journal could not record the run.
 
     """
+    if runtime is not None:
+        weight = check_weight(weight)
+        tools = runtime.tools_for(tools)
+        stats = stats or runtime.stats
+    elif tools is None:
+        raise UserError("open_run() needs tools= (or a runtime= that holds them)")
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -120,6 +138,8 @@ async def open_run(
         deadline_at=deadline_at,
         first_seq=first_seq,
     )
+    if runtime is not None:
+        runtime.seat(run, weight)
     failure: Exception | None = None
     try:
         with roomy_gc():
@@ -151,6 +171,8 @@ async def open_run(
                     with anyio.CancelScope(shield=True):
                         await run._hosts_ended()
     finally:
+        if run._share is not None:
+            run._share.leave()  # ended already, unless a crash tore it down
         if journal is not None:
             with anyio.CancelScope(shield=True):  # what ran, and how it ended, must reach the disk
                 await journal.close(run.result())
@@ -172,7 +194,9 @@ def _why_stopped(run: Run) -> str:
 async def execute(
     plan: Plan | Sequence[Task] | AsyncIterable[Task],
     *,
-    tools: ToolsLike,
+    tools: ToolsLike | None = None,
+    runtime: Runtime | None = None,
+    weight: float = 1.0,
     max_concurrency: int | None = None,
     run_id: str | None = None,
     on_event: EventListener | None = None,
@@ -189,7 +213,9 @@ async def execute(
 
     Args:
         plan: the tasks to run.
-        tools: the tools they call.
+        tools: the tools they call; with a runtime, its tools by default.
+        runtime: a `Runtime` shared with other runs (see `open_run`).
+        weight: with a runtime, the run's share of scarce slots (see `open_run`).
         max_concurrency: tasks running at once; None for no limit.
         run_id: an id for the run; a random one by default.
         on_event: called synchronously with every event, in order.
@@ -216,6 +242,11 @@ async def execute(
             "execute() needs a Plan, a list of Tasks or a stream of them, "
             f"got {short_repr(plan)}; parse plan text with Plan.parse()"
         )
+    if runtime is not None:
+        weight = check_weight(weight)
+        tools = runtime.tools_for(tools)
+    elif tools is None:
+        raise UserError("execute() needs tools= (or a runtime= that holds them)")
     tool_index = as_tools(tools)
     if not isinstance(plan, AsyncIterable | Plan):
         plan = Plan(plan)
@@ -225,6 +256,8 @@ async def execute(
         traced("invoke_workflow", started_at=time.monotonic(), run_id=traced_id) as trace,
         open_run(
             tools=tool_index,
+            runtime=runtime,
+            weight=weight,
             max_concurrency=max_concurrency,
             run_id=run_id,
             on_event=on_event if trace is None else trace.chained(on_event),

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import ChainMap
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
@@ -65,6 +65,9 @@ from taskloom.plan import Plan, Task
 from taskloom.plan._check import bind_task
 from taskloom.plan._resolve import HasOutput, ResolveError, resolve
 from taskloom.tools import Tool
+
+if TYPE_CHECKING:
+    from taskloom.engine._runtime import Share
 
 __all__ = ["BeforeCall", "EventListener", "Order", "Run"]
 
@@ -156,6 +159,7 @@ class Run:
         self._done = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._hosts: dict[asyncio.Task[None], Node] = {}
+        self._share: Share | None = None  # its place on a shared Runtime, if any
         self.crash: BaseException | None = None
         """An error that escaped a task's host (a listener that raised, say)."""
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -415,6 +419,16 @@ class Run:
 
     # -- lifecycle, driven by open_run ----------------------------------------
 
+    def _share_with(self, share: Share | None, next_call: dict[str, float]) -> None:
+        """Take slots from a shared Runtime through `share` (None: no limit to share).
+
+        Its rate limits count in `next_call`, the runtime's, with other runs' calls.
+        """
+        self._next_call = next_call
+        if share is not None:
+            self._share = share
+            self._unlimited = False
+
     def _attach(self, tg: anyio.abc.TaskGroup) -> None:
         self._tg = tg
         self.loop = asyncio.get_running_loop()
@@ -595,6 +609,9 @@ class Run:
 
     def _dispatch(self) -> None:
         """Start queued tasks while there are free slots."""
+        if self._share is not None:  # on a shared Runtime: it hands the slots out
+            self._share.dispatch()
+            return
         if self._holding or self._tg is None or not self._queue:
             return
         if self._unlimited:
@@ -886,6 +903,8 @@ class Run:
         self._running -= 1
         if not self._unlimited:
             self._per_tool[node.tool.name] -= 1
+            if self._share is not None:
+                self._share.release(node)
         self._open -= 1
 
     def _check_done(self) -> None:
@@ -897,6 +916,8 @@ class Run:
             if self._deadline_scope is not None:
                 self._deadline_scope.cancel()
             self._done.set()  # first: a listener that raises cannot keep the run unfinished
+            if self._share is not None:
+                self._share.leave()
             self._emit(ev.RunFinished, status=str(self._status()))
 
     def _emit(self, kind: type[ev.Event], **fields: Any) -> ev.Event:

@@ -164,8 +164,15 @@ class CallCache:
         """Counts of requested and executed calls, and of each kind of hit."""
 
     def wrap(self, tools: Iterable[Tool]) -> list[Tool]:
-        """The tools, with every cacheable one answering through this cache."""
-        return [self._wrap(t) if t.policy.cacheable else t for t in tools]
+        """The tools, with every cacheable one answering through this cache.
+
+        A tool that answers through a cache already is kept as it is: wrapped
+        twice, a call would wait for itself in flight.
+        """
+        return [
+            self._wrap(t) if t.policy.cacheable and not isinstance(t, _Cached) else t
+            for t in tools
+        ]
 
     def _wrap(self, tool: Tool) -> Tool:
         return _Cached(tool, self)
