@@ -50,6 +50,7 @@ from taskloom.agent.prompts import (
 from taskloom.engine import Budget, DurationStats, Run, RunResult, TaskStatus, open_run
 from taskloom.engine import events as ev
 from taskloom.engine._execute import ToolsLike, as_tools
+from taskloom.engine._runtime import Runtime, check_weight
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
 from taskloom.llm import ChatModel, Message, Warmable, model_from_config
@@ -129,7 +130,7 @@ class Agent:
     def __init__(
         self,
         *,
-        tools: ToolsLike,
+        tools: ToolsLike | None = None,
         model: ChatModel | None = None,
         max_replans: int | None = None,
         max_repairs: int = 2,
@@ -146,13 +147,16 @@ class Agent:
         examples: Iterable[Example] | None = None,
         grounded: bool | None = None,
         grammar_limits: GrammarLimits | None = None,
+        runtime: Runtime | None = None,
+        weight: float = 1.0,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
         Args:
-            tools: the tools plans may call.
-            model: the chat model for planning and joining; by default the one
-                `TASKLOOM_MODEL` / `TASKLOOM_BASE_URL` name, else the embedded one.
+            tools: the tools plans may call; the runtime's by default.
+            model: the chat model for planning and joining; by default the
+                runtime's, else the one `TASKLOOM_MODEL` / `TASKLOOM_BASE_URL`
+                name, else the embedded one.
             max_replans: new plans after the first; the last round must answer.
                 None: `default_replans(model)`, 1 for the embedded model and 3
                 for others.
@@ -195,14 +199,31 @@ class Agent:
             grammar_limits: how long thoughts, string arguments, numbers and
                 references in a plan may be when a grammar constrains the
                 model; by default `GrammarLimits()`, sized for general text.
+            runtime: a `Runtime` shared with other runs: every round takes its
+                tool slots from it (its tools' limits hold across all its
+                runs), and the tools, model, store and cache not given here
+                are its.
+            weight: each round's share of the runtime's scarce slots (see
+                `taskloom.open_run`).
 
         Raises:
             UserError: for negative limits or bad tools, an `extra_config`
                 key that is one of the agent's own settings, an example
                 that does not fit the tools, `grounded=True` without the
-                grammar, or `grammar_limits` that is not a GrammarLimits.
+                grammar, `grammar_limits` that is not a GrammarLimits, a weight
+                that is not above 0, or no tools (given or the runtime's).
 
         """
+        self.runtime = runtime
+        """The Runtime its rounds take their slots from, if any."""
+        self.weight = check_weight(weight)
+        if runtime is not None:
+            tools = runtime.tools if tools is None else tools
+            model = runtime.model if model is None else model
+            store = runtime.store if store is None else store
+            cache = runtime.cache if cache is None else cache
+        if tools is None:
+            raise UserError("Agent() needs tools= (or a runtime= that holds them)")
         if (max_replans is not None and max_replans < 0) or max_repairs < 0:
             raise UserError("max_replans and max_repairs must be >= 0")
         given = list(as_tools(tools).values())
@@ -587,6 +608,8 @@ class Agent:
         async with open_run(
             tools=tools,
             max_concurrency=self.max_concurrency,
+            runtime=self.runtime,
+            weight=self.weight,
             on_event=on_event,
             earlier=earlier,
             run_id=spend.run_id,
@@ -702,6 +725,8 @@ class Agent:
         async with open_run(
             tools=tools,
             max_concurrency=self.max_concurrency,
+            runtime=self.runtime,
+            weight=self.weight,
             on_event=spend.seen,
             earlier=earlier,
             run_id=record.id,

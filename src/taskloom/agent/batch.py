@@ -1,5 +1,9 @@
 """Many requests at once: one model, one call cache, one store, a bounded number in flight.
 
+Every request runs on one `Runtime`: a tool's `max_concurrency` and
+`rate_limit` hold across the whole batch, not per request, and when slots
+are scarce the requests' rounds get them in turn.
+
 Requests overlap: while one waits on its tools, another plans. Identical
 lookups across requests run once (the shared `CallCache` joins calls in
 flight and remembers results), so a batch with overlapping questions
@@ -18,6 +22,7 @@ import anyio
 from taskloom._text import SURROGATE, clip, quoted
 from taskloom.agent._agent import Agent
 from taskloom.agent._result import AgentResult
+from taskloom.engine import Runtime
 from taskloom.errors import TaskloomError, UserError
 from taskloom.store import CallCache
 
@@ -131,6 +136,7 @@ async def run_batch(
     *,
     concurrency: int = 4,
     on_result: Callable[[BatchItem], None] | None = None,
+    runtime: Runtime | None = None,
 ) -> list[BatchItem]:
     """Answer many requests with one agent, `concurrency` of them at a time.
 
@@ -143,6 +149,9 @@ async def run_batch(
         requests: the requests, or plain questions.
         concurrency: requests in flight at once.
         on_result: called with each item as soon as it is done (in finish order).
+        runtime: the runtime the requests share (their tools' limits, a
+            global limit, fair turns); by default the agent's, else a new one
+            holding the agent's model, cache and store. The agent is put on it.
 
     Returns:
         One item per request, in request order. A request that fails is an
@@ -159,6 +168,11 @@ async def run_batch(
         # Within one batch a failed lookup stays failed: asking again is waste.
         agent.cache = CallCache(agent.store, failure_ttl=None)
     agent.read_ahead = False  # requests take turns on the model: no idle time to fill
+    if runtime is None:
+        runtime = agent.runtime or Runtime(
+            tools=agent.tools, cache=agent.cache, store=agent.store, model=agent.model
+        )
+    agent.runtime = runtime  # its limits hold across the batch, not per request
     todo = [
         r if isinstance(r, BatchRequest) else BatchRequest(id=str(i), question=r)
         for i, r in enumerate(requests, start=1)

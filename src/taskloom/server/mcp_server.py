@@ -15,6 +15,10 @@ while it runs, so the total may grow too). A client that cancels the call
 caller's cancellation does: running tools stop and the store records the run
 `cancelled`.
 
+Every request runs on one `Runtime` made when serving starts: a tool's
+`max_concurrency` and `rate_limit` hold across all the requests being served,
+and when slots are scarce the requests' runs get them in turn.
+
 Over stdio nothing but the protocol may reach stdout. While serving, file
 descriptor 1 points at stderr (the SDK's `stdio_server` moves it there) and
 so does `sys.stdout`, so what tools print, and what their child processes
@@ -47,7 +51,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from taskloom._text import clip, escape_surrogates
-from taskloom.engine import RunResult, events, execute
+from taskloom.engine import RunResult, Runtime, events, execute
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
@@ -102,6 +106,8 @@ class ServeOptions:
     """What an `exec_plan` run records to be resumed (the tool source), as `taskloom exec` does."""
     max_concurrency: int | None = None
     """Tool calls of one `exec_plan` run at once, unless the call asks for another limit."""
+    runtime: Runtime | None = None
+    """What every request runs on; None: a new one over the served tools when serving starts."""
 
 
 # -- serving ------------------------------------------------------------------
@@ -372,6 +378,7 @@ class _Api:
     def __init__(self, options: ServeOptions, tools: Mapping[str, Tool]) -> None:
         self._options = options
         self._tools = tools
+        self._runtime = options.runtime or Runtime(tools=tools, store=options.store)
 
     async def run(self, question: Question, ctx: Context) -> CallToolResult:
         """Answer `question` with an agent over the served tools.
@@ -384,7 +391,9 @@ class _Api:
         """
 
         def ask(listener: EventListener) -> Awaitable[AgentResult]:
-            return self._options.agent(self._tools, listener).run(question)
+            agent = self._options.agent(self._tools, listener)
+            agent.runtime = self._runtime  # its rounds share slots with every other request
+            return agent.run(question)
 
         try:
             result = await _reporting_progress(ctx, ask)
@@ -420,6 +429,7 @@ class _Api:
             return execute(
                 parsed,
                 tools=self._tools,
+                runtime=self._runtime,
                 max_concurrency=limit,
                 on_event=listener,
                 journal=journal,
