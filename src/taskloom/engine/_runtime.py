@@ -316,21 +316,36 @@ class Runtime:
     # -- handing out slots ---------------------------------------------------------
 
     def _enter(self, share: Share) -> None:
+        """The run has new ready tasks: it joins the rotation, at the back, if not in it."""
+        if share.blocked:
+            share.blocked = False
+            self._blocked.remove(share)
+        elif share.waiting:
+            return
         share.waiting = True
         share.credit = 0.0
         self._rotation.append(share)
 
+    def _out(self, share: Share) -> None:
+        """The run has no ready task left: out of the rotation (it is at its head)."""
+        self._rotation.popleft()
+        share.waiting = False
+        share.credit = 0.0
+
     def _leave(self, share: Share) -> None:
         self._shares.discard(share)
-        if share.waiting:
-            share.waiting = False
-            if share in self._blocked:
-                self._blocked.remove(share)
-            else:
-                self._rotation.remove(share)
+        if share.blocked:
+            self._blocked.remove(share)
+        elif share.waiting:
+            self._rotation.remove(share)
+        share.waiting = share.blocked = False
 
     def _unblock(self) -> None:
         """A slot came free: runs waiting on a full tool may have a task to start now."""
+        for share in self._blocked:
+            share.blocked = False
+            share.waiting = True
+            share.credit = 0.0
         self._rotation.extend(self._blocked)
         self._blocked.clear()
 
@@ -364,12 +379,10 @@ class Runtime:
                     continue
             node = share.take()
             if node is None:
-                rotation.popleft()
-                share.credit = 0.0
-                if share.has_queued:
+                self._out(share)
+                if share.has_queued:  # its tools are full: it waits for one to free
+                    share.blocked = True
                     self._blocked.append(share)
-                else:
-                    share.waiting = False
                 continue
             share.credit -= 1.0
             share.run._start(node)
@@ -377,16 +390,28 @@ class Runtime:
                 self._running += 1
                 name = node.tool.name
                 self._per_tool[name] = self._per_tool.get(name, 0) + 1
-            if share.left:
+            if share.left or not rotation or rotation[0] is not share:
                 continue  # its start ran out a budget and ended the run
-            if share.credit < 1.0 and rotation and rotation[0] is share:
+            if not share.has_queued:
+                self._out(share)
+            elif share.credit < 1.0:
                 rotation.rotate(-1)  # its turn is over
 
 
 class Share:
     """One run's place on a Runtime: its weight, its turn, its ready tasks by tool."""
 
-    __slots__ = ("_by_tool", "_keyed_by", "credit", "left", "run", "runtime", "waiting", "weight")
+    __slots__ = (
+        "_by_tool",
+        "_keyed_by",
+        "blocked",
+        "credit",
+        "left",
+        "run",
+        "runtime",
+        "waiting",
+        "weight",
+    )
 
     def __init__(self, runtime: Runtime, run: Run, weight: float) -> None:
         self.runtime = runtime
@@ -396,7 +421,9 @@ class Share:
         self.credit = 0.0
         """Starts left in its current turn (deficit round robin)."""
         self.waiting = False
-        """Whether it is in the runtime's rotation or among its blocked runs."""
+        """Whether it is in the runtime's rotation."""
+        self.blocked = False
+        """Whether it is among the runtime's runs whose ready tasks all wait on a full tool."""
         self.left = False
         """Whether the run has ended: it holds no slot and takes none."""
         self._by_tool: dict[str, list[_Entry]] = {}
@@ -405,7 +432,7 @@ class Share:
 
     @property
     def has_queued(self) -> bool:
-        """Whether it may hold ready tasks (some entries may be stale)."""
+        """Whether it may hold ready tasks (some may have been cancelled since)."""
         return bool(self._by_tool)
 
     def dispatch(self) -> None:
@@ -432,8 +459,7 @@ class Share:
             else:
                 heapq.heappush(heap, entry)
         run._queue = []
-        if not self.waiting:
-            self.runtime._enter(self)
+        self.runtime._enter(self)
 
     def _rekey(self, ranks: Mapping[Any, float] | None) -> None:
         self._keyed_by = ranks
@@ -450,6 +476,7 @@ class Share:
             return None
         runtime = self.runtime
         best: list[_Entry] | None = None
+        best_name = ""
         empty: list[str] = []
         for name, heap in self._by_tool.items():
             while heap:
@@ -462,10 +489,15 @@ class Share:
             elif runtime._has_room(heap[0][2].tool) and (
                 best is None or (heap[0][0], heap[0][1]) < (best[0][0], best[0][1])
             ):
-                best = heap
+                best, best_name = heap, name
         for name in empty:
             del self._by_tool[name]
-        return None if best is None else heapq.heappop(best)[2]
+        if best is None:
+            return None
+        node = heapq.heappop(best)[2]
+        if not best:
+            del self._by_tool[best_name]
+        return node
 
     def release(self, node: Node) -> None:
         """Give back the slot of the run's task `node`, which settled or was cancelled."""
