@@ -446,9 +446,116 @@ async def test_bad_runtime_options_are_user_errors(make: Callable[[], Any], mess
 
 
 async def test_a_run_needs_tools_from_somewhere() -> None:
-    with pytest.raises(UserError, match="needs tools="):
+    with pytest.raises(UserError, match="give a runtime= that has tools"):
         await execute(tasks("echo", "x", 1))
     with pytest.raises(UserError, match="Runtime holds none"):
         await Runtime().execute(tasks("echo", "x", 1))
-    with pytest.raises(UserError, match="needs tools="):
+    with pytest.raises(UserError, match="give a runtime= that has tools"):
         Agent(model=FunctionModel(lookup_planner))
+
+
+@tool
+async def stuck(tag: str) -> str:
+    """Never returns on its own."""
+    await anyio.sleep_forever()
+    return tag
+
+
+async def test_a_run_cancelled_while_its_tasks_wait_for_slots_leaves_the_runtime() -> None:
+    gauge = Gauge()
+
+    @tool
+    async def work(tag: str) -> str:
+        """Any call."""
+        return await gauge.call(tag)
+
+    runtime = Runtime(tools=[stuck, work], max_concurrency=1)
+    scope_b = anyio.CancelScope()
+
+    async def b() -> None:
+        with scope_b:
+            await runtime.execute(tasks("work", "b", 3))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: runtime.execute(tasks("stuck", "a", 1)))
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(b)
+        await anyio.wait_all_tasks_blocked()
+        assert (runtime.in_flight, runtime.open_runs, runtime.waiting_runs) == (1, 2, 1)
+        scope_b.cancel()  # b's caller gives up before b had a slot
+        await anyio.wait_all_tasks_blocked()
+        assert (runtime.in_flight, runtime.open_runs, runtime.waiting_runs) == (1, 1, 0)
+        tg.cancel_scope.cancel()
+    assert gauge.starts == []
+    assert (runtime.in_flight, runtime.open_runs, runtime.waiting_runs) == (0, 0, 0)
+
+
+async def test_a_caller_cancelled_already_starts_nothing_on_the_runtime() -> None:
+    gauge = Gauge()
+
+    @tool
+    async def work(tag: str) -> str:
+        """Any call."""
+        return await gauge.call(tag)
+
+    runtime = Runtime(tools=[work], max_concurrency=2)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await runtime.execute(tasks("work", "a", 5))
+    assert gauge.starts == []
+    assert (runtime.in_flight, runtime.open_runs, runtime.waiting_runs) == (0, 0, 0)
+    result = await runtime.execute(tasks("work", "b", 5))  # the runtime goes on serving
+    assert str(result.status) == "completed" and gauge.peak == 2
+
+
+async def test_a_budget_that_runs_out_at_a_start_ends_only_its_own_run() -> None:
+    gauge = Gauge()
+
+    @tool
+    async def work(tag: str) -> str:
+        """Any call."""
+        return await gauge.call(tag)
+
+    runtime = Runtime(tools=[work], max_concurrency=2)
+    results: dict[str, taskloom.RunResult] = {}
+
+    async def keep(name: str, **options: Any) -> None:
+        results[name] = await runtime.execute(tasks("work", name, 6), **options)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: keep("short", budget=taskloom.Budget(tool_calls=2)))
+        tg.start_soon(lambda: keep("long"))
+    assert str(results["short"].status) == "budget_exceeded"
+    assert gauge.starts.count("short") == 2
+    assert str(results["long"].status) == "completed" and gauge.starts.count("long") == 6
+    assert gauge.peak == 2
+    assert (runtime.in_flight, runtime.open_runs, runtime.waiting_runs) == (0, 0, 0)
+
+
+async def test_a_run_whose_listener_raises_crashes_alone() -> None:
+    gauge = Gauge()
+
+    @tool
+    async def work(tag: str) -> str:
+        """Any call."""
+        return await gauge.call(tag)
+
+    def explode(event: taskloom.engine.events.Event) -> None:
+        if event.kind == "task_started":
+            raise RuntimeError("listener bug")
+
+    runtime = Runtime(tools=[work, stuck], max_concurrency=2)
+    other: list[taskloom.RunResult] = []
+
+    async def crashing() -> None:
+        with pytest.raises(RuntimeError, match="listener bug"):
+            await runtime.execute(tasks("stuck", "bad", 4), on_event=explode)
+
+    async def fine() -> None:
+        other.append(await runtime.execute(tasks("work", "good", 4)))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(crashing)
+        tg.start_soon(fine)
+    assert str(other[0].status) == "completed" and gauge.starts == ["good"] * 4
+    assert (runtime.in_flight, runtime.open_runs, runtime.waiting_runs) == (0, 0, 0)

@@ -49,7 +49,7 @@ from taskloom.agent.prompts import (
 )
 from taskloom.engine import Budget, DurationStats, Run, RunResult, TaskStatus, open_run
 from taskloom.engine import events as ev
-from taskloom.engine._execute import ToolsLike, as_tools
+from taskloom.engine._execute import NO_TOOLS, ToolsLike, as_tools
 from taskloom.engine._runtime import Runtime, check_weight
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
@@ -223,7 +223,7 @@ class Agent:
             store = runtime.store if store is None else store
             cache = runtime.cache if cache is None else cache
         if tools is None:
-            raise UserError("Agent() needs tools= (or a runtime= that holds them)")
+            raise UserError(NO_TOOLS)
         if (max_replans is not None and max_replans < 0) or max_repairs < 0:
             raise UserError("max_replans and max_repairs must be >= 0")
         given = list(as_tools(tools).values())

@@ -29,10 +29,15 @@ from taskloom.tools import Tool, tool
 if TYPE_CHECKING:
     from taskloom.engine._runtime import Runtime
 
-__all__ = ["ToolsLike", "as_tools", "execute", "open_run"]
+__all__ = ["NO_TOOLS", "ToolsLike", "as_tools", "execute", "open_run"]
 
 ToolsLike = Iterable[Tool | Callable[..., Any]] | Mapping[str, Tool]
 """Tools, or plain typed functions (turned into tools with default options)."""
+
+NO_TOOLS = (
+    "tools must be a list of tools or functions, not None (or give a runtime= that has tools)"
+)
+"""What a run, or an agent, without tools and without a runtime that has some is told."""
 
 
 def as_tools(tools: ToolsLike) -> dict[str, Tool]:
@@ -114,7 +119,7 @@ async def open_run(
         tools = runtime.tools_for(tools)
         stats = stats or runtime.stats
     elif tools is None:
-        raise UserError("open_run() needs tools= (or a runtime= that holds them)")
+        raise UserError(NO_TOOLS)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -246,7 +251,7 @@ async def execute(
         weight = check_weight(weight)
         tools = runtime.tools_for(tools)
     elif tools is None:
-        raise UserError("execute() needs tools= (or a runtime= that holds them)")
+        raise UserError(NO_TOOLS)
     tool_index = as_tools(tools)
     if not isinstance(plan, AsyncIterable | Plan):
         plan = Plan(plan)
