@@ -55,6 +55,21 @@ def as_tools(tools: ToolsLike) -> dict[str, Tool]:
     return tool_map(t if isinstance(t, Tool) else tool(t) for t in tools)
 
 
+def _tools_on(runtime: Runtime | None, tools: ToolsLike | None, weight: float) -> ToolsLike:
+    """The tools of a run: its own or its runtime's, through the runtime's cache.
+
+    Raises:
+        UserError: for no tools at all, or a bad weight on a runtime.
+
+    """
+    if runtime is not None:
+        check_weight(weight)
+        return runtime.tools_for(tools)
+    if tools is None:
+        raise UserError(NO_TOOLS)
+    return tools
+
+
 @asynccontextmanager
 async def open_run(
     *,
@@ -114,12 +129,9 @@ async def open_run(
         StoreError: if the journal could not record the run.
 
     """
-    if runtime is not None:
-        weight = check_weight(weight)
-        tools = runtime.tools_for(tools)
-        stats = stats or runtime.stats
-    elif tools is None:
-        raise UserError(NO_TOOLS)
+    tools = _tools_on(runtime, tools, weight)
+    if runtime is not None and stats is None:
+        stats = runtime.stats
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -247,12 +259,7 @@ async def execute(
             "execute() needs a Plan, a list of Tasks or a stream of them, "
             f"got {short_repr(plan)}; parse plan text with Plan.parse()"
         )
-    if runtime is not None:
-        weight = check_weight(weight)
-        tools = runtime.tools_for(tools)
-    elif tools is None:
-        raise UserError(NO_TOOLS)
-    tool_index = as_tools(tools)
+    tool_index = as_tools(_tools_on(runtime, tools, weight))
     if not isinstance(plan, AsyncIterable | Plan):
         plan = Plan(plan)
     # `trace` is None unless tracing is on (OTEL_* variables, telemetry.instrument()).

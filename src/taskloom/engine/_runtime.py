@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -311,7 +311,8 @@ class Runtime:
         limited = self.max_concurrency is not None or any(
             t.policy.max_concurrency is not None for t in run._tools.values()
         )
-        run._share_with(Share(self, run, weight) if limited else None, self._next_call)
+        share = Share(self, run, check_weight(weight)) if limited else None
+        run._share_with(share, self._next_call)
 
     # -- handing out slots ---------------------------------------------------------
 

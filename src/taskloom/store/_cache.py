@@ -170,8 +170,7 @@ class CallCache:
         twice, a call would wait for itself in flight.
         """
         return [
-            self._wrap(t) if t.policy.cacheable and not isinstance(t, _Cached) else t
-            for t in tools
+            self._wrap(t) if t.policy.cacheable and not isinstance(t, _Cached) else t for t in tools
         ]
 
     def _wrap(self, tool: Tool) -> Tool:
