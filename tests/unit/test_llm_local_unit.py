@@ -445,6 +445,27 @@ async def test_generation_runs_off_the_event_loop() -> None:
 
 @needs_llama
 @pytest.mark.anyio
+async def test_requests_of_many_runs_are_answered_one_at_a_time_in_the_order_asked() -> None:
+    gate = threading.Event()
+    fake = FakeSession(["a", "b"], gate)
+    model = local_with(fake)  # one model: a Runtime's, say, under many runs' planners
+    answered: list[int] = []
+
+    async def ask(number: int) -> None:
+        await model.complete(HI)
+        answered.append(number)
+
+    async with anyio.create_task_group() as tg:
+        for number in range(5):
+            tg.start_soon(ask, number)
+            await anyio.wait_all_tasks_blocked()  # each asks once the one before waits
+        gate.set()
+    assert answered == [0, 1, 2, 3, 4]
+    assert not fake.overlapped
+
+
+@needs_llama
+@pytest.mark.anyio
 async def test_other_temperatures_sample_with_llama_cpp() -> None:
     model = local_with(FakeSession(["x", "y"]))
     reply = await model.complete(HI, temperature=0.7)
