@@ -167,7 +167,7 @@ async def test_weights_shift_the_share_of_slots() -> None:
     assert len(gauge.starts) == 1200
 
 
-async def test_a_fractional_weight_starts_once_every_few_turns() -> None:
+async def test_a_fractional_weight_holds_a_fraction_of_the_slots() -> None:
     gauge = Gauge()
 
     @tool
@@ -175,7 +175,7 @@ async def test_a_fractional_weight_starts_once_every_few_turns() -> None:
         """Any call."""
         return await gauge.call(tag, turns=1)
 
-    runtime = Runtime(tools=[work], max_concurrency=2)
+    runtime = Runtime(tools=[work], max_concurrency=6)
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: runtime.execute(tasks("work", "slow", 100), weight=0.5))
         tg.start_soon(lambda: runtime.execute(tasks("work", "fast", 100)))

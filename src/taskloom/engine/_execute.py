@@ -100,10 +100,11 @@ async def open_run(
     Args:
         tools: the tools tasks may call; with a runtime, its tools by default.
         runtime: a `Runtime` shared with other runs: its tools' limits, its
-            own limit and its call cache hold across all of them, and free
-            slots go to its runs in turn. None: the run has its own.
-        weight: with a runtime, the run's starts per turn when slots are
-            scarce (2: twice the share of a run of weight 1).
+            own limit and its call cache hold across all of them, and a free
+            slot goes to the run that holds the fewest for its weight. None:
+            the run has its own.
+        weight: with a runtime, the run's share of scarce slots (2: twice
+            the slots of a run of weight 1).
         max_concurrency: tasks running at once; None for no limit.
         run_id: an id for the run; a random one by default.
         on_event: called synchronously with every event, in order.

@@ -6,13 +6,14 @@ count together. The runtime keeps, by tool name, how many calls run now and
 when the next call may start; and an optional limit on every call of every
 run at once.
 
-When slots are scarce, free ones go round the runs that wait for them, in
-turn (deficit round robin): each turn a run gets `weight` starts (a weight
-of 0.5 starts once every other turn), then the next run has its turn. A
-run's own order (longest remaining path first, or FIFO) picks which of its
-tasks starts. So a 3-task run opened while a 10,000-task run holds every
-slot starts its tasks in its next three turns, not after the big run's
-queue.
+When slots are scarce, each free one goes to the waiting run that holds the
+fewest slots for its weight (a run of weight 2 is due twice the slots of a
+run of weight 1); runs that hold as many take turns (round robin). A run's
+own order (longest remaining path first, or FIFO) picks which of its tasks
+starts. So a 3-task run opened while a 10,000-task run holds every slot
+takes the next three slots that free, not the ones after the big run's
+queue; and runs that stay busy settle at shares of the slots in proportion
+to their weights.
 
 Each run keeps its ready tasks in one queue per tool: a task whose tool is at
 its limit does not hold back the run's tasks of other tools, and choosing
@@ -80,10 +81,11 @@ class Runtime:
 
     Runs opened on one runtime share every limit: a tool's `max_concurrency`
     and `rate_limit` count the calls of all of them (by tool name), and
-    `max_concurrency` here bounds the calls of all runs together. Free slots
-    go to the waiting runs in turn, `weight` starts per turn each, so a big
-    run cannot starve a small one. A run without a runtime (plain
-    `execute()`) has a private one, as fast as before.
+    `max_concurrency` here bounds the calls of all runs together. A free
+    slot goes to the waiting run that holds the fewest for its `weight`
+    (equals take turns), so a big run cannot starve a small one. A run
+    without a runtime (plain `execute()`) has a private one, as fast as
+    before.
 
         runtime = taskloom.Runtime(tools=[search, fetch], max_concurrency=8)
         result = await runtime.execute(plan)                   # like taskloom.execute
@@ -204,8 +206,8 @@ class Runtime:
 
         Args:
             tools: its tools; the runtime's by default.
-            weight: starts per turn when slots are scarce (2: twice the share
-                of a run of weight 1).
+            weight: its share of scarce slots (2: twice the slots of a run
+                of weight 1).
             max_concurrency: the run's own limit, within the runtime's.
             run_id: see `taskloom.open_run`.
             on_event: see `taskloom.open_run`.
@@ -251,7 +253,7 @@ class Runtime:
         Args:
             plan: the tasks to run (see `taskloom.execute`).
             tools: its tools; the runtime's by default.
-            weight: starts per turn when slots are scarce.
+            weight: its share of scarce slots.
             max_concurrency: the run's own limit, within the runtime's.
             run_id: see `taskloom.execute`.
             on_event: see `taskloom.execute`.
@@ -324,14 +326,12 @@ class Runtime:
         elif share.waiting:
             return
         share.waiting = True
-        share.credit = 0.0
         self._rotation.append(share)
 
     def _out(self, share: Share) -> None:
-        """The run has no ready task left: out of the rotation (it is at its head)."""
-        self._rotation.popleft()
+        """The run has no ready task that may start: out of the rotation."""
+        self._rotation.remove(share)
         share.waiting = False
-        share.credit = 0.0
 
     def _leave(self, share: Share) -> None:
         self._shares.discard(share)
@@ -346,7 +346,6 @@ class Runtime:
         for share in self._blocked:
             share.blocked = False
             share.waiting = True
-            share.credit = 0.0
         self._rotation.extend(self._blocked)
         self._blocked.clear()
 
@@ -372,12 +371,7 @@ class Runtime:
     def _grant(self) -> None:
         rotation, limit = self._rotation, self.max_concurrency
         while rotation and (limit is None or self._running < limit):
-            share = rotation[0]
-            if share.credit < 1.0:  # its turn begins
-                share.credit += share.weight
-                if share.credit < 1.0:
-                    rotation.rotate(-1)
-                    continue
+            share = rotation[0] if len(rotation) == 1 else self._neediest()
             node = share.take()
             if node is None:
                 self._out(share)
@@ -385,28 +379,40 @@ class Runtime:
                     share.blocked = True
                     self._blocked.append(share)
                 continue
-            share.credit -= 1.0
             share.run._start(node)
             if node.status is TaskStatus.RUNNING:
                 self._running += 1
                 name = node.tool.name
                 self._per_tool[name] = self._per_tool.get(name, 0) + 1
-            if share.left or not rotation or rotation[0] is not share:
+            if share.left or not share.waiting:
                 continue  # its start ran out a budget and ended the run
             if not share.has_queued:
                 self._out(share)
-            elif share.credit < 1.0:
-                rotation.rotate(-1)  # its turn is over
+            elif len(rotation) > 1:  # runs as needy as it go first next time
+                if rotation[0] is share:
+                    rotation.rotate(-1)
+                else:
+                    rotation.remove(share)
+                    rotation.append(share)
+
+    def _neediest(self) -> Share:
+        """The waiting run holding the fewest slots for its weight; the earliest in turn of those."""
+        best = self._rotation[0]
+        level = best.run._running / best.weight
+        for share in self._rotation:
+            mine = share.run._running / share.weight
+            if mine < level:
+                best, level = share, mine
+        return best
 
 
 class Share:
-    """One run's place on a Runtime: its weight, its turn, its ready tasks by tool."""
+    """One run's place on a Runtime: its weight, its ready tasks by tool."""
 
     __slots__ = (
         "_by_tool",
         "_keyed_by",
         "blocked",
-        "credit",
         "left",
         "run",
         "runtime",
@@ -418,9 +424,7 @@ class Share:
         self.runtime = runtime
         self.run = run
         self.weight = weight
-        """Starts per turn."""
-        self.credit = 0.0
-        """Starts left in its current turn (deficit round robin)."""
+        """Its share of scarce slots, against other runs' weights."""
         self.waiting = False
         """Whether it is in the runtime's rotation."""
         self.blocked = False
