@@ -30,12 +30,12 @@ from typing import Any
 
 import anyio
 
+import taskloom
+from taskloom import Runtime, Task, tool
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from report import write_section  # noqa: E402
-
-import taskloom  # noqa: E402
-from taskloom import Runtime, Task, tool  # noqa: E402
 
 SLOTS = 8
 CALL_S = 0.002
@@ -149,9 +149,8 @@ async def limits() -> list[list[str]]:
     runtime = Runtime(tools=[api, other], max_concurrency=4)
     shared = await ten(runtime.execute, mixed)
     alone = await ten(lambda p: taskloom.execute(p, tools=[api, other], max_concurrency=4), mixed)
-    rows.append(
-        ["10 runs × 100 calls of two tools, Runtime max_concurrency=4", "4", str(shared), str(alone)]
-    )
+    name = "10 runs × 100 calls of two tools, Runtime max_concurrency=4"
+    rows.append([name, "4", str(shared), str(alone)])
     return rows
 
 

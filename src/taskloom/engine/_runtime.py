@@ -396,7 +396,7 @@ class Runtime:
                     rotation.append(share)
 
     def _neediest(self) -> Share:
-        """The waiting run holding the fewest slots for its weight; the earliest in turn of those."""
+        """The waiting run holding the fewest slots for its weight; the first in turn of those."""
         best = self._rotation[0]
         level = best.run._running / best.weight
         for share in self._rotation:
