@@ -196,8 +196,12 @@ async def overhead(repeats: int) -> list[tuple[str, float]]:
             for _ in range(10):
                 tg.start_soon(bounded.execute, tenth)
 
+    async def plain_limited() -> None:
+        await taskloom.execute(plan, tools=[noop], max_concurrency=FAN_OUT)
+
     cases = [
         ("plain execute()", plain),
+        ("plain execute() with a limit that never binds", plain_limited),
         ("Runtime, nothing to share (fast path)", nothing_shared),
         ("Runtime with a global limit (slots handed out)", handed_out),
         ("10 plain runs of 1,000 at once", ten_plain),

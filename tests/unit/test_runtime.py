@@ -559,3 +559,43 @@ async def test_a_run_whose_listener_raises_crashes_alone() -> None:
         tg.start_soon(fine)
     assert str(other[0].status) == "completed" and gauge.starts == ["good"] * 4
     assert (runtime.in_flight, runtime.open_runs, runtime.waiting_runs) == (0, 0, 0)
+
+
+async def test_a_full_tool_holds_back_only_its_own_calls() -> None:
+    release = anyio.Event()
+    done: list[str] = []
+
+    @tool(max_concurrency=1)
+    async def single(tag: str) -> str:
+        """One call at a time, across every run."""
+        await release.wait()
+        done.append(tag)
+        return tag
+
+    @tool
+    async def free(tag: str) -> str:
+        """No limit of its own."""
+        done.append(tag)
+        return tag
+
+    runtime = Runtime(tools=[single, free], max_concurrency=8)
+    results: list[taskloom.RunResult] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: runtime.execute(tasks("single", "a", 1)))
+        await anyio.wait_all_tasks_blocked()
+        plan = tasks("single", "b", 2) + [
+            Task(id=str(i), tool="free", args=(f"b{i}",)) for i in range(3, 6)
+        ]
+
+        async def b() -> None:
+            results.append(await runtime.execute(plan, max_concurrency=2))
+
+        tg.start_soon(b)
+        await anyio.wait_all_tasks_blocked()
+        # b's calls of `single` wait for a's; its other calls run, two at a time.
+        assert sorted(done) == ["b3", "b4", "b5"]
+        assert (runtime.in_flight_of("single"), runtime.waiting_runs) == (1, 1)
+        release.set()
+    assert done[3:] == ["a", "b", "b"]
+    assert str(results[0].status) == "completed"
+    assert (runtime.in_flight, runtime.open_runs, runtime.waiting_runs) == (0, 0, 0)

@@ -341,13 +341,22 @@ class Runtime:
             self._rotation.remove(share)
         share.waiting = share.blocked = False
 
-    def _unblock(self) -> None:
-        """A slot came free: runs waiting on a full tool may have a task to start now."""
+    def _unblock(self, freed: Share | None = None, tool: str | None = None) -> None:
+        """A slot came free: runs that waited for it go back into the rotation.
+
+        Those are the run that freed it (its own limit may have held it
+        back) and the runs waiting on its tool; all blocked runs when
+        `freed` is None (a run left with its slots).
+        """
+        still = []
         for share in self._blocked:
-            share.blocked = False
-            share.waiting = True
-        self._rotation.extend(self._blocked)
-        self._blocked.clear()
+            if freed is None or share is freed or tool in share.full:
+                share.blocked = False
+                share.waiting = True
+                self._rotation.append(share)
+            else:
+                still.append(share)
+        self._blocked = still
 
     def _has_room(self, tool: Tool) -> bool:
         limit = tool.policy.max_concurrency
@@ -413,6 +422,7 @@ class Share:
         "_by_tool",
         "_keyed_by",
         "blocked",
+        "full",
         "left",
         "run",
         "runtime",
@@ -429,6 +439,8 @@ class Share:
         """Whether it is in the runtime's rotation."""
         self.blocked = False
         """Whether it is among the runtime's runs whose ready tasks all wait on a full tool."""
+        self.full: set[str] = set()
+        """The tools whose limit held back its first ready task at its last look."""
         self.left = False
         """Whether the run has ended: it holds no slot and takes none."""
         self._by_tool: dict[str, list[_Entry]] = {}
@@ -476,9 +488,10 @@ class Share:
 
     def take(self) -> Node | None:
         """Remove and return the run's first ready task that may start now, if any."""
-        run = self.run
+        run, full = self.run, self.full
+        full.clear()
         if run._limit is not None and run._running >= run._limit:
-            return None
+            return None  # only its own calls ending can let it start more
         runtime = self.runtime
         best: list[_Entry] | None = None
         best_name = ""
@@ -491,9 +504,9 @@ class Share:
                 heapq.heappop(heap)  # cancelled or rewritten since it was queued
             if not heap:
                 empty.append(name)
-            elif runtime._has_room(heap[0][2].tool) and (
-                best is None or (heap[0][0], heap[0][1]) < (best[0][0], best[0][1])
-            ):
+            elif not runtime._has_room(heap[0][2].tool):
+                full.add(heap[0][2].tool.name)
+            elif best is None or (heap[0][0], heap[0][1]) < (best[0][0], best[0][1]):
                 best, best_name = heap, name
         for name in empty:
             del self._by_tool[name]
@@ -512,7 +525,7 @@ class Share:
         runtime._running -= 1
         runtime._per_tool[node.tool.name] -= 1
         if runtime._blocked:
-            runtime._unblock()
+            runtime._unblock(self, node.tool.name)
 
     def leave(self) -> None:
         """The run ended: it leaves the rotation, and the slots it freed go to the others."""
