@@ -3,7 +3,7 @@
 Three measurements, each with its peers in the same process and the same run:
 
 1. Fair share: a 3-task run started while a 10,000-task run holds every slot
-   (a global limit of 8; tools sleep 2 ms). Its makespan against the same
+   (a global limit of 8; tools sleep 5 ms). Its makespan against the same
    run alone on the runtime; beside it, the same two runs without a runtime,
    sharing the limit through one FIFO `anyio.CapacityLimiter` in the tool.
 2. Limits across runs: 10 concurrent runs of 100 calls of a tool with
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import write_section  # noqa: E402
 
 SLOTS = 8
-CALL_S = 0.002
+CALL_S = 0.005
 BIG = 10_000
 SMALL = 3
 FAN_OUT = 10_000
@@ -92,7 +92,7 @@ async def fair_share(repeats: int) -> list[list[str]]:
     async def plain(plan: list[Task]) -> Any:
         return await taskloom.execute(plan, tools=[limited])
 
-    fifo_alone = statistics.median(await small_behind_big(plain, 1, big=False))
+    fifo_alone = statistics.median(await small_behind_big(plain, repeats, big=False))
     fifo = statistics.median(await small_behind_big(plain, 1, big=True))
     return [
         [
@@ -226,7 +226,7 @@ def main() -> None:
                 [loop, "limit", name, f"limit {limit}", f"{shared} in flight", f"alone: {alone}"]
             )
             print(" | ".join(rows[-1]), flush=True)
-        costs = anyio.run(overhead, 3, backend_options=options)
+        costs = anyio.run(overhead, args.repeat, backend_options=options)
         base = costs[0][1]
         for name, us in costs:
             rows.append([loop, "overhead", name, "", f"{us:.1f} µs / task", f"{us / base:.2f}x"])
@@ -243,13 +243,14 @@ def main() -> None:
             f"Fair share: a {SMALL}-task run started while a {BIG:,}-task run holds every "
             f"slot (limit {SLOTS}, tools sleep {CALL_S * 1e3:.0f} ms); its makespan (median "
             f"of {args.repeat}) against the same run alone. Target: at most 2x. Without a "
-            "runtime, a FIFO limiter makes it wait for the big run's whole queue.",
+            "runtime, a FIFO limiter makes it wait behind much of the big run's queue.",
             "Limits: the most calls in flight measured inside the tools, 10 concurrent "
             "runs; 'alone' is the same runs without a runtime (each with the whole limit).",
-            "Overhead: a 10,000-task fan-out of no-op tools, best of 3, per task; the "
+            f"Overhead: a 10,000-task fan-out of no-op tools, best of {args.repeat}, per task; the "
             "ratio is against plain execute() on the same loop. A runtime with nothing to "
             "share keeps execute()'s fast path; with a limit to share, every slot is "
-            "handed out in turn by the runtime.",
+            "handed out by the runtime. On a machine shared with other jobs, wall-clock "
+            "rows differ by up to ±50% between runs: compare rows of one run.",
         ],
     )
 
