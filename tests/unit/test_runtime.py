@@ -599,3 +599,29 @@ async def test_a_full_tool_holds_back_only_its_own_calls() -> None:
     assert done[3:] == ["a", "b", "b"]
     assert str(results[0].status) == "completed"
     assert (runtime.in_flight, runtime.open_runs, runtime.waiting_runs) == (0, 0, 0)
+
+
+async def test_runs_on_a_runtime_are_recorded_and_resumable(tmp_path: Any) -> None:
+    gauge = Gauge()
+
+    @tool(max_concurrency=1, idempotent=False)
+    async def charge(tag: str) -> str:
+        """A side effect, made durable before each call."""
+        return await gauge.call(tag)
+
+    with taskloom.Store.open(tmp_path / "s.sqlite3") as store:
+        runtime = Runtime(tools=[charge], store=store)
+        results: list[taskloom.RunResult] = []
+
+        async def one(tag: str) -> None:
+            plan = Plan(tasks("charge", tag, 3))
+            journal = store.journal(plan=plan)
+            results.append(await runtime.execute(plan, journal=journal))
+
+        async with anyio.create_task_group() as tg:
+            for tag in "ab":
+                tg.start_soon(one, tag)
+        records = [store.load(r.run_id) for r in results]
+    assert gauge.peak == 1 and len(gauge.starts) == 6
+    assert [r.status for r in records] == ["completed", "completed"]
+    assert all([t.status for t in r.tasks] == ["done"] * 3 for r in records)

@@ -96,12 +96,24 @@ class Runtime:
     An `Agent` on a runtime takes from it what it was not given: its tools,
     model, store and call cache; every round of every request then takes its
     slots from the runtime. `run_batch` puts its requests on one runtime,
-    and so does each server: a server makes one when it starts and opens
-    every request's run on it (`execute(..., runtime=)`, `open_run(...,
-    runtime=)`, `Agent(runtime=)`), reading `in_flight`, `open_runs` and
-    `waiting_runs` for its status. The embedded model answers its callers
-    one at a time in the order they asked (FIFO), so the planner and joiner
+    and so does the MCP server. The embedded model answers its callers one
+    at a time in the order they asked (FIFO), so the planner and joiner
     calls of all runs take turns on it.
+
+    A server makes one runtime when it starts, over the tools it serves,
+    its store and its model, and opens every request on it:
+
+        runtime = taskloom.Runtime(tools=tools, store=store, model=model,
+                                   max_concurrency=limit)
+        # a plan request (journal: durable, resumable like any run)
+        journal = store.journal(request=..., config=..., plan=plan)
+        result = await runtime.execute(plan, on_event=send, journal=journal)
+        # a question: the agent's tools, model and store are the runtime's
+        result = await taskloom.Agent(runtime=runtime, on_event=send).run(question)
+        # an agent built elsewhere joins with `agent.runtime = runtime`
+
+    `in_flight`, `in_flight_of(tool)`, `open_runs` and `waiting_runs` tell
+    how loaded it is (a status page, a 429 when too many runs wait).
 
     A runtime may be made outside an event loop; its runs must all live on
     one loop.
