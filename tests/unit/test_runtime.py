@@ -625,3 +625,38 @@ async def test_runs_on_a_runtime_are_recorded_and_resumable(tmp_path: Any) -> No
     assert gauge.peak == 1 and len(gauge.starts) == 6
     assert [r.status for r in records] == ["completed", "completed"]
     assert all([t.status for t in r.tasks] == ["done"] * 3 for r in records)
+
+
+async def test_the_mcp_servers_requests_share_a_tools_limit() -> None:
+    from collections.abc import AsyncIterator, Mapping
+    from contextlib import asynccontextmanager
+
+    from mcp import Client
+
+    from taskloom.server.mcp_server import ServeOptions, build_server
+
+    gauge = Gauge()
+
+    @tool(max_concurrency=1)
+    async def single(tag: str) -> str:
+        """An API that takes one call at a time."""
+        return await gauge.call(tag)
+
+    served = {"single": single}
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[Mapping[str, taskloom.Tool]]:
+        yield served
+
+    def agent(tools: Mapping[str, taskloom.Tool], listener: Any) -> Agent:
+        return Agent(tools=tools, model=FunctionModel(lookup_planner), on_event=listener)
+
+    server = build_server(ServeOptions(tools=opened, agent=agent, store=None), served)
+    plan = '1. single("a")\n2. single("b")\n3. single("c")'
+    async with Client(server) as mcp:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(mcp.call_tool, "exec_plan", {"plan": plan})
+    assert len(gauge.starts) == 12
+    assert gauge.peak == 1

@@ -4,7 +4,9 @@ There are no levels and no supersteps. When a task settles, `_settle` walks
 its dependents synchronously: each one whose inputs are now complete is
 dispatched at once (an asyncio task of its own), in the same turn. When slots
 are scarce, ready tasks wait in a queue ordered by the longest remaining
-critical path, estimated from each tool's observed durations.
+critical path, estimated from each tool's observed durations. A run opened on
+a shared Runtime hands its ready tasks to it instead (`engine/_runtime.py`),
+which starts them in the same turn when the slots they need are free.
 
 The tasks running tool calls are the run's own asyncio tasks, not children
 of its anyio task group: `TaskGroup.start_soon` costs about 4 µs more per
