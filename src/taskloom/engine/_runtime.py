@@ -40,6 +40,7 @@ from taskloom.engine.result import TaskStatus
 from taskloom.errors import UserError
 
 if TYPE_CHECKING:
+    from taskloom._ids import TaskId
     from taskloom.engine._budget import Budget
     from taskloom.engine._execute import ToolsLike
     from taskloom.engine._journal import Journal
@@ -210,7 +211,7 @@ class Runtime:
         run_id: str | None = None,
         on_event: EventListener | None = None,
         order: Order = "critical_path",
-        earlier: Mapping[Any, Any] | None = None,
+        earlier: Mapping[TaskId, Any] | None = None,
         journal: Journal | None = None,
         budget: Budget | None = None,
     ) -> AbstractAsyncContextManager[Run]:
@@ -468,7 +469,9 @@ class Share:
         """Take the run's newly ready tasks into its queues, then hand out free slots."""
         if self.left:
             return
-        if self.run._queue:
+        run = self.run
+        # While tasks are added in bulk, they are ordered over the whole graph first.
+        if run._queue and not run._holding and run._tg is not None:
             self._take_in()
         self.runtime.pump()
 
