@@ -19,6 +19,9 @@ Each run keeps its ready tasks in one queue per tool: a task whose tool is at
 its limit does not hold back the run's tasks of other tools, and choosing
 a run's next task costs one look per tool it uses.
 
+A run with no limit to share (the runtime has none, nor have its tools)
+keeps the fast path of a run alone and shares only the rate limits.
+
 The slots are handed out in the event-loop turn in which one frees: the run
 whose task settled dispatches (`Run._dispatch`), and that dispatch serves
 every waiting run. A run's slot is given back when its task settles or is
