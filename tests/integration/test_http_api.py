@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -313,3 +315,48 @@ def test_ctrl_c_stops_the_server_and_records_its_runs_cancelled(
         (status,) = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
     assert status == "cancelled"
     assert re.search(r"token|serving", server.log.read_text())
+
+
+# -- a property-based fuzzer over the OpenAPI document ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuzzed_schema(tmp_path_factory: pytest.TempPathFactory, tools_file: Path) -> Iterator[Any]:
+    """The server's own OpenAPI document, served by a server whose model always refuses."""
+    schemathesis = pytest.importorskip("schemathesis")
+    folder = tmp_path_factory.mktemp("fuzz")
+    with (
+        chat_server([]) as model,  # no replies: every question fails at its first model call
+        serving(
+            folder / "runs.sqlite3",
+            tools_file,
+            folder / "serve.log",
+            *("--base-url", model.url, "--model", "none", "--max-runs", "4"),
+        ) as running,
+    ):
+        schema = schemathesis.openapi.from_url(f"{running.url}/openapi.json")
+        schema.config.update(headers={"Authorization": f"Bearer {running.token}"})
+        yield schema
+        assert "Traceback" not in running.log.read_text()
+
+
+def test_no_generated_request_gets_a_5xx(fuzzed_schema: Any) -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    operations = [result.ok() for result in fuzzed_schema.get_all_operations()]
+    assert len(operations) == 6
+    seen: collections.Counter[int] = collections.Counter()
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
+        def no_5xx(case: Any) -> None:
+            response = case.call(timeout=30)
+            seen[response.status_code] += 1
+            assert response.status_code < 500, (case.method, case.path, response.text)
+
+        no_5xx()
+    # The token went with the requests: most reached the routes.
+    assert seen[401] < sum(seen.values()) / 2, seen
