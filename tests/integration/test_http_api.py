@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from http_api_server import TOOLS, Server, serving, start
 
 from chat_server import chat_server
-from http_api_server import TOOLS, Server, serving, start
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -94,7 +94,7 @@ def test_runs_are_listed_newest_first_a_page_at_a_time(server: Server) -> None:
 
 
 def test_a_dropped_stream_resumes_with_nothing_lost_and_nothing_twice(server: Server) -> None:
-    lines = [f'{n}. nap(0.002)' for n in range(1, 121)]
+    lines = [f"{n}. nap(0.002)" for n in range(1, 121)]
     lines += [f'{n}. shout("$${n - 120}")' for n in range(121, 161)]
     run_id = server.start_plan("\n".join(lines), max_concurrency=8)
     rng = random.Random(13)
@@ -165,7 +165,9 @@ def test_a_bad_body_is_a_clear_4xx(server: Server, body: object, status: int, sa
 
 def test_bad_requests_of_every_kind_are_4xx(server: Server) -> None:
     client = server.client
-    broken = client.post("/v1/runs", content=b'{"plan": ', headers={"content-type": "application/json"})
+    broken = client.post(
+        "/v1/runs", content=b'{"plan": ', headers={"content-type": "application/json"}
+    )
     assert broken.status_code == 422
     for path in ("/v1/runs/nosuchrun", "/v1/runs/nosuchrun/events"):
         missing = client.get(path)
@@ -196,7 +198,9 @@ def test_every_api_call_needs_the_token_but_the_page_does_not(server: Server) ->
             wrong = bare.request(method, path, headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401
         # A bad body without the token is still 401: nothing is read before the token.
-        assert bare.post("/v1/runs", content=b"{", headers={"content-length": "1"}).status_code == 401
+        assert (
+            bare.post("/v1/runs", content=b"{", headers={"content-length": "1"}).status_code == 401
+        )
         run_id = server.start_plan('1. shout("a")')
         stream = bare.get(f"/v1/runs/{run_id}/events", params={"token": server.token})
         assert stream.status_code == 200 and "event: end" in stream.text
