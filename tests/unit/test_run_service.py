@@ -1,4 +1,4 @@
-"""The HTTP API's run service in-process: starting, following, cancelling runs (test models only)."""
+"""The HTTP API's run service in-process: starting, following, cancelling runs."""
 
 from __future__ import annotations
 
