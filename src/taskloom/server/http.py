@@ -28,6 +28,7 @@ import anyio
 import anyio.to_thread
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
@@ -256,7 +257,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _bearer = HTTPBearer(auto_error=False, description="The server's token (printed on first start).")
 """Declares the token in the OpenAPI document; the middleware checks it."""
 
-RunIdPath = Annotated[str, "the run's id"]
+RunIdPath = Annotated[str, PathParam(description="The run's id, or the start of it.")]
 
 
 def _add_api_routes(app: FastAPI, service: RunService) -> None:
