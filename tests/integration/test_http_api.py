@@ -177,8 +177,10 @@ def test_bad_requests_of_every_kind_are_4xx(server: Server) -> None:
     assert client.get("/v1/runs", params={"before": "nosuchrun"}).status_code == 404
     assert client.get("/v1/runs", params={"limit": 0}).status_code == 422
     run_id = server.start_plan('1. shout("a")')
-    bad_resume = client.get(f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": "x"})
-    assert bad_resume.status_code == 422
+    for bad in ("x", "-1", "9" * 25, "1.5"):
+        bad_resume = client.get(f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": bad})
+        assert bad_resume.status_code == 422, bad
+    assert client.get(f"/v1/runs/{run_id}/events", params={"after": -1}).status_code == 422
     server.events(run_id)
     ended = client.post(f"/v1/runs/{run_id}/resume")
     assert ended.status_code == 409 and "ended" in ended.json()["detail"]
