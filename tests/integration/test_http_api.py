@@ -94,9 +94,9 @@ def test_runs_are_listed_newest_first_a_page_at_a_time(server: Server) -> None:
 
 
 def test_a_dropped_stream_resumes_with_nothing_lost_and_nothing_twice(server: Server) -> None:
-    lines = [f"{n}. nap(0.002)" for n in range(1, 121)]
-    lines += [f'{n}. shout("$${n - 120}")' for n in range(121, 161)]
-    run_id = server.start_plan("\n".join(lines), max_concurrency=8)
+    lines = [f"{n}. nap(0.02)" for n in range(1, 121)]  # about 0.6 s: drops while it runs
+    lines += [f'{n}. shout("x${n - 120}")' for n in range(121, 161)]
+    run_id = server.start_plan("\n".join(lines), max_concurrency=4)
     rng = random.Random(13)
     received: list[int] = []
     ended = None
