@@ -7,6 +7,8 @@ import os
 import random
 import re
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +222,8 @@ def test_every_api_call_needs_the_token_but_the_page_does_not(server: Server) ->
         assert bare.get("/v1/runs", params={"token": server.token}).status_code == 401
         page = bare.get("/")
         assert page.status_code == 200 and "<html" in page.text
+        assert bare.get("/static/index.html").status_code == 200
+        assert bare.get("/static/nothing.js").status_code == 404
         assert bare.get("/openapi.json").json()["paths"]["/v1/runs"]
 
 
@@ -244,14 +248,31 @@ def test_the_token_is_made_once_kept_private_and_printed_once(
         second.stop()
 
 
-def test_no_auth_only_on_loopback(tools_file: Path, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    args = [sys.executable, "-m", "taskloom", "serve", "--no-auth", "--host", "0.0.0.0"]
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--no-auth", "--host", "0.0.0.0"], "loopback"),
+        (["--no-auth", "--token", "t"], "contradict"),
+        (["--token", "two words"], "no spaces"),
+        (["--token", " "], "empty"),
+        (["--host", "no.such.host.invalid"], "cannot listen"),
+    ],
+)
+def test_bad_serve_options_are_clear_errors(flags: list[str], says: str) -> None:
+    args = [sys.executable, "-m", "taskloom", "serve", "--port", "0", *flags]
     refused = subprocess.run(args, capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 2 and "loopback" in refused.stderr
+    assert refused.returncode == 2 and says in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_port_in_use_is_a_clear_error(server: Server) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    args = [sys.executable, "-m", "taskloom", "serve", "--port", port, "--token", "t"]
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "in use" in refused.stderr, refused.stderr
+
+
+def test_no_auth_on_loopback(tools_file: Path, tmp_path: Path) -> None:
     with serving(tmp_path / "s.sqlite3", tools_file, tmp_path / "s.log", "--no-auth") as open_:
         assert httpx.get(f"{open_.url}/v1/runs").status_code == 200
 
