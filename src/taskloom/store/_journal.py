@@ -17,6 +17,7 @@ from taskloom._ids import RunId
 from taskloom.engine import events as ev
 from taskloom.errors import StoreError, TaskCancelled
 from taskloom.store._codec import task_to_json
+from taskloom.store._records import EventRecord
 from taskloom.store._writer import Json, Writer
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ _UNSETTLED = (
     "UPDATE tasks SET status = 'cancelled', error_type = ?, error = ?, finished = ?"
     " WHERE run_id = ? AND status IN ('pending', 'running')"
 )
+_STARTED_AT = "UPDATE runs SET started = ? WHERE id = ?"
 _EVENT = "INSERT INTO events (run_id, seq, kind, task_id, at, data) VALUES (?, ?, ?, ?, ?, ?)"
 _PLAN_ATTEMPT = (
     "INSERT INTO plan_attempts (run_id, attempt, round, text, valid, error)"
@@ -112,6 +114,11 @@ class RunJournal:
         if not self._timed:
             self._t0 = run.started_at - self._offset
             self._timed = True
+            if not self._offset:
+                # A new run: its start is the moment event times count from, so
+                # `started + at` is each event's wall-clock time (the HTTP stream's).
+                wall = time.time() - (time.monotonic() - self._t0)
+                self._writer.put(_NEW, _STARTED_AT, (wall, self.run_id))
         self._runs.append(run)
         run.subscribe(self.on_event)
 
@@ -214,6 +221,11 @@ class RunJournal:
                 data = self._agent_event(event)
         log = (run_id, event.seq, event.kind, task_id, at, None if data is None else Json(data))
         put(_LOG, _EVENT, log)
+        watchers = self.store.watchers
+        if watchers:  # an HTTP server streaming runs (`Store.subscribe`)
+            record = EventRecord(seq=event.seq, kind=event.kind, task_id=task_id, at=at, data=data)
+            for watcher in watchers:
+                watcher(run_id, record, event)
 
     def _agent_event(self, event: ev.AgentEvent) -> dict[str, Any]:
         """Queue the rows an agent's event fills; return the event's own data to log.
