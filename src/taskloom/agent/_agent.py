@@ -315,8 +315,15 @@ class Agent:
             on_plan_text=on_plan_text,
         )
 
-    async def run(self, question: str) -> AgentResult:
+    async def run(self, question: str, *, journal: RunJournal | None = None) -> AgentResult:
         """Answer one question.
+
+        Args:
+            question: the question.
+            journal: where to record the request: one `journal(question)`
+                made, so the caller knows the run's id (and the run is on
+                disk) before it ends. By default the agent's store starts
+                one, if it has a store.
 
         Returns:
             The AgentResult. A model that fails, or a plan that cannot be
@@ -329,10 +336,36 @@ class Agent:
         """
         if not question.strip():
             raise UserError("the question is empty")
-        journal = None
-        if self.store is not None:
-            journal = self.store.journal(kind="agent", request=question, config=self._settings())
+        if journal is None and self.store is not None:
+            journal = self.journal(question)
         return await self._answer(question, journal, None)
+
+    def journal(self, question: str, *, run_id: str | None = None) -> RunJournal:
+        """Start recording a request in the agent's store, to `run(question, journal=...)` it.
+
+        An HTTP server answers with the run's id at once this way: the run
+        is recorded (`await journal.flush()` commits it) before it runs.
+
+        Args:
+            question: the question the run will answer.
+            run_id: the run's id; a random one by default.
+
+        Returns:
+            The journal, whose `run_id` names the run.
+
+        Raises:
+            UserError: if the agent has no store, the question is empty, or
+                the id is taken.
+            StoreError: if the store failed.
+
+        """
+        if self.store is None:
+            raise UserError("journal() needs the agent's store: Agent(store=...)")
+        if not question.strip():
+            raise UserError("the question is empty")
+        return self.store.journal(
+            kind="agent", request=question, config=self._settings(), run_id=run_id
+        )
 
     async def resume(self, run_id: str) -> AgentResult:
         """Finish a request whose process stopped, from what the agent's store recorded.

@@ -28,10 +28,8 @@ import collections
 import contextlib
 import dataclasses
 import fcntl
-import ipaddress
 import math
 import os
-import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -51,6 +49,7 @@ from taskloom.engine import RunResult, events, execute
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import PlanError, TaskloomError, UserError
 from taskloom.plan import Plan
+from taskloom.server._listen import Uvicorn, bind, is_loopback, origin, serve_shielded, started
 from taskloom.store import RunJournal, Store
 from taskloom.telemetry._setup import continued
 from taskloom.tools import Tool
@@ -191,7 +190,7 @@ async def serve_http(
         TaskloomError: if the tools cannot be opened.
 
     """
-    sock = _bind(host, port)
+    sock = bind(host, port)
     try:
         async with options.tools() as tools:
             app = build_server(options, tools).streamable_http_app(
@@ -204,12 +203,12 @@ async def serve_http(
                 lifespan="on",
                 timeout_graceful_shutdown=_STOP_GRACE_S,
             )
-            server = _Uvicorn(config)
+            server = Uvicorn(config)
             url = _url(host, sock.getsockname()[1])
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_serve_shielded, server, sock)
+                tg.start_soon(serve_shielded, server, sock)
                 try:
-                    if await _started(server):
+                    if await started(server):
                         if on_listening is not None:
                             on_listening(url)
                         await anyio.sleep_forever()
@@ -220,70 +219,8 @@ async def serve_http(
         sock.close()
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn's server without signal handlers of its own: the command line's stop it."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def _serve_shielded(server: uvicorn.Server, sock: socket.socket) -> None:
-    # A cancellation may not tear uvicorn down mid-request: it is stopped with
-    # should_exit, which closes the socket, cancels what is in flight after the
-    # grace period and runs the app's shutdown (where MCP sessions end).
-    with anyio.CancelScope(shield=True):
-        await server.serve(sockets=[sock])
-
-
-async def _started(server: uvicorn.Server) -> bool:
-    """Wait until uvicorn accepts connections (True) or gave up starting (False)."""
-    while not server.started:
-        if server.should_exit:
-            return False
-        await anyio.sleep(0.02)  # uvicorn offers no event to wait on
-    return True
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to `host`:`port` (0: a free port), not yet listening.
-
-    Raises:
-        UserError: if `host` is no address of this machine, or the port is taken.
-
-    """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise UserError(f"cannot listen on {host!r}: {_reason(exc)}") from exc
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise UserError(f"cannot listen on {_url(host, port)}: {_reason(exc)}") from exc
-    return sock
-
-
-def _reason(exc: Exception) -> str:
-    return str(getattr(exc, "strerror", None) or exc)
-
-
 def _url(host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}{MCP_PATH}"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` names this machine only (127.0.0.0/8, ::1, localhost)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return origin(host, port) + MCP_PATH
 
 
 # -- the tools ----------------------------------------------------------------

@@ -11,7 +11,7 @@ from taskloom.store._records import (
     TaskRecord,
 )
 from taskloom.store._resume import restore_tasks, resume
-from taskloom.store._store import Store, default_store_path
+from taskloom.store._store import RecordWatcher, Store, default_store_path
 
 __all__ = [
     "CacheStats",
@@ -19,6 +19,7 @@ __all__ = [
     "EventRecord",
     "LlmCallRecord",
     "PlanAttemptRecord",
+    "RecordWatcher",
     "RunJournal",
     "RunRecord",
     "RunSummary",

@@ -17,6 +17,7 @@ from taskloom._ids import RunId
 from taskloom.engine import events as ev
 from taskloom.errors import StoreError, TaskCancelled
 from taskloom.store._codec import task_to_json
+from taskloom.store._records import EventRecord
 from taskloom.store._writer import Json, Writer
 
 if TYPE_CHECKING:
@@ -214,6 +215,11 @@ class RunJournal:
                 data = self._agent_event(event)
         log = (run_id, event.seq, event.kind, task_id, at, None if data is None else Json(data))
         put(_LOG, _EVENT, log)
+        watchers = self.store.watchers
+        if watchers:  # an HTTP server streaming runs (`Store.subscribe`)
+            record = EventRecord(seq=event.seq, kind=event.kind, task_id=task_id, at=at, data=data)
+            for watcher in watchers:
+                watcher(run_id, record, event)
 
     def _agent_event(self, event: ev.AgentEvent) -> dict[str, Any]:
         """Queue the rows an agent's event fills; return the event's own data to log.

@@ -41,6 +41,10 @@ class RunSummary:
     """Wall-clock start, unix seconds."""
     request: str
     """The question, or the plan's name."""
+    finished: float | None = None
+    """Wall-clock end, unix seconds, if it ended."""
+    answer: str | None = None
+    """The agent's answer, if it gave one."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -26,10 +26,10 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
@@ -52,7 +52,13 @@ from taskloom.store._records import (
 from taskloom.store._schema import APPLICATION_ID, SCHEMA_VERSION, migrate
 from taskloom.store._writer import Json, Writer, explain
 
-__all__ = ["Store", "default_store_path"]
+if TYPE_CHECKING:
+    from taskloom.engine.events import Event
+
+__all__ = ["RecordWatcher", "Store", "default_store_path"]
+
+RecordWatcher = Callable[[RunId, EventRecord, "Event"], None]
+"""Hears each event a journal logs: the run, the log's record, the engine's event."""
 
 _MAX_PREFIX = 200
 """Characters of a run id prefix matched with LIKE; longer ones must match whole."""
@@ -115,6 +121,7 @@ class Store:
         self._writer = writer
         self._reader = reader
         self._reading = threading.Lock()  # one reader connection, used from worker threads too
+        self._watchers: list[RecordWatcher] = []
 
     @classmethod
     def open(
@@ -184,23 +191,31 @@ class Store:
 
     # -- reading --------------------------------------------------------------
 
-    def runs(self, limit: int | None = 50) -> list[RunSummary]:
+    def runs(self, limit: int | None = 50, *, before: str | None = None) -> list[RunSummary]:
         """Recent runs, newest first (all of them when `limit` is None).
 
         A run recorded `running` whose process is gone reads `abandoned`
         (see `store/_owner.py`); `resume` finishes it.
 
+        Args:
+            limit: how many runs at most; None for all.
+            before: only the runs older than this one (its full id): the
+                next page after a page that ended with it.
+
         Raises:
-            UserError: if `limit` is not a whole number.
+            UserError: if `limit` is not a whole number, or no run has the id `before`.
             StoreError: if the store cannot be read.
 
         """
+        query, params = _RUNS, [_limit(limit)]
+        if before is not None:
+            query, params = _RUNS_BEFORE, [before, before, before, _limit(limit)]
         with self._reading, _translated(self.path, "list runs"):
-            rows = self._reader.execute(
-                "SELECT id, kind, status, started, request, owner, owner_start FROM runs"
-                " ORDER BY started DESC, rowid DESC LIMIT ?",
-                (_limit(limit),),
-            ).fetchall()
+            if before is not None and not self._reader.execute(
+                "SELECT 1 FROM runs WHERE id = ?", (before,)
+            ).fetchone():
+                raise UserError(f"no run {quoted(before)} in {self.path}")
+            rows = self._reader.execute(query, params).fetchall()
         return [
             RunSummary(
                 id=RunId(r[0]),
@@ -208,9 +223,37 @@ class Store:
                 status=_status(r[2], r[5], r[6]),
                 started=r[3],
                 request=r[4],
+                finished=r[7],
+                answer=r[8],
             )
             for r in rows
         ]
+
+    def subscribe(self, watcher: RecordWatcher) -> Callable[[], None]:
+        """Hear every event any journal of this store logs, as it logs it.
+
+        `watcher(run_id, record, event)` is called on the run's event loop,
+        in the run's order, with the record the log keeps (committed soon
+        after, not yet) and the event it was made from. It must return
+        quickly and never raise: it runs inside the run's event delivery.
+        An HTTP server streams runs' events to clients this way.
+
+        Returns:
+            A function that ends the subscription.
+
+        """
+        self._watchers.append(watcher)
+
+        def unsubscribe() -> None:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+        return unsubscribe
+
+    @property
+    def watchers(self) -> list[RecordWatcher]:
+        """The subscribed watchers (see `subscribe`); journals call each."""
+        return self._watchers
 
     def find(self, run_id: str) -> RunId:
         """The full id of the run whose id is or starts with `run_id`.
@@ -460,6 +503,18 @@ class Store:
             llm_calls=len(record.llm_calls),
         )
 
+
+_RUNS = (
+    "SELECT id, kind, status, started, request, owner, owner_start, finished, answer FROM runs"
+    " ORDER BY started DESC, rowid DESC LIMIT ?"
+)
+_RUNS_BEFORE = (
+    "SELECT id, kind, status, started, request, owner, owner_start, finished, answer FROM runs"
+    " WHERE started < (SELECT started FROM runs WHERE id = ?)"
+    " OR (started = (SELECT started FROM runs WHERE id = ?)"
+    " AND rowid < (SELECT rowid FROM runs WHERE id = ?))"
+    " ORDER BY started DESC, rowid DESC LIMIT ?"
+)
 
 _CALL_FIELDS = (
     "purpose",
