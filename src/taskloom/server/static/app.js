@@ -237,7 +237,7 @@ class RunView {
     if (m.needsDetail && this.due("detail", DETAIL_EVERY)) this.fetchDetail();
     const selectedChanged = this.selected !== null && m.dirtyTasks.has(m.tasks.get(this.selected));
     if (m.dirtyTasks.size) {
-      this.dag.update(m.dirtyTasks);
+      this.dag.update(m.dirtyTasks, m.tasks);
       m.dirtyTasks.clear();
     }
     if (m.structureChanged && this.due("layout", LAYOUT_EVERY)) {

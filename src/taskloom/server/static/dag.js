@@ -56,9 +56,13 @@ export function depths(order, tasks) {
   return depth;
 }
 
+function sizeFor(count) {
+  return count > COMPACT_PAST ? COMPACT : FULL;
+}
+
 /** Where each node goes: {positions: Map id -> {x, y}, width, height, size}. */
 export function layout(order, tasks) {
-  const size = order.length > COMPACT_PAST ? COMPACT : FULL;
+  const size = sizeFor(order.length);
   const depth = depths(order, tasks);
   const layers = [];
   for (const t of order) {
@@ -121,15 +125,40 @@ export class DagView {
     this.edges = svg("path", { class: "edges", fill: "none", stroke: "#90a4ae" });
     this.nodesGroup = svg("g", { class: "nodes" });
     root.replaceChildren(this.edges, this.nodesGroup);
-    this.nodes = new Map(); // id -> {group, rect, label, title, state, titleText, pos}
+    this.nodes = new Map(); // id -> {group, rect, label, state, labelText, pos}
     this.size = FULL;
     this.selected = null;
+    this.tasks = new Map();
+    // A node's hover text is made when the pointer reaches it.
+    root.addEventListener("mouseover", (event) => {
+      const group = event.target.closest?.(".node");
+      const t = group && this.tasks.get(group.dataset.task);
+      if (!t) return;
+      let title = group.querySelector("title");
+      if (!title) group.append((title = svg("title")));
+      const text = nodeTitle(t);
+      if (title.textContent !== text) title.textContent = text;
+    });
   }
 
-  /** Make nodes for new tasks and recolour changed ones (cheap: call every frame). */
-  update(tasks) {
+  /**
+   * Make nodes for new tasks and recolour changed ones (cheap: call every frame).
+   * @param {Iterable} changed the tasks that changed.
+   * @param {Map} tasks every task of the run, by id.
+   */
+  update(changed, tasks) {
+    this.tasks = tasks;
+    const size = sizeFor(tasks.size);
+    if (size !== this.size) {
+      this.size = size;
+      for (const [id, node] of this.nodes) {
+        this.shape(node);
+        const t = tasks.get(id);
+        if (t) this.paint(node, t);
+      }
+    }
     let fresh = null;
-    for (const t of tasks) {
+    for (const t of changed) {
       let node = this.nodes.get(t.id);
       if (node === undefined) {
         node = this.makeNode(t);
@@ -141,10 +170,9 @@ export class DagView {
   }
 
   makeNode(t) {
-    const rect = svg("rect", { rx: 4 });
-    const title = svg("title");
-    const group = svg("g", { class: "node unplaced", "data-task": t.id }, rect, title);
-    const node = { group, rect, title, label: null, state: "", titleText: "", labelText: "", pos: null };
+    const rect = svg("rect");
+    const group = svg("g", { class: "node unplaced", "data-task": t.id }, rect);
+    const node = { group, rect, label: null, state: "", labelText: "", pos: null };
     this.nodes.set(t.id, node);
     this.shape(node);
     return node;
@@ -168,11 +196,6 @@ export class DagView {
       node.group.setAttribute("data-state", t.status);
       node.rect.setAttribute("fill", COLOURS[t.status] ?? OTHER_COLOUR);
     }
-    const titleText = nodeTitle(t);
-    if (titleText !== node.titleText) {
-      node.titleText = titleText;
-      node.title.textContent = titleText;
-    }
     if (node.label) {
       const text = nodeLabel(t, this.size);
       if (text !== node.labelText) {
@@ -185,14 +208,6 @@ export class DagView {
   /** Place every node and redraw the edges (when the graph changed). */
   arrange(order, tasks) {
     const { positions, width, height, size } = layout(order, tasks);
-    if (size !== this.size) {
-      this.size = size;
-      for (const [id, node] of this.nodes) {
-        this.shape(node);
-        const t = tasks.get(id);
-        if (t) this.paint(node, t);
-      }
-    }
     setAttrs(this.root, { width: Math.max(width, 40), height: Math.max(height, 40) });
     for (const [id, pos] of positions) {
       const node = this.nodes.get(id);
@@ -220,7 +235,7 @@ export class DagView {
         path.push(`M${x1},${y1}C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`);
       }
     }
-    this.edges.setAttribute("d", path.join(""));
+    setAttrs(this.edges, { d: path.join(""), "stroke-opacity": size.label ? 1 : 0.35 });
   }
 
   /** Mark one task's node as the one shown in detail (or none). */

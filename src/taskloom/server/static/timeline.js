@@ -144,7 +144,7 @@ function modelBars(calls, purpose, lanes, bars) {
       key: `call:${c.index}`,
       kind: purpose,
       label: round ? `${VERB[purpose] ?? purpose} ${round}` : purpose,
-      detail:
+      detail: () =>
         `${purpose} (round ${round}): ${c.model}, ${spanText(c.start, c.end)}; ` +
         `${c.promptTokens} tokens in, ${c.completionTokens} out`,
       state: purpose,
@@ -157,19 +157,22 @@ function modelBars(calls, purpose, lanes, bars) {
   });
 }
 
-function taskBar(model, t, state, start, end, lane) {
-  const ran = t.started !== null;
-  const times = ran ? spanText(start, end) : `at ${start.toFixed(3)} s`;
+function taskDetail(t, state, start, end) {
+  const times = t.started !== null ? spanText(start, end) : `at ${start.toFixed(3)} s`;
   let detail = `${clip(callText(t), 200)}\n${state}, ${times}`;
   if (t.retries.length) {
     detail += `, ${t.retries.length} retr${t.retries.length === 1 ? "y" : "ies"}`;
   }
   if (t.error) detail += `\nerror: ${clip(t.error, 300)}`;
+  return detail;
+}
+
+function taskBar(model, t, state, start, end, lane) {
   return {
     key: `task:${t.id}`,
     kind: "task",
     label: `${t.id} ${t.tool}`,
-    detail,
+    detail: () => taskDetail(t, state, start, end), // made when hovered: most bars never are
     state,
     start,
     end,
@@ -275,19 +278,33 @@ export class TimelineView {
     this.back = svg("g", { class: "lanes" });
     this.axis = svg("g", { class: "axis" });
     this.barsGroup = svg("g", { class: "bars" });
+    this.marksGroup = svg("g", { class: "retries", "pointer-events": "none" });
+    this.labelsGroup = svg("g", { class: "labels", "pointer-events": "none" });
     this.legend = svg("g", { class: "legend" });
     this.root.replaceChildren(
       svg("rect", { class: "paper", fill: "#ffffff" }),
       this.back,
       this.axis,
       this.barsGroup,
+      this.marksGroup,
+      this.labelsGroup,
       this.legend,
     );
-    this.bars = new Map(); // key -> {rect, title, label, marks, attrs}
+    this.bars = new Map(); // key -> {rect, label, marks, describe, keys of what is drawn}
+    this.owner = new WeakMap(); // rect -> its entry in `bars`
     this.backKey = "";
     this.axisKey = "";
     this.legendKey = "";
     this.sizeKey = "";
+    // A bar's hover text is made when the pointer first reaches it.
+    root.addEventListener("mouseover", (event) => {
+      const drawn = this.owner.get(event.target);
+      if (drawn === undefined) return;
+      const text = drawn.describe();
+      let title = drawn.rect.firstChild;
+      if (!title) drawn.rect.append((title = svg("title")));
+      if (title.textContent !== text) title.textContent = text;
+    });
   }
 
   /** Draw `timeline` with its time axis `duration` seconds long. */
@@ -303,13 +320,22 @@ export class TimelineView {
     this.drawLanes(timeline.lanes, lay);
     this.drawAxis(lay);
     const seen = new Set();
+    let fresh = null;
     for (const bar of timeline.bars) {
       seen.add(bar.key);
-      this.drawBar(bar, lay);
+      let drawn = this.bars.get(bar.key);
+      if (drawn === undefined) {
+        drawn = this.makeBar(bar);
+        (fresh ??= document.createDocumentFragment()).append(drawn.rect);
+      }
+      this.drawBar(drawn, bar, lay);
     }
+    if (fresh) this.barsGroup.append(fresh);
     for (const [key, drawn] of this.bars) {
       if (!seen.has(key)) {
-        drawn.group.remove();
+        drawn.rect.remove();
+        drawn.label?.remove();
+        drawn.marks?.remove();
         this.bars.delete(key);
       }
     }
@@ -370,25 +396,22 @@ export class TimelineView {
     this.axis.replaceChildren(...parts);
   }
 
-  drawBar(bar, lay) {
+  makeBar(bar) {
+    const rect = svg("rect", { class: `bar ${bar.kind}` });
+    if (bar.taskId !== null) rect.dataset.task = bar.taskId;
+    const drawn = { rect, label: null, marks: null, describe: bar.detail, key: "", labelKey: "", marksKey: "" };
+    this.bars.set(bar.key, drawn);
+    this.owner.set(rect, drawn);
+    return drawn;
+  }
+
+  drawBar(drawn, bar, lay) {
     const x = lay.x(bar.start);
     let w = lay.x(bar.end) - x;
     w = w > 4 ? w - 1 : Math.max(w, 2); // a hairline between bars that touch
     const high = lay.bar;
     const y = TOP + bar.lane * lay.row + (lay.row - high) / 2;
-    let drawn = this.bars.get(bar.key);
-    if (drawn === undefined) {
-      const rect = svg("rect", { class: `bar ${bar.kind}` });
-      const title = svg("title");
-      rect.append(title);
-      const group = svg("g", {}, rect);
-      if (bar.taskId !== null) {
-        rect.dataset.task = bar.taskId;
-      }
-      drawn = { group, rect, title, label: null, marks: null, key: "", detail: "", labelKey: "" };
-      this.bars.set(bar.key, drawn);
-      this.barsGroup.append(group);
-    }
+    drawn.describe = bar.detail;
     const colour = COLOURS[bar.state] ?? OTHER_COLOUR;
     const geometry = `${f(x)}|${f(y)}|${f(w)}|${f(high)}|${colour}|${bar.state}|${bar.lane}`;
     if (geometry !== drawn.key) {
@@ -406,35 +429,27 @@ export class TimelineView {
         drawn.rect.dataset.lane = String(bar.lane);
       }
     }
-    if (bar.detail !== drawn.detail) {
-      drawn.detail = bar.detail;
-      drawn.title.textContent = bar.detail;
-    }
     this.drawMarks(drawn, bar, lay, y, high);
     const fits = high >= 14 && bar.label.length * CHAR + 6 <= w;
     const labelKey = fits ? `${f(x + 4)}|${f(y + high - 4)}|${bar.label}` : "";
     if (labelKey !== drawn.labelKey) {
       drawn.labelKey = labelKey;
-      if (drawn.label) drawn.label.remove();
+      drawn.label?.remove();
       drawn.label = fits
-        ? svg(
-            "text",
-            { x: f(x + 4), y: f(y + high - 4), fill: "#ffffff", "pointer-events": "none" },
-            bar.label,
-          )
+        ? svg("text", { x: f(x + 4), y: f(y + high - 4), fill: "#ffffff" }, bar.label)
         : null;
-      if (drawn.label) drawn.group.append(drawn.label);
+      if (drawn.label) this.labelsGroup.append(drawn.label);
     }
   }
 
   drawMarks(drawn, bar, lay, y, high) {
-    const key = bar.retries.length ? bar.retries.map((at) => f(lay.x(at))).join(",") + `|${f(y)}` : "";
-    if (key === (drawn.marksKey ?? "")) return;
+    const key = bar.retries.length ? `${bar.retries.map((at) => f(lay.x(at))).join(",")}|${f(y)}` : "";
+    if (key === drawn.marksKey) return;
     drawn.marksKey = key;
-    if (drawn.marks) drawn.marks.remove();
+    drawn.marks?.remove();
     drawn.marks = null;
     if (!key) return;
-    drawn.marks = svg("g", { "pointer-events": "none" });
+    drawn.marks = svg("g");
     for (const at of bar.retries) {
       const rx = f(lay.x(at));
       drawn.marks.append(
@@ -448,7 +463,7 @@ export class TimelineView {
         }),
       );
     }
-    drawn.group.append(drawn.marks);
+    this.marksGroup.append(drawn.marks);
   }
 
   drawLegend(timeline, height) {
