@@ -38,7 +38,7 @@ from taskloom._cli_io import (
     run_stoppable,
     tool_output_to_stderr,
 )
-from taskloom._cli_serve import mcp_serve
+from taskloom._cli_serve import mcp_serve, serve
 from taskloom._console import (
     render_record,
     render_runs,
@@ -396,6 +396,7 @@ def _read_store(
 app.command("run")(run_)
 app.command("batch")(batch)
 app.command("mcp-serve")(mcp_serve)
+app.command("serve")(serve)
 
 
 def main() -> None:

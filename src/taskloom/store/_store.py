@@ -207,13 +207,16 @@ class Store:
             StoreError: if the store cannot be read.
 
         """
-        query, params = _RUNS, [_limit(limit)]
+        query, params = _RUNS, list[Any]([_limit(limit)])
         if before is not None:
             query, params = _RUNS_BEFORE, [before, before, before, _limit(limit)]
         with self._reading, _translated(self.path, "list runs"):
-            if before is not None and not self._reader.execute(
-                "SELECT 1 FROM runs WHERE id = ?", (before,)
-            ).fetchone():
+            if (
+                before is not None
+                and not self._reader.execute(
+                    "SELECT 1 FROM runs WHERE id = ?", (before,)
+                ).fetchone()
+            ):
                 raise UserError(f"no run {quoted(before)} in {self.path}")
             rows = self._reader.execute(query, params).fetchall()
         return [
