@@ -339,11 +339,13 @@ class RunView {
     $("task-attempts").textContent = String(t.attempts || 0) + (t.retries.length ? ` (${t.retries.length} retried)` : "");
     const start = m.rel(t.started);
     const finish = m.rel(t.finished);
-    let times = "";
+    let times = "not started yet";
+    if (start === null && finish !== null) times = `never ran; ${t.status} at ${finish.toFixed(3)} s`;
     if (start !== null) times = `started at ${start.toFixed(3)} s`;
-    if (finish !== null) times += `${times ? ", " : ""}ended at ${finish.toFixed(3)} s`;
-    if (start !== null && finish !== null) times += ` (took ${seconds(finish - start)})`;
-    $("task-times").textContent = times || "not started";
+    if (start !== null && finish !== null) {
+      times += `, ended at ${finish.toFixed(3)} s (took ${seconds(finish - start)})`;
+    }
+    $("task-times").textContent = times;
     let output = "";
     if (t.hasOutput) {
       output = typeof t.output === "string" ? t.output : JSON.stringify(t.output, null, 2);

@@ -1,0 +1,255 @@
+"""The web page in headless Chromium: start a run, watch it, open a task, cancel, a big plan.
+
+Every wait is for something to appear on the page (bounded far past a normal
+run, so only a hang fails it); nothing is timed.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from web_site import TOKEN, WAIT_MS, Site
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+expect: Any = pytest.importorskip("playwright.sync_api").expect
+expect.set_options(timeout=WAIT_MS)
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def node(page: Any, task: str) -> Any:
+    return page.locator(f'#dag .node[data-task="{task}"]')
+
+
+def bar(page: Any, task: str) -> Any:
+    return page.locator(f'#timeline rect.bar[data-task="{task}"]')
+
+
+def start_from_form(page: Any, text: str, *, kind: str = "plan", most: int | None = None) -> str:
+    """Fill the form, start the run, and return its id once the page shows it."""
+    page.check(f'input[name="kind"][value="{kind}"]')
+    page.fill("#run-text", text)
+    if most is not None:
+        page.fill("#max-concurrency", str(most))
+    page.click("#start")
+    page.wait_for_url(re.compile(r".*#/runs/.+"))
+    found = re.search(r"#/runs/(.+)$", page.url)
+    assert found
+    return found.group(1)
+
+
+def screenshot(page: Any, path: Path) -> None:
+    page.screenshot(path=str(path), full_page=True)
+    assert path.read_bytes().startswith(_PNG)
+
+
+def test_a_run_started_from_the_form_shows_its_tasks_change_state(
+    page: Any, site: Site, tmp_path: Path
+) -> None:
+    # The token moved from the address into the tab's session.
+    assert "token" not in page.url
+    assert page.evaluate("sessionStorage.getItem('taskloom.token')") == TOKEN
+    gate = tmp_path / "gate"
+    run_id = start_from_form(page, f'1. gate("{gate}")\n2. nap(0.01)\n3. math("$1 * 2")\n')
+
+    expect(node(page, "1")).to_have_attribute("data-state", "running")
+    expect(node(page, "2")).to_have_attribute("data-state", "done")
+    expect(node(page, "3")).to_have_attribute("data-state", "pending")
+    expect(page.locator("#run-status")).to_have_text("running")
+    expect(page.locator("#cancel-run")).to_be_visible()
+    expect(bar(page, "1")).to_have_attribute("data-state", "running")
+    # One edge: 3 needs 1.
+    expect(page.locator("#dag path.edges")).to_have_attribute("d", re.compile(r"^M[^M]+$"))
+
+    gate.write_text("21")  # open the gate: task 1 ends, and 3 can start
+    expect(node(page, "1")).to_have_attribute("data-state", "done")
+    expect(node(page, "3")).to_have_attribute("data-state", "done")
+    expect(page.locator("#run-status")).to_have_text("completed")
+    expect(page.locator("#cancel-run")).to_be_hidden()
+    node(page, "3").click()
+    expect(page.locator("#task-output")).to_have_text("42")
+    for task in ("1", "2", "3"):
+        expect(bar(page, task)).to_have_attribute("data-state", "done")
+    expect(page.locator(f'#runs li[data-run="{run_id}"] .status')).to_have_text("completed")
+    assert site.run(run_id)["status"] == "completed"
+    screenshot(page, tmp_path / "run.png")
+
+
+def test_a_task_opens_with_its_arguments_output_and_error(
+    page: Any, site: Site, tmp_path: Path
+) -> None:
+    plan = '1. math("6 * 7")\n2. math("$1 + 1")\n3. math("1 / 0")\n4. math("$3 + 1")\n'
+    start_from_form(page, plan)
+    expect(page.locator("#run-status")).to_have_text("completed")
+    expect(node(page, "3")).to_have_attribute("data-state", "failed")
+    expect(node(page, "4")).to_have_attribute("data-state", "skipped")
+
+    node(page, "2").click()
+    panel = page.locator("#task-panel")
+    expect(panel).to_be_visible()
+    expect(page.locator("#task-title")).to_have_text("Task 2")
+    expect(page.locator("#task-status")).to_have_text("done")
+    expect(page.locator("#task-args")).to_contain_text("+ 1")
+    expect(page.locator("#task-output")).to_have_text("43")
+    expect(page.locator("#task-deps")).to_have_text("1")
+    expect(page.locator("#task-attempts")).to_have_text("1")
+    expect(node(page, "2")).to_have_class(re.compile(r"\bselected\b"))
+
+    page.locator('#task-deps [data-goto="1"]').click()  # follow the dependency
+    expect(page.locator("#task-title")).to_have_text("Task 1")
+    expect(page.locator("#task-output")).to_have_text("42")
+
+    bar(page, "3").click()  # the timeline's bars open their task too
+    expect(page.locator("#task-title")).to_have_text("Task 3")
+    expect(page.locator("#task-status")).to_have_text("failed")
+    expect(page.locator("#task-error")).to_contain_text("zero")
+    expect(page.locator("#task-output")).to_have_text("")
+
+    node(page, "4").click()
+    expect(page.locator("#task-status")).to_have_text("skipped")
+    expect(page.locator("#task-error")).not_to_be_empty()
+    expect(page.locator("#task-times")).to_contain_text("never ran; skipped at")
+    screenshot(page, tmp_path / "task.png")
+
+    page.click("#close-task")
+    expect(panel).to_be_hidden()
+
+
+def test_cancel_stops_a_running_run(page: Any, site: Site, tmp_path: Path) -> None:
+    never = tmp_path / "never-opened"
+    run_id = start_from_form(page, f'1. gate("{never}")\n2. math("$1 + 1")\n3. nap(0.01)\n')
+    expect(node(page, "1")).to_have_attribute("data-state", "running")
+    expect(node(page, "3")).to_have_attribute("data-state", "done")
+
+    page.click("#cancel-run")
+    expect(page.locator("#run-status")).to_have_text("cancelled")
+    expect(node(page, "1")).to_have_attribute("data-state", "cancelled")
+    expect(node(page, "2")).to_have_attribute("data-state", re.compile("skipped|cancelled"))
+    expect(bar(page, "1")).to_have_attribute("data-state", "cancelled")
+    expect(page.locator("#cancel-run")).to_be_hidden()
+    expect(page.locator(f'#runs li[data-run="{run_id}"] .status')).to_have_text("cancelled")
+    run = site.run(run_id)
+    assert run["status"] == "cancelled"
+    assert {t["id"]: t["status"] for t in run["tasks"]}["1"] == "cancelled"
+    screenshot(page, tmp_path / "cancelled.png")
+
+
+def big_plan(size: int) -> str:
+    """Ten roots, then each task adds one to the output of the task a tenth its number."""
+    lines = [f'{i}. math("{i} + 1")' for i in range(1, 11)]
+    lines += [f'{i}. math("${i // 10} + 1")' for i in range(11, size + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_plan_of_a_thousand_tasks_renders_every_node(
+    page: Any, site: Site, tmp_path: Path
+) -> None:
+    size = 1000
+    start_from_form(page, big_plan(size))
+    placed = "#dag .node:not(.unplaced)"
+    page.wait_for_function(
+        f"document.querySelectorAll('{placed}').length === {size}", timeout=WAIT_MS
+    )
+    expect(page.locator("#run-status")).to_have_text("completed")
+    done = f"document.querySelectorAll('#dag .node[data-state=\"done\"]').length === {size}"
+    page.wait_for_function(done, timeout=WAIT_MS)
+    bars = f"document.querySelectorAll('#timeline rect.bar[data-state=\"done\"]').length === {size}"
+    page.wait_for_function(bars, timeout=WAIT_MS)
+    expect(page.locator("#run-counts")).to_have_text(f"{size} tasks: {size} done")
+    # The page still answers: a click opens a task ($1000 = $100 + 1 = ($10 + 1) + 1 = 13).
+    node(page, str(size)).click()
+    expect(page.locator("#task-output")).to_have_text("13")
+    assert page.evaluate("() => document.querySelectorAll('#dag .node').length") == size
+    screenshot(page, tmp_path / "thousand.png")
+
+
+def _svg_bars(svg_text: str) -> tuple[tuple[float, float], dict[str, dict[str, Any]]]:
+    root = ET.fromstring(svg_text)
+    size = (float(root.get("width", "0")), float(root.get("height", "0")))
+    bars = {}
+    for rect in root.iter("{http://www.w3.org/2000/svg}rect"):
+        task = rect.get("data-task")
+        if task is not None:
+            bars[task] = _geometry(rect.attrib)
+    return size, bars
+
+
+def _geometry(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "x": float(attrs["x"]),
+        "y": float(attrs["y"]),
+        "width": float(attrs["width"]),
+        "height": float(attrs["height"]),
+        "fill": attrs["fill"],
+        "state": attrs["data-state"],
+    }
+
+
+def _same_drawing(page_bars: dict[str, Any], export_bars: dict[str, Any]) -> bool:
+    if page_bars.keys() != export_bars.keys():
+        return False
+    for task, mine in page_bars.items():
+        theirs = export_bars[task]
+        if (mine["fill"], mine["state"], mine["y"], mine["height"]) != (
+            theirs["fill"],
+            theirs["state"],
+            theirs["y"],
+            theirs["height"],
+        ):
+            return False
+        # Unix times on the wire round to a fraction of a microsecond: far below a pixel.
+        if abs(mine["x"] - theirs["x"]) > 0.02 or abs(mine["width"] - theirs["width"]) > 0.02:
+            return False
+    return True
+
+
+def test_the_timeline_is_the_drawing_of_taskloom_trace(
+    page: Any, site: Site, tmp_path: Path
+) -> None:
+    plan = '1. nap(0.3)\n2. nap(0.1)\n3. nap(0.15)\n4. nap(0.05)\n5. math("1 / 0")\n6. math("$5 + 1")\n'
+    run_id = start_from_form(page, plan, most=2)
+    expect(page.locator("#run-status")).to_have_text("completed")
+    exported = tmp_path / "trace.svg"
+    traced = site.taskloom("trace", run_id, "--svg", str(exported))
+    assert traced.returncode == 0, traced.stderr
+    (width, height), export_bars = _svg_bars(exported.read_text(encoding="utf-8"))
+    assert {b["state"] for b in export_bars.values()} == {"done", "failed", "skipped"}
+    assert len({b["y"] for b in export_bars.values()}) == 3  # two slots and "not run"
+
+    timeline = page.locator("#timeline")
+    expect(timeline).to_have_attribute("width", str(int(width)))
+    expect(timeline).to_have_attribute("height", str(int(height)))
+    read = """() => Array.from(document.querySelectorAll('#timeline rect.bar[data-task]'),
+        r => [r.dataset.task, {x: +r.getAttribute('x'), y: +r.getAttribute('y'),
+            width: +r.getAttribute('width'), height: +r.getAttribute('height'),
+            fill: r.getAttribute('fill'), state: r.dataset.state}])"""
+    # The page draws the final picture once the run's last details arrive: wait for it.
+    page_bars: dict[str, Any] = {}
+    for _ in range(WAIT_MS // 100):
+        page_bars = dict(page.evaluate(read))
+        if _same_drawing(page_bars, export_bars):
+            break
+        page.wait_for_timeout(100)
+    assert page_bars.keys() == export_bars.keys()
+    for task, mine in page_bars.items():
+        theirs = export_bars[task]
+        assert mine["fill"] == theirs["fill"] and mine["state"] == theirs["state"], task
+        assert mine["y"] == theirs["y"] and mine["height"] == theirs["height"], task
+        assert mine["x"] == pytest.approx(theirs["x"], abs=0.02), task
+        assert mine["width"] == pytest.approx(theirs["width"], abs=0.02), task
+
+
+def test_the_page_says_when_it_has_no_token(browser: Any, site: Site) -> None:
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        tab.goto(site.url + "/")
+        expect(tab.locator("#notice")).to_contain_text("token", timeout=WAIT_MS)
+        expect(tab.locator("#run-view")).to_be_hidden()
+    finally:
+        context.close()
