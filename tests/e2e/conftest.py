@@ -8,46 +8,18 @@ records to a store in the module's temporary folder.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-from web_site import FOREIGN_ENV, TOKEN, TOOLS, WAIT_MS, Site, chromium_path, wait_for_address
+from web_site import WAIT_MS, Site, chromium_path, serving
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """`taskloom serve --port 0` with the gated and slow tools, until the module's tests end."""
-    root = tmp_path_factory.mktemp("site")
-    tools = root / "tools.py"
-    tools.write_text(TOOLS, encoding="utf-8")
-    store = root / "store.sqlite3"
-    log = root / "server.log"
-    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
-    env = {k: v for k, v in env.items() if not k.startswith(("OTEL_", "OPENAI_"))}
-    args = [sys.executable, "-m", "taskloom", "serve", "--host", "127.0.0.1", "--port", "0"]
-    args += ["--store", str(store), "--tools", str(tools), "--token", TOKEN]
-    with log.open("wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        url = wait_for_address(process, log)
-        with httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
-        ) as api:
-            yield Site(url=url, root=root, store=store, process=process, api=api)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    """`taskloom serve` with the gated and slow tools (no model), for the module's tests."""
+    with serving(tmp_path_factory.mktemp("site")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -7,45 +7,23 @@ run, so only a hang fails it); nothing is timed.
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
-from web_site import TOKEN, WAIT_MS, Site
+from web_site import (
+    TOKEN,
+    WAIT_MS,
+    Site,
+    assert_same_drawing,
+    bar,
+    expect,
+    node,
+    screenshot,
+    start_from_form,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-expect: Any = pytest.importorskip("playwright.sync_api").expect
-expect.set_options(timeout=WAIT_MS)
-
-_PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def node(page: Any, task: str) -> Any:
-    return page.locator(f'#dag .node[data-task="{task}"]')
-
-
-def bar(page: Any, task: str) -> Any:
-    return page.locator(f'#timeline rect.bar[data-task="{task}"]')
-
-
-def start_from_form(page: Any, text: str, *, kind: str = "plan", most: int | None = None) -> str:
-    """Fill the form, start the run, and return its id once the page shows it."""
-    page.check(f'input[name="kind"][value="{kind}"]')
-    page.fill("#run-text", text)
-    if most is not None:
-        page.fill("#max-concurrency", str(most))
-    page.click("#start")
-    page.wait_for_url(re.compile(r".*#/runs/.+"))
-    found = re.search(r"#/runs/(.+)$", page.url)
-    assert found
-    return found.group(1)
-
-
-def screenshot(page: Any, path: Path) -> None:
-    page.screenshot(path=str(path), full_page=True)
-    assert path.read_bytes().startswith(_PNG)
 
 
 def test_a_run_started_from_the_form_shows_its_tasks_change_state(
@@ -168,80 +146,16 @@ def test_a_plan_of_a_thousand_tasks_renders_every_node(
     screenshot(page, tmp_path / "thousand.png")
 
 
-def _svg_bars(svg_text: str) -> tuple[tuple[float, float], dict[str, dict[str, Any]]]:
-    root = ET.fromstring(svg_text)
-    size = (float(root.get("width", "0")), float(root.get("height", "0")))
-    bars = {}
-    for rect in root.iter("{http://www.w3.org/2000/svg}rect"):
-        task = rect.get("data-task")
-        if task is not None:
-            bars[task] = _geometry(rect.attrib)
-    return size, bars
-
-
-def _geometry(attrs: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "x": float(attrs["x"]),
-        "y": float(attrs["y"]),
-        "width": float(attrs["width"]),
-        "height": float(attrs["height"]),
-        "fill": attrs["fill"],
-        "state": attrs["data-state"],
-    }
-
-
-def _same_drawing(page_bars: dict[str, Any], export_bars: dict[str, Any]) -> bool:
-    if page_bars.keys() != export_bars.keys():
-        return False
-    for task, mine in page_bars.items():
-        theirs = export_bars[task]
-        if (mine["fill"], mine["state"], mine["y"], mine["height"]) != (
-            theirs["fill"],
-            theirs["state"],
-            theirs["y"],
-            theirs["height"],
-        ):
-            return False
-        # Unix times on the wire round to a fraction of a microsecond: far below a pixel.
-        if abs(mine["x"] - theirs["x"]) > 0.02 or abs(mine["width"] - theirs["width"]) > 0.02:
-            return False
-    return True
-
-
 def test_the_timeline_is_the_drawing_of_taskloom_trace(
     page: Any, site: Site, tmp_path: Path
 ) -> None:
-    plan = '1. nap(0.3)\n2. nap(0.1)\n3. nap(0.15)\n4. nap(0.05)\n5. math("1 / 0")\n6. math("$5 + 1")\n'
+    plan = "1. nap(0.3)\n2. nap(0.1)\n3. nap(0.15)\n4. nap(0.05)\n"
+    plan += '5. math("1 / 0")\n6. math("$5 + 1")\n'
     run_id = start_from_form(page, plan, most=2)
     expect(page.locator("#run-status")).to_have_text("completed")
-    exported = tmp_path / "trace.svg"
-    traced = site.taskloom("trace", run_id, "--svg", str(exported))
-    assert traced.returncode == 0, traced.stderr
-    (width, height), export_bars = _svg_bars(exported.read_text(encoding="utf-8"))
+    export_bars = assert_same_drawing(page, site, run_id, tmp_path / "trace.svg")
     assert {b["state"] for b in export_bars.values()} == {"done", "failed", "skipped"}
     assert len({b["y"] for b in export_bars.values()}) == 3  # two slots and "not run"
-
-    timeline = page.locator("#timeline")
-    expect(timeline).to_have_attribute("width", str(int(width)))
-    expect(timeline).to_have_attribute("height", str(int(height)))
-    read = """() => Array.from(document.querySelectorAll('#timeline rect.bar[data-task]'),
-        r => [r.dataset.task, {x: +r.getAttribute('x'), y: +r.getAttribute('y'),
-            width: +r.getAttribute('width'), height: +r.getAttribute('height'),
-            fill: r.getAttribute('fill'), state: r.dataset.state}])"""
-    # The page draws the final picture once the run's last details arrive: wait for it.
-    page_bars: dict[str, Any] = {}
-    for _ in range(WAIT_MS // 100):
-        page_bars = dict(page.evaluate(read))
-        if _same_drawing(page_bars, export_bars):
-            break
-        page.wait_for_timeout(100)
-    assert page_bars.keys() == export_bars.keys()
-    for task, mine in page_bars.items():
-        theirs = export_bars[task]
-        assert mine["fill"] == theirs["fill"] and mine["state"] == theirs["state"], task
-        assert mine["y"] == theirs["y"] and mine["height"] == theirs["height"], task
-        assert mine["x"] == pytest.approx(theirs["x"], abs=0.02), task
-        assert mine["width"] == pytest.approx(theirs["width"], abs=0.02), task
 
 
 def test_the_page_says_when_it_has_no_token(browser: Any, site: Site) -> None:
