@@ -128,7 +128,9 @@ def read_sse(lines: Iterator[str]) -> Iterator[Event]:
     for line in lines:
         if not line:
             if "data" in fields:
-                yield Event(fields.get("id"), fields.get("event", "message"), json.loads(fields["data"]))
+                yield Event(
+                    fields.get("id"), fields.get("event", "message"), json.loads(fields["data"])
+                )
             fields = {}
         elif not line.startswith(":"):
             name, _, value = line.partition(":")

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from http_api_server import TOOLS, Server, serving, start
 
 from chat_server import chat_server
-from http_api_server import TOOLS, Server, serving, start
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -92,7 +94,7 @@ def test_runs_are_listed_newest_first_a_page_at_a_time(server: Server) -> None:
 
 
 def test_a_dropped_stream_resumes_with_nothing_lost_and_nothing_twice(server: Server) -> None:
-    lines = [f'{n}. nap(0.002)' for n in range(1, 121)]
+    lines = [f"{n}. nap(0.002)" for n in range(1, 121)]
     lines += [f'{n}. shout("$${n - 120}")' for n in range(121, 161)]
     run_id = server.start_plan("\n".join(lines), max_concurrency=8)
     rng = random.Random(13)
@@ -163,7 +165,9 @@ def test_a_bad_body_is_a_clear_4xx(server: Server, body: object, status: int, sa
 
 def test_bad_requests_of_every_kind_are_4xx(server: Server) -> None:
     client = server.client
-    broken = client.post("/v1/runs", content=b'{"plan": ', headers={"content-type": "application/json"})
+    broken = client.post(
+        "/v1/runs", content=b'{"plan": ', headers={"content-type": "application/json"}
+    )
     assert broken.status_code == 422
     for path in ("/v1/runs/nosuchrun", "/v1/runs/nosuchrun/events"):
         missing = client.get(path)
@@ -194,7 +198,9 @@ def test_every_api_call_needs_the_token_but_the_page_does_not(server: Server) ->
             wrong = bare.request(method, path, headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401
         # A bad body without the token is still 401: nothing is read before the token.
-        assert bare.post("/v1/runs", content=b"{", headers={"content-length": "1"}).status_code == 401
+        assert (
+            bare.post("/v1/runs", content=b"{", headers={"content-length": "1"}).status_code == 401
+        )
         run_id = server.start_plan('1. shout("a")')
         stream = bare.get(f"/v1/runs/{run_id}/events", params={"token": server.token})
         assert stream.status_code == 200 and "event: end" in stream.text
@@ -313,3 +319,48 @@ def test_ctrl_c_stops_the_server_and_records_its_runs_cancelled(
         (status,) = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
     assert status == "cancelled"
     assert re.search(r"token|serving", server.log.read_text())
+
+
+# -- a property-based fuzzer over the OpenAPI document ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuzzed_schema(tmp_path_factory: pytest.TempPathFactory, tools_file: Path) -> Iterator[Any]:
+    """The server's own OpenAPI document, served by a server whose model always refuses."""
+    schemathesis = pytest.importorskip("schemathesis")
+    folder = tmp_path_factory.mktemp("fuzz")
+    with (
+        chat_server([]) as model,  # no replies: every question fails at its first model call
+        serving(
+            folder / "runs.sqlite3",
+            tools_file,
+            folder / "serve.log",
+            *("--base-url", model.url, "--model", "none", "--max-runs", "4"),
+        ) as running,
+    ):
+        schema = schemathesis.openapi.from_url(f"{running.url}/openapi.json")
+        schema.config.update(headers={"Authorization": f"Bearer {running.token}"})
+        yield schema
+        assert "Traceback" not in running.log.read_text()
+
+
+def test_no_generated_request_gets_a_5xx(fuzzed_schema: Any) -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    operations = [result.ok() for result in fuzzed_schema.get_all_operations()]
+    assert len(operations) == 6
+    seen: collections.Counter[int] = collections.Counter()
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
+        def no_5xx(case: Any) -> None:
+            response = case.call(timeout=30)
+            seen[response.status_code] += 1
+            assert response.status_code < 500, (case.method, case.path, response.text)
+
+        no_5xx()
+    # The token went with the requests: most reached the routes.
+    assert seen[401] < sum(seen.values()) / 2, seen

@@ -74,9 +74,9 @@ async def event_stream(service: RunService, run_id: str, after: int) -> AsyncIte
         run = await anyio.to_thread.run_sync(store.load, run_id)
         last = after
         logged = await anyio.to_thread.run_sync(lambda: store.events(run_id, after=after))
-        for record in logged:
-            yield format_event(_replayed(record, run), run.started)
-            last = record.seq
+        if logged:
+            yield "".join(format_event(_replayed(r, run), run.started) for r in logged)
+            last = logged[-1].seq
         status = run.status
         if sub is not None:
             while True:
@@ -88,10 +88,10 @@ async def event_stream(service: RunService, run_id: str, after: int) -> AsyncIte
                     continue
                 if not batch:
                     break
-                for record in batch:
-                    if record.seq > last:
-                        yield format_event(record, run.started)
-                        last = record.seq
+                fresh = [r for r in batch if r.seq > last]  # dropped: sent from the log already
+                if fresh:
+                    yield "".join(format_event(r, run.started) for r in fresh)
+                    last = fresh[-1].seq
             status = sub.status
         yield _end(status)
     finally:

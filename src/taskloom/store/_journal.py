@@ -55,6 +55,7 @@ _UNSETTLED = (
     "UPDATE tasks SET status = 'cancelled', error_type = ?, error = ?, finished = ?"
     " WHERE run_id = ? AND status IN ('pending', 'running')"
 )
+_STARTED_AT = "UPDATE runs SET started = ? WHERE id = ?"
 _EVENT = "INSERT INTO events (run_id, seq, kind, task_id, at, data) VALUES (?, ?, ?, ?, ?, ?)"
 _PLAN_ATTEMPT = (
     "INSERT INTO plan_attempts (run_id, attempt, round, text, valid, error)"
@@ -113,6 +114,11 @@ class RunJournal:
         if not self._timed:
             self._t0 = run.started_at - self._offset
             self._timed = True
+            if not self._offset:
+                # A new run: its start is the moment event times count from, so
+                # `started + at` is each event's wall-clock time (the HTTP stream's).
+                wall = time.time() - (time.monotonic() - self._t0)
+                self._writer.put(_NEW, _STARTED_AT, (wall, self.run_id))
         self._runs.append(run)
         run.subscribe(self.on_event)
 
