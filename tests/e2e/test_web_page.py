@@ -25,6 +25,9 @@ from web_site import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
+PAGE = 50
+"""Runs in one page of the page's list."""
+
 
 def test_a_run_started_from_the_form_shows_its_tasks_change_state(
     page: Any, site: Site, tmp_path: Path
@@ -167,3 +170,39 @@ def test_the_page_says_when_it_has_no_token(browser: Any, site: Site) -> None:
         expect(tab.locator("#run-view")).to_be_hidden()
     finally:
         context.close()
+
+
+def finish_plan(site: Site, plan: str) -> str:
+    """Start a plan through the API and follow its events to the end."""
+    created = site.api.post("/v1/runs", json={"plan": plan})
+    assert created.status_code == 201, created.text
+    run_id = str(created.json()["id"])
+    with site.api.stream("GET", f"/v1/runs/{run_id}/events") as stream:
+        for line in stream.iter_lines():
+            if line == "event: end":
+                break
+    return run_id
+
+
+def test_the_list_of_runs_comes_a_page_at_a_time(page: Any, site: Site) -> None:
+    for n in range(PAGE + 1):
+        finish_plan(site, f'1. math("{n} + 1")\n')
+    every = []
+    before: str | None = None
+    while True:
+        query = f"?limit=100&before={before}" if before else "?limit=100"
+        listed = site.api.get(f"/v1/runs{query}").json()
+        every += [r["id"] for r in listed["runs"]]
+        before = listed["next"]
+        if before is None:
+            break
+    page.reload()
+    rows = page.locator("#runs li")
+    expect(rows).to_have_count(PAGE)
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.run)") == every[:PAGE]
+    page.click("#more-runs")
+    expect(rows).to_have_count(len(every))
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.run)") == every
+    expect(page.locator("#more-runs")).to_be_hidden()
+    rows.last.locator("a").click()  # the oldest run opens
+    expect(page.locator("#run-title")).to_contain_text(every[-1][:12])
