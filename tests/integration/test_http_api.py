@@ -185,6 +185,17 @@ def test_bad_requests_of_every_kind_are_4xx(server: Server) -> None:
     huge = '1. shout("' + "x" * (17 * 1024 * 1024) + '")'
     assert client.post("/v1/runs", json={"plan": huge}).status_code == 413
 
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it is read
+        yield b'{"plan": "1. shout(\\"'
+        for _ in range(17):
+            yield b"x" * 1024 * 1024
+        yield b'\\")"}'
+
+    streamed = client.post(
+        "/v1/runs", content=chunked(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413 and "larger than" in streamed.json()["detail"]
+
 
 # -- the token -----------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 import uvicorn
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
@@ -123,7 +123,7 @@ class _Guard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.max_body)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -143,8 +143,14 @@ class _NotFound(Exception):
     """No run has the id (HTTP 404)."""
 
 
-class _BodyTooLarge(Exception):
-    """A chunked body went past the limit while it was read."""
+class _BodyTooLarge(HTTPException):
+    """A chunked body went past the limit while it was read (HTTP 413).
+
+    An HTTPException, so that the app's own body reading passes it on as it is.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit:,} bytes")
 
 
 def _content_length(scope: Scope) -> int | None:
