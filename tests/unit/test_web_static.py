@@ -1,14 +1,18 @@
 """The web page's files: shipped in the package, self-contained, drawing as the export does.
 
 The page's timeline (static/timeline.js) is a port of
-`taskloom.telemetry.timeline`; these checks keep its colours and sizes the
-Python ones, so the page and `taskloom trace --html/--svg` draw one picture
+`taskloom.telemetry.timeline`; these checks keep its colours, sizes and lane
+assignment the Python ones (the lanes run in Node.js where it is installed), so the page and `taskloom trace --html/--svg` draw one picture
 (tests/e2e compares the two drawings of real runs bar by bar).
 """
 
 from __future__ import annotations
 
+import json
+import random
 import re
+import shutil
+import subprocess
 from importlib.resources import files
 from pathlib import Path
 
@@ -80,3 +84,38 @@ def test_the_page_lays_out_the_timeline_as_the_export_does(js: str, python: str)
 def test_the_page_draws_as_wide_as_the_export() -> None:
     default = timeline.render_svg.__kwdefaults__ or {}
     assert float(_js_constant("WIDTH")) == default["width"]
+
+
+def _node() -> str:
+    found = shutil.which("node")
+    if found is None:
+        pytest.skip("Node.js is not installed: the page's lane assignment is checked in a browser")
+    return found
+
+
+def test_the_page_puts_bars_in_the_lanes_the_export_does(tmp_path: Path) -> None:
+    rng = random.Random(13)
+    cases = []
+    for _ in range(300):
+        spans = []
+        for _ in range(rng.randint(0, 40)):
+            start = round(rng.uniform(0, 5), 1)  # coarse times: many ties, as in fast runs
+            spans.append((start, round(start + rng.choice([0, 0.1, rng.uniform(0, 2)]), 1)))
+        cases.append(spans)
+    script = tmp_path / "lanes.mjs"
+    script.write_text(
+        f"import {{ assignLanes }} from {json.dumps((STATIC / 'timeline.js').as_uri())};\n"
+        "const cases = JSON.parse(await new Response(process.stdin).text());\n"
+        "process.stdout.write(JSON.stringify(cases.map(assignLanes)));\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [_node(), str(script)],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [timeline.assign_lanes(spans) for spans in cases]
