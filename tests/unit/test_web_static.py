@@ -2,8 +2,9 @@
 
 The page's timeline (static/timeline.js) is a port of
 `taskloom.telemetry.timeline`; these checks keep its colours, sizes and lane
-assignment the Python ones (the lanes run in Node.js where it is installed), so the page and `taskloom trace --html/--svg` draw one picture
-(tests/e2e compares the two drawings of real runs bar by bar).
+assignment the Python ones (the lanes run in Node.js where it is installed),
+so the page and `taskloom trace --html/--svg` draw one picture (tests/e2e
+compares the two drawings of real runs bar by bar).
 """
 
 from __future__ import annotations
