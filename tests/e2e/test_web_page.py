@@ -206,3 +206,12 @@ def test_the_list_of_runs_comes_a_page_at_a_time(page: Any, site: Site) -> None:
     expect(page.locator("#more-runs")).to_be_hidden()
     rows.last.locator("a").click()  # the oldest run opens
     expect(page.locator("#run-title")).to_contain_text(every[-1][:12])
+
+
+def test_a_plan_that_does_not_parse_is_explained_under_the_form(page: Any, site: Site) -> None:
+    page.fill("#run-text", "1. no_such_tool(1)\n")
+    page.click("#start")
+    error = page.locator("#form-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("no_such_tool")
+    assert "#/runs/" not in page.url

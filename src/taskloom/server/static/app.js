@@ -129,7 +129,8 @@ async function startRun(event) {
   button.disabled = true;
   try {
     const started = await call("POST", "/v1/runs", body);
-    remember([{ id: started.id, status: started.status || "running", kind: kind === "plan" ? "exec" : "agent", request: text, started_at: Date.now() / 1000 }], false);
+    const shown = { id: started.id, status: started.status || "running", kind: kind === "plan" ? "plan" : "agent" };
+    remember([{ ...shown, request: text, started_at: Date.now() / 1000 }], false);
     window.location.hash = `#/runs/${encodeURIComponent(started.id)}`;
     refreshRuns();
   } catch (err) {
