@@ -20,6 +20,7 @@ from web_site import (
     expect,
     node,
     screenshot,
+    serving,
     start_from_form,
 )
 
@@ -172,15 +173,20 @@ def test_the_page_says_when_it_has_no_token(browser: Any, site: Site) -> None:
         context.close()
 
 
+def follow_to_end(site: Site, run_id: str) -> None:
+    """Read the run's events through the API until the stream says it ended."""
+    with site.api.stream("GET", f"/v1/runs/{run_id}/events") as stream:
+        for line in stream.iter_lines():
+            if line == "event: end":
+                return
+
+
 def finish_plan(site: Site, plan: str) -> str:
     """Start a plan through the API and follow its events to the end."""
     created = site.api.post("/v1/runs", json={"plan": plan})
     assert created.status_code == 201, created.text
     run_id = str(created.json()["id"])
-    with site.api.stream("GET", f"/v1/runs/{run_id}/events") as stream:
-        for line in stream.iter_lines():
-            if line == "event: end":
-                break
+    follow_to_end(site, run_id)
     return run_id
 
 
@@ -215,3 +221,48 @@ def test_a_plan_that_does_not_parse_is_explained_under_the_form(page: Any, site:
     expect(error).to_be_visible()
     expect(error).to_contain_text("no_such_tool")
     assert "#/runs/" not in page.url
+
+
+def _from_where_it_stopped(url: str, last_event_id: str | None) -> bool:
+    """Whether a request for the stream asks for the events after some it has."""
+    return bool(re.search(r"[?&]after=[1-9]", url)) or (last_event_id or "0") != "0"
+
+
+def test_the_page_follows_a_run_across_a_server_restart_and_resumes_it(
+    browser: Any, tmp_path: Path
+) -> None:
+    streams: list[Any] = []  # each request for the run's event stream
+    gate = tmp_path / "gate"
+    root = tmp_path / "site"
+    root.mkdir()
+    with serving(root) as first:
+        port = int(first.url.rsplit(":", 1)[1])
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(WAIT_MS)
+        page = context.new_page()
+        page.on("request", lambda r: streams.append(r) if "/events" in r.url else None)
+        page.goto(first.page_url())
+        run_id = start_from_form(page, f'1. gate("{gate}")\n2. math("$1 + 1")\n3. nap(0.01)\n')
+        expect(node(page, "1")).to_have_attribute("data-state", "running")
+        expect(node(page, "3")).to_have_attribute("data-state", "done")
+        first.process.kill()  # the stream drops with the server; the run is left unfinished
+        first.process.wait()
+        expect(page.locator("#stream-state")).to_contain_text("reconnecting")
+    try:
+        with serving(root, port=port) as second:
+            # The page follows the stream again, from the last event it had: the run is
+            # unfinished, so the page offers to resume it.
+            expect(page.locator("#run-status")).to_have_text("abandoned")
+            expect(page.locator("#stream-state")).to_be_hidden()
+            again = [(r.url, r.all_headers().get("last-event-id")) for r in streams[1:]]
+            assert any(_from_where_it_stopped(*stream) for stream in again), again
+            page.click("#resume-run")
+            expect(node(page, "1")).to_have_attribute("data-state", "running")
+            gate.write_text("1")
+            expect(page.locator("#run-status")).to_have_text("completed")
+            expect(node(page, "2")).to_have_attribute("data-state", "done")
+            expect(page.locator("#resume-run")).to_be_hidden()
+            assert second.run(run_id)["status"] == "completed"
+            screenshot(page, tmp_path / "resumed.png")
+    finally:
+        context.close()

@@ -41,7 +41,7 @@ import anyio
 import taskloom
 
 
-@taskloom.tool
+@taskloom.tool(idempotent=True)
 async def gate(path: str) -> str:
     """Waits until the file exists (the test opens the gate); returns its text."""
     while not os.path.exists(path):
@@ -113,15 +113,15 @@ def wait_for_address(process: subprocess.Popen[bytes], log: Path) -> str:
 
 
 @contextmanager
-def serving(root: Path, *extra: str) -> Iterator[Site]:
-    """`taskloom serve --port 0` with the gated and slow tools and a store in `root`."""
+def serving(root: Path, *extra: str, port: int = 0) -> Iterator[Site]:
+    """`taskloom serve` with the gated and slow tools and a store in `root` (port 0: a free one)."""
     tools = root / "tools.py"
     tools.write_text(TOOLS, encoding="utf-8")
     store = root / "store.sqlite3"
     log = root / "server.log"
     env = {k: v for k, v in os.environ.items() if k not in FOREIGN_ENV}
     env = {k: v for k, v in env.items() if not k.startswith(("OTEL_", "OPENAI_"))}
-    args = [sys.executable, "-m", "taskloom", "serve", "--host", "127.0.0.1", "--port", "0"]
+    args = [sys.executable, "-m", "taskloom", "serve", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--store", str(store), "--tools", str(tools), "--token", TOKEN, *extra]
     with log.open("wb") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)

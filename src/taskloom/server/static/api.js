@@ -91,15 +91,17 @@ export const EVENT_KINDS = [
 ];
 
 /**
- * Follow a run's events. `onEvent(event)` gets each one (its JSON, with `kind` and `seq`);
- * `onEnd(data)` once the stream says the run ended. The browser reconnects by itself after
- * a drop and sends `Last-Event-ID`, so nothing is lost or repeated.
+ * Follow a run's events after sequence number `after`. `onEvent(event)` gets each one (its
+ * JSON, with `kind` and `seq`); `onEnd(data)` once the stream says the run ended. After a drop
+ * the browser reconnects by itself and sends `Last-Event-ID`, so nothing is lost or repeated;
+ * when it gives up (the source is CLOSED), follow again from the last event received.
  * @returns {EventSource} the source; close() it to stop following.
  */
-export function follow(runId, onEvent, onEnd) {
+export function follow(runId, after, onEvent, onEnd) {
   const params = new URLSearchParams();
   const held = token();
   if (held) params.set("token", held);
+  if (after > 0) params.set("after", String(after));
   const query = params.toString();
   const url = `/v1/runs/${encodeURIComponent(runId)}/events${query ? `?${query}` : ""}`;
   const source = new EventSource(url);

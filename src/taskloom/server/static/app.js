@@ -17,6 +17,8 @@ const DETAIL_EVERY = 1000; // ms between asking for a running run's details
 const TICK = 250; // ms: running bars grow this often
 const RUNS_EVERY = 5000; // ms between refreshes of the list
 const OUTPUT_LIMIT = 20000; // characters of an output shown
+const RECONNECT_FIRST = 500; // ms before following a lost stream again; doubled each time
+const RECONNECT_MOST = 15000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -159,8 +161,9 @@ class RunView {
     this.detailBusy = false;
     this.detailAgain = false;
     this.closed = false;
-    this.source = follow(id, (e) => this.push(e), (data) => this.end(data));
-    this.source.addEventListener("error", () => this.streamTrouble());
+    this.received = 0; // the last sequence number the stream delivered
+    this.retries = 0;
+    this.connect();
     this.tick = setInterval(() => {
       if (this.live()) {
         this.model.timelineChanged = true;
@@ -173,6 +176,7 @@ class RunView {
   close() {
     this.closed = true;
     this.source.close();
+    clearTimeout(this.reconnecting);
     clearInterval(this.tick);
     for (const timer of this.timers.values()) clearTimeout(timer);
     if (this.frame) cancelAnimationFrame(this.frame);
@@ -194,12 +198,38 @@ class RunView {
     refreshRuns();
   }
 
+  connect() {
+    const source = follow(
+      this.id,
+      this.received,
+      (event) => {
+        if (Number(event.seq) > this.received) this.received = Number(event.seq);
+        this.push(event);
+      },
+      (data) => this.end(data),
+    );
+    source.addEventListener("open", () => {
+      this.retries = 0;
+      $("stream-state").hidden = true;
+    });
+    source.addEventListener("error", () => this.streamTrouble());
+    this.source = source;
+  }
+
   streamTrouble() {
-    // The browser reconnects by itself; it gives up only when the server refused the stream.
-    if (this.source.readyState === EventSource.CLOSED && !this.model.ended && !this.closed) {
-      notice("The run's event stream was refused; showing what the API reports instead.");
-      this.polling ??= setInterval(() => this.fetchDetail(), DETAIL_EVERY * 2);
-    }
+    if (this.model.ended || this.closed) return;
+    $("stream-state").textContent = "event stream lost; reconnecting…";
+    $("stream-state").hidden = false;
+    // The browser retries a dropped stream by itself (sending Last-Event-ID), but gives up on
+    // some failures (an error answer, say): then follow again, from the last event received.
+    if (this.source.readyState !== EventSource.CLOSED) return;
+    const delay = Math.min(RECONNECT_MOST, RECONNECT_FIRST * 2 ** this.retries);
+    this.retries += 1;
+    clearTimeout(this.reconnecting);
+    this.reconnecting = setTimeout(() => {
+      if (!this.closed && !this.model.ended) this.connect();
+    }, delay);
+    this.fetchDetail();
   }
 
   schedule() {
@@ -296,9 +326,6 @@ class RunView {
       if (this.closed) return;
       this.model.merge(run);
       $("run-error").hidden = true;
-      if (!["running", "abandoned"].includes(this.model.status) && this.polling) {
-        clearInterval(this.polling);
-      }
       if (this.selected !== null) this.drawTask();
       this.schedule();
     } catch (err) {
@@ -389,6 +416,7 @@ function openRun(id, again = false) {
   if (view) view.close();
   $("task-panel").hidden = true;
   $("run-error").hidden = true;
+  $("stream-state").hidden = true;
   $("run-view").hidden = false;
   $("empty-view").hidden = true;
   view = new RunView(id);
