@@ -94,9 +94,9 @@ def test_runs_are_listed_newest_first_a_page_at_a_time(server: Server) -> None:
 
 
 def test_a_dropped_stream_resumes_with_nothing_lost_and_nothing_twice(server: Server) -> None:
-    lines = [f"{n}. nap(0.002)" for n in range(1, 121)]
-    lines += [f'{n}. shout("$${n - 120}")' for n in range(121, 161)]
-    run_id = server.start_plan("\n".join(lines), max_concurrency=8)
+    lines = [f"{n}. nap(0.02)" for n in range(1, 121)]  # about 0.6 s: drops while it runs
+    lines += [f'{n}. shout("x${n - 120}")' for n in range(121, 161)]
+    run_id = server.start_plan("\n".join(lines), max_concurrency=4)
     rng = random.Random(13)
     received: list[int] = []
     ended = None
@@ -177,8 +177,10 @@ def test_bad_requests_of_every_kind_are_4xx(server: Server) -> None:
     assert client.get("/v1/runs", params={"before": "nosuchrun"}).status_code == 404
     assert client.get("/v1/runs", params={"limit": 0}).status_code == 422
     run_id = server.start_plan('1. shout("a")')
-    bad_resume = client.get(f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": "x"})
-    assert bad_resume.status_code == 422
+    for bad in ("x", "-1", "9" * 25, "1.5"):
+        bad_resume = client.get(f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": bad})
+        assert bad_resume.status_code == 422, bad
+    assert client.get(f"/v1/runs/{run_id}/events", params={"after": -1}).status_code == 422
     server.events(run_id)
     ended = client.post(f"/v1/runs/{run_id}/resume")
     assert ended.status_code == 409 and "ended" in ended.json()["detail"]

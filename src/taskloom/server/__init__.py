@@ -1,5 +1,6 @@
 """Servers that hand taskloom's Python API to other programs.
 
-`mcp_server` serves it to MCP clients (`taskloom mcp-serve`); it is imported
-on first use, so `import taskloom` never loads the MCP SDK.
+`http` serves it over HTTP (`taskloom serve`: runs, their live events, the
+web page); `mcp_server` serves it to MCP clients (`taskloom mcp-serve`).
+Both are imported on first use, so `import taskloom` loads no web framework.
 """

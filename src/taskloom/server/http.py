@@ -28,6 +28,7 @@ import anyio
 import anyio.to_thread
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
@@ -59,6 +60,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 _STOP_GRACE_S = 1
 """Seconds requests in flight (event streams) get to end when the server stops."""
 _MAX_PAGE = 1000
+_MAX_SEQ = 2**62
+"""Past any sequence number (SQLite's integers end at 2**63)."""
 
 
 class StrictJSON(JSONResponse):
@@ -256,7 +259,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _bearer = HTTPBearer(auto_error=False, description="The server's token (printed on first start).")
 """Declares the token in the OpenAPI document; the middleware checks it."""
 
-RunIdPath = Annotated[str, "the run's id"]
+RunIdPath = Annotated[str, PathParam(description="The run's id, or the start of it.")]
 
 
 def _add_api_routes(app: FastAPI, service: RunService) -> None:
@@ -342,7 +345,7 @@ def _add_api_routes(app: FastAPI, service: RunService) -> None:
     )
     async def run_events(
         run_id: RunIdPath,
-        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        after: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
         last_event_id: Annotated[str | None, Header(max_length=30)] = None,
         token: Annotated[str | None, Query(max_length=600)] = None,
     ) -> Response:
@@ -353,12 +356,10 @@ def _add_api_routes(app: FastAPI, service: RunService) -> None:
         event whose data holds the run's status.
         """
         if last_event_id is not None:
-            try:
-                after = max(after, int(last_event_id))
-            except ValueError:
+            given = last_event_id.strip()
+            if not (given.isascii() and given.isdigit()) or int(given) > _MAX_SEQ:
                 return _error(422, "Last-Event-ID is the sequence number of an event")
-            if after < 0:
-                return _error(422, "Last-Event-ID is the sequence number of an event")
+            after = max(after, int(given))
         full = await find(run_id)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(
