@@ -202,6 +202,10 @@ export class RunModel {
         this.timelineChanged = true;
         break;
       }
+      case "plan_attempt":
+        // The plan's text is kept with the run, not in the event: ask for it once it is whole.
+        if (event.valid !== null && event.valid !== undefined) this.needsDetail = true;
+        break;
       case "decided":
         if (event.action === "finish" && event.answer) {
           this.answer = String(event.answer);
