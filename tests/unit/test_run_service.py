@@ -158,3 +158,31 @@ async def test_an_agent_journal_is_made_before_the_run(tmp_path: Path) -> None:
         assert result.answer == "Y" and store.load("chosen").answer == "Y"
     with pytest.raises(UserError, match="store"):
         Agent(tools=TOOLS, model=model).journal("q")
+
+
+async def test_the_runs_of_a_service_share_a_tool_s_limit(tmp_path: Path) -> None:
+    in_flight, peak = 0, 0
+
+    @taskloom.tool(max_concurrency=2)
+    async def probe(n: int) -> int:
+        """Counts the calls in flight across every run."""
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await anyio.sleep(0.01)
+        in_flight -= 1
+        return n
+
+    lines = "\n".join(f"{n}. probe({n})" for n in range(1, 6))
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        options = ServiceOptions(
+            store=store,
+            tools={"probe": probe},
+            agent=lambda tools, options: None,  # type: ignore[arg-type, return-value]
+        )
+        async with RunService(options) as svc:
+            ids = [await svc.start_plan(lines, RunOptions()) for _ in range(5)]
+            for run_id in ids:
+                await stream_text(svc, run_id)
+        assert all(store.load(i).status == "completed" for i in ids)
+    assert peak == 2  # each run alone would have had the whole limit: 10 across five

@@ -24,7 +24,7 @@ import anyio
 import anyio.abc
 
 from taskloom._ids import RunId
-from taskloom.engine import Budget, RunResult, events, execute
+from taskloom.engine import Budget, RunResult, Runtime, events, execute
 from taskloom.errors import PlanError
 from taskloom.plan import Plan
 from taskloom.server._views import task_fields
@@ -87,6 +87,9 @@ class ServiceOptions:
     """Limits of a plan run, unless the request gives its own."""
     max_runs: int = 16
     """Runs going on at once; past it `start` raises Busy."""
+    runtime: Runtime | None = None
+    """What the runs share: tool limits across runs, free slots in turn, the call
+    cache. None: the service makes one over `tools` and `store`."""
 
 
 class Busy(Exception):
@@ -162,6 +165,8 @@ class RunService:
         """Serve runs as `options` say; nothing starts until the block is entered."""
         self.options = options
         self.store = options.store
+        self.runtime = options.runtime or Runtime(tools=options.tools, store=options.store)
+        """Every run of the service takes its slots from it: a tool's limits hold across runs."""
         self._live: dict[RunId, _Live] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -248,7 +253,12 @@ class RunService:
 
         async def go() -> RunResult:
             return await execute(
-                plan, tools=tools, max_concurrency=limit, journal=journal, budget=budget
+                plan,
+                tools=tools,
+                runtime=self.runtime,
+                max_concurrency=limit,
+                journal=journal,
+                budget=budget,
             )
 
         self._launch(journal.run_id, go)
@@ -268,6 +278,7 @@ class RunService:
         """
         self._check_room()
         agent = self.options.agent(self.options.tools, options)
+        agent.runtime = self.runtime  # its rounds share slots with every other run
         journal = agent.journal(question)
         await journal.flush()
 
@@ -306,6 +317,7 @@ class RunService:
             from taskloom.agent import Agent
 
             agent = Agent.from_store(store, record.id, tools=tools, model=self.options.model)
+            agent.runtime = self.runtime
 
             def go() -> Awaitable[Any]:
                 return agent.resume(record.id)
