@@ -1,5 +1,7 @@
 """Maps and conditions: what stands between a task's inputs and its call.
 
+A call of a sub-plan is gated the same way (`taskloom.engine._subplan`).
+
 A map task (`3. city($2.names[*])`) fans out into one element task per item
 of its list, `3.0`, `3.1`, ...: each an ordinary task whose map reference is
 replaced by a reference to its item (`$2.names[0]`). A condition
@@ -16,12 +18,13 @@ from __future__ import annotations
 import ast
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import simpleeval
 
 from taskloom._ids import TaskId
+from taskloom.engine import _subplan as subplan
 from taskloom.engine import events as ev
 from taskloom.engine._node import Node
 from taskloom.engine.result import TaskStatus
@@ -29,6 +32,7 @@ from taskloom.errors import ConditionError, ConditionFalse, MapFailed
 from taskloom.plan import Guard, Ref, Task, Template
 from taskloom.plan._args import GUARD_FUNCTIONS
 from taskloom.plan._model import iter_refs
+from taskloom.plan._subplan import SubplanTool
 from taskloom.plan._resolve import HasOutput, ResolveError, resolve
 
 if TYPE_CHECKING:
@@ -42,6 +46,8 @@ __all__ = [
     "element_value",
     "guard_holds",
     "map_size",
+    "part_unfinished",
+    "parts",
     "through_gate",
 ]
 
@@ -57,8 +63,11 @@ def through_gate(run: Run, node: Node) -> bool:
         True when the task is to be queued for its call like any other.
 
     """
-    if node.elements is not None:  # a map whose elements are all done
-        _collect(run, node)
+    if node.elements is not None:  # a map whose elements are all done (or a sub-plan's tasks)
+        if node.task.is_map:
+            _collect(run, node)
+        else:
+            subplan.collect(run, node)
         return False
     task = node.task
     if task.guard is not None:
@@ -73,7 +82,28 @@ def through_gate(run: Run, node: Node) -> bool:
     if task.is_map:
         _fan_out(run, node)
         return False
+    if type(node.tool) is SubplanTool:
+        subplan.expand(run, node)
+        return False
     return True
+
+
+def parts(node: Node) -> Iterator[Node]:
+    """The tasks a map or a sub-plan call is made of, theirs included (nested calls)."""
+    stack = list(reversed(node.elements or ()))
+    while stack:
+        part = stack.pop()
+        yield part
+        stack.extend(reversed(part.elements or ()))
+
+
+def part_unfinished(run: Run, whole: Node, part: Node) -> None:
+    """An element of the map `whole` (or a task of the sub-plan call `whole`) has no output."""
+    if not whole.task.is_map:
+        subplan.inner_unfinished(run, whole, part)
+        return
+    why = f"element {part.task.id} did not finish: {part.error or part.status}"
+    run._settle_unrun(whole, MapFailed(whole.task.id, why, element=part.task.id))
 
 
 def _fan_out(run: Run, node: Node) -> None:

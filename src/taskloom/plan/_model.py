@@ -97,6 +97,8 @@ def _braced(ref: Ref) -> str:
         return "${" + str(ref)[1:] + "}"
     if not ref.path:
         return "${" + ref.task + "}"
+    if not ref.task.isdigit():  # `$city.name` in a string is text: an input is braced
+        return "${" + str(ref)[1:] + "}"
     return str(ref)
 
 
