@@ -307,7 +307,11 @@ class _Scanner:
             task = TaskId(name.group())
             self.pos = name.end()
         elif not digits:
-            self.fail("'$' must be followed by a task number, like $1 or ${1}", at=at)
+            self.fail(
+                "'$' must be followed by a task number, like $1 or ${1} "
+                "(or, in a sub-plan, by an input's name: $city)",
+                at=at,
+            )
         else:
             number = task_number(digits.group())
             if number is None:
