@@ -68,7 +68,6 @@ def expand(run: Run, node: Node) -> None:
     if problem is not None:
         run._settle_unrun(node, SubplanFailed(task.id, tool.name, problem))
         return
-    node.started_at = time.monotonic()
     inner: list[Node] = [_add_inputs(run, node, inputs_id, arguments)]
     node.elements, node.waiting = inner, 0
     run._ranks = None
