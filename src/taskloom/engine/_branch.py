@@ -26,12 +26,13 @@ import simpleeval
 from taskloom._ids import TaskId
 from taskloom.engine import _subplan as subplan
 from taskloom.engine import events as ev
+from taskloom.engine._gc import before_burst
 from taskloom.engine._node import Node
 from taskloom.engine.result import TaskStatus
 from taskloom.errors import ConditionError, ConditionFalse, MapFailed
 from taskloom.plan import Guard, Ref, Task, Template
 from taskloom.plan._args import GUARD_FUNCTIONS
-from taskloom.plan._model import iter_refs
+from taskloom.plan._model import derived_task, iter_refs
 from taskloom.plan._subplan import SubplanTool
 from taskloom.plan._resolve import HasOutput, ResolveError, resolve
 
@@ -131,6 +132,7 @@ def _fan_out(run: Run, node: Node) -> None:
         why = f"the id {taken} of one of its elements is taken by another task"
         run._settle_unrun(node, MapFailed(task.id, why))
         return
+    before_burst(size)  # adding the elements allocates as a burst of starts does
     elements: list[Node] = []
     node.elements, node.waiting = elements, 0
     run._ranks = None
@@ -264,12 +266,11 @@ def element_value(value: Any, index: int) -> Any:
 
 def element_task(task: Task, index: int) -> Task:
     """Element `index` of map task `task`: the same call on item `index` of its list(s)."""
-    return Task(
-        id=element_id(task.id, index),
-        tool=task.tool,
-        args=element_value(task.args, index),
-        kwargs={k: element_value(v, index) for k, v in task.kwargs.items()},
-        position=task.position,
+    return derived_task(
+        task,
+        element_id(task.id, index),
+        element_value(task.args, index),
+        {k: element_value(v, index) for k, v in task.kwargs.items()},
     )
 
 
