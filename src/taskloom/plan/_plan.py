@@ -10,7 +10,7 @@ from taskloom._ids import TaskId
 from taskloom._text import clip, quoted, short_repr
 from taskloom.errors import PlanError
 from taskloom.plan._check import bind_task
-from taskloom.plan._model import Task
+from taskloom.plan._model import Ref, Task, Template
 from taskloom.tools import Tool
 
 if TYPE_CHECKING:
@@ -210,7 +210,11 @@ class Plan:
         """
         seen: dict[str, None] = {}
         for task in self._tasks.values():
-            for dep in sorted(task.dependencies):
+            if not any(is_input_name(d) for d in task.dependencies):
+                continue
+            written = (task.args, task.kwargs, task.guard.refs if task.guard else ())
+            for ref in _refs_in_order(written):
+                dep = ref.task
                 if is_input_name(dep) and dep not in self._tasks and dep not in self._external:
                     seen[dep] = None
         return tuple(seen)
@@ -364,6 +368,20 @@ class Plan:
                 task_id=task.id,
                 position=task.position,
             )
+
+
+def _refs_in_order(value: Any) -> Iterator[Ref]:
+    """Every Ref inside a value, in the order written."""
+    if isinstance(value, Ref):
+        yield value
+    elif isinstance(value, Template):
+        yield from (p for p in value.parts if isinstance(p, Ref))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _refs_in_order(item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _refs_in_order(item)
 
 
 def is_input_name(name: str) -> bool:
