@@ -112,7 +112,7 @@ class Item(TypedDict):
 
 
 def langgraph_run(size: int, *, sleeps: list[float] | None) -> dict[str, float]:
-    """source -> Send one `work` per item -> reduce, in LangGraph."""
+    """Source -> Send one `work` per item -> reduce, in LangGraph."""
     import asyncio
 
     from langgraph.graph import END, START, StateGraph

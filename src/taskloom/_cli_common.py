@@ -26,9 +26,9 @@ from taskloom._console import (
 from taskloom._text import clip, printable
 from taskloom.engine import Budget, Price, RunResult, TaskStatus
 from taskloom.errors import ConditionFalse, ConfigError, TaskloomError, UserError
+from taskloom.plan._subplan import load_subplan
 from taskloom.store import Store
 from taskloom.tools import Tool
-from taskloom.plan._subplan import load_subplan
 from taskloom.tools._load import import_tools
 from taskloom.tools._mcp_config import ServerConfig, config_sources, load_servers
 from taskloom.tools.process import python_tool as taskloom_python_tool

@@ -83,7 +83,11 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, str]]] = [
     (
         "one call",
         '1. report("Paris")\n',
-        {"1": "PARIS: PARIS!", "1/in": {"name": "Paris"}, "1/1": {"name": "Paris", "capital": "PARIS"}},
+        {
+            "1": "PARIS: PARIS!",
+            "1/in": {"name": "Paris"},
+            "1/1": {"name": "Paris", "capital": "PARIS"},
+        },
         {"1": "done", "1/1": "done", "1/2": "done"},
     ),
     (
@@ -261,7 +265,11 @@ def test_a_sub_plan_is_a_tool_in_the_catalogue() -> None:
         ("", {}, "has no tasks"),
         ("1. lookup($name)\n", {"inputs": ["city"]}, "use the input(s) $name"),
         ("1. lookup($name)\n", {"output": "7"}, "output '7' is no task"),
-        ("1. lookup($name)\n", {"inputs": {"name": Callable[[int], int]}}, "which JSON arguments cannot give"),
+        (
+            "1. lookup($name)\n",
+            {"inputs": {"name": Callable[[int], int]}},
+            "which JSON arguments cannot give",
+        ),
         ("1. lookup($name)\n", {"inputs": {"1x": str}}, "Python-like name"),
     ],
 )

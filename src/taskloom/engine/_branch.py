@@ -33,8 +33,8 @@ from taskloom.errors import ConditionError, ConditionFalse, MapFailed
 from taskloom.plan import Guard, Ref, Task, Template
 from taskloom.plan._args import GUARD_FUNCTIONS
 from taskloom.plan._model import derived_task, iter_refs
-from taskloom.plan._subplan import SubplanTool
 from taskloom.plan._resolve import HasOutput, ResolveError, resolve
+from taskloom.plan._subplan import SubplanTool
 
 if TYPE_CHECKING:
     from taskloom.engine._scheduler import Run

@@ -93,7 +93,7 @@ def _loop(run: Run, task_id: TaskId, name: str) -> str | None:
     depth = task_id.count("/")
     if depth >= MAX_DEPTH:
         return f"calls of sub-plans nest more than {MAX_DEPTH} deep"
-    scope = task_id
+    scope: str = task_id
     while "/" in scope:
         scope = scope.rpartition("/")[0]
         # A map's element (`4.0`) is called by the map (`4`): either may be the caller.
@@ -104,7 +104,9 @@ def _loop(run: Run, task_id: TaskId, name: str) -> str | None:
     return None
 
 
-def _unfit(run: Run, tool: SubplanTool, tasks: list[Task], bound: list[dict[str, Any]]) -> str | None:
+def _unfit(
+    run: Run, tool: SubplanTool, tasks: list[Task], bound: list[dict[str, Any]]
+) -> str | None:
     """Why the sub-plan's tasks do not fit the run's tools; None when all do (bound then)."""
     missing = sorted({t.tool for t in tasks if t.tool not in run._tools})
     if missing:

@@ -1,4 +1,4 @@
-"""Sub-plans: a plan with inputs, called as one tool of a larger plan.
+r"""Sub-plans: a plan with inputs, called as one tool of a larger plan.
 
     report = Plan.parse('1. city($name)\\n2. weather($1.capital)').as_tool("report")
     1. report("France")            # in the larger plan: tasks 1/1, 1/2 run in its run
