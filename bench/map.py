@@ -18,6 +18,7 @@ Two measurements, each engine in its own process:
 import argparse
 import json
 import operator
+import os
 import random
 import subprocess
 import sys
@@ -193,9 +194,11 @@ def main() -> None:
         child(args.child[0], int(args.child[1]), args.child[2], args.repeat)
         return
     size = 1_000 if args.quick else 10_000
+    load = os.getloadavg()[0]
     rows: list[list[str]] = []
     overhead = {e: measure(e, size, "overhead", args.repeat) for e in RUNNERS}
     per = {e: r["seconds"] / size * 1e6 for e, r in overhead.items()}
+    cpu = {e: r["cpu"] / size * 1e6 for e, r in overhead.items()}
     for engine in RUNNERS:
         ratio = per[engine] / per["taskloom fan-out"]
         verdict = ("PASS" if ratio <= 1.5 else "FAIL") if engine == "taskloom map" else ""
@@ -203,9 +206,9 @@ def main() -> None:
             [
                 f"{size:,} items, no-op",
                 engine,
-                f"{per[engine]:.1f}",
+                f"{per[engine]:.1f} ({cpu[engine]:.1f} CPU)",
                 f"{overhead[engine]['seconds'] * 1e3:.1f}",
-                f"{ratio:.2f}x {verdict}".strip(),
+                f"{ratio:.2f}x {verdict} ({cpu[engine] / cpu['taskloom fan-out']:.2f}x CPU)",
                 f"{per['langgraph Send'] / per[engine]:.1f}x",
                 "",
             ]
@@ -238,7 +241,7 @@ def main() -> None:
         header=[
             "run",
             "engine",
-            "µs / element",
+            "µs / element (CPU)",
             "run ms",
             "÷ taskloom fan-out",
             "LangGraph ÷ engine",
@@ -255,6 +258,9 @@ def main() -> None:
             "LangGraph: a `source` node returns the list, a conditional edge returns one "
             "`Send('work', ...)` per item, and `reduce` gathers their outputs (the next "
             "superstep).",
+            f"Load average {load:.1f} at the start, on a machine shared with other work: "
+            "wall times vary by 1.5x from run to run here; the CPU time of the process "
+            "(`time.process_time()`, in brackets) varies less.",
             "Makespan rows: each element sleeps a seeded uniform 0.5-5 s, the source and "
             "the reduce 20 ms; one run each. taskloom's critical path is "
             "`RunResult.critical_path_s` (the measured durations); LangGraph's is the "

@@ -26,7 +26,13 @@ import pydantic
 
 from taskloom._ids import TaskId
 from taskloom._text import quoted, short_repr
-from taskloom.errors import PlanError, SubplanFailed, ToolDefinitionError, UserError
+from taskloom.errors import (
+    ConditionFalse,
+    PlanError,
+    SubplanFailed,
+    ToolDefinitionError,
+    UserError,
+)
 from taskloom.plan._model import Guard, Ref, Task, Template
 from taskloom.plan._plan import tool_map
 from taskloom.tools import CallPolicy, Tool
@@ -155,19 +161,19 @@ class SubplanTool(SchemaTool):
             SubplanFailed: if a task of it did not finish.
 
         """
-        from taskloom.engine._execute import open_run  # the engine imports the plan package
+        # The engine imports the plan package: it is imported here, when called.
+        from taskloom.engine._execute import open_run
+        from taskloom.engine.result import TaskStatus
 
         inputs_id = TaskId(INPUTS)
         async with open_run(tools=self.tools, earlier={inputs_id: arguments}) as run:
             run.add_all(self.scoped_tasks(""))
         result = run.result()
         for task_id, task in result.tasks.items():
-            if task.status.value in ("failed", "cancelled", "interrupted") or (
-                task.status.value == "skipped" and type(task.error).__name__ != "ConditionFalse"
-            ):
-                raise SubplanFailed(
-                    task_id, self.name, f"task {task_id}: {task.error}", inner=task_id
-                )
+            taken = task.status is TaskStatus.DONE or isinstance(task.error, ConditionFalse)
+            if not taken:
+                why = f"task {task_id} did not finish: {task.error or task.status}"
+                raise SubplanFailed(task_id, self.name, why, inner=task_id)
         return result.tasks[self.output].output
 
 
