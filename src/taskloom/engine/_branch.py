@@ -33,6 +33,7 @@ from taskloom.errors import ConditionError, ConditionFalse, MapFailed
 from taskloom.plan import Guard, Ref, Task, Template
 from taskloom.plan._args import GUARD_FUNCTIONS
 from taskloom.plan._model import derived_task, iter_refs
+from taskloom.plan._plan import add_checked
 from taskloom.plan._resolve import HasOutput, ResolveError, resolve
 from taskloom.plan._subplan import SubplanTool
 
@@ -138,8 +139,9 @@ def _fan_out(run: Run, node: Node) -> None:
     run._ranks = None
     run._emit(ev.TaskMapped, task_id=task.id, elements=tuple(ids))
     failed: Node | None = None
+    dependencies = tuple(sorted(task.dependencies))
     for index in range(size):
-        element = _add_element(run, node, index)
+        element = _add_element(run, node, index, dependencies)
         elements.append(element)
         if element.status is TaskStatus.DONE:
             continue
@@ -155,9 +157,10 @@ def _fan_out(run: Run, node: Node) -> None:
         _collect(run, node)
 
 
-def _add_element(run: Run, node: Node, index: int) -> Node:
+def _add_element(run: Run, node: Node, index: int, dependencies: tuple[TaskId, ...]) -> Node:
     task = element_task(node.task, index)
-    run._plan.add(task)
+    # Its id was checked free (`_fan_out`) and its references are the map's: no checks again.
+    add_checked(run._plan, task)
     bound = {k: element_value(v, index) for k, v in node.bound.items()}
     element = Node(task, node.tool, bound)
     run._nodes[task.id] = element
@@ -167,7 +170,8 @@ def _add_element(run: Run, node: Node, index: int) -> Node:
         run._emit(ev.TaskRestored, task_id=task.id, status=str(element.status), error=element.error)
         return element
     run._open += 1
-    dependencies = tuple(sorted(task.dependencies))
+    if task.dependencies is not node.task.dependencies:  # the map has a condition
+        dependencies = tuple(sorted(task.dependencies))
     run._emit(ev.TaskAdded, task_id=task.id, tool=task.tool, dependencies=dependencies, task=task)
     run._link(element)
     return element
