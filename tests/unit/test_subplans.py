@@ -259,6 +259,14 @@ def test_a_sub_plan_is_a_tool_in_the_catalogue() -> None:
     assert "- report(name: string): A sub-plan of 2 task(s) calling lookup, shout." in text
 
 
+def test_the_planner_grammar_offers_a_sub_plan_like_any_tool() -> None:
+    from taskloom.agent._grammar import plan_grammar
+
+    grammar = plan_grammar([REPORT, shout], max_tasks=2)
+    assert "call-1 ::= tool-report-1 | tool-shout-1\n" in grammar
+    assert 'tool-report-1 ::= "report("' in grammar
+
+
 @pytest.mark.parametrize(
     ("text", "kwargs", "message"),
     [
