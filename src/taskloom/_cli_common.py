@@ -26,6 +26,7 @@ from taskloom._console import (
 from taskloom._text import clip, printable
 from taskloom.engine import Budget, Price, RunResult, TaskStatus
 from taskloom.errors import ConditionFalse, ConfigError, TaskloomError, UserError
+from taskloom.plan._subplan import load_subplan
 from taskloom.store import Store
 from taskloom.tools import Tool
 from taskloom.tools._load import import_tools
@@ -130,27 +131,45 @@ ExamplesFile = Annotated[
 
 
 def load_tools(
-    source: str | None, *, python_tool: bool = False, world: bool = True
+    source: str | Sequence[str] | None, *, python_tool: bool = False, world: bool = True
 ) -> dict[str, Tool]:
-    """The built-in world tools plus every Tool found in a module or .py file.
+    """The built-in world tools plus every Tool found in modules, .py and .plan files.
 
     A tool of `source` may not take the name of a built-in tool, nor of another
     tool of `source`: a plan names tools, and could not say which one it means.
-    `python_tool` adds the `python` code tool (`--enable-python-tool`), which
-    is otherwise never there; `world=False` (`--no-world`) leaves the world
-    tools out.
+    A `.plan` file is a sub-plan (`load_subplan`): it is loaded after the
+    modules, in the order given, and may call their tools and the sub-plans
+    before it. `python_tool` adds the `python` code tool
+    (`--enable-python-tool`), which is otherwise never there; `world=False`
+    (`--no-world`) leaves the world tools out.
 
     Raises:
         UserError: if the module or file cannot be imported (or exits while
             imported), defines no tools, or defines a tool whose name is taken.
+        PlanError: if a sub-plan file does not parse.
 
     """
     tools = {t.name: t for t in WORLD_TOOLS} if world else {}
     if python_tool:
         made = taskloom_python_tool()
         tools[made.name] = made
-    if source is None:
-        return tools
+    sources = [source] if isinstance(source, str) else list(source or ())
+    modules = [s for s in sources if not s.endswith(".plan")]
+    for module in modules:
+        tools = _load_module(tools, module, python_tool=python_tool)
+    for path in (s for s in sources if s.endswith(".plan")):
+        made = load_subplan(path, tools)
+        if made.name in tools:
+            raise UserError(
+                f"{path} is the sub-plan {made.name!r}, the name of another tool; "
+                "give it another name (# name: ...)"
+            )
+        tools[made.name] = made
+    return tools
+
+
+def _load_module(tools: dict[str, Tool], source: str, *, python_tool: bool) -> dict[str, Tool]:
+    """`tools` and those of the module or .py file `source` (see `load_tools`)."""
     found = import_tools(source)
     for name, item in found.items():
         if tools.get(name, item) is not item:
@@ -232,9 +251,12 @@ def open_store(console: Console, path: Path | None) -> Store:
         raise fail(console, str(exc)) from exc
 
 
-def tool_source(source: str | None) -> str | None:
-    """The tool module as resuming will need it: files by absolute path."""
-    if source is not None and (source.endswith(".py") or Path(source).is_file()):
+def tool_source(source: str | Sequence[str] | None) -> str | list[str] | None:
+    """The tool modules and files as resuming will need them: files by absolute path."""
+    if source is not None and not isinstance(source, str):
+        found = [tool_source(s) for s in source]
+        return [s for s in found if isinstance(s, str)] or None
+    if source is not None and (source.endswith((".py", ".plan")) or Path(source).is_file()):
         return str(Path(source).resolve())
     return source
 

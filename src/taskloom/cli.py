@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -90,7 +90,12 @@ def _print_any_text() -> None:
 def exec_(
     plan_file: Annotated[Path, typer.Argument(help="A plan in the plan language.")],
     tools: Annotated[
-        str | None, typer.Option("--tools", help="A module or .py file with extra tools.")
+        list[str] | None,
+        typer.Option(
+            "--tools",
+            help="A module or .py file with extra tools, or a .plan file that is a sub-plan "
+            "tool (repeatable; sub-plans after the tools they call).",
+        ),
     ] = None,
     max_concurrency: Annotated[
         int | None, typer.Option("--max-concurrency", min=1, help="Tasks running at once.")
@@ -166,8 +171,12 @@ def _checked_plan(plan_file: Path, text: bytes, tools: dict[str, Tool]) -> Plan:
 def resume_(
     run_id: Annotated[str, typer.Argument(help="The run (or the start of its id).")],
     tools: Annotated[
-        str | None,
-        typer.Option("--tools", help="Extra tools; default: those the run was started with."),
+        list[str] | None,
+        typer.Option(
+            "--tools",
+            help="Extra tools (repeatable, .plan sub-plans too); default: those the run "
+            "was started with.",
+        ),
     ] = None,
     model: Annotated[
         str | None,
@@ -232,7 +241,7 @@ def _resume_agent(
     errors: Console,
     store: Store,
     record: RunRecord,
-    tools: str | None,
+    tools: Sequence[str] | None,
     servers: list[ServerConfig],
     model: tuple[str | None, str | None, str | None],
     as_json: bool,
@@ -268,7 +277,7 @@ def _resume_agent(
 
 
 def _agent_local_tools(
-    config: Mapping[str, Any], source: str | None, *, python_tool: bool
+    config: Mapping[str, Any], source: Sequence[str] | None, *, python_tool: bool
 ) -> dict[str, Tool]:
     """The tools a resumed agent request has besides its MCP servers'.
 

@@ -16,6 +16,7 @@ TaskloomError                   anything taskloom raises on purpose
 │   ├── ConditionFalse          the task's condition (or one on its branch) was false: skipped
 │   ├── ConditionError          the task's condition could not be evaluated
 │   ├── MapFailed               a map could not fan out, or one of its elements failed
+│   ├── SubplanFailed           a call of a sub-plan could not start, or one of its tasks failed
 │   ├── TaskCancelled           the task or its run was cancelled
 │   ├── TaskInterrupted         the process died while a side-effecting task ran
 │   └── RecordedFailure         a failure read back from the run store
@@ -59,6 +60,7 @@ __all__ = [
     "RecordedFailure",
     "RunError",
     "StoreError",
+    "SubplanFailed",
     "TaskCancelled",
     "TaskInterrupted",
     "TaskloomError",
@@ -373,6 +375,22 @@ class MapFailed(RunError):
         self.element = element
         """The element that did not finish, if that is why."""
         super().__init__(task_id, f"map failed: {clip(problem, _MAX_CAUSE)}")
+
+
+class SubplanFailed(RunError):
+    """A call of a sub-plan (`Plan.as_tool`) did not produce its output.
+
+    Either it could not start (it calls itself, say), or one of its tasks
+    did not finish; `inner` then names that task (`4/2`), whose own error
+    says why.
+    """
+
+    def __init__(self, task_id: str, tool: str, problem: str, *, inner: str | None = None) -> None:
+        self.tool = tool
+        self.problem = problem
+        self.inner = inner
+        """The sub-plan's task that did not finish, if that is why."""
+        super().__init__(task_id, f"sub-plan {tool} failed: {clip(problem, _MAX_CAUSE)}")
 
 
 class TaskCancelled(RunError):

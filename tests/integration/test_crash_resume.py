@@ -1,11 +1,14 @@
 """Kill a run with SIGKILL at seeded random moments, resume it, and check nothing repeats.
 
 The plan mixes side-effecting tools (each appends one unique line to a file)
-with slow idempotent ones, maps of both over a list, and conditions. After
+with slow idempotent ones, maps of both over a list, conditions, and a
+sub-plan (`twice.plan`, a side effect between two idempotent calls) called
+once and mapped over a list. After
 every crash and resume the run must end as an uninterrupted run does, and no
 line may appear twice. The one outcome a crash may change: a side-effecting
 task killed mid-call comes back `interrupted` (its dependents skipped, the
-map it is an element of failed) instead of being called again.
+map it is an element of or the sub-plan call it is part of failed) instead
+of being called again.
 """
 
 from __future__ import annotations
@@ -74,7 +77,19 @@ def plan_text() -> str:
     lines.append(f'{n + 3}. append("each {{}}: ${n + 2}[*]")'.replace("{}", "$" + f"{n + 1}[*]"))
     lines.append(f'{n + 4}. append("never") if ${n + 1}[0] > 100')  # condition false
     lines.append(f'{n + 5}. append("mapped: ${n + 3}") if len(${n + 2}) == {WIDTH}')
+    lines.append(f"{n + 6}. twice(${n + 1}[*])")  # a map over a sub-plan
+    lines.append(f"{n + 7}. twice(50)")  # and one call of it
+    lines.append(f'{n + 8}. append("twice: ${n + 6} ${n + 7}")')
     return "\n".join(lines) + "\n"
+
+
+SUBPLAN = """# name: twice
+# inputs: x: int
+1. slow($x)
+2. append("sub ${x}: $1")
+3. slow($1)
+"""
+"""A sub-plan with a side effect between two idempotent calls (`--tools twice.plan`)."""
 
 
 def taskloom(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -92,6 +107,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("crash")
     (root / "crash_tools.py").write_text(TOOLS)
     (root / "crash.plan").write_text(plan_text())
+    (root / "twice.plan").write_text(SUBPLAN)
     return root
 
 
@@ -108,6 +124,8 @@ def exec_args(root: Path) -> list[str]:
         str(root / "crash.plan"),
         "--tools",
         str(root / "crash_tools.py"),
+        "--tools",
+        str(root / "twice.plan"),
         "--json",
         "--max-concurrency",
         "3",
@@ -189,12 +207,18 @@ def test_killed_run_resumes_without_repeating_side_effects(
 
     tasks = result["tasks"]
     interrupted = {i for i, t in tasks.items() if t["status"] == "interrupted"}
-    # A map fails when one of its elements was interrupted (its dependencies name them).
-    broken = interrupted | {
-        i
-        for i, t in tasks.items()
-        if t["status"] == "failed" and any(d in interrupted for d in t["dependencies"])
-    }
+    # A map fails when one of its elements was interrupted, a sub-plan call when one of
+    # its tasks was, and a map over calls when one call failed so (dependencies name them).
+    broken = set(interrupted)
+    while True:
+        more = {
+            i
+            for i, t in tasks.items()
+            if t["status"] == "failed" and any(d in broken for d in t["dependencies"])
+        }
+        if more <= broken:
+            break
+        broken |= more
     assert "never" not in lines
     for task_id, task in tasks.items():
         if task["status"] == "done":

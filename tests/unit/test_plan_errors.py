@@ -43,7 +43,7 @@ CASES: list[tuple[str, str | bytes, str, int | None, int | None]] = [
     ("unquoted text", "1. city(Paris)\n", "unquoted text 'Paris'", 1, 9),
     ("junk after call", '1. city("Paris") and more\n', "after the call's closing", 1, 18),
     ("numbered prose", "1. look up the city\n", "expected a tool call", 1, 1),
-    ("bad reference", "1. add($x, 1)\n", "'$' must be followed by a task number", 1, 8),
+    ("bad reference", "1. add($-1, 1)\n", "'$' must be followed by a task number", 1, 8),
     ("positional after keyword", "1. add(a=1, 2)\n", "positional argument may not follow", 1, 13),
     ("deep nesting", "1. add(" + "[" * 200 + ")\n", "nested more than 64 deep", 1, None),
     ("huge number", "1. add(" + "9" * 5000 + ", 1)\n", "not a usable number", 1, 8),

@@ -761,9 +761,19 @@ async def test_the_example_plans_run() -> None:
         "5": "done",
     }
     assert again.tasks[TaskId("5")].output == "was ok"
+    # One sub-plan, used twice (examples/fix_service.plan as the tool fix_service).
+    from taskloom.plan import load_subplan
+
+    tools[0].fn.__globals__["_STATUS"]["db"] = "down"
+    fix = load_subplan(EXAMPLES / "fix_service.plan", {t.name: t for t in tools})
+    twice = await execute(Plan.parse((EXAMPLES / "fix_two.plan").read_text()), tools=[*tools, fix])
+    assert twice.tasks[TaskId("1/2")].output == "restarted db"
+    assert twice.tasks[TaskId("3")].output == "paged ops: db was down, now ok; queue was ok"
 
 
-@pytest.mark.parametrize(("plan", "status"), [("troubleshoot.plan", 0), ("check_all.plan", 0)])
+@pytest.mark.parametrize(
+    ("plan", "status"), [("troubleshoot.plan", 0), ("check_all.plan", 0), ("fix_two.plan", 0)]
+)
 def test_exec_exits_0_when_only_a_false_condition_skipped_tasks(plan: str, status: int) -> None:
     from typer.testing import CliRunner
 
@@ -771,6 +781,8 @@ def test_exec_exits_0_when_only_a_false_condition_skipped_tasks(plan: str, statu
 
     services_tools()  # the db down again
     args = ["exec", str(EXAMPLES / plan), "--tools", str(EXAMPLES / "services.py")]
+    if plan == "fix_two.plan":  # it calls the sub-plan fix_service
+        args += ["--tools", str(EXAMPLES / "fix_service.plan")]
     result = CliRunner().invoke(app, [*args, "--no-world", "--no-store", "--json"])
     assert result.exit_code == status, result.output
     if plan == "troubleshoot.plan":

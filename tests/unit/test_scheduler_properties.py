@@ -177,3 +177,82 @@ def test_maps_and_conditions_run_each_task_at_most_once_after_its_inputs(
 def element_inputs(task: Task) -> set[TaskId]:
     """The tasks an element of map `task` reads: its arguments' references, not its guard's."""
     return {ref.task for ref in task.args[1]}
+
+
+# -- sub-plans ------------------------------------------------------------------
+
+
+@st.composite
+def plans_with_calls(draw: st.DrawFn) -> tuple[list[Task], dict[str, int], int | None]:
+    """Random plans of `node` calls and calls of the sub-plan `sub` (two `node`s, the
+    second under a condition), which may map over an earlier output or carry a condition."""
+    size = draw(st.integers(min_value=1, max_value=15))
+    tasks: list[Task] = []
+    sizes: dict[str, int] = {}
+    for i in range(1, size + 1):
+        name = str(i)
+        sizes[name] = draw(st.integers(min_value=0, max_value=3))
+        earlier = list(range(1, i))
+        deps = sorted(draw(st.sets(st.sampled_from(earlier), max_size=2))) if earlier else []
+        inputs: list[Any] = [Ref(TaskId(str(d))) for d in deps]
+        if earlier and draw(st.booleans()):
+            inputs.insert(0, Ref(TaskId(str(draw(st.sampled_from(earlier)))), each=()))
+        guard = None
+        if earlier and draw(st.booleans()):
+            on, limit = draw(st.sampled_from(earlier)), draw(st.integers(0, 2))
+            guard = parse_guard(f"len(${on}) > {limit}", task_id=name)
+        tool_name = draw(st.sampled_from(["node", "sub"]))
+        tasks.append(Task(id=TaskId(name), tool=tool_name, args=(name, inputs), guard=guard))
+    limit = draw(st.one_of(st.none(), st.integers(min_value=1, max_value=4)))
+    return tasks, sizes, limit
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plans_with_calls())
+def test_sub_plan_tasks_run_at_most_once_after_their_inputs(
+    case: tuple[list[Task], dict[str, int], int | None],
+) -> None:
+    tasks, sizes, limit = case
+    dependencies: dict[str, tuple[str, ...]] = {}
+    accepts: dict[str, Task] = {}
+    settled: dict[str, ev.Event] = {}
+    started: list[str] = []
+
+    @tool
+    async def node(name: str, inputs: list[Any]) -> list[str]:
+        """Returns `sizes[name]` items (two for a sub-plan's own tasks)."""
+        await anyio.lowlevel.checkpoint()
+        return [f"{name}:{j}" for j in range(sizes.get(name, 2))]
+
+    sub = Plan.parse(
+        '1. node("a", [$name, $inputs])\n2. node("b", [$1]) if len($inputs) > 1\n'
+    ).as_tool("sub", output="1", tools=[node])
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.TaskAdded):
+            dependencies[event.task_id] = event.dependencies
+            accepts[event.task_id] = event.task
+        elif isinstance(event, ev.TaskStarted):
+            assert event.task_id not in started, f"{event.task_id} started twice"
+            started.append(event.task_id)
+            for dep in dependencies[event.task_id]:
+                assert dep in settled, (event.task_id, dep)
+                done = isinstance(settled[dep], ev.TaskFinished)
+                assert done or accepts[event.task_id].accepts_skipped(dep), (event.task_id, dep)
+        elif isinstance(event, ev.TaskFinished | ev.TaskSkipped | ev.TaskFailed):
+            assert event.task_id not in settled, f"{event.task_id} settled twice"
+            settled[event.task_id] = event
+
+    result = anyio.run(
+        lambda: execute(Plan(tasks), tools=[node, sub], max_concurrency=limit, on_event=on_event)
+    )
+    assert all(t.status in ("done", "skipped") for t in result.tasks.values()), result.tasks
+    for task_id, task in result.tasks.items():
+        error = task.error
+        if isinstance(error, ConditionFalse) and error.guarded == task_id:
+            # A false condition never runs its task, nor adds its elements or sub-plan.
+            assert task_id not in started
+            assert not any(i.startswith((f"{task_id}.", f"{task_id}/")) for i in result.tasks)
+        if task.tool == "sub" and task.status == "done" and f"{task_id}/1" in result.tasks:
+            # A call's output is its task 1's (not a map's; `/in` holds a call's arguments).
+            assert task.output == result.tasks[TaskId(f"{task_id}/1")].output

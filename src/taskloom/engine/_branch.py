@@ -1,5 +1,7 @@
 """Maps and conditions: what stands between a task's inputs and its call.
 
+A call of a sub-plan is gated the same way (`taskloom.engine._subplan`).
+
 A map task (`3. city($2.names[*])`) fans out into one element task per item
 of its list, `3.0`, `3.1`, ...: each an ordinary task whose map reference is
 replaced by a reference to its item (`$2.names[0]`). A condition
@@ -16,20 +18,24 @@ from __future__ import annotations
 import ast
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import simpleeval
 
 from taskloom._ids import TaskId
+from taskloom.engine import _subplan as subplan
 from taskloom.engine import events as ev
+from taskloom.engine._gc import before_burst
 from taskloom.engine._node import Node
 from taskloom.engine.result import TaskStatus
 from taskloom.errors import ConditionError, ConditionFalse, MapFailed
 from taskloom.plan import Guard, Ref, Task, Template
 from taskloom.plan._args import GUARD_FUNCTIONS
-from taskloom.plan._model import iter_refs
+from taskloom.plan._model import derived_task, iter_refs
+from taskloom.plan._plan import add_checked
 from taskloom.plan._resolve import HasOutput, ResolveError, resolve
+from taskloom.plan._subplan import SubplanTool
 
 if TYPE_CHECKING:
     from taskloom.engine._scheduler import Run
@@ -42,6 +48,8 @@ __all__ = [
     "element_value",
     "guard_holds",
     "map_size",
+    "part_unfinished",
+    "parts",
     "through_gate",
 ]
 
@@ -57,8 +65,11 @@ def through_gate(run: Run, node: Node) -> bool:
         True when the task is to be queued for its call like any other.
 
     """
-    if node.elements is not None:  # a map whose elements are all done
-        _collect(run, node)
+    if node.elements is not None:  # a map whose elements are all done (or a sub-plan's tasks)
+        if node.task.is_map:
+            _collect(run, node)
+        else:
+            subplan.collect(run, node)
         return False
     task = node.task
     if task.guard is not None:
@@ -73,7 +84,28 @@ def through_gate(run: Run, node: Node) -> bool:
     if task.is_map:
         _fan_out(run, node)
         return False
+    if type(node.tool) is SubplanTool:
+        subplan.expand(run, node)
+        return False
     return True
+
+
+def parts(node: Node) -> Iterator[Node]:
+    """The tasks a map or a sub-plan call is made of, theirs included (nested calls)."""
+    stack = list(reversed(node.elements or ()))
+    while stack:
+        part = stack.pop()
+        yield part
+        stack.extend(reversed(part.elements or ()))
+
+
+def part_unfinished(run: Run, whole: Node, part: Node) -> None:
+    """An element of the map `whole` (or a task of the sub-plan call `whole`) has no output."""
+    if not whole.task.is_map:
+        subplan.inner_unfinished(run, whole, part)
+        return
+    why = f"element {part.task.id} did not finish: {part.error or part.status}"
+    run._settle_unrun(whole, MapFailed(whole.task.id, why, element=part.task.id))
 
 
 def _fan_out(run: Run, node: Node) -> None:
@@ -101,13 +133,15 @@ def _fan_out(run: Run, node: Node) -> None:
         why = f"the id {taken} of one of its elements is taken by another task"
         run._settle_unrun(node, MapFailed(task.id, why))
         return
+    before_burst(size)  # adding the elements allocates as a burst of starts does
     elements: list[Node] = []
     node.elements, node.waiting = elements, 0
     run._ranks = None
     run._emit(ev.TaskMapped, task_id=task.id, elements=tuple(ids))
     failed: Node | None = None
+    dependencies = tuple(sorted(task.dependencies))
     for index in range(size):
-        element = _add_element(run, node, index)
+        element = _add_element(run, node, index, dependencies)
         elements.append(element)
         if element.status is TaskStatus.DONE:
             continue
@@ -123,9 +157,10 @@ def _fan_out(run: Run, node: Node) -> None:
         _collect(run, node)
 
 
-def _add_element(run: Run, node: Node, index: int) -> Node:
+def _add_element(run: Run, node: Node, index: int, dependencies: tuple[TaskId, ...]) -> Node:
     task = element_task(node.task, index)
-    run._plan.add(task)
+    # Its id was checked free (`_fan_out`) and its references are the map's: no checks again.
+    add_checked(run._plan, task)
     bound = {k: element_value(v, index) for k, v in node.bound.items()}
     element = Node(task, node.tool, bound)
     run._nodes[task.id] = element
@@ -135,7 +170,8 @@ def _add_element(run: Run, node: Node, index: int) -> Node:
         run._emit(ev.TaskRestored, task_id=task.id, status=str(element.status), error=element.error)
         return element
     run._open += 1
-    dependencies = tuple(sorted(task.dependencies))
+    if task.dependencies is not node.task.dependencies:  # the map has a condition
+        dependencies = tuple(sorted(task.dependencies))
     run._emit(ev.TaskAdded, task_id=task.id, tool=task.tool, dependencies=dependencies, task=task)
     run._link(element)
     return element
@@ -234,12 +270,11 @@ def element_value(value: Any, index: int) -> Any:
 
 def element_task(task: Task, index: int) -> Task:
     """Element `index` of map task `task`: the same call on item `index` of its list(s)."""
-    return Task(
-        id=element_id(task.id, index),
-        tool=task.tool,
-        args=element_value(task.args, index),
-        kwargs={k: element_value(v, index) for k, v in task.kwargs.items()},
-        position=task.position,
+    return derived_task(
+        task,
+        element_id(task.id, index),
+        element_value(task.args, index),
+        {k: element_value(v, index) for k, v in task.kwargs.items()},
     )
 
 

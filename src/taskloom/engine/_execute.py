@@ -23,6 +23,7 @@ from taskloom.engine.result import RunResult
 from taskloom.errors import PlanError, UserError
 from taskloom.plan import Plan, Task
 from taskloom.plan._plan import tool_map
+from taskloom.plan._subplan import subplan_tools
 from taskloom.telemetry._setup import traced
 from taskloom.tools import Tool, tool
 
@@ -43,16 +44,18 @@ NO_TOOLS = (
 def as_tools(tools: ToolsLike) -> dict[str, Tool]:
     """Index tools by name, wrapping plain functions with `@tool`.
 
+    A sub-plan tool brings the tools its tasks call (`Plan.as_tool(tools=...)`).
+
     Raises:
         UserError: if `tools` is not a collection, or two different tools share a name.
         ToolDefinitionError: if a plain function cannot become a tool.
 
     """
     if isinstance(tools, Mapping):
-        return tool_map(tools)
+        return subplan_tools(tool_map(tools))
     if isinstance(tools, Tool | str | bytes) or not isinstance(tools, Iterable):
         raise UserError(f"tools must be a list of tools or functions, not {short_repr(tools)}")
-    return tool_map(t if isinstance(t, Tool) else tool(t) for t in tools)
+    return subplan_tools(tool_map(t if isinstance(t, Tool) else tool(t) for t in tools))
 
 
 def _tools_on(runtime: Runtime | None, tools: ToolsLike | None, weight: float) -> ToolsLike:
@@ -263,6 +266,11 @@ async def execute(
     tool_index = as_tools(_tools_on(runtime, tools, weight))
     if not isinstance(plan, AsyncIterable | Plan):
         plan = Plan(plan)
+    if isinstance(plan, Plan) and plan.inputs:
+        raise PlanError(
+            f"the plan has inputs ({', '.join('$' + n for n in plan.inputs)}), so it runs "
+            "as a tool of another plan: Plan.as_tool(name), or `--tools FILE.plan`"
+        )
     # `trace` is None unless tracing is on (OTEL_* variables, telemetry.instrument()).
     traced_id = journal.run_id if journal is not None else run_id
     async with (

@@ -14,6 +14,7 @@ from taskloom._ids import TaskId
 from taskloom.engine.result import TaskResult, TaskStatus
 from taskloom.errors import BadOutput, RunError
 from taskloom.plan import Task
+from taskloom.plan._subplan import SubplanTool
 from taskloom.tools import Tool
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Earlier",
     "Node",
     "TaskResults",
+    "gated",
     "is_storable",
     "jsonable",
     "storable",
@@ -69,10 +71,17 @@ class Node:
         """The asyncio task running the call, while it runs; cancelling it stops the call."""
         self.queued = 0
         """Non-zero while the node sits in the ready queue: its queue ticket."""
-        self.gated = task.guard is not None or task.is_map
-        """A condition or a map stands between its inputs and its call (`through_gate`)."""
+        self.gated = gated(task, tool)
+        """A condition, a map or a sub-plan stands between its inputs and its call
+        (`through_gate`)."""
         self.elements: list[Node] | None = None
-        """A map task's element tasks, once it fanned out; None before (and for other tasks)."""
+        """A map task's element tasks, once it fanned out (a sub-plan call's tasks, once
+        added); None before (and for other tasks)."""
+
+
+def gated(task: Task, tool: Tool) -> bool:
+    """Whether a condition, a map or a sub-plan stands between the task's inputs and its call."""
+    return task.guard is not None or task.is_map or type(tool) is SubplanTool
 
 
 MAX_INT_DIGITS = 4300

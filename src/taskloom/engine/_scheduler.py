@@ -35,13 +35,14 @@ import anyio.lowlevel
 
 from taskloom._ids import RunId, TaskId
 from taskloom.engine import events as ev
-from taskloom.engine._branch import accepts, through_gate
+from taskloom.engine._branch import accepts, part_unfinished, parts, through_gate
 from taskloom.engine._budget import Budget
 from taskloom.engine._gc import before_burst
 from taskloom.engine._node import (
     Earlier,
     Node,
     TaskResults,
+    gated,
     jsonable,
     task_result,
 )
@@ -54,7 +55,6 @@ from taskloom.errors import (
     ConditionFalse,
     DependencyFailed,
     EditError,
-    MapFailed,
     PlanError,
     RunError,
     TaskCancelled,
@@ -122,7 +122,7 @@ class Run:
         # Outputs of tasks from an earlier plan (a replan): referable, never re-run.
         self._earlier = {i: Earlier(output) for i, output in (earlier or {}).items()}
         # The plan checks structure; tool checks happen here (bind_task), once.
-        self._plan = Plan(external=self._earlier)
+        self._plan = Plan(external=self._earlier, inputs=())
         self._tools = tools
         self._limit = max_concurrency
         self._fifo = order == "fifo"
@@ -316,9 +316,9 @@ class Run:
         if node.status.is_final:
             return
         self._cancel_node(node, reason or f"task {task_id} was cancelled")
-        for element in node.elements or ():  # a map: its elements are part of it
+        for element in parts(node):  # a map's elements, a sub-plan's tasks: part of it
             if not element.status.is_final:
-                self._cancel_node(element, f"its map, task {task_id}, was cancelled")
+                self._cancel_node(element, f"task {task_id}, which it is part of, was cancelled")
         self._dispatch()
         self._check_done()
 
@@ -365,7 +365,7 @@ class Run:
             if dep in self._nodes:
                 self._nodes[dep].dependents.remove(node)
         node.task, node.tool, node.bound, node.queued = new, self._tools[new.tool], bound, 0
-        node.gated = new.guard is not None or new.is_map
+        node.gated = gated(new, node.tool)
         node.status = TaskStatus.PENDING
         self._ranks = None
         self._emit(
@@ -855,9 +855,8 @@ class Run:
         for child in node.dependents:
             if child.status.is_final:
                 continue
-            if child.elements is not None:  # `node` is an element of the map `child`
-                why = f"element {node.task.id} did not finish: {node.error or node.status}"
-                self._settle_unrun(child, MapFailed(child.task.id, why, element=node.task.id))
+            if child.elements is not None:  # `node` is an element of the map (or sub-plan) `child`
+                part_unfinished(self, child, node)
             elif not_taken and child.task.accepts_skipped(node.task.id):
                 if child.status is TaskStatus.PENDING:  # `$N?`: None stands in for the output
                     child.waiting -= 1

@@ -5,7 +5,8 @@ The plan language is a small subset of Python call syntax plus references:
     args     := [arg ("," arg)* [","]]
     arg      := NAME "=" value | value
     value    := string | number | ref | list | tuple | dict | constant
-    ref      := "$" DIGITS ["?"] refpath | "${" DIGITS ["?"] refpath "}"
+    ref      := "$" ID ["?"] refpath | "${" ID ["?"] refpath "}"
+    ID       := DIGITS | NAME      (a NAME is an input of a sub-plan: `$city`)
     refpath  := path ["[*]" path]
     path     := ("." NAME | "." DIGITS | "[" DIGITS "]" | "[" string "]")*
 
@@ -301,12 +302,22 @@ class _Scanner:
         braced = self.text.startswith("${", at)
         self.pos += 2 if braced else 1
         digits = _DIGITS.match(self.text, self.pos)
-        if not digits:
-            self.fail("'$' must be followed by a task number, like $1 or ${1}", at=at)
-        task = task_number(digits.group())
-        if task is None:
-            self.fail(f"the task number after '$' has more than {MAX_ID_DIGITS} digits", at=at)
-        self.pos = digits.end()
+        name = None if digits else _NAME.match(self.text, self.pos)
+        if name:  # `$city`: an input of a plan that is called as a tool (a sub-plan)
+            task = TaskId(name.group())
+            self.pos = name.end()
+        elif not digits:
+            self.fail(
+                "'$' must be followed by a task number, like $1 or ${1} "
+                "(or, in a sub-plan, by an input's name: $city)",
+                at=at,
+            )
+        else:
+            number = task_number(digits.group())
+            if number is None:
+                self.fail(f"the task number after '$' has more than {MAX_ID_DIGITS} digits", at=at)
+            task = number
+            self.pos = digits.end()
         # `?` after a reference in a string is a question mark ("how big is $1?").
         optional = not in_string and self.peek() == "?"
         if optional:
@@ -520,9 +531,10 @@ class _Scanner:
         """A reference at `$` inside a string, or None where the `$` is plain text."""
         at = self.pos
         if self.text.startswith("${", at):
-            if _DIGITS.match(self.text, at + 2):
+            if _DIGITS.match(self.text, at + 2) or _NAME.match(self.text, at + 2):
                 return self.ref(in_string=True)
             return None
+        # A name after a bare `$` in a string is text ("$USD"); an input is `${city}`.
         digits = _DIGITS.match(self.text, at + 1)
         if not digits or _MONEY_AFTER.match(self.text, digits.end()):
             return None

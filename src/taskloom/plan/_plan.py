@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskloom._ids import TaskId
 from taskloom._text import clip, quoted, short_repr
 from taskloom.errors import PlanError
 from taskloom.plan._check import bind_task
-from taskloom.plan._model import Task
+from taskloom.plan._model import Ref, Task, Template
 from taskloom.tools import Tool
 
 if TYPE_CHECKING:
+    from taskloom.plan._subplan import SubplanTool
     from taskloom.plan.json import PlanModel
 
-__all__ = ["Plan", "tool_map"]
+__all__ = ["Plan", "add_checked", "is_input_name", "tool_map"]
 
 
 def tool_map(tools: Iterable[Tool] | Mapping[str, Tool] | None) -> dict[str, Tool]:
@@ -90,6 +91,7 @@ class Plan:
         *,
         tools: Iterable[Tool] | Mapping[str, Tool] | None = None,
         external: Collection[TaskId] = (),
+        inputs: Collection[str] | None = None,
     ) -> None:
         """Build and check a plan.
 
@@ -98,6 +100,10 @@ class Plan:
             tools: when given, every task is also checked against its tool.
             external: ids of tasks outside this plan (from an earlier plan of
                 the same run) that references may point to.
+            inputs: the names a reference may give instead of a task number
+                (`$city`), the inputs of a plan called as a tool
+                (`as_tool`); None (the default) takes every such name that
+                is no task's id as an input.
 
         Raises:
             PlanError: duplicate ids, references to missing tasks or to the
@@ -110,6 +116,7 @@ class Plan:
 
         self._tools = tool_map(tools)
         self._external = frozenset(external)
+        self._inputs: frozenset[str] | None = None if inputs is None else frozenset(inputs)
         self._tasks: dict[TaskId, Task] = {}
         self.joined = False
         """The planner closed the plan with `join()`: nothing more will be added."""
@@ -196,6 +203,63 @@ class Plan:
         return self._tasks
 
     @property
+    def inputs(self) -> tuple[str, ...]:
+        """The names referenced as inputs (`$city`), in the order first written.
+
+        A plan with inputs runs as a tool of a larger plan (`as_tool`), not by itself.
+        """
+        seen: dict[str, None] = {}
+        for task in self._tasks.values():
+            if not any(is_input_name(d) for d in task.dependencies):
+                continue
+            written = (task.args, task.kwargs, task.guard.refs if task.guard else ())
+            for ref in _refs_in_order(written):
+                dep = ref.task
+                if is_input_name(dep) and dep not in self._tasks and dep not in self._external:
+                    seen[dep] = None
+        return tuple(seen)
+
+    def as_tool(
+        self,
+        name: str,
+        *,
+        inputs: Mapping[str, Any] | Sequence[str] | None = None,
+        output: str | None = None,
+        description: str | None = None,
+        tools: Iterable[Tool] | Mapping[str, Tool] | None = None,
+    ) -> SubplanTool:
+        """This plan as a tool that a larger plan calls: a sub-plan.
+
+        A call runs the plan's tasks in the caller's run, each with an id
+        under the caller's (`4/1`, `4/2`, ...), and its output is that of
+        the `output` task (see `SubplanTool`).
+
+        Args:
+            name: the tool's name.
+            inputs: the parameters, by name with a type (`{"city": str}`) or
+                by name alone (any value); by default the plan's `inputs`.
+            output: the id of the task whose output the call returns; by
+                default the last task written.
+            description: what the tool does, for a planner's catalogue.
+            tools: the tools its tasks call, brought along into any run
+                that has the sub-plan tool (and used when it is called alone).
+
+        Returns:
+            The tool.
+
+        Raises:
+            UserError: if the plan is empty, `output` is no task of it, or an
+                input the tasks reference is not among `inputs`.
+            ToolDefinitionError: if the name is unusable or a type has no JSON form.
+
+        """
+        from taskloom.plan._subplan import SubplanTool
+
+        return SubplanTool(
+            self, name=name, inputs=inputs, output=output, description=description, tools=tools
+        )
+
+    @property
     def tools(self) -> Mapping[str, Tool]:
         """The tools this plan was checked against (empty if none)."""
         return self._tools
@@ -259,6 +323,11 @@ class Plan:
             self._tasks[task.id] = previous
             raise
 
+    def _is_input(self, name: str) -> bool:
+        if self._inputs is None:
+            return is_input_name(name)
+        return name in self._inputs
+
     def _check_own(self, task: Task) -> None:
         if task.id in self._tasks or task.id in self._external:
             raise PlanError(
@@ -276,8 +345,19 @@ class Plan:
             bind_task(task, self._tools)
 
     def _check_refs(self, task: Task, *, growing: bool = False) -> None:
-        missing = [d for d in task.dependencies if d not in self._tasks and d not in self._external]
+        missing = [
+            d
+            for d in task.dependencies
+            if d not in self._tasks and d not in self._external and not self._is_input(d)
+        ]
         for dep in sorted(missing, key=_numeric):
+            if is_input_name(dep):
+                raise PlanError(
+                    f"${clip(dep)} names an input, and this plan has no input {clip(dep)}; "
+                    "a plan with inputs runs as a tool of another plan (Plan.as_tool)",
+                    task_id=task.id,
+                    position=task.position,
+                )
             why = (
                 "which does not exist yet; a task may only use the results of tasks before it"
                 if growing
@@ -288,6 +368,34 @@ class Plan:
                 task_id=task.id,
                 position=task.position,
             )
+
+
+def add_checked(plan: Plan, task: Task) -> None:
+    """Add a task that its maker has checked: a free id, references to tasks in the plan.
+
+    A map's 10,000 elements are added in one loop turn; each would repeat the checks
+    made once for the map.
+    """
+    plan._tasks[task.id] = task
+
+
+def _refs_in_order(value: Any) -> Iterator[Ref]:
+    """Every Ref inside a value, in the order written."""
+    if isinstance(value, Ref):
+        yield value
+    elif isinstance(value, Template):
+        yield from (p for p in value.parts if isinstance(p, Ref))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _refs_in_order(item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _refs_in_order(item)
+
+
+def is_input_name(name: str) -> bool:
+    """Whether a reference's target is an input's name (`$city`), not a task number."""
+    return name.isidentifier() and not name.isdigit()
 
 
 def _written_in_order(tasks: Iterable[Task], external: Collection[TaskId]) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from taskloom._ids import TaskId
-from taskloom.plan import Ref, Task, Template, parse_guard
+from taskloom.plan import Guard, Ref, Task, Template, parse_guard
 
 __all__ = ["task_from_json", "task_to_json"]
 
@@ -24,6 +24,9 @@ def task_to_json(task: Task) -> dict[str, Any]:
     }
     if task.guard is not None:
         data["guard"] = task.guard.text
+        written = parse_guard(task.guard.text, task_id=task.id).refs
+        if written != task.guard.refs:  # a sub-plan's task: its text names the sub-plan's ids
+            data["guard_refs"] = [_encode(r) for r in task.guard.refs]
     return data
 
 
@@ -34,13 +37,18 @@ def task_from_json(data: Mapping[str, Any]) -> Task:
         PlanError: if its recorded condition no longer parses.
 
     """
-    guard = data.get("guard")
+    text = data.get("guard")
+    guard = None if text is None else parse_guard(text, task_id=data["id"])
+    moved = data.get("guard_refs")
+    if guard is not None and moved is not None:
+        refs = tuple(_decode(r) for r in moved)
+        guard = Guard(text=guard.text, source=guard.source, names=guard.names, refs=refs)
     return Task(
         id=TaskId(data["id"]),
         tool=data["tool"],
         args=tuple(_decode(a) for a in data["args"]),
         kwargs={k: _decode(v) for k, v in data["kwargs"].items()},
-        guard=None if guard is None else parse_guard(guard, task_id=data["id"]),
+        guard=guard,
     )
 
 

@@ -18,6 +18,8 @@ A map task that had fanned out but not finished fans out again over its
 restored list: its elements (`3.0`, `3.1`, ...) get the same ids, and each
 is restored as recorded under the rules above (done ones keep their output,
 a non-idempotent one that was running ends `interrupted`); the rest run.
+A call of a sub-plan that had not finished adds its tasks again (`4/1`,
+`4/2`, ...) the same way: each recorded one is restored as it was.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from taskloom.engine import Run, RunResult, TaskStatus, open_run
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.errors import RecordedFailure, RunError, TaskInterrupted, UserError
 from taskloom.plan import Task
+from taskloom.plan._subplan import SubplanTool
 from taskloom.store._codec import task_from_json
 from taskloom.store._records import TaskRecord
 from taskloom.store._store import Store
@@ -67,18 +70,24 @@ def restore_tasks(
 
     """
     recorded = {r.id for r in records}
-    # Elements of a map that will fan out again are handed over first: the map
-    # fans out the moment it is added (see the module's docstring).
-    refanned = {r.id for r in records if r.task.is_map and r.status not in _KEPT}
-    elements = [r for r in records if r.id.rpartition(".")[0] in refanned]
-    for record in elements:
-        status = _kept(record, tools)
+    # Elements of a map that will fan out again, and tasks of a sub-plan call
+    # that will add them again, are handed over first: the map fans out (the
+    # call adds its tasks) the moment it is added (see the module's docstring).
+    refanned = {
+        r.id
+        for r in records
+        if (r.task.is_map or isinstance(tools.get(r.task.tool), SubplanTool))
+        and r.status not in _KEPT
+    }
+    parts = {r.id for r in records if refanned and not refanned.isdisjoint(_enclosing(r.id))}
+    for record in records:
+        status = _kept(record, tools) if record.id in parts else None
         if status is not None:
             run.restore_element(
                 record.id, status, output=record.output, error=_error(record, status)
             )
     for record in _dependencies_first(records):
-        if record.id.rpartition(".")[0] in refanned:
+        if record.id in parts:
             continue
         status = _kept(record, tools)
         if status is None:
@@ -86,6 +95,11 @@ def restore_tasks(
         else:
             run.restore(record.task, status, output=record.output, error=_error(record, status))
     run.add_all(t for t in planned if t.id not in recorded)
+
+
+def _enclosing(task_id: str) -> list[str]:
+    """The maps and sub-plan calls a task's id is under: `4.0/2` is under `4.0` and `4`."""
+    return [task_id[:i] for i, char in enumerate(task_id) if char in "./" and i]
 
 
 def _dependencies_first(records: Sequence[TaskRecord]) -> Sequence[TaskRecord]:
