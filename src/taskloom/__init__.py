@@ -6,6 +6,8 @@ from taskloom._ids import RunId, TaskId
 from taskloom.engine import (
     Budget,
     DurationStats,
+    Executor,
+    InlineExecutor,
     Price,
     Run,
     RunResult,
@@ -18,6 +20,7 @@ from taskloom.engine import (
 from taskloom.errors import (
     BadArguments,
     BadOutput,
+    CallInterrupted,
     CallTimedOut,
     CommandFailed,
     ConditionError,
@@ -25,6 +28,7 @@ from taskloom.errors import (
     ConfigError,
     DependencyFailed,
     EditError,
+    ExecutorLost,
     LimitExceeded,
     MapFailed,
     MCPError,
@@ -57,7 +61,7 @@ from taskloom.plan import (
     parse_stream,
 )
 from taskloom.store import Store, resume
-from taskloom.tools import CallPolicy, Tool, tool
+from taskloom.tools import CallPolicy, Resources, Tool, tool
 from taskloom.tools.process import ProcessLimits, command_tool, python_tool
 
 if _typing.TYPE_CHECKING:
@@ -73,6 +77,7 @@ __all__ = [
     "BadArguments",
     "BadOutput",
     "Budget",
+    "CallInterrupted",
     "CallPolicy",
     "CallTimedOut",
     "CommandFailed",
@@ -83,9 +88,12 @@ __all__ = [
     "DurationStats",
     "EditError",
     "Example",
+    "Executor",
+    "ExecutorLost",
     "Graph",
     "Guard",
     "Handle",
+    "InlineExecutor",
     "LimitExceeded",
     "MCPError",
     "MCPToolError",
@@ -100,6 +108,7 @@ __all__ = [
     "ProcessToolError",
     "RecordedFailure",
     "Ref",
+    "Resources",
     "Run",
     "RunError",
     "RunId",

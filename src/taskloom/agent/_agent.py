@@ -50,6 +50,7 @@ from taskloom.agent.prompts import (
 from taskloom.engine import Budget, DurationStats, Run, RunResult, TaskStatus, open_run
 from taskloom.engine import events as ev
 from taskloom.engine._execute import ToolsLike, as_tools
+from taskloom.engine._executor import Executor
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
 from taskloom.llm import ChatModel, Message, Warmable, model_from_config
@@ -146,6 +147,7 @@ class Agent:
         examples: Iterable[Example] | None = None,
         grounded: bool | None = None,
         grammar_limits: GrammarLimits | None = None,
+        executor: Executor | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -195,6 +197,8 @@ class Agent:
             grammar_limits: how long thoughts, string arguments, numbers and
                 references in a plan may be when a grammar constrains the
                 model; by default `GrammarLimits()`, sized for general text.
+            executor: where tool calls run (`taskloom.ray.RayExecutor`, say);
+                None: in this process. The model calls stay here.
 
         Raises:
             UserError: for negative limits or bad tools, an `extra_config`
@@ -246,6 +250,7 @@ class Agent:
         self.store = store
         self.cache = cache
         self.budget = budget
+        self.executor = executor
         self.read_ahead = read_ahead
         self.stats = DurationStats()
         """Tool durations seen by this agent's runs: ordering and deadline estimates."""
@@ -595,6 +600,7 @@ class Agent:
             stats=self.stats,
             deadline_at=spend.deadline_at,
             first_seq=spend.seq,
+            executor=self.executor,
         ) as run:
             spend.run = run  # the agent's events of this round go into its sequence
             repair: tuple[str, str] | None = None
@@ -710,6 +716,7 @@ class Agent:
             stats=self.stats,
             deadline_at=spend.deadline_at,
             first_seq=spend.seq,
+            executor=self.executor,
         ) as run:
             current = [t for t in record.tasks if t.round == number]
             restore_tasks(run, current, as_tools(tools))
