@@ -1,8 +1,8 @@
 """The engine: the scheduler, its events and the RunResult."""
 
 from taskloom.engine._budget import Budget, Price
-from taskloom.engine._executor import Executor, InlineExecutor
 from taskloom.engine._execute import execute, open_run
+from taskloom.engine._executor import Executor, InlineExecutor
 from taskloom.engine._journal import Journal
 from taskloom.engine._scheduler import Run
 from taskloom.engine._stats import DurationStats

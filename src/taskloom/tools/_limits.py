@@ -1,4 +1,4 @@
-"""What a call may use (an isolated tool's limits, a cluster's resources), and how a worker finds it."""
+"""What a call may use (isolation limits, cluster resources), and how a worker finds it."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ class Resources:
             raise ToolDefinitionError(
                 f"resources must be a Resources or a mapping, got {short_repr(given)}"
             )
-        known = {k: v for k, v in given.items() if k in _RESOURCE_FIELDS}
+        known: dict[str, Any] = {k: v for k, v in given.items() if k in _RESOURCE_FIELDS}
         custom = {k: v for k, v in given.items() if k not in _RESOURCE_FIELDS}
         return cls(**known, custom=custom)
 

@@ -1,0 +1,222 @@
+"""The Ray scenarios: a two-node cluster on this machine, runs on it, and what came back.
+
+Run by tests/integration/test_ray.py inside a network namespace of its own
+(only `lo` up), so every Ray address is 127.0.0.1. It starts the cluster,
+runs each scenario through `taskloom.execute(..., executor=RayExecutor(...))`,
+stops the cluster, and prints one JSON object with what each scenario saw.
+
+    python tests/integration/ray_scenarios.py WORK_FOLDER
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import ray
+from ray.cluster_utils import Cluster
+
+import taskloom
+from taskloom import Task, TaskId
+from taskloom.ray import RayExecutor
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import ray_tools as rt  # noqa: E402
+
+TOOLS = [
+    rt.where_sync,
+    rt.where_async,
+    rt.pinned,
+    rt.infeasible,
+    rt.safe_slow,
+    rt.effect_slow,
+    rt.sync_sleeper,
+    rt.async_sleeper,
+    rt.raises,
+]
+
+
+@taskloom.tool
+def in_main(x: int) -> dict[str, object]:
+    """Defined in __main__: no worker can import it, so it travels by value."""
+    return {"double": 2 * x, "pid": os.getpid()}
+
+
+def closure_tool() -> taskloom.Tool:
+    offset = 40
+
+    @taskloom.tool
+    async def in_function(x: int) -> int:
+        """Defined in a function: it travels by value, closure and all."""
+        return x + offset
+
+    return in_function
+
+
+def unpicklable_tool() -> taskloom.Tool:
+    lock = threading.Lock()
+
+    @taskloom.tool
+    def holds_a_lock(x: int) -> int:
+        """Closes over a lock: neither importable nor picklable."""
+        with lock:
+            return x
+
+    return holds_a_lock
+
+
+def task(i: int, tool: str, *args: Any, **kwargs: Any) -> Task:
+    return Task(id=TaskId(str(i)), tool=tool, args=args, kwargs=kwargs)
+
+
+def summary(result: taskloom.RunResult) -> dict[str, Any]:
+    return {
+        "status": str(result.status),
+        "tasks": {
+            i: {
+                "tool": t.tool,
+                "status": str(t.status),
+                "output": t.output,
+                "error": None if t.error is None else str(t.error),
+                "error_type": None if t.error is None else type(t.error).__name__,
+                "attempts": t.attempts,
+            }
+            for i, t in result.tasks.items()
+        },
+    }
+
+
+async def fan_out(executor: RayExecutor) -> dict[str, Any]:
+    plan = [task(i, "where_sync", i, 0.5) for i in range(8)]
+    plan += [task(100 + i, "where_async", i, 0.2) for i in range(8)]
+    return summary(await taskloom.execute(plan, tools=TOOLS, executor=executor))
+
+
+async def pinning(executor: RayExecutor) -> dict[str, Any]:
+    plan = [task(i, "pinned", i) for i in range(6)]
+    plan.append(task(50, "infeasible", 1))
+    return summary(await taskloom.execute(plan, tools=TOOLS, executor=executor))
+
+
+async def shipping(executor: RayExecutor) -> dict[str, Any]:
+    tools = [*TOOLS, in_main, closure_tool(), unpicklable_tool()]
+    plan = [
+        task(1, "in_main", 21),
+        task(2, "in_function", 2),
+        task(3, "holds_a_lock", 1),
+        task(4, "raises", "no such city"),
+    ]
+    return summary(await taskloom.execute(plan, tools=tools, executor=executor))
+
+
+async def timeouts(executor: RayExecutor, folder: Path) -> dict[str, Any]:
+    plan = [task(1, "sync_sleeper", str(folder)), task(2, "async_sleeper", str(folder))]
+    out = summary(await taskloom.execute(plan, tools=TOOLS, executor=executor))
+    pid = int((folder / "sync_sleeper.pid").read_text())
+    out["sleeper_pid"] = pid
+    out["sleeper_alive"] = _wait_until(lambda: not _alive(pid), 20.0) is False
+    out["async_cancelled"] = _wait_until(
+        lambda: (folder / "async_sleeper.cancelled").exists(), 20.0
+    )
+    return out
+
+
+async def node_killed(executor: RayExecutor, cluster: Cluster, second: Any, folder: Path) -> dict:
+    """Calls on the second node when it is killed: idempotent ones retried, the others not."""
+    second_id = second.node_id
+    plan = []
+    for i in range(6):
+        plan.append(task(2 * i, "safe_slow", i, str(folder), 4.0))
+        plan.append(task(2 * i + 1, "effect_slow", i, str(folder), 4.0))
+    seen: dict[str, Any] = {}
+
+    async def kill_when_both_kinds_run_there() -> None:
+        def on_second(kind: str) -> bool:
+            return any(p.name.startswith(kind) and second_id in p.name for p in folder.iterdir())
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if on_second("safe-") and on_second("effect-"):
+                break
+            await anyio.sleep(0.1)
+        seen["marked_on_second"] = sorted(p.name for p in folder.iterdir() if second_id in p.name)
+        await anyio.to_thread.run_sync(lambda: cluster.remove_node(second, allow_graceful=False))
+        seen["killed"] = True
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(kill_when_both_kinds_run_there)
+        result = await taskloom.execute(plan, tools=TOOLS, executor=executor)
+    return {**summary(result), **seen, "second_node": second_id}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def main() -> None:
+    work = Path(sys.argv[1])
+    started = time.monotonic()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "resources": {"head_node": 1}},
+    )
+    second = cluster.add_node(num_cpus=1, resources={"second_node": 1})
+    out: dict[str, Any] = {"driver_pid": os.getpid()}
+    try:
+        executor = RayExecutor(address=cluster.address, log_to_driver=False)
+        with executor:
+            cluster.wait_for_nodes()
+            out["nodes"] = {
+                "head": ray.get_runtime_context().get_node_id(),
+                "second": second.node_id,
+                "addresses": sorted({n["NodeManagerAddress"] for n in ray.nodes()}),
+            }
+            out["cluster_start_s"] = time.monotonic() - started
+            for name, scenario in (
+                ("fan_out", lambda: fan_out(executor)),
+                ("pinning", lambda: pinning(executor)),
+                ("shipping", lambda: shipping(executor)),
+                ("timeouts", lambda: timeouts(executor, _folder(work, "timeouts"))),
+                (
+                    "node_killed",
+                    lambda: node_killed(executor, cluster, second, _folder(work, "killed")),
+                ),
+            ):
+                began = time.monotonic()
+                out[name] = anyio.run(scenario)
+                out[name]["seconds"] = time.monotonic() - began
+    finally:
+        cluster.shutdown()
+    print(json.dumps(out))
+
+
+def _folder(work: Path, name: str) -> Path:
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+if __name__ == "__main__":
+    main()
