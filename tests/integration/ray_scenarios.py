@@ -3,9 +3,9 @@
 Run by tests/integration/test_ray.py inside a network namespace of its own
 (only `lo` up), so every Ray address is 127.0.0.1. It starts the cluster,
 runs each scenario through `taskloom.execute(..., executor=RayExecutor(...))`,
-stops the cluster, and prints one JSON object with what each scenario saw.
+stops the cluster, and writes one JSON object with what each scenario saw.
 
-    python tests/integration/ray_scenarios.py WORK_FOLDER
+    python tests/integration/ray_scenarios.py WORK_FOLDER   # writes WORK_FOLDER/out.json
 """
 
 from __future__ import annotations
@@ -139,16 +139,21 @@ async def node_killed(executor: RayExecutor, cluster: Cluster, second: Any, fold
         plan.append(task(2 * i + 1, "effect_slow", i, str(folder), 4.0))
     seen: dict[str, Any] = {}
 
-    async def kill_when_both_kinds_run_there() -> None:
-        def on_second(kind: str) -> bool:
-            return any(p.name.startswith(kind) and second_id in p.name for p in folder.iterdir())
+    def running_there() -> list[str]:
+        return sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.name.startswith("running.") and second_id in p.name
+        )
 
+    async def kill_when_both_kinds_run_there() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if on_second("safe-") and on_second("effect-"):
+            running = running_there()
+            if any(".safe-" in r for r in running) and any(".effect-" in r for r in running):
                 break
-            await anyio.sleep(0.1)
-        seen["marked_on_second"] = sorted(p.name for p in folder.iterdir() if second_id in p.name)
+            await anyio.sleep(0.05)
+        seen["running_on_second"] = running_there()  # noqa: ASYNC240
         await anyio.to_thread.run_sync(lambda: cluster.remove_node(second, allow_graceful=False))
         seen["killed"] = True
 
@@ -182,7 +187,7 @@ def main() -> None:
         initialize_head=True,
         head_node_args={"num_cpus": 1, "resources": {"head_node": 1}},
     )
-    second = cluster.add_node(num_cpus=1, resources={"second_node": 1})
+    second = cluster.add_node(num_cpus=2, resources={"second_node": 1})
     out: dict[str, Any] = {"driver_pid": os.getpid()}
     try:
         executor = RayExecutor(address=cluster.address, log_to_driver=False)
@@ -209,7 +214,7 @@ def main() -> None:
                 out[name]["seconds"] = time.monotonic() - began
     finally:
         cluster.shutdown()
-    print(json.dumps(out))
+    (work / "out.json").write_text(json.dumps(out))  # not stdout: Ray prints its logs there
 
 
 def _folder(work: Path, name: str) -> Path:

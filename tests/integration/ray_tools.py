@@ -21,10 +21,17 @@ def _here() -> dict[str, object]:
     return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
 
-def _mark(folder: str, name: str) -> None:
-    if folder:
-        here = _here()
-        Path(folder, f"{name}.{here['node']}.{here['pid']}").write_text("")
+def _run_marked(folder: str, name: str, seconds: float) -> dict[str, object]:
+    """Sleep with two markers: `started.NAME.NODE.PID`, and `running.NAME.NODE` while it runs."""
+    here = _here()
+    Path(folder, f"started.{name}.{here['node']}.{here['pid']}").write_text("")
+    running = Path(folder, f"running.{name}.{here['node']}")
+    running.write_text("")
+    try:
+        time.sleep(seconds)
+    finally:
+        running.unlink()
+    return here
 
 
 @taskloom.tool(resources={"num_cpus": 0.25})
@@ -56,17 +63,13 @@ def infeasible(i: int) -> int:
 @taskloom.tool(idempotent=True, retries=2, backoff=0.01, resources={"num_cpus": 0.25})
 def safe_slow(i: int, folder: str, seconds: float) -> dict[str, object]:
     """An idempotent call that marks its start and takes a while."""
-    _mark(folder, f"safe-{i}")
-    time.sleep(seconds)
-    return {"i": i, **_here()}
+    return {"i": i, **_run_marked(folder, f"safe-{i}", seconds)}
 
 
 @taskloom.tool(resources={"num_cpus": 0.25})
 def effect_slow(i: int, folder: str, seconds: float) -> dict[str, object]:
     """A call with side effects (not idempotent) that marks its start and takes a while."""
-    _mark(folder, f"effect-{i}")
-    time.sleep(seconds)
-    return {"i": i, **_here()}
+    return {"i": i, **_run_marked(folder, f"effect-{i}", seconds)}
 
 
 @taskloom.tool(timeout=1.0, resources={"num_cpus": 0.25})
@@ -83,7 +86,7 @@ async def async_sleeper(folder: str) -> str:
     try:
         await asyncio.sleep(60)
     except asyncio.CancelledError:
-        Path(folder, "async_sleeper.cancelled").write_text("")
+        Path(folder, "async_sleeper.cancelled").write_text("")  # noqa: ASYNC240  (a marker)
         raise
     return "woke"
 

@@ -50,7 +50,7 @@ class RayExecutor(Executor):
         self,
         address: str = "auto",
         *,
-        async_actors: int = 2,
+        async_actors: int | None = None,
         log_to_driver: bool = True,
         init_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -61,8 +61,9 @@ class RayExecutor(Executor):
                 RAY_ADDRESS), `ray://HOST:PORT` (Ray Client), `HOST:PORT`
                 (a head node's GCS), or `local` to start a private cluster
                 on this machine for as long as the executor is open.
-            async_actors: async actors per kind of resources, spread over
-                the nodes, that await async tools' calls.
+            async_actors: async actors that await async tools' calls, per
+                kind of resources; None: one on each node alive when the
+                first such call comes (a tool with custom resources: one).
             log_to_driver: print what tools print on the workers here.
             init_options: more keywords for `ray.init` (`runtime_env`,
                 `num_cpus` for a local cluster, ...).
@@ -76,7 +77,9 @@ class RayExecutor(Executor):
                 "a Ray address is auto, local, ray://HOST:PORT or HOST:PORT, "
                 f"got {short_repr(address)}"
             )
-        if isinstance(async_actors, bool) or not isinstance(async_actors, int) or async_actors < 1:
+        if async_actors is not None and (
+            isinstance(async_actors, bool) or not isinstance(async_actors, int) or async_actors < 1
+        ):
             raise ConfigError(
                 f"async_actors must be a whole number >= 1, got {short_repr(async_actors)}"
             )
@@ -319,12 +322,20 @@ class RayExecutor(Executor):
         key, options = self._options(resources)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = [self._new_actor(options) for _ in range(self._async_actors)]
+            nodes = _alive_nodes() if "resources" not in options else []
+            count = self._async_actors or max(1, len(nodes))
+            pool = self._pools[key] = [
+                self._new_actor(options, nodes[i % len(nodes)] if nodes else None)
+                for i in range(count)
+            ]
         turn = self._turn.get(key, 0)
         self._turn[key] = turn + 1
         return pool[turn % len(pool)]
 
-    def _new_actor(self, options: Mapping[str, Any]) -> Any:
+    def _new_actor(self, options: Mapping[str, Any], node: str | None = None) -> Any:
+        """An async actor; on `node` if given (a replacement for a dead one goes anywhere)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         from taskloom.ray._remote import AsyncWorker
 
         made: dict[str, Any] = {
@@ -332,8 +343,8 @@ class RayExecutor(Executor):
             "max_concurrency": _ACTOR_CONCURRENCY,
             "max_restarts": 0,
         }
-        if "resources" not in options:
-            made["scheduling_strategy"] = "SPREAD"
+        if node is not None:
+            made["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
         return AsyncWorker.options(**(made | dict(options))).remote()  # type: ignore[attr-defined]
 
     def _replace(self, resources: Resources | None, actor: Any) -> None:
@@ -347,6 +358,13 @@ class RayExecutor(Executor):
 
 _RELOAD = object()
 """The workers could not load the function by reference: call again, by value."""
+
+
+def _alive_nodes() -> list[str]:
+    """The ids of the cluster's live nodes, in a stable order."""
+    import ray
+
+    return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
 
 
 def _cancel(ref: Any, *, force: bool) -> None:
