@@ -163,6 +163,37 @@ async def node_killed(executor: RayExecutor, cluster: Cluster, second: Any, fold
     return {**summary(result), **seen, "second_node": second_id}
 
 
+CLI_TOOLS = """
+import os
+import taskloom
+
+
+@taskloom.tool
+def elsewhere(x: int) -> dict:
+    \"\"\"A tool in a file the workers do not have: it goes by value.\"\"\"
+    import ray
+
+    return {"x": x, "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+"""
+
+
+def command_line(address: str, folder: Path) -> dict[str, Any]:
+    """`taskloom exec` with TASKLOOM_RAY set, tools from a file only this process can read."""
+    from typer.testing import CliRunner
+
+    from taskloom.cli import app
+
+    (folder / "cli_tools.py").write_text(CLI_TOOLS)
+    (folder / "plan.txt").write_text("1. elsewhere(1)\n2. where_async(2)\n")
+    result = CliRunner().invoke(
+        app,
+        ["exec", str(folder / "plan.txt"), "--tools", str(folder / "cli_tools.py"), "--json"],
+        env={"TASKLOOM_RAY": address, "TASKLOOM_STORE": str(folder / "store.sqlite3")},
+    )
+    data = json.loads(result.stdout) if result.exit_code == 0 else {}
+    return {"exit_code": result.exit_code, "output": result.output[-2000:], "result": data}
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -212,6 +243,7 @@ def main() -> None:
                 began = time.monotonic()
                 out[name] = anyio.run(scenario)
                 out[name]["seconds"] = time.monotonic() - began
+            out["cli"] = command_line(cluster.address, _folder(work, "cli"))
     finally:
         cluster.shutdown()
     (work / "out.json").write_text(json.dumps(out))  # not stdout: Ray prints its logs there

@@ -119,6 +119,17 @@ def test_tools_travel_by_reference_or_by_value_or_are_refused_clearly(
 
 
 @pytest.mark.timeout(SCENARIOS_S + 60)
+def test_the_command_line_runs_on_the_cluster_named_by_taskloom_ray(seen: dict[str, Any]) -> None:
+    cli = seen["cli"]
+    assert cli["exit_code"] == 0, cli["output"]
+    tasks = cli["result"]["tasks"]
+    assert tasks["1"]["status"] == "done" and tasks["1"]["output"]["x"] == 1
+    # Its file is not on the workers' path: it was sent by value, and ran on a worker.
+    assert tasks["1"]["output"]["pid"] != seen["driver_pid"]
+    assert tasks["2"]["status"] == "done" and tasks["2"]["output"]["pid"] != seen["driver_pid"]
+
+
+@pytest.mark.timeout(SCENARIOS_S + 60)
 def test_a_timeout_cancels_the_ray_task(seen: dict[str, Any]) -> None:
     timeouts = seen["timeouts"]
     sync, async_ = timeouts["tasks"]["1"], timeouts["tasks"]["2"]
