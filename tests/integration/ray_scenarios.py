@@ -174,6 +174,12 @@ def elsewhere(x: int) -> dict:
     import ray
 
     return {"x": x, "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+
+
+@taskloom.tool
+async def elsewhere_async(x: int) -> dict:
+    \"\"\"The same, awaited on an async actor.\"\"\"
+    return {"x": x, "pid": os.getpid()}
 """
 
 
@@ -184,7 +190,7 @@ def command_line(address: str, folder: Path) -> dict[str, Any]:
     from taskloom.cli import app
 
     (folder / "cli_tools.py").write_text(CLI_TOOLS)
-    (folder / "plan.txt").write_text("1. elsewhere(1)\n2. where_async(2)\n")
+    (folder / "plan.txt").write_text("1. elsewhere(1)\n2. elsewhere_async(2)\n")
     result = CliRunner().invoke(
         app,
         ["exec", str(folder / "plan.txt"), "--tools", str(folder / "cli_tools.py"), "--json"],

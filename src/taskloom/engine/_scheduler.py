@@ -143,7 +143,7 @@ class Run:
         self._seq = first_seq
         self._before_call = before_call
         # None: calls run inline (`Tool.call`), with the scheduler's fast path.
-        self._executor = None if isinstance(executor, InlineExecutor) else executor
+        self._executor = None if type(executor) is InlineExecutor else executor
         self._budget = budget
         self._deadline_at = deadline_at
         self._calls = 0

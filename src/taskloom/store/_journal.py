@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskloom._ids import RunId
 from taskloom.engine import events as ev
-from taskloom.errors import StoreError, TaskCancelled
+from taskloom.errors import StoreError, TaskCancelled, TaskInterrupted
 from taskloom.store._codec import task_to_json
 from taskloom.store._writer import Json, Writer
 
@@ -196,7 +196,10 @@ class RunJournal:
                 put(_SETTLING, _FINISHED, (Json(event.output), at, run_id, task_id))
             case ev.TaskFailed() | ev.TaskSkipped() | ev.TaskCancelledEvent():
                 data = {"error": str(event.error)}
-                how = (_SETTLED_AS[type(event)], type(event.error).__name__, data["error"])
+                status = _SETTLED_AS[type(event)]
+                if type(event.error) is TaskInterrupted:  # an executor's worker died in it
+                    status = "interrupted"
+                how = (status, type(event.error).__name__, data["error"])
                 put(_SETTLING, _SETTLED, (*how, at, run_id, task_id))
             case ev.TaskRestored():
                 data = {"status": event.status}
