@@ -197,6 +197,17 @@ async def test_a_cache_answers_on_the_driver_and_runs_the_tool_through_the_execu
     assert cache.stats.memory_hits == 1
 
 
+async def test_a_latency_waits_on_the_driver_and_a_cache_still_answers_first() -> None:
+    slow = square.with_latency(0.01)
+    executor = RecordingExecutor()
+    assert await slow.call_through(executor, {"x": 2}) == 4  # type: ignore[attr-defined]
+    assert executor.calls == [("square", {"x": 2})]
+    (cached,) = CallCache().wrap([slow])
+    for _ in range(2):
+        assert await cached.call_through(executor, {"x": 5}) == 25  # type: ignore[attr-defined]
+    assert executor.calls[1:] == [("square", {"x": 5})]  # the second answered by the cache
+
+
 async def test_anything_but_an_executor_is_refused() -> None:
     with pytest.raises(UserError, match="executor must be an Executor"):
         await taskloom.execute([t(1, "double", 1)], tools=TOOLS, executor="ray")  # type: ignore[arg-type]

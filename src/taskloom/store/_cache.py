@@ -86,6 +86,7 @@ class _Cached(Tool):
     def __init__(self, tool: Tool, cache: CallCache) -> None:
         """Answer `tool`'s calls through `cache`."""
         self.__dict__.update(tool.__dict__)  # its name, schema and policy, as read already
+        self.__dict__.pop("call_through", None)  # a latency's: ours runs first, then it
         self._original = tool
         self._cache = cache
 

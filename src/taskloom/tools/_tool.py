@@ -288,10 +288,23 @@ class Tool:
             await anyio.sleep(seconds)
             return await original.call(arguments)
 
+        async def call_through(
+            executor: Any,
+            arguments: Mapping[str, Any],
+            *,
+            times: CallTimes | None = None,
+            timeout: float | None = None,  # noqa: ASYNC109  (see Tool.call)
+        ) -> Any:
+            # On an executor that runs calls elsewhere (Ray), the wait is here
+            # and the original runs there (see taskloom.engine.Executor).
+            await anyio.sleep(seconds)
+            return await executor.call(original, arguments, times=times, timeout=timeout)
+
         clone = copy.copy(self)
         clone.fn = delayed
         clone.is_async = True
         clone.policy = replace(self.policy, isolation=None)  # the original's call isolates
+        clone.call_through = call_through  # type: ignore[attr-defined]
         return clone
 
     async def call(
