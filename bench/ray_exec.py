@@ -209,7 +209,10 @@ def in_namespace(quick: bool) -> dict[str, Any]:
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", str(out)]
         if quick:
             argv.append("--quick")
-        env = {**os.environ}
+        # Ray runs its workers at niceness 15: on a busy shared machine they
+        # would yield to every other process, and the threads they are
+        # compared with do not. Both sides compete equally at 0.
+        env = {"RAY_worker_niceness": "0", **os.environ}
         paths = [str(HERE.parent / "src"), str(HERE), env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         script = "ip link set lo up && exec " + " ".join(argv)
@@ -280,7 +283,9 @@ def main() -> None:
             "in a network namespace with only loopback up; it took "
             f"{data['cluster_start_s']:.0f} s to start. Load average {load_before} at the start: "
             "the machine is shared and busy, so figures are noisy; the ratios compare peers "
-            "measured in the same run.",
+            "measured in the same run. Ray's workers run at niceness 0 here "
+            "(`RAY_worker_niceness=0`; Ray's default is 15, which on a shared machine "
+            "starves them).",
             "Overhead: median of interleaved rounds of sequential calls awaited from asyncio; "
             "the ratio is against Ray's own round trip of the same kind (a task for sync "
             "tools, an async actor call for async ones). A whole taskloom task (scheduler, "

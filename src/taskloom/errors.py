@@ -222,17 +222,14 @@ class CallInterrupted(TaskloomError):
 class ExecutorLost(TaskloomError):
     """The executor can run no more calls (the connection to a Ray cluster was lost).
 
-    The run ends with this error (`open_run` raises it); a run kept in a store
-    is finished later with `resume`.
+    The run ends with this error (`open_run` raises it), its unfinished
+    tasks cancelled.
     """
 
     def __init__(self, executor: str, problem: str) -> None:
         self.executor = executor
         self.problem = problem
-        super().__init__(
-            f"{executor}: {clip(problem, _MAX_CAUSE)}; the run stopped "
-            "(a stored run can be finished with `taskloom resume`)"
-        )
+        super().__init__(f"{executor}: {clip(problem, _MAX_CAUSE)}")
 
 
 class ProcessToolError(TaskloomError):

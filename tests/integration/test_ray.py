@@ -67,6 +67,28 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.parametrize(
+    ("address", "said"),
+    [
+        ("127.0.0.1:1", "error: Ray cluster 127.0.0.1:1: cannot connect: nothing answers there"),
+        ("ray://127.0.0.1:1", "error: Ray cluster ray://127.0.0.1:1: cannot connect"),
+        ("head-node", "error: Ray address 'head-node': write auto, local, ray://HOST:PORT"),
+    ],
+)
+def test_a_cluster_that_is_not_there_is_a_clear_error_at_once(
+    address: str, said: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from taskloom.cli import app
+
+    plan = tmp_path / "plan.txt"
+    plan.write_text("1. math('1 + 1')\n")
+    result = CliRunner().invoke(app, ["exec", str(plan), "--no-store", "--ray", address])
+    assert result.exit_code == 2
+    assert said in " ".join(result.output.split())
+
+
 def _tasks(seen: dict[str, Any], scenario: str, tool: str) -> list[dict[str, Any]]:
     return [t for t in seen[scenario]["tasks"].values() if t["tool"] == tool]
 

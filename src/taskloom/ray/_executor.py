@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -84,6 +85,7 @@ class RayExecutor(Executor):
                 f"async_actors must be a whole number >= 1, got {short_repr(async_actors)}"
             )
         self.address = address.strip()
+        _host_port(self.address)  # a malformed address fails here, not at the first call
         self._async_actors = async_actors
         self._log_to_driver = log_to_driver
         self._init_options = dict(init_options or {})
@@ -114,6 +116,7 @@ class RayExecutor(Executor):
             import ray
 
             if not ray.is_initialized():
+                _check_reachable(self.address)
                 options: dict[str, Any] = {
                     "logging_level": logging.WARNING,
                     "log_to_driver": self._log_to_driver,
@@ -358,6 +361,47 @@ class RayExecutor(Executor):
 
 _RELOAD = object()
 """The workers could not load the function by reference: call again, by value."""
+
+
+_CONNECT_S = 5.0
+"""Seconds to wait for a head node's port to answer before `ray.init` (which waits minutes)."""
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast when nothing listens at a `HOST:PORT` or `ray://HOST:PORT` address.
+
+    Raises:
+        ConfigError: for an address with no port number.
+        ExecutorLost: if nothing answers there within `_CONNECT_S`.
+
+    """
+    where = _host_port(address)
+    if where is None:
+        return
+    try:
+        with socket.create_connection(where, timeout=_CONNECT_S):
+            pass
+    except OSError as exc:
+        raise ExecutorLost(
+            f"Ray cluster {address}", f"cannot connect: nothing answers there ({exc})"
+        ) from exc
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """The head node's host and port in an address; None for `auto` and `local`.
+
+    Raises:
+        ConfigError: for an address of another form.
+
+    """
+    if address in ("auto", "local"):
+        return None
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit() or not host or int(port) > 65535:
+        raise ConfigError(
+            f"Ray address {address!r}: write auto, local, ray://HOST:PORT or HOST:PORT"
+        )
+    return host.strip("[]"), int(port)
 
 
 def _alive_nodes() -> list[str]:
