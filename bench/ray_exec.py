@@ -53,13 +53,9 @@ async def overhead(executor: Any, calls: int, rounds: int) -> dict[str, float]:
     import ray_exec_tools as tools
     import taskloom
     from taskloom import Ref, Task, TaskId
-    from taskloom.ray._remote import AsyncWorker
 
-    @ray.remote(max_retries=0)
-    def ray_noop() -> None:
-        return None
-
-    actor = AsyncWorker.options(num_cpus=0).remote()  # type: ignore[attr-defined]
+    ray_noop = ray.remote(max_retries=0)(tools.nothing)
+    actor = ray.remote(tools.Echo).options(num_cpus=0).remote()
     chain = taskloom.Plan(
         [
             Task(id=TaskId(str(i)), tool="noop", args=(), kwargs={})
@@ -79,7 +75,7 @@ async def overhead(executor: Any, calls: int, rounds: int) -> dict[str, float]:
 
     async def ray_actor() -> None:
         for _ in range(calls):
-            await actor.where.remote()
+            await actor.noop.remote()
 
     async def executor_sync() -> None:
         for _ in range(calls):

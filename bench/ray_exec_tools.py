@@ -30,6 +30,13 @@ async def wait(ms: int, inputs: list[Any]) -> int:
     return ms
 
 
+class Echo:
+    """Ray's own async actor (bench/ray_exec.py makes it one), with a no-op async method."""
+
+    async def noop(self) -> None:
+        """Do nothing, awaited on the actor."""
+
+
 noop = taskloom.tool(name="noop")(nothing)
 noop_async = taskloom.tool(name="noop_async")(nothing_async)
 count_tool = taskloom.tool(name="count")(count)

@@ -6,6 +6,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -202,11 +203,14 @@ class RayExecutor(Executor):
             return await tool.call(arguments, times=times, timeout=timeout)  # runs here
         if not self._connected:
             await anyio.to_thread.run_sync(self.connect)
-        for _ in range(2):  # a second time by value, if the workers cannot import it
-            outcome = await self._submit(tool, arguments, times, timeout)
-            if outcome is not _RELOAD:
+        send_function = False
+        for _ in range(4):
+            outcome = await self._submit(tool, arguments, times, timeout, send_function)
+            if outcome is _RESEND:  # that worker had not loaded it: once more, with it
+                send_function = True
+            elif outcome is not _RELOAD:  # _RELOAD: not importable there, by value now
                 return outcome
-        raise AssertionError("unreachable: a function by value is never reloaded")
+        raise AssertionError("unreachable: a function sent with its call is loaded or refused")
 
     async def _submit(
         self,
@@ -214,12 +218,14 @@ class RayExecutor(Executor):
         arguments: Mapping[str, Any],
         times: CallTimes | None,
         timeout: float | None,  # noqa: ASYNC109
+        send_function: bool,
     ) -> Any:
         import ray
 
-        from taskloom.ray._remote import OK, RAISED
+        from taskloom.ray._remote import Failure
 
-        fn, key, packed, how = self._packed(tool)
+        fn, key, shipped, how = self._packed(tool)
+        packed = shipped if send_function else None
         resources = tool.policy.resources
         sync = not tool.is_async
         actor = None
@@ -257,13 +263,32 @@ class RayExecutor(Executor):
             if actor is not None and isinstance(exc, ray.exceptions.RayActorError):
                 self._replace(resources, actor)
             raise _translated(exc, tool.name) from exc
-        if times is not None:
-            times.finished_at = time.monotonic()
-        kind, value = outcome
-        if kind == OK:
-            return value
+        if type(outcome) is not Failure:
+            if times is not None:
+                times.finished_at = time.monotonic()
+            return outcome
+        return self._failed(tool, fn, how, outcome, times)
+
+    def _failed(self, tool: Tool, fn: Any, how: str, failure: Any, times: CallTimes | None) -> Any:
+        """What a call that gave no output means: the tool raised, or its function must travel.
+
+        Returns:
+            `_RESEND` or `_RELOAD`: call again, with the function, or by value.
+
+        Raises:
+            BaseException: what the tool raised.
+            UserError: if the workers could not load the function by value either.
+
+        """
+        from taskloom.ray._remote import MISSING, RAISED
+
+        kind, value = failure.kind, failure.value
         if kind == RAISED:
+            if times is not None:
+                times.finished_at = time.monotonic()
             raise value
+        if kind == MISSING:
+            return _RESEND
         if how == BY_REFERENCE:  # the workers cannot import it: by value from now on
             self._shipped[id(fn)] = self._by_value(
                 fn, tool, why_not=f"the workers cannot import it ({value})"
@@ -279,7 +304,9 @@ class RayExecutor(Executor):
         entry = self._shipped.get(id(fn))
         if entry is not None and entry[0] is fn:
             return entry
-        key = f"{tool.name}-{id(fn):x}"
+        # Unique, not id(fn): a function made later may reuse a dead one's id,
+        # and the workers keep what they loaded under its key.
+        key = f"{tool.name}-{uuid.uuid4().hex[:12]}"
         shipped = by_reference(fn, key + "-r")
         if shipped is not None:
             entry = (fn, shipped.key, shipped, BY_REFERENCE)
@@ -293,7 +320,7 @@ class RayExecutor(Executor):
     ) -> tuple[Any, str, Shipped | list[Any], str]:
         import ray
 
-        shipped = by_value(fn, f"{tool.name}-{id(fn):x}-v", tool.name, why_not)
+        shipped = by_value(fn, f"{tool.name}-{uuid.uuid4().hex[:12]}-v", tool.name, why_not)
         packed: Shipped | list[Any] = shipped
         if len(shipped.data) > _SHIPPED_INLINE:
             packed = [ray.put(shipped)]  # in a list: the worker fetches it only when not loaded
@@ -361,6 +388,8 @@ class RayExecutor(Executor):
 
 _RELOAD = object()
 """The workers could not load the function by reference: call again, by value."""
+_RESEND = object()
+"""The worker had not loaded the function: call again, sending it."""
 
 
 _CONNECT_S = 5.0
