@@ -289,7 +289,8 @@ def main() -> None:
             f"round trip (target <= {OVERHEAD_TARGET}x). Ray is for calls of tens of "
             "milliseconds and more; below that, run tools inline.",
             f"Fan-out: best of rounds; target >= {SPEEDUP_TARGET}x on 2 cores (threads share "
-            "one GIL, Ray tasks are processes).",
+            "one GIL, Ray tasks are processes). It needs both cores free: on a machine that "
+            "other work keeps busy, the speed-up shrinks towards 1x.",
             f"DAG: seeded layered DAG (50 wide); best of rounds; target <= {MAKESPAN_TARGET}x "
             "the critical path.",
         ],
