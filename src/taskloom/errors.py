@@ -222,8 +222,8 @@ class CallInterrupted(TaskloomError):
 class ExecutorLost(TaskloomError):
     """The executor can run no more calls (the connection to a Ray cluster was lost).
 
-    The run ends with this error (`open_run` raises it), its unfinished
-    tasks cancelled.
+    The run ends with this error (`open_run` raises it). A plan run kept in a
+    store is left as a crash leaves it, so `resume` finishes it later.
     """
 
     def __init__(self, executor: str, problem: str) -> None:

@@ -135,20 +135,24 @@ async def test_a_lost_executor_ends_the_run_with_its_error() -> None:
         )
 
 
-async def test_a_lost_executor_leaves_a_stored_run_to_resume(tmp_path: Any) -> None:
+async def test_a_lost_executor_leaves_a_stored_run_that_resume_finishes(tmp_path: Any) -> None:
     store = Store.open(tmp_path / "runs.sqlite3")
     try:
         executor = RecordingExecutor(fail={"send": ExecutorLost("the Ray cluster", "gone")})
         journal = store.journal(request="test")
+        plan = [t(1, "double", 1), t(2, "send", "x"), t(3, "lookup", "k")]
         with pytest.raises(ExecutorLost):
-            await taskloom.execute(
-                [t(1, "double", 1), t(2, "send", "x")],
-                tools=TOOLS,
-                executor=executor,
-                journal=journal,
-            )
+            await taskloom.execute(plan, tools=TOOLS, executor=executor, journal=journal)
         record = store.load(journal.run_id)
-        assert record.id == journal.run_id
+        assert record.unfinished  # kept as a crash keeps a run
+        statuses = {task.id: task.status for task in record.tasks}
+        assert statuses["1"] == "done" and statuses["2"] == "running"
+        result = await taskloom.resume(journal.run_id, store=store, tools=TOOLS)
+        tasks = result.tasks
+        assert tasks[TaskId("1")].output == 2  # kept, not run again
+        assert tasks[TaskId("2")].status is TaskStatus.INTERRUPTED  # its effect may have happened
+        assert tasks[TaskId("3")].output == "K"  # idempotent or never started: run now
+        assert not store.load(journal.run_id).unfinished
     finally:
         store.close()
 
