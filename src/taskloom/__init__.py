@@ -6,6 +6,8 @@ from taskloom._ids import RunId, TaskId
 from taskloom.engine import (
     Budget,
     DurationStats,
+    Executor,
+    InlineExecutor,
     Price,
     Run,
     RunResult,
@@ -19,6 +21,7 @@ from taskloom.engine import (
 from taskloom.errors import (
     BadArguments,
     BadOutput,
+    CallInterrupted,
     CallTimedOut,
     CommandFailed,
     ConditionError,
@@ -26,6 +29,7 @@ from taskloom.errors import (
     ConfigError,
     DependencyFailed,
     EditError,
+    ExecutorLost,
     LimitExceeded,
     MapFailed,
     MCPError,
@@ -60,7 +64,7 @@ from taskloom.plan import (
     parse_stream,
 )
 from taskloom.store import Store, resume
-from taskloom.tools import CallPolicy, Tool, tool
+from taskloom.tools import CallPolicy, Resources, Tool, tool
 from taskloom.tools.process import ProcessLimits, command_tool, python_tool
 
 if _typing.TYPE_CHECKING:
@@ -76,6 +80,7 @@ __all__ = [
     "BadArguments",
     "BadOutput",
     "Budget",
+    "CallInterrupted",
     "CallPolicy",
     "CallTimedOut",
     "CommandFailed",
@@ -86,9 +91,12 @@ __all__ = [
     "DurationStats",
     "EditError",
     "Example",
+    "Executor",
+    "ExecutorLost",
     "Graph",
     "Guard",
     "Handle",
+    "InlineExecutor",
     "LimitExceeded",
     "MCPError",
     "MCPToolError",
@@ -103,6 +111,7 @@ __all__ = [
     "ProcessToolError",
     "RecordedFailure",
     "Ref",
+    "Resources",
     "Run",
     "RunError",
     "RunId",

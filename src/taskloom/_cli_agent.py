@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,6 +27,7 @@ from taskloom._cli_common import (
     NoStore,
     NoWorld,
     Prices,
+    RayAddress,
     ReadTimeout,
     StorePath,
     ToolLatency,
@@ -37,6 +38,7 @@ from taskloom._cli_common import (
     mcp_tools,
     open_store,
     print_agent,
+    ray_executor,
     read_examples,
     recorded_mcp,
 )
@@ -88,6 +90,7 @@ def run_(
     enable_python_tool: EnablePythonTool = False,
     no_world: NoWorld = False,
     examples: ExamplesFile = None,
+    ray: RayAddress = None,
 ) -> None:
     """Answer a question: plan with an LLM, run the plan in parallel while it is written, join."""
     from taskloom.agent import AgentResult
@@ -125,15 +128,16 @@ def run_(
         fail(console, str(exc))
 
     async def go() -> AgentResult:
-        async with mcp_tools(*servers, reserved=local) as remote:
-            return await answer(local | {t.name: t for t in remote})
+        async with mcp_tools(*servers, reserved=local) as remote, ray_executor(ray) as executor:
+            return await answer(local | {t.name: t for t in remote}, executor)
 
-    async def answer(every: dict[str, Tool]) -> AgentResult:
+    async def answer(every: dict[str, Tool], executor: Any) -> AgentResult:
         planner = settings.build(
             store,
             tools=every,
             on_event=progress.on_event if progress else None,
             on_plan_text=progress.on_plan_text if progress else None,
+            executor=executor,
         )
         if agent == "react":
             react = ReActAgent(
@@ -142,6 +146,7 @@ def run_(
                 grammar=grammar,
                 max_concurrency=max_concurrency,
                 on_event=progress.on_event if progress else None,
+                executor=executor,
             )
             result: AgentResult = await react.run(question)
             return result
@@ -194,6 +199,7 @@ def batch(
     enable_python_tool: EnablePythonTool = False,
     no_world: NoWorld = False,
     examples: ExamplesFile = None,
+    ray: RayAddress = None,
 ) -> None:
     """Answer many questions at once, sharing one model, one call cache and one store."""
     from rich.progress import Progress
@@ -258,9 +264,12 @@ def batch(
 
         async def go() -> None:
             # One session per server for the whole batch, shared by every request.
-            async with mcp_tools(*servers, reserved=local) as remote:
+            async with (
+                mcp_tools(*servers, reserved=local) as remote,
+                ray_executor(ray) as executor,
+            ):
                 every = local | {t.name: t for t in remote}
-                planner = settings.build(store, tools=every, cache=cache)
+                planner = settings.build(store, tools=every, cache=cache, executor=executor)
                 await run_batch(planner, requests, concurrency=concurrency, on_result=on_result)
 
         try:

@@ -53,6 +53,7 @@ __all__ = [
     "NoStore",
     "NoWorld",
     "Prices",
+    "RayAddress",
     "ReadTimeout",
     "StorePath",
     "ToolLatency",
@@ -66,6 +67,7 @@ __all__ = [
     "print_agent",
     "print_run",
     "read_examples",
+    "ray_executor",
     "recorded_mcp",
     "require_tools",
     "run_live",
@@ -89,6 +91,34 @@ StorePath = Annotated[
 
 
 NoStore = Annotated[bool, typer.Option("--no-store", help="Do not record the run.")]
+
+
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        envvar="TASKLOOM_RAY",
+        help="Run the tool calls on a Ray cluster: auto, ray://HOST:PORT, HOST:PORT, or "
+        "local (a private one-machine cluster). Needs taskloom[ray].",
+    ),
+]
+
+
+def ray_executor(address: str | None) -> AbstractAsyncContextManager[Any]:
+    """The block's executor: a connected `RayExecutor` for `--ray`, else None (calls run here).
+
+    Raises:
+        UserError: if Ray is not installed.
+        ConfigError: for a bad address.
+
+    """
+    if not address:
+        return contextlib.nullcontext(None)
+    try:
+        from taskloom.ray import RayExecutor
+    except ImportError as exc:
+        raise UserError(f"--ray needs Ray: pip install 'taskloom[ray]' ({exc})") from None
+    return RayExecutor(address=address)
 
 
 McpFiles = Annotated[

@@ -18,6 +18,7 @@ from taskloom._cli_common import (
     McpFiles,
     NoStore,
     NoWorld,
+    RayAddress,
     StorePath,
     fail,
     load_tools,
@@ -26,6 +27,7 @@ from taskloom._cli_common import (
     open_store,
     print_agent,
     print_run,
+    ray_executor,
     recorded_mcp,
     require_tools,
     run_live,
@@ -106,6 +108,7 @@ def exec_(
     no_store: NoStore = False,
     enable_python_tool: EnablePythonTool = False,
     no_world: NoWorld = False,
+    ray: RayAddress = None,
 ) -> None:
     """Run a hand-written plan with the built-in tools (and yours), in parallel."""
     console = Console(stderr=as_json)
@@ -133,7 +136,10 @@ def exec_(
     live = console.is_terminal and not as_json
 
     async def go(listener: Any) -> RunResult:
-        async with mcp_tools(*servers, reserved=tool_index) as remote:
+        async with (
+            mcp_tools(*servers, reserved=tool_index) as remote,
+            ray_executor(ray) as executor,
+        ):
             every = tool_index | {t.name: t for t in remote}
             checked = _checked_plan(plan_file, text, every) if servers else plan
             journal = None
@@ -147,6 +153,7 @@ def exec_(
                 max_concurrency=max_concurrency,
                 on_event=listener,
                 journal=journal,
+                executor=executor,
             )
 
     with tool_output_to_stderr(as_json):

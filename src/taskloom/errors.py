@@ -21,6 +21,8 @@ TaskloomError                   anything taskloom raises on purpose
 │   ├── TaskInterrupted         the process died while a side-effecting task ran
 │   └── RecordedFailure         a failure read back from the run store
 ├── CallTimedOut                `Tool.call` ran past the timeout it was given
+├── CallInterrupted             an executor's worker died in a call (a Ray node, say)
+├── ExecutorLost                the executor cannot run calls any more: the run ends
 ├── ProcessToolError            an isolated tool's worker process could not give a result
 │   ├── WorkerCrashed           the worker died in the call: a signal, an exit
 │   ├── LimitExceeded           the call passed one of its limits (memory, CPU, processes)
@@ -41,6 +43,7 @@ from __future__ import annotations
 __all__ = [
     "BadArguments",
     "BadOutput",
+    "CallInterrupted",
     "CallTimedOut",
     "CommandFailed",
     "ConditionError",
@@ -48,6 +51,7 @@ __all__ = [
     "ConfigError",
     "DependencyFailed",
     "EditError",
+    "ExecutorLost",
     "LimitExceeded",
     "MCPError",
     "MCPToolError",
@@ -194,10 +198,40 @@ class CallTimedOut(TaskloomError):
     The scheduler records it on the task as `ToolTimedOut`.
     """
 
-    def __init__(self, tool: str, timeout: float) -> None:
+    def __init__(self, tool: str, timeout: float, *, stopped: str | None = None) -> None:
         self.tool = tool
         self.timeout = timeout
+        self.stopped = stopped
+        """How an executor stopped the call (`its Ray task was cancelled`); None: inline."""
         super().__init__(f"{tool} did not finish within {timeout:g}s")
+
+
+class CallInterrupted(TaskloomError):
+    """The worker running a call died (a Ray worker or node): whether it had an effect is unknown.
+
+    An executor raises it; the scheduler records an idempotent tool's call as
+    `ToolFailed` (and retries it under its policy) and any other as
+    `TaskInterrupted`, never calling it again.
+    """
+
+    def __init__(self, tool: str, where: str) -> None:
+        self.tool = tool
+        self.where = where
+        """What died, in words: `the Ray node running it died`."""
+        super().__init__(f"{tool} did not finish: {where}")
+
+
+class ExecutorLost(TaskloomError):
+    """The executor can run no more calls (the connection to a Ray cluster was lost).
+
+    The run ends with this error (`open_run` raises it). A plan run kept in a
+    store is left as a crash leaves it, so `resume` finishes it later.
+    """
+
+    def __init__(self, executor: str, problem: str) -> None:
+        self.executor = executor
+        self.problem = problem
+        super().__init__(f"{executor}: {clip(problem, _MAX_CAUSE)}")
 
 
 class ProcessToolError(TaskloomError):
@@ -282,15 +316,20 @@ class ToolTimedOut(RunError):
         *,
         thread_abandoned: bool,
         worker_killed: bool = False,
+        stopped: str | None = None,
     ) -> None:
         self.tool = tool
         self.timeout = timeout
         self.thread_abandoned = thread_abandoned
         self.worker_killed = worker_killed
         """An isolated tool's worker process group was killed."""
+        self.stopped = stopped
+        """How an executor stopped the call (`its Ray task was cancelled`), if one ran it."""
         note = " (its worker thread was abandoned)" if thread_abandoned else ""
         if worker_killed:
             note = " (its worker process group was killed)"
+        if stopped is not None:
+            note = f" ({stopped})"
         super().__init__(task_id, f"{tool} did not finish within {timeout:g}s{note}")
 
 
@@ -410,11 +449,13 @@ class TaskInterrupted(RunError):
     resumed run does not: the task ends here and the joiner decides.
     """
 
-    def __init__(self, task_id: str, tool: str) -> None:
+    def __init__(self, task_id: str, tool: str, *, stopped: str = "the process stopped") -> None:
         self.tool = tool
+        self.stopped = stopped
+        """What stopped it: the process, or the worker that ran it (a Ray node)."""
         super().__init__(
             task_id,
-            f"{tool} was running when the process stopped; it is not idempotent, "
+            f"{tool} was running when {stopped}; it is not idempotent, "
             "so it was not called again (its side effect may or may not have happened)",
         )
 

@@ -90,7 +90,7 @@ def test_import_taskloom_leaves_the_agent_and_model_clients_unloaded() -> None:
     code = (
         "import sys, taskloom\n"
         "print(sorted(m for m in ('taskloom.agent', 'taskloom.llm', 'httpx', 'llama_cpp', "
-        "'opentelemetry') if m in sys.modules))"
+        "'opentelemetry', 'ray') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60

@@ -50,6 +50,7 @@ from taskloom.agent.prompts import (
 from taskloom.engine import Budget, DurationStats, Run, RunResult, TaskStatus, open_run
 from taskloom.engine import events as ev
 from taskloom.engine._execute import NO_TOOLS, ToolsLike, as_tools
+from taskloom.engine._executor import Executor
 from taskloom.engine._runtime import Runtime, check_weight
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
@@ -149,6 +150,7 @@ class Agent:
         grammar_limits: GrammarLimits | None = None,
         runtime: Runtime | None = None,
         weight: float = 1.0,
+        executor: Executor | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -205,6 +207,8 @@ class Agent:
                 are its.
             weight: each round's share of the runtime's scarce slots (see
                 `taskloom.open_run`).
+            executor: where tool calls run (`taskloom.ray.RayExecutor`, say);
+                None: in this process. The model calls stay here.
 
         Raises:
             UserError: for negative limits or bad tools, an `extra_config`
@@ -267,6 +271,7 @@ class Agent:
         self.store = store
         self.cache = cache
         self.budget = budget
+        self.executor = executor
         self.read_ahead = read_ahead
         self.stats = DurationStats()
         """Tool durations seen by this agent's runs: ordering and deadline estimates."""
@@ -651,6 +656,7 @@ class Agent:
             stats=self.stats,
             deadline_at=spend.deadline_at,
             first_seq=spend.seq,
+            executor=self.executor,
         ) as run:
             spend.run = run  # the agent's events of this round go into its sequence
             repair: tuple[str, str] | None = None
@@ -768,6 +774,7 @@ class Agent:
             stats=self.stats,
             deadline_at=spend.deadline_at,
             first_seq=spend.seq,
+            executor=self.executor,
         ) as run:
             current = [t for t in record.tasks if t.round == number]
             restore_tasks(run, current, as_tools(tools))

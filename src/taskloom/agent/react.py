@@ -21,7 +21,7 @@ from taskloom.agent._notional import NOTIONAL_EXAMPLES
 from taskloom.agent._result import AgentResult, LLMCall, Timings
 from taskloom.agent._shown import Shots, react_steps
 from taskloom.agent.prompts import ReActShot, react_messages, result_text, result_values
-from taskloom.engine import RunResult, TaskStatus, execute
+from taskloom.engine import Executor, RunResult, TaskStatus, execute
 from taskloom.engine._execute import ToolsLike, as_tools
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
@@ -53,6 +53,7 @@ class ReActAgent:
         on_text: Callable[[str], None] | None = None,
         grammar_limits: GrammarLimits | None = None,
         examples: Iterable[Example] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         """Set the agent up; nothing is loaded or sent until `run()`.
 
@@ -68,6 +69,7 @@ class ReActAgent:
                 a decision are replayed one call at a time); None: notional ones.
             grammar_limits: how long a step's thought and arguments may be
                 under the grammar; by default `GrammarLimits()`.
+            executor: where tool calls run (`taskloom.ray.RayExecutor`); None: here.
 
         Raises:
             UserError: if max_steps is below 1, an example does not fit the tools, or
@@ -88,6 +90,7 @@ class ReActAgent:
         self.grammar_limits = grammar_limits or GrammarLimits()
         self._on_event = on_event
         self._on_text = on_text
+        self.executor = executor
         given = check_examples(examples or (), self.tools)
         bank = given or NOTIONAL_EXAMPLES
         self._shots = Shots(
@@ -189,7 +192,9 @@ class ReActAgent:
             return f"error: {exc.reason}", None
         if not tasks:
             return "error: write one tool call, or Finish(answer)", None
-        run = await execute(tasks, tools=self.tools, on_event=self._on_event)
+        run = await execute(
+            tasks, tools=self.tools, on_event=self._on_event, executor=self.executor
+        )
         task = run.tasks[TaskId(tasks[0].id)]
         if task.status is TaskStatus.DONE:
             return result_text(task.output), run

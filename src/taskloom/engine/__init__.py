@@ -2,6 +2,7 @@
 
 from taskloom.engine._budget import Budget, Price
 from taskloom.engine._execute import execute, open_run
+from taskloom.engine._executor import Executor, InlineExecutor
 from taskloom.engine._journal import Journal
 from taskloom.engine._runtime import Runtime
 from taskloom.engine._scheduler import Run
@@ -11,6 +12,8 @@ from taskloom.engine.result import RunResult, RunStatus, TaskResult, TaskStatus
 __all__ = [
     "Budget",
     "DurationStats",
+    "Executor",
+    "InlineExecutor",
     "Journal",
     "Price",
     "Run",

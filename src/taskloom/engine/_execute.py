@@ -14,6 +14,7 @@ import anyio.lowlevel
 from taskloom._ids import RunId, TaskId
 from taskloom._text import short_repr
 from taskloom.engine._budget import Budget
+from taskloom.engine._executor import Executor
 from taskloom.engine._gc import roomy_gc
 from taskloom.engine._journal import Journal
 from taskloom.engine._runtime import check_weight
@@ -89,6 +90,7 @@ async def open_run(
     budget: Budget | None = None,
     deadline_at: float | None = None,
     first_seq: int = 0,
+    executor: Executor | None = None,
 ) -> AsyncIterator[Run]:
     """Open a run that you feed, edit and cancel while it executes.
 
@@ -124,6 +126,8 @@ async def open_run(
             `budget.deadline`, for runs inside a larger one (agent rounds).
         first_seq: the sequence number before this run's first event (a
             resumed run or a later agent round goes on numbering).
+        executor: where tool calls run (`taskloom.ray.RayExecutor`, say);
+            None runs them in this process.
 
     Yields:
         The live Run.
@@ -158,6 +162,7 @@ async def open_run(
         budget=budget,
         deadline_at=deadline_at,
         first_seq=first_seq,
+        executor=_checked_executor(executor),
     )
     if runtime is not None:
         runtime.seat(run, weight)
@@ -206,6 +211,21 @@ async def open_run(
     await anyio.lowlevel.checkpoint_if_cancelled()
 
 
+def _checked_executor(executor: object) -> Executor | None:
+    """The executor given, checked: it must have an async `call`.
+
+    Raises:
+        UserError: for anything else.
+
+    """
+    if executor is not None and not isinstance(executor, Executor):
+        raise UserError(
+            f"executor must be an Executor (an object with an async call()), "
+            f"got {short_repr(executor)}"
+        )
+    return executor
+
+
 def _why_stopped(run: Run) -> str:
     if run.crash is not None:
         return f"the run crashed: {type(run.crash).__name__}"
@@ -225,6 +245,7 @@ async def execute(
     order: Order = "critical_path",
     journal: Journal | None = None,
     budget: Budget | None = None,
+    executor: Executor | None = None,
 ) -> RunResult:
     """Run a plan to the end, every task as soon as its inputs exist.
 
@@ -244,6 +265,8 @@ async def execute(
         order: "critical_path" (default) or "fifo".
         journal: keeps the run durably so it can be resumed (`Store.journal()`).
         budget: limits on tool calls and time (see `Budget`).
+        executor: where tool calls run (`taskloom.ray.RayExecutor`, say);
+            None runs them in this process.
 
     Returns:
         The RunResult. Tool failures are in it, not raised. If a streamed
@@ -255,6 +278,7 @@ async def execute(
             (nothing runs then).
         UserError: for bad options or tools.
         StoreError: if the journal could not record the run.
+        ExecutorLost: if the executor could run no more calls (the run stopped).
 
     """
     if isinstance(plan, str | bytes) or not isinstance(plan, Plan | Sequence | AsyncIterable):
@@ -286,6 +310,7 @@ async def execute(
             order=order,
             journal=journal,
             budget=budget,
+            executor=executor,
         ) as run,
     ):
         if isinstance(plan, AsyncIterable):

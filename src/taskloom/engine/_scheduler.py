@@ -37,6 +37,7 @@ from taskloom._ids import RunId, TaskId
 from taskloom.engine import events as ev
 from taskloom.engine._branch import accepts, part_unfinished, parts, through_gate
 from taskloom.engine._budget import Budget
+from taskloom.engine._executor import Executor, InlineExecutor
 from taskloom.engine._gc import before_burst
 from taskloom.engine._node import (
     Earlier,
@@ -51,13 +52,16 @@ from taskloom.engine.result import RunResult, RunStatus, TaskResult, TaskStatus
 from taskloom.errors import (
     BadArguments,
     BadOutput,
+    CallInterrupted,
     CallTimedOut,
     ConditionFalse,
     DependencyFailed,
     EditError,
+    ExecutorLost,
     PlanError,
     RunError,
     TaskCancelled,
+    TaskInterrupted,
     TaskloomError,
     ToolFailed,
     ToolTimedOut,
@@ -111,6 +115,7 @@ class Run:
         budget: Budget | None = None,
         deadline_at: float | None = None,
         first_seq: int = 0,
+        executor: Executor | None = None,
     ) -> None:
         if max_concurrency is not None and (
             type(max_concurrency) is not int or max_concurrency < 1
@@ -142,6 +147,8 @@ class Run:
         self._events: list[ev.Event] = []
         self._seq = first_seq
         self._before_call = before_call
+        # None: calls run inline (`Tool.call`), with the scheduler's fast path.
+        self._executor = None if type(executor) is InlineExecutor else executor
         self._budget = budget
         self._deadline_at = deadline_at
         self._calls = 0
@@ -721,7 +728,7 @@ class Run:
                 return
             if node.status is not TaskStatus.RUNNING:
                 return  # cancelled while its start was being written
-        if tool.is_async and tool.policy.simple:
+        if tool.is_async and tool.policy.simple and self._executor is None:
             # The common case, inlined: one coroutine less per task.
             node.attempts = 1
             # Timed from the call itself: after its arguments, the journal's
@@ -787,7 +794,12 @@ class Run:
         tool, task_id = node.tool, node.task.id
         try:
             # The tool applies the timeout: a sync call's starts once it has a thread.
-            output = await tool.call(arguments, times=node, timeout=tool.policy.timeout)
+            if self._executor is None:
+                output = await tool.call(arguments, times=node, timeout=tool.policy.timeout)
+            else:
+                output = await self._executor.call(
+                    tool, arguments, times=node, timeout=tool.policy.timeout
+                )
         except CallTimedOut as exc:
             if exc.tool != tool.name:  # another tool's, called by this one: its failure
                 return ToolFailed(task_id, tool.name, exc)
@@ -795,10 +807,15 @@ class Run:
                 task_id,
                 tool.name,
                 exc.timeout,
-                thread_abandoned=tool.in_thread,
-                worker_killed=tool.policy.isolation is not None,
+                thread_abandoned=tool.in_thread and exc.stopped is None,
+                worker_killed=tool.policy.isolation is not None and exc.stopped is None,
+                stopped=exc.stopped,
             )
-        except anyio.get_cancelled_exc_class():
+        except CallInterrupted as exc:  # its worker died: retried only if that is harmless
+            if tool.policy.idempotent or exc.tool != tool.name:
+                return ToolFailed(task_id, tool.name, exc)
+            return TaskInterrupted(task_id, tool.name, stopped=exc.where)
+        except (anyio.get_cancelled_exc_class(), ExecutorLost):  # the latter ends the run
             raise
         except BaseException as exc:  # the tool's own failure, SystemExit too: recorded
             return ToolFailed(task_id, tool.name, exc)
@@ -829,7 +846,8 @@ class Run:
 
     def _fail(self, node: Node, error: RunError) -> None:
         node.error = error
-        node.status = TaskStatus.FAILED
+        interrupted = type(error) is TaskInterrupted  # its executor's worker died in the call
+        node.status = TaskStatus.INTERRUPTED if interrupted else TaskStatus.FAILED
         self._emit(ev.TaskFailed, task_id=node.task.id, error=error)
         self._release(node)
         self._skip_dependents(node)
@@ -878,7 +896,7 @@ class Run:
 
     def _cancel_node(self, node: Node, reason: str) -> None:
         was_running = node.status is TaskStatus.RUNNING
-        abandoned = was_running and node.tool.in_thread
+        abandoned = was_running and node.tool.in_thread and self._executor is None
         error = TaskCancelled(node.task.id, reason, thread_abandoned=abandoned)
         node.error = error
         node.status = TaskStatus.CANCELLED

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from taskloom.engine._node import is_storable
-from taskloom.errors import CallTimedOut
+from taskloom.errors import CallInterrupted, CallTimedOut, ExecutorLost
 from taskloom.tools import Tool
 from taskloom.tools._tool import CallTimes
 
 if TYPE_CHECKING:
+    from taskloom.engine._executor import Executor
     from taskloom.store._store import Store
 
 __all__ = ["CacheStats", "CallCache", "cache_key"]
@@ -70,6 +71,10 @@ class CacheStats:
     """Different calls (by key) asked for: with a warm-enough cache, `executed` equals it."""
 
 
+_UNSETTLED = (CallTimedOut, CallInterrupted, ExecutorLost)
+"""A call that ended without an answer of the tool's own: never remembered, a twin leads again."""
+
+
 class _Cached(Tool):
     """A cacheable tool that answers through a CallCache.
 
@@ -81,6 +86,7 @@ class _Cached(Tool):
     def __init__(self, tool: Tool, cache: CallCache) -> None:
         """Answer `tool`'s calls through `cache`."""
         self.__dict__.update(tool.__dict__)  # its name, schema and policy, as read already
+        self.__dict__.pop("call_through", None)  # a latency's: ours runs first, then it
         self._original = tool
         self._cache = cache
 
@@ -114,6 +120,28 @@ class _Cached(Tool):
         finally:
             if times is not None and times.started_at is None:
                 times.started_at = time.monotonic()  # answered without calling the tool
+
+    async def call_through(
+        self,
+        executor: Executor,
+        arguments: Mapping[str, Any],
+        *,
+        times: CallTimes | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  (see Tool.call)
+    ) -> Any:
+        """Answer from the cache here; run the tool, when it must run, through `executor`.
+
+        Returns:
+            The tool's output.
+
+        """
+        try:
+            return await self._cache.call(
+                self._original, dict(arguments), times=times, timeout=timeout, executor=executor
+            )
+        finally:
+            if times is not None and times.started_at is None:
+                times.started_at = time.monotonic()
 
 
 class _Flight:
@@ -183,6 +211,7 @@ class CallCache:
         *,
         times: CallTimes | None = None,
         timeout: float | None = None,  # noqa: ASYNC109  (the tool's own: see Tool.call)
+        executor: Executor | None = None,
     ) -> Any:
         """Call `tool`, or answer from a call in flight, memory or the store.
 
@@ -192,6 +221,7 @@ class CallCache:
             times: passed to `Tool.call` when the tool runs.
             timeout: passed to `Tool.call` when the tool runs: the waits for
                 the store and for an identical call in flight do not count.
+            executor: where the tool runs when it must (`Executor.call`); None: here.
 
         Returns:
             The tool's output.
@@ -229,8 +259,8 @@ class CallCache:
             raise failed[1]
         flight = self._flights[key] = _Flight()
         try:
-            output = await self._lookup_or_run(tool, arguments, key, times, timeout)
-        except CallTimedOut:
+            output = await self._lookup_or_run(tool, arguments, key, times, timeout, executor)
+        except _UNSETTLED:
             raise  # like a cancellation: not settled, so a waiter leads instead
         except Exception as exc:
             flight.error, flight.settled = exc, True
@@ -256,6 +286,7 @@ class CallCache:
         key: str,
         times: CallTimes | None,
         timeout: float | None,  # noqa: ASYNC109  (the tool's own: see Tool.call)
+        executor: Executor | None = None,
     ) -> Any:
         if self._store is not None:
             found, output = await anyio.to_thread.run_sync(self._store.cached, key)
@@ -264,8 +295,11 @@ class CallCache:
                 self._remember(key, output)
                 return output
         try:
-            output = await tool.call(arguments, times=times, timeout=timeout)
-        except (anyio.get_cancelled_exc_class(), CallTimedOut):
+            if executor is None:
+                output = await tool.call(arguments, times=times, timeout=timeout)
+            else:
+                output = await executor.call(tool, arguments, times=times, timeout=timeout)
+        except (anyio.get_cancelled_exc_class(), *_UNSETTLED):
             self.stats.cancelled += 1
             raise
         except BaseException:  # SystemExit too: the run makes it this task's failure

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskloom._ids import RunId
 from taskloom.engine import events as ev
-from taskloom.errors import StoreError, TaskCancelled
+from taskloom.errors import ExecutorLost, StoreError, TaskCancelled, TaskInterrupted
 from taskloom.store._codec import task_to_json
 from taskloom.store._records import EventRecord
 from taskloom.store._writer import Json, Writer
@@ -138,13 +138,23 @@ class RunJournal:
             StoreError: if any write of the run failed.
 
         """
+        lost = self._executor_lost()
         for run in self._runs:
-            if run.crash is not None:
+            if run.crash is not None and not lost:
                 self._settle_after_crash(run.crash)
         self._runs = [r for r in self._runs if not r.finished]  # done: let it go
-        if self.kind == "exec":
+        if self.kind == "exec" and not lost:  # lost: left unfinished, as a crash leaves it
             self.end(str(result.status), exhausted=result.exhausted)
         await self.flush()
+
+    def _executor_lost(self) -> bool:
+        """Whether a run stopped because its executor (a Ray cluster) went away.
+
+        Such a run is kept as a crash keeps it: the tasks it was running stay
+        `running` and the rest unstarted, so `resume` finishes it (calling an
+        idempotent tool again, marking any other `interrupted`).
+        """
+        return self.kind == "exec" and any(isinstance(r.crash, ExecutorLost) for r in self._runs)
 
     def _settle_after_crash(self, crash: BaseException) -> None:
         """Record every task the store still has unsettled as cancelled by the crash.
@@ -201,9 +211,14 @@ class RunJournal:
                 put(_STARTING, _STARTED, (Json(event.arguments), at, run_id, task_id))
             case ev.TaskFinished():
                 put(_SETTLING, _FINISHED, (Json(event.output), at, run_id, task_id))
+            case ev.TaskCancelledEvent() if self._executor_lost():
+                data = {"error": str(event.error)}  # logged, not settled: resume runs it
             case ev.TaskFailed() | ev.TaskSkipped() | ev.TaskCancelledEvent():
                 data = {"error": str(event.error)}
-                how = (_SETTLED_AS[type(event)], type(event.error).__name__, data["error"])
+                status = _SETTLED_AS[type(event)]
+                if type(event.error) is TaskInterrupted:  # an executor's worker died in it
+                    status = "interrupted"
+                how = (status, type(event.error).__name__, data["error"])
                 put(_SETTLING, _SETTLED, (*how, at, run_id, task_id))
             case ev.TaskRestored():
                 data = {"status": event.status}

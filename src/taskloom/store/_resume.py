@@ -135,6 +135,8 @@ def _error(record: TaskRecord, status: TaskStatus) -> RunError | None:
     if status is TaskStatus.DONE:
         return None
     if status is TaskStatus.INTERRUPTED:
+        if record.status == "interrupted" and record.error:  # settled so in its run (Ray)
+            return RecordedFailure(record.id, "TaskInterrupted", record.error)
         return TaskInterrupted(record.id, record.task.tool)
     return RecordedFailure(record.id, record.error_type or "", record.error or "")
 

@@ -17,7 +17,7 @@ import pydantic
 
 from taskloom._text import clip, quoted, short_repr
 from taskloom.errors import CallTimedOut, ToolDefinitionError
-from taskloom.tools._limits import ProcessLimits, function_target
+from taskloom.tools._limits import ProcessLimits, Resources, function_target
 from taskloom.tools._threads import ThreadCall, run_in_thread
 
 __all__ = ["CallPolicy", "CallTimes", "Tool", "tool"]
@@ -52,6 +52,8 @@ class CallPolicy:
     """Results may be memoised by (name, version, arguments)."""
     isolation: ProcessLimits | None = None
     """Each call runs in a worker process under these limits (`@tool(isolated=True)`)."""
+    resources: Resources | None = None
+    """What one call needs from a cluster (`taskloom.ray`); inline they change nothing."""
 
     def __post_init__(self) -> None:
         _check_number("timeout", self.timeout, minimum=0.0, optional=True)
@@ -286,10 +288,23 @@ class Tool:
             await anyio.sleep(seconds)
             return await original.call(arguments)
 
+        async def call_through(
+            executor: Any,
+            arguments: Mapping[str, Any],
+            *,
+            times: CallTimes | None = None,
+            timeout: float | None = None,  # noqa: ASYNC109  (see Tool.call)
+        ) -> Any:
+            # On an executor that runs calls elsewhere (Ray), the wait is here
+            # and the original runs there (see taskloom.engine.Executor).
+            await anyio.sleep(seconds)
+            return await executor.call(original, arguments, times=times, timeout=timeout)
+
         clone = copy.copy(self)
         clone.fn = delayed
         clone.is_async = True
         clone.policy = replace(self.policy, isolation=None)  # the original's call isolates
+        clone.call_through = call_through  # type: ignore[attr-defined]
         return clone
 
     async def call(
@@ -497,6 +512,7 @@ def tool(
     max_cpu_s: float | None = None,
     max_output_bytes: int | None = None,
     max_processes: int | None = None,
+    resources: Resources | Mapping[str, float] | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -519,6 +535,7 @@ def tool(
     max_cpu_s: float | None = None,
     max_output_bytes: int | None = None,
     max_processes: int | None = None,
+    resources: Resources | Mapping[str, float] | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a typed function, sync or async, into a Tool.
 
@@ -547,6 +564,9 @@ def tool(
         max_cpu_s: CPU seconds one call may use (RLIMIT_CPU); isolated only.
         max_output_bytes: bytes of output read back at most; isolated only.
         max_processes: processes and threads one call may start; isolated only.
+        resources: what one call needs on a cluster (`taskloom.ray`): a
+            `Resources`, or a mapping such as `{"num_cpus": 2, "gpu_node": 1}`
+            (names other than num_cpus, num_gpus and memory are custom).
 
     Returns:
         A Tool, or a decorator that makes one.
@@ -574,6 +594,7 @@ def tool(
                 rate_limit=rate_limit,
                 cacheable=cacheable,
                 isolation=isolation,
+                resources=None if resources is None else Resources.of(resources),
             )
         except ToolDefinitionError as exc:  # say which tool: a module may define many
             label = name if isinstance(name, str) else getattr(f, "__name__", "?")
