@@ -214,12 +214,7 @@ class RunJournal:
             case ev.TaskCancelledEvent() if self._executor_lost():
                 data = {"error": str(event.error)}  # logged, not settled: resume runs it
             case ev.TaskFailed() | ev.TaskSkipped() | ev.TaskCancelledEvent():
-                data = {"error": str(event.error)}
-                status = _SETTLED_AS[type(event)]
-                if type(event.error) is TaskInterrupted:  # an executor's worker died in it
-                    status = "interrupted"
-                how = (status, type(event.error).__name__, data["error"])
-                put(_SETTLING, _SETTLED, (*how, at, run_id, task_id))
+                data = self._settled(event, at)
             case ev.TaskRestored():
                 data = {"status": event.status}
                 if event.status == "interrupted":  # the one restored state that is new
@@ -241,6 +236,18 @@ class RunJournal:
             record = EventRecord(seq=event.seq, kind=event.kind, task_id=task_id, at=at, data=data)
             for watcher in watchers:
                 watcher(run_id, record, event)
+
+    def _settled(
+        self, event: ev.TaskFailed | ev.TaskSkipped | ev.TaskCancelledEvent, at: float
+    ) -> dict[str, Any]:
+        """Queue the row of a task that ended without a result; return the event's data to log."""
+        data = {"error": str(event.error)}
+        status = _SETTLED_AS[type(event)]
+        if type(event.error) is TaskInterrupted:  # an executor's worker died in it
+            status = "interrupted"
+        how = (status, type(event.error).__name__, data["error"])
+        self._writer.put(_SETTLING, _SETTLED, (*how, at, self.run_id, event.task_id))
+        return data
 
     def _agent_event(self, event: ev.AgentEvent) -> dict[str, Any]:
         """Queue the rows an agent's event fills; return the event's own data to log.
