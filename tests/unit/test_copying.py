@@ -11,7 +11,7 @@ from taskloom.testing import ScriptedModel
 
 QUESTION = "What is the distance between Nairobi and Addis Ababa in miles?"
 # A toy vocabulary: token id -> its text.
-VOCAB = ['"', "Kenya", "N", "airobi", "Oslo", "n", "Add", "is", " Ab", "aba", "km", "$", ")"]
+VOCAB = ['"', "Kenya", "N", "airobi", "Oslo", "n", "Add", "is", " Ab", "aba", "km", "$", ")", "d"]
 IDS = {text: i for i, text in enumerate(VOCAB)}
 
 
@@ -53,6 +53,10 @@ def steer(guide: CopyGuide, logits: np.ndarray, allowed: set[str] | None = None)
         ("Nairobi", scores(n=4.0, **{'"': 2.0}), '"'),
         ("Add", scores(Kenya=6.0, **{"is": 4.0}), "is"),
         ("Addis", scores(n=6.0, **{" Ab": 5.0}), " Ab"),
+        # A copy stands in for a closing quote only at the end of a word,
+        ("Ad", scores(n=6.0, **{'"': 5.0, "d": 4.0}), "d"),
+        # and the model's own closing quote stands, even inside a word.
+        ("Ad", scores(**{'"': 6.0, "d": 5.0}), '"'),
         # A pick that keeps the copy is the model's own.
         ("N", scores(airobi=5.0, **{'"': 4.0}), "airobi"),
         # Strings the model writes in its own words are left alone.

@@ -6,15 +6,15 @@ it has begun to copy ("Oslon"). `CopyGuide` steers greedy decoding inside
 the quoted strings of a reply:
 
 - a string that has begun copying the source (its text so far occurs in the
-  source, from the start of a word) goes on copying it, or ends where a copy
-  may end;
+  source, from the start of a word) goes on copying it, or ends at the end
+  of a word of it;
 - a string about to start with a capital letter (a name) starts a word of the
   source that has one.
 
 Only when the model's own pick breaks the copy, and only for a token it
 scores within `margin` (in logits) of that pick: a string the model clearly
 means to write in its own words ("km", "$1.population + $2.population") is
-left alone.
+left alone, and where a string ends is always the model's choice.
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ class CopyGuide:
             return token
         so_far = self._content
         text = _text(piece(token))
+        if '"' in text:
+            return token  # where a string ends is the model's call
         starting = not so_far and text[:1].isupper()
         if not starting and not self._copies(so_far):
             return token
@@ -112,19 +114,25 @@ class CopyGuide:
         return token
 
     def _keeps(self, so_far: str, text: str) -> bool:
-        """Whether taking `text` next keeps the string a copy (or ends it as one)."""
+        """Whether taking `text` next keeps the string a copy, or ends it as a whole one."""
         end = text.find('"')
-        return self._copies(so_far + (text if end < 0 else text[:end]))
+        if end < 0:
+            return self._copies(so_far + text)
+        return self._copies(so_far + text[:end], whole=True)
 
-    def _copies(self, text: str) -> bool:
-        """Whether `text` occurs in the source from the start of a word."""
+    def _copies(self, text: str, *, whole: bool = False) -> bool:
+        """Whether `text` occurs in the source from the start of a word (to the end of one)."""
         if not text:
             return False
-        at = self.source.find(text)
+        source = self.source
+        at = source.find(text)
         while at >= 0:
-            if at == 0 or not self.source[at - 1].isalnum():
+            after = at + len(text)
+            if (at == 0 or not source[at - 1].isalnum()) and (
+                not whole or after == len(source) or not source[after].isalnum()
+            ):
                 return True
-            at = self.source.find(text, at + 1)
+            at = source.find(text, at + 1)
         return False
 
 
