@@ -55,6 +55,7 @@ from taskloom.engine._runtime import Runtime, check_weight
 from taskloom.engine._scheduler import EventListener
 from taskloom.errors import ModelError, PlanError, UserError
 from taskloom.llm import ChatModel, Message, Warmable, model_from_config
+from taskloom.llm._protocol import _ChatModelBase
 from taskloom.plan import PlanParser, Task
 from taskloom.store import CallCache, restore_tasks
 from taskloom.telemetry._setup import traced
@@ -90,6 +91,11 @@ def default_replans(model: ChatModel) -> int:
     from taskloom.llm import Local
 
     return 1 if isinstance(model, Local) else 3
+
+
+def copy_hint(model: ChatModel, question: str) -> dict[str, Any]:
+    """The planner's `copy_from` hint, for the models that take it (taskloom's own)."""
+    return {"copy_from": question} if isinstance(model, _ChatModelBase) else {}
 
 
 def uses_grammar(model: ChatModel, grammar: bool | None) -> bool:
@@ -672,7 +678,7 @@ class Agent:
                     repair=repair,
                 )
                 attempt = await self._stream_plan(
-                    messages, run, number, first_id, (known, referable), this, spend
+                    messages, run, number, first_id, (known, referable), this, spend, question
                 )
                 this.attempts.append(attempt)
                 if attempt.valid or spend.exhausted is not None or not run.accepting:
@@ -791,8 +797,13 @@ class Agent:
         ids: tuple[set[TaskId], set[TaskId]],
         this: _Round,
         spend: Spend,
+        question: str,
     ) -> PlanAttempt:
-        """Stream one plan from the model into the run; each task starts when its line ends."""
+        """Stream one plan from the model into the run; each task starts when its line ends.
+
+        The model is given the question to copy names from (`copy_from`):
+        a model that can (the embedded one) keeps the plan's strings true to it.
+        """
         known, referable = ids  # earlier rounds' task ids; those of them with an output
         held = set(run.plan.tasks)  # accepted from an earlier attempt at this plan
         parser = PlanParser(tools=self.tools, known=known | held, rewritable=held)
@@ -814,7 +825,11 @@ class Agent:
         if this.planner_started_at is None:
             this.planner_started_at = began
         stream = self.model.stream(
-            messages, max_tokens=_MAX_PLAN_TOKENS, grammar=grammar, stop=["<END_OF_PLAN>"]
+            messages,
+            max_tokens=_MAX_PLAN_TOKENS,
+            grammar=grammar,
+            stop=["<END_OF_PLAN>"],
+            **copy_hint(self.model, question),
         )
         error: str | None = None
         model_broke = False  # the stream failed, not the plan: what ran is still worth joining

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -60,6 +60,10 @@ class GenerationOptions:
     """A GBNF grammar the output must match (llama.cpp backends)."""
     json_schema: Mapping[str, Any] | None = None
     """A JSON Schema the output must match."""
+    copy_from: str | None = None
+    """A text (the question) whose words the reply's quoted strings should copy
+    where the model nearly prefers that anyway; a hint that models which cannot
+    steer their own decoding (servers) ignore. See `Local(copy_margin=...)`."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -343,8 +347,12 @@ class _ChatModelBase(ABC):
         temperature: float = 0.0,
         grammar: str | None = None,
         json_schema: Mapping[str, Any] | None = None,
+        copy_from: str | None = None,
     ) -> ChatStream:
         """Start a reply; nothing is sent until the stream is iterated.
+
+        `copy_from` is a hint (see `GenerationOptions.copy_from`); a model
+        that cannot act on it ignores it.
 
         Returns:
             The reply's chunks; iterating raises `ModelError` if the model fails.
@@ -355,6 +363,8 @@ class _ChatModelBase(ABC):
         """
         checked = _check_messages(messages)
         options = _check_options(max_tokens, stop, temperature, grammar, json_schema)
+        if copy_from is not None:
+            options = replace(options, copy_from=copy_from)
         return ChatStream(self.name, checked, self._generate(checked, options))
 
     async def complete(
@@ -366,6 +376,7 @@ class _ChatModelBase(ABC):
         temperature: float = 0.0,
         grammar: str | None = None,
         json_schema: Mapping[str, Any] | None = None,
+        copy_from: str | None = None,
     ) -> Completion:
         """Generate a whole reply.
 
@@ -384,6 +395,7 @@ class _ChatModelBase(ABC):
             temperature=temperature,
             grammar=grammar,
             json_schema=json_schema,
+            copy_from=copy_from,
         )
         return await stream.collect()
 

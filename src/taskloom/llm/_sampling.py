@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from taskloom.llm._checkpoints import DiskCheckpoints
+from taskloom.llm._copying import CopyGuide
 
 __all__ = ["Grammar", "Outcome", "Session", "greedy", "pick", "sampled"]
 
@@ -183,6 +184,7 @@ def greedy(
     end_ids: frozenset[int],
     stop: Sequence[str],
     max_tokens: int,
+    guide: CopyGuide | None = None,
 ) -> Generator[str, None, Outcome]:
     """Generate a reply at temperature 0, a token's text at a time.
 
@@ -198,6 +200,8 @@ def greedy(
             the reply; not part of its text.
         stop: Strings that end the reply; not part of its text.
         max_tokens: Sampled tokens after which the reply ends ("length").
+        guide: Keeps the reply's quoted strings copies of a source text
+            where the model nearly prefers that anyway (see `CopyGuide`).
 
     Yields:
         Non-empty pieces of text.
@@ -215,17 +219,23 @@ def greedy(
     while sampled < max_tokens:
         if previous is not None:
             session.feed(previous)
-        token = pick(session.logits(), allowed)
+        logits = session.logits()
+        token = pick(logits, allowed)
         if token is None:  # the grammar allows nothing, not even an end token
             finish = "stop"
             break
+        if guide is not None:
+            token = guide.steer(logits, token, allowed, session.piece)
         sampled += 1
         if token in end_ids or session.is_end(token):
             finish = "stop"
             break
         if grammar is not None:
             grammar.accept(token)
-        chunk = text.add(session.piece(token))
+        data = session.piece(token)
+        if guide is not None:
+            guide.advance(data)
+        chunk = text.add(data)
         if chunk:
             yield chunk
         if text.stopped:

@@ -32,6 +32,7 @@ from taskloom.llm._protocol import GenerationOptions, Message, _ChatModelBase, _
 
 if TYPE_CHECKING:  # needs numpy, which comes with the local extra
     from taskloom.llm._checkpoints import DiskCheckpoints
+    from taskloom.llm._copying import CopyGuide
     from taskloom.llm._sampling import Grammar, Outcome, Session
 
 __all__ = ["BUNDLED_MODEL", "Local", "bundled_model_path"]
@@ -195,6 +196,7 @@ class Local(_ChatModelBase):
         cache_dir: str | Path | None = None,
         prompt_cache_bytes: int = 512 * 2**20,
         checkpoints: bool | str | Path = True,
+        copy_margin: float | None = 3.0,
     ) -> None:
         """Describe the model to run.
 
@@ -215,6 +217,12 @@ class Local(_ChatModelBase):
                 for a folder in the user cache (or the `TASKLOOM_CHECKPOINTS`
                 folder; "0" there turns it off), a path for that folder,
                 False for none.
+            copy_margin: With `copy_from` (the agent's planner gives the
+                question), a greedy reply's quoted strings keep copying the
+                question's words when a token that does so scores within
+                this many logits of the model's own pick (see `CopyGuide`):
+                the 270M model then writes "Nairobi" where it would write
+                "Kenya". None turns it off.
 
         Raises:
             ConfigError: if llama-cpp-python is not installed, the file does
@@ -230,6 +238,10 @@ class Local(_ChatModelBase):
                 "need n_ctx >= 16, n_threads >= 1 and prompt_cache_bytes >= 0, "
                 f"got {n_ctx}, {n_threads}, {prompt_cache_bytes}"
             )
+        if copy_margin is not None and not copy_margin >= 0:
+            raise ConfigError(f"copy_margin must be >= 0 or None, got {copy_margin}")
+        self.copy_margin = copy_margin
+        """How far below its own pick a token that copies the question may score (None: off)."""
         self.model_path = Path(model_path) if model_path is not None else None
         self._n_ctx = n_ctx
         self._n_threads = n_threads
@@ -405,6 +417,7 @@ class Local(_ChatModelBase):
                 end_ids=loaded.stop_ids,
                 stop=options.stop,
                 max_tokens=max_tokens,
+                guide=self._guide(options),
             )
             return _Generation(chunks=chunks, prompt_tokens=len(tokens), grammar=grammar)
         if grammar is not None:
@@ -420,6 +433,14 @@ class Local(_ChatModelBase):
             seed=self._seed,
         )
         return _Generation(chunks=chunks, prompt_tokens=len(tokens))
+
+    def _guide(self, options: GenerationOptions) -> CopyGuide | None:
+        """What keeps the reply's strings copies of `copy_from`, when asked and on."""
+        if not options.copy_from or self.copy_margin is None:
+            return None
+        from taskloom.llm._copying import CopyGuide
+
+        return CopyGuide(options.copy_from, self.copy_margin)
 
     def _next(self, job: _Generation) -> str | None:
         """Advance the reply by one chunk; None when it is done."""
