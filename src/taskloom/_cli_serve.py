@@ -29,6 +29,7 @@ from taskloom._cli_common import (
     NoStore,
     NoWorld,
     Prices,
+    RayAddress,
     ReadTimeout,
     StorePath,
     ToolLatency,
@@ -38,6 +39,7 @@ from taskloom._cli_common import (
     mcp_servers,
     mcp_tools,
     open_store,
+    ray_executor,
     read_examples,
     recorded_mcp,
     tool_source,
@@ -226,6 +228,7 @@ def serve(
     enable_python_tool: EnablePythonTool = False,
     no_world: NoWorld = False,
     examples: ExamplesFile = None,
+    ray: RayAddress = None,
 ) -> None:
     """Serve the HTTP API (runs, their live events) and the web page."""
     import dataclasses
@@ -264,6 +267,7 @@ def serve(
         served = _served_tools(settings, servers)
         chat_model = settings.chat_model()
         secret, made = (None, False) if no_auth else _token(token)
+        executor = ray_executor(ray)  # connected before the server listens
     except TaskloomError as exc:
         fail(errors, str(exc))
     store = open_store(errors, store_path)
@@ -290,7 +294,7 @@ def serve(
             notice(f"open the page: {url}/?token={secret}")
 
     async def go() -> None:
-        async with served() as tools_now:
+        async with executor as opened, served() as tools_now:
             service = RunService(
                 ServiceOptions(
                     store=store,
@@ -301,6 +305,7 @@ def serve(
                     max_concurrency=max_concurrency,
                     budget=settings.budget,
                     max_runs=max_runs,
+                    executor=opened,
                 )
             )
             app = http.create_app(service, token=secret)

@@ -200,6 +200,27 @@ def command_line(address: str, folder: Path) -> dict[str, Any]:
     return {"exit_code": result.exit_code, "output": result.output[-2000:], "result": data}
 
 
+def served(address: str, folder: Path) -> dict[str, Any]:
+    """`taskloom serve --ray ADDRESS` in a process of its own: a POSTed plan runs on the cluster."""
+    from http_api_server import serving
+
+    tools_file = folder / "serve_tools.py"
+    tools_file.write_text(CLI_TOOLS)
+    plan = "1. elsewhere(1)\n2. elsewhere_async(2)\n3. elsewhere($1.x)\n"
+    args = ("--no-auth", "--ray", address)
+    with serving(folder / "store.sqlite3", tools_file, folder / "serve.log", *args) as server:
+        run_id = server.start_plan(plan)
+        ends = [e.data for e in server.events(run_id) if e.event == "end"]
+        shown = server.client.get(f"/v1/runs/{run_id}").json()
+        server_pid = server.process.pid
+    return {
+        "end": ends,
+        "status": shown["status"],
+        "tasks": {t["id"]: {"status": t["status"], "output": t["output"]} for t in shown["tasks"]},
+        "server_pid": server_pid,
+    }
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -250,6 +271,7 @@ def main() -> None:
                 out[name] = anyio.run(scenario)
                 out[name]["seconds"] = time.monotonic() - began
             out["cli"] = command_line(cluster.address, _folder(work, "cli"))
+            out["serve"] = served(cluster.address, _folder(work, "serve"))
     finally:
         cluster.shutdown()
     (work / "out.json").write_text(json.dumps(out))  # not stdout: Ray prints its logs there

@@ -89,6 +89,25 @@ def test_a_cluster_that_is_not_there_is_a_clear_error_at_once(
     assert said in " ".join(result.output.split())
 
 
+def test_serve_with_a_cluster_that_is_not_there_stops_at_once_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from taskloom.cli import app
+
+    args = ["serve", "--no-auth", "--port", "0", "--store", str(tmp_path / "s.sqlite3")]
+    result = CliRunner().invoke(app, [*args, "--ray", "127.0.0.1:1"])
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "error: Ray cluster 127.0.0.1:1: cannot connect: nothing answers there" in said
+    assert "serving" not in said
+    # TASKLOOM_RAY is the default, as for exec.
+    result = CliRunner().invoke(app, args, env={"TASKLOOM_RAY": "ray://127.0.0.1:1"})
+    assert result.exit_code == 2
+    assert "error: Ray cluster ray://127.0.0.1:1: cannot connect" in " ".join(result.output.split())
+
+
 def _tasks(seen: dict[str, Any], scenario: str, tool: str) -> list[dict[str, Any]]:
     return [t for t in seen[scenario]["tasks"].values() if t["tool"] == tool]
 
@@ -185,3 +204,17 @@ def test_a_node_killed_mid_run_retries_safe_calls_and_interrupts_the_others(
     assert all(t["attempts"] == 1 and t["error_type"] == "TaskInterrupted" for t in interrupted)
     assert all("the Ray node running it died" in t["error"] for t in interrupted)
     assert all(t["status"] in ("done", "interrupted") for t in effects)
+
+
+@pytest.mark.timeout(SCENARIOS_S + 60)
+def test_serve_runs_a_posted_plans_tools_on_the_cluster(seen: dict[str, Any]) -> None:
+    served = seen["serve"]
+    assert served["end"] == [{"status": "completed"}]
+    assert served["status"] == "completed"
+    tasks = served["tasks"]
+    assert all(t["status"] == "done" for t in tasks.values()), tasks
+    nodes = {seen["nodes"]["head"], seen["nodes"]["second"]}
+    for i in ("1", "2", "3"):  # on a Ray worker: neither the server's process nor the driver's
+        assert tasks[i]["output"]["pid"] not in (served["server_pid"], seen["driver_pid"])
+    assert tasks["1"]["output"]["node"] in nodes and tasks["3"]["output"]["node"] in nodes
+    assert tasks["3"]["output"]["x"] == 1

@@ -24,7 +24,7 @@ import anyio
 import anyio.abc
 
 from taskloom._ids import RunId
-from taskloom.engine import Budget, RunResult, Runtime, events, execute
+from taskloom.engine import Budget, Executor, RunResult, Runtime, events, execute
 from taskloom.errors import PlanError
 from taskloom.plan import Plan
 from taskloom.server._views import task_fields
@@ -90,6 +90,10 @@ class ServiceOptions:
     runtime: Runtime | None = None
     """What the runs share: tool limits across runs, free slots in turn, the call
     cache. None: the service makes one over `tools` and `store`."""
+    executor: Executor | None = None
+    """Where every run's tool calls go (one `taskloom.ray.RayExecutor` shared by
+    plans, agents and resumed runs); None: in this process. The caller opens it
+    before the service starts and closes it after."""
 
 
 class Busy(Exception):
@@ -259,6 +263,7 @@ class RunService:
                 max_concurrency=limit,
                 journal=journal,
                 budget=budget,
+                executor=self.options.executor,
             )
 
         self._launch(journal.run_id, go)
@@ -279,6 +284,8 @@ class RunService:
         self._check_room()
         agent = self.options.agent(self.options.tools, options)
         agent.runtime = self.runtime  # its rounds share slots with every other run
+        if self.options.executor is not None:
+            agent.executor = self.options.executor
         journal = agent.journal(question)
         await journal.flush()
 
@@ -318,13 +325,16 @@ class RunService:
 
             agent = Agent.from_store(store, record.id, tools=tools, model=self.options.model)
             agent.runtime = self.runtime
+            if self.options.executor is not None:
+                agent.executor = self.options.executor
 
             def go() -> Awaitable[Any]:
                 return agent.resume(record.id)
         else:
+            executor = self.options.executor
 
             def go() -> Awaitable[Any]:
-                return resume(record.id, store=store, tools=tools)
+                return resume(record.id, store=store, tools=tools, executor=executor)
 
         self._launch(record.id, go)
         return record.id

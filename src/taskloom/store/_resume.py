@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from taskloom._ids import TaskId
 from taskloom.engine import Run, RunResult, TaskStatus, open_run
 from taskloom.engine._execute import ToolsLike, as_tools
+from taskloom.engine._executor import Executor
 from taskloom.errors import RecordedFailure, RunError, TaskInterrupted, UserError
 from taskloom.plan import Task
 from taskloom.plan._subplan import SubplanTool
@@ -147,6 +148,7 @@ async def resume(
     store: Store,
     tools: ToolsLike,
     max_concurrency: int | None = None,
+    executor: Executor | None = None,
 ) -> RunResult:
     """Finish a plan run (`execute`) recorded in `store` whose process stopped.
 
@@ -159,6 +161,8 @@ async def resume(
         store: the store it was recorded in.
         tools: the tools it used (looked up by name).
         max_concurrency: tasks running at once; the recorded limit by default.
+        executor: where the tool calls still to run go (`taskloom.ray.RayExecutor`,
+            say); None runs them in this process.
 
     Returns:
         The run's result, recorded tasks included.
@@ -192,6 +196,7 @@ async def resume(
             on_event=None if trace is None else trace.on_event,
             journal=journal,
             first_seq=record.last_seq,
+            executor=executor,
         ) as run,
     ):
         planned = [task_from_json(t) for t in record.config.get("plan", ())]
