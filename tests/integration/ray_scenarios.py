@@ -42,6 +42,10 @@ TOOLS = [
     rt.sync_sleeper,
     rt.async_sleeper,
     rt.raises,
+    rt.big_text,
+    rt.length,
+    rt.length_async,
+    rt.count_items,
 ]
 
 
@@ -163,6 +167,39 @@ async def node_killed(executor: RayExecutor, cluster: Cluster, second: Any, fold
     return {**summary(result), **seen, "second_node": second_id}
 
 
+async def held(executor: RayExecutor, folder: Path) -> dict[str, Any]:
+    """A 10 MB output stays in the object store; dependents on the cluster take it from there."""
+    from taskloom._held import Held
+
+    plan = [
+        task(1, "big_text", 10),
+        task(2, "length", taskloom.Ref(TaskId("1"))),
+        task(3, "length_async", taskloom.Ref(TaskId("1"))),
+        task(4, "count_items", taskloom.Ref(TaskId("1"))),  # the wrong type: a clear failure
+        task(5, "big_text", 0),  # small: comes back as itself
+        task(6, "length", taskloom.Ref(TaskId("5"))),
+    ]
+    before = executor.stats.fetched_bytes
+    with taskloom.Store.open(folder / "store.sqlite3") as store:
+        journal = store.journal(request="held", config={}, plan=taskloom.Plan(plan))
+        result = await taskloom.execute(plan, tools=TOOLS, executor=executor, journal=journal)
+        recorded = store.load(journal.run_id).tasks
+    out = summary(result)
+    output = result.tasks[TaskId("1")].output
+    out["held"] = {
+        "is_held": isinstance(output, Held),
+        "text": str(output),
+        "recorded": {str(t.id): t.output for t in recorded if t.id in ("1", "5")},
+        "fetched_during_run": executor.stats.fetched_bytes - before,
+        "kept": executor.stats.held,
+    }
+    if isinstance(output, Held):
+        out["tasks"]["1"]["output"] = str(output)
+        out["held"]["fetched_length"] = len(await output.fetch())
+        out["held"]["fetched_after"] = executor.stats.fetched_bytes - before
+    return out
+
+
 CLI_TOOLS = """
 import os
 import taskloom
@@ -261,6 +298,7 @@ def main() -> None:
                 ("fan_out", lambda: fan_out(executor)),
                 ("pinning", lambda: pinning(executor)),
                 ("shipping", lambda: shipping(executor)),
+                ("held", lambda: held(executor, _folder(work, "held"))),
                 ("timeouts", lambda: timeouts(executor, _folder(work, "timeouts"))),
                 (
                     "node_killed",

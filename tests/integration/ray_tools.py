@@ -95,3 +95,27 @@ async def async_sleeper(folder: str) -> str:
 def raises(message: str) -> str:
     """Raises a ValueError with the message."""
     raise ValueError(message)
+
+
+@taskloom.tool(resources={"num_cpus": 0.25})
+def big_text(megabytes: int) -> str:
+    """A text of that many million characters (a large output)."""
+    return "x" * (megabytes * 1_000_000)
+
+
+@taskloom.tool(resources={"num_cpus": 0.25})
+def length(data: str) -> dict[str, object]:
+    """The length of a text, and where it was measured."""
+    return {"length": len(data), **_here()}
+
+
+@taskloom.tool
+async def length_async(data: str) -> dict[str, object]:
+    """The same, awaited on an async actor."""
+    return {"length": len(data), **_here()}
+
+
+@taskloom.tool(resources={"num_cpus": 0.25})
+def count_items(items: list[int]) -> int:
+    """How many items a list has (a list argument: a text is the wrong type)."""
+    return len(items)

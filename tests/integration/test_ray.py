@@ -218,3 +218,26 @@ def test_serve_runs_a_posted_plans_tools_on_the_cluster(seen: dict[str, Any]) ->
         assert tasks[i]["output"]["pid"] not in (served["server_pid"], seen["driver_pid"])
     assert tasks["1"]["output"]["node"] in nodes and tasks["3"]["output"]["node"] in nodes
     assert tasks["3"]["output"]["x"] == 1
+
+
+@pytest.mark.timeout(SCENARIOS_S + 60)
+def test_a_large_output_stays_in_the_object_store_and_reaches_dependents_there(
+    seen: dict[str, Any],
+) -> None:
+    held, tasks = seen["held"]["held"], seen["held"]["tasks"]
+    assert held["is_held"] is True and held["kept"] >= 1
+    assert held["text"] == "<str of 10,000,000 bytes, held in the Ray object store>"
+    # The dependents on the cluster measured it there; the driver never fetched it.
+    assert tasks["2"]["status"] == "done" and tasks["2"]["output"]["length"] == 10_000_000
+    assert tasks["3"]["status"] == "done" and tasks["3"]["output"]["length"] == 10_000_000
+    assert tasks["2"]["output"]["pid"] != seen["driver_pid"]
+    assert held["fetched_during_run"] == 0
+    # What the store recorded: the placeholder, not the 10 MB.
+    assert held["recorded"] == {"1": held["text"], "5": ""}
+    # A held output of the wrong type for the argument is a clear failure.
+    assert tasks["4"]["status"] == "failed" and tasks["4"]["error_type"] == "BadArguments"
+    assert "items is a str of 10,000,000 bytes" in tasks["4"]["error"]
+    # A small output comes back as itself.
+    assert tasks["5"]["output"] == "" and tasks["6"]["output"]["length"] == 0
+    # Asked for, it comes here whole, and is counted.
+    assert held["fetched_length"] == 10_000_000 and held["fetched_after"] == 10_000_000

@@ -2,7 +2,7 @@
 
 from taskloom.engine._budget import Budget, Price
 from taskloom.engine._execute import execute, open_run
-from taskloom.engine._executor import Executor, InlineExecutor
+from taskloom.engine._executor import Executor, Held, InlineExecutor
 from taskloom.engine._journal import Journal
 from taskloom.engine._runtime import Runtime
 from taskloom.engine._scheduler import Run
@@ -13,6 +13,7 @@ __all__ = [
     "Budget",
     "DurationStats",
     "Executor",
+    "Held",
     "InlineExecutor",
     "Journal",
     "Price",

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from taskloom._held import Held, held_problem
+from taskloom.errors import BadArguments
 from taskloom.tools import Tool
 from taskloom.tools._tool import CallTimes
 
-__all__ = ["Executor", "InlineExecutor", "Relayed"]
+__all__ = ["Executor", "Held", "InlineExecutor", "Relayed", "held_arguments"]
 
 
 @runtime_checkable
@@ -109,3 +111,47 @@ class Relayed(Protocol):
 
         """
         ...
+
+
+def held_arguments(
+    task_id: str, tool: Tool, bound: dict[str, Any], problem: ValueError
+) -> dict[str, Any] | BadArguments:
+    """Arguments that did not validate because some are outputs held elsewhere (`Held`).
+
+    A whole output held by the executor (`$N`) goes on to the tool's call as
+    it is, for the executor to send as a reference; it is checked by its
+    type only (an empty value of its type stands in for it), since its
+    contents are not here. Called only once validation has failed, so runs
+    without held outputs pay nothing for it.
+
+    Returns:
+        The validated arguments with the held ones in place, or the task's
+        BadArguments (the first `problem`, or what the check of types found).
+
+    """
+    held = {k: v for k, v in bound.items() if isinstance(v, Held)}
+    nested = next((h for k, v in bound.items() if k not in held and (h := held_problem(v))), None)
+    if nested is not None:
+        return BadArguments(
+            task_id,
+            tool.name,
+            f"an output {nested} is inside an argument; an output held there can only be "
+            "passed whole ($N) as an argument of a tool that runs there",
+        )
+    if not held:
+        return BadArguments(task_id, tool.name, str(problem))
+    standing = dict(bound)
+    for name, value in held.items():
+        empty = value.stand_in()
+        if empty is None:  # a type with no empty value known: left unchecked
+            standing.pop(name)
+        else:
+            standing[name] = empty
+    try:
+        checked = dict(tool.validate(standing))
+    except ValueError as exc:
+        kinds = ", ".join(f"{k} is a {v.kind} of {v.size:,} bytes" for k, v in held.items())
+        return BadArguments(
+            task_id, tool.name, f"{exc} ({kinds}, held in {next(iter(held.values())).where})"
+        )
+    return checked | held

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
+from taskloom._held import Held
 from taskloom._ids import TaskId
 from taskloom.engine.result import TaskResult, TaskStatus
 from taskloom.errors import BadOutput, RunError
@@ -138,6 +139,8 @@ def storable(output: Any) -> Any:
         if _INT_LOW < output < _INT_HIGH:
             return output
         return _Unstorable(f"an integer of more than {MAX_INT_DIGITS} digits")
+    if isinstance(output, Held):  # kept by the executor; checked where it was made
+        return output
     try:
         value = to_jsonable_python(output)  # refuses cycles, depth past 254, unknown types
         # pydantic's encoder (a third of the cost of json's) refuses text that is

@@ -37,7 +37,7 @@ from taskloom._ids import RunId, TaskId
 from taskloom.engine import events as ev
 from taskloom.engine._branch import accepts, part_unfinished, parts, through_gate
 from taskloom.engine._budget import Budget
-from taskloom.engine._executor import Executor, InlineExecutor
+from taskloom.engine._executor import Executor, InlineExecutor, held_arguments
 from taskloom.engine._gc import before_burst
 from taskloom.engine._node import (
     Earlier,
@@ -763,8 +763,8 @@ class Run:
         node.arguments = bound
         try:
             return tool.validate(bound)
-        except ValueError as exc:
-            return BadArguments(task.id, tool.name, str(exc))
+        except ValueError as exc:  # or an output held by the executor, passed on whole
+            return held_arguments(task.id, tool, bound, exc)
 
     async def _call_with_retries(self, node: Node, arguments: dict[str, Any]) -> Any:
         tool, policy = node.tool, node.tool.policy

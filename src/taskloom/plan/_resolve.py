@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from taskloom._held import Held
 from taskloom._ids import TaskId
 from taskloom._text import clip, short_repr
 from taskloom.plan._model import Ref, Template
@@ -78,6 +79,11 @@ def _follow(ref: Ref, output: Any) -> Any:
                     f"{_where(ref, depth)}: no item {short_repr(step)} in a list of {len(current)}"
                 )
             current = current[step]
+        elif isinstance(current, Held):
+            raise ResolveError(
+                f"{_where(ref, depth)}: the output is a {current}; a tool that runs there "
+                f"can take it whole (${ref.task}), not a part of it"
+            )
         else:
             raise ResolveError(
                 f"{_where(ref, depth)}: the output is a {type(current).__name__}, "
@@ -105,4 +111,6 @@ def _as_text(value: Any) -> str:
         return str(int(value))
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, Held):
+        raise ResolveError(f"an output written into text is a {value}; pass it whole instead")
     return str(value)

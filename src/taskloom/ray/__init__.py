@@ -15,6 +15,6 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError("taskloom.ray needs Ray: pip install 'taskloom[ray]'") from _exc
 
-from taskloom.ray._executor import RayExecutor
+from taskloom.ray._executor import HeldStats, RayExecutor, RayHeld
 
-__all__ = ["RayExecutor"]
+__all__ = ["HeldStats", "RayExecutor", "RayHeld"]

@@ -8,11 +8,13 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
+from taskloom._held import Held
 from taskloom._text import clip, short_repr
 from taskloom.engine._executor import Executor
 from taskloom.errors import CallInterrupted, CallTimedOut, ConfigError, ExecutorLost, UserError
@@ -21,7 +23,10 @@ from taskloom.tools import Tool
 from taskloom.tools._limits import Resources
 from taskloom.tools._tool import CallTimes
 
-__all__ = ["RayExecutor"]
+__all__ = ["HeldStats", "RayExecutor", "RayHeld"]
+
+HOLD_OVER = 100_000
+"""Outputs larger than this (bytes, pickled) stay in the object store by default."""
 
 _ACTOR_CONCURRENCY = 1000
 """Calls one async actor awaits at once."""
@@ -46,6 +51,14 @@ class RayExecutor(Executor):
     Ray retries nothing by itself: a worker or node that dies in a call
     fails that call, and the scheduler retries it only if the tool is
     idempotent (under its policy); any other call ends `interrupted`.
+
+    An output larger than `hold_over` bytes stays in Ray's object store: the
+    task's output is then a `RayHeld` (its size and type; the store, the
+    events and the joiner see `str(held)`, a placeholder), and a later call
+    on the cluster that takes it whole (`$N`) gets the value straight from
+    the node that holds it. `await held.fetch()` brings it here; so does a
+    call that runs here (a cached tool, an MCP or isolated one). `stats`
+    counts what was kept and what was fetched.
     """
 
     def __init__(
@@ -55,6 +68,7 @@ class RayExecutor(Executor):
         async_actors: int | None = None,
         log_to_driver: bool = True,
         init_options: Mapping[str, Any] | None = None,
+        hold_over: int | None = HOLD_OVER,
     ) -> None:
         """Describe the cluster; nothing connects until the first call or `connect()`.
 
@@ -69,6 +83,9 @@ class RayExecutor(Executor):
             log_to_driver: print what tools print on the workers here.
             init_options: more keywords for `ray.init` (`runtime_env`,
                 `num_cpus` for a local cluster, ...).
+            hold_over: an output larger than this many bytes (pickled) stays
+                in the object store, and reaches a dependent that runs on the
+                cluster as a reference; None brings every output here.
 
         Raises:
             ConfigError: for an empty address or a bad option.
@@ -85,6 +102,16 @@ class RayExecutor(Executor):
             raise ConfigError(
                 f"async_actors must be a whole number >= 1, got {short_repr(async_actors)}"
             )
+        if hold_over is not None and (
+            isinstance(hold_over, bool) or not isinstance(hold_over, int) or hold_over < 0
+        ):
+            raise ConfigError(
+                "hold_over must be a whole number of bytes >= 0 or None, "
+                f"got {short_repr(hold_over)}"
+            )
+        self.hold_over = hold_over
+        self.stats = HeldStats()
+        """Outputs kept in the object store, and those fetched here."""
         self.address = address.strip()
         _host_port(self.address)  # a malformed address fails here, not at the first call
         self._async_actors = async_actors
@@ -196,16 +223,29 @@ class RayExecutor(Executor):
             BaseException: whatever the tool raised.
 
         """
+        return await self._call(tool, arguments, times, timeout, self.hold_over)
+
+    async def _call(
+        self,
+        tool: Tool,
+        arguments: Mapping[str, Any],
+        times: CallTimes | None,
+        timeout: float | None,  # noqa: ASYNC109
+        hold_over: int | None,
+    ) -> Any:
         through = getattr(tool, "call_through", None)
         if through is not None:  # a cache: kept here, the tool it wraps runs on the cluster
-            return await through(self, arguments, times=times, timeout=timeout)
+            # It keys and keeps values: held arguments come here, outputs too.
+            arguments = await self._fetched(arguments)
+            return await through(_Unheld(self), arguments, times=times, timeout=timeout)
         if type(tool).call is not Tool.call or tool.policy.isolation is not None:
+            arguments = await self._fetched(arguments)
             return await tool.call(arguments, times=times, timeout=timeout)  # runs here
         if not self._connected:
             await anyio.to_thread.run_sync(self.connect)
         send_function = False
         for _ in range(4):
-            outcome = await self._submit(tool, arguments, times, timeout, send_function)
+            outcome = await self._submit(tool, arguments, times, timeout, send_function, hold_over)
             if outcome is _RESEND:  # that worker had not loaded it: once more, with it
                 send_function = True
             elif outcome is not _RELOAD:  # _RELOAD: not importable there, by value now
@@ -219,22 +259,29 @@ class RayExecutor(Executor):
         times: CallTimes | None,
         timeout: float | None,  # noqa: ASYNC109
         send_function: bool,
+        hold_over: int | None,
     ) -> Any:
         import ray
 
-        from taskloom.ray._remote import Failure
+        from taskloom.ray._remote import Failure, Kept
 
         fn, key, shipped, how = self._packed(tool)
         packed = shipped if send_function else None
         resources = tool.policy.resources
         sync = not tool.is_async
         actor = None
+        plain: Mapping[str, Any] = arguments
+        names: tuple[str, ...] = ()
+        refs: list[Any] = []
+        if any(isinstance(v, Held) for v in arguments.values()):
+            plain, names, refs = await self._split(arguments)
         try:
             if sync:
-                ref = self._task(resources).remote(key, packed, dict(arguments))
+                remote = self._task(resources).remote
             else:
                 actor = self._actor(resources)
-                ref = actor.call.remote(key, packed, dict(arguments))
+                remote = actor.call.remote
+            ref, second = remote(key, packed, dict(plain), hold_over, names, *refs)
         except Exception as exc:
             raise _translated(exc, tool.name) from exc
         if times is not None and times.started_at is None:
@@ -266,8 +313,37 @@ class RayExecutor(Executor):
         if type(outcome) is not Failure:
             if times is not None:
                 times.finished_at = time.monotonic()
+            if type(outcome) is Kept:
+                self.stats.held += 1
+                self.stats.held_bytes += outcome.size
+                return RayHeld(second, outcome.size, outcome.kind, self.stats)
             return outcome
         return self._failed(tool, fn, how, outcome, times)
+
+    async def _split(
+        self, arguments: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], tuple[str, ...], list[Any]]:
+        """The arguments sent as they are; and the names and refs of those held in the store.
+
+        A held output of another executor (another cluster) is fetched here first.
+        """
+        plain = dict(arguments)
+        names: list[str] = []
+        refs: list[Any] = []
+        for name, value in arguments.items():
+            if isinstance(value, RayHeld) and value.stats is self.stats:
+                names.append(name)
+                refs.append(value.ref)
+                del plain[name]
+            elif isinstance(value, Held):
+                plain[name] = await value.fetch()
+        return plain, tuple(names), refs
+
+    async def _fetched(self, arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The arguments with every held output in them brought here (for calls that run here)."""
+        if not any(isinstance(v, Held) for v in arguments.values()):
+            return arguments
+        return {k: await v.fetch() if isinstance(v, Held) else v for k, v in arguments.items()}
 
     def _failed(self, tool: Tool, fn: Any, how: str, failure: Any, times: CallTimes | None) -> Any:
         """What a call that gave no output means: the tool raised, or its function must travel.
@@ -384,6 +460,72 @@ class RayExecutor(Executor):
         for i, member in enumerate(pool):
             if member is actor:
                 pool[i] = self._new_actor(options)
+
+
+@dataclass(slots=True)
+class HeldStats:
+    """What a RayExecutor kept in the object store, and what it brought back here."""
+
+    held: int = 0
+    """Outputs kept in the object store (larger than `hold_over`)."""
+    held_bytes: int = 0
+    """Their bytes, pickled."""
+    fetched: int = 0
+    """Held outputs brought to this process (`RayHeld.fetch`)."""
+    fetched_bytes: int = 0
+    """Their bytes."""
+
+
+class RayHeld(Held):
+    """A task's output kept in Ray's object store (see `RayExecutor`'s `hold_over`).
+
+    Its `str()` is the placeholder that the store and the events record.
+    """
+
+    __slots__ = ("ref", "stats")
+
+    def __init__(self, ref: Any, size: int, kind: str, stats: HeldStats) -> None:
+        super().__init__(size=size, kind=kind, where="the Ray object store")
+        self.ref = ref
+        """The ObjectRef of the value (owned by this process)."""
+        self.stats = stats
+        """The counters of the executor that made it."""
+
+    async def fetch(self) -> Any:
+        """Bring the value here, awaited (never `ray.get` on the loop).
+
+        Returns:
+            The output.
+
+        Raises:
+            CallInterrupted: if the node that held it died (the value is lost).
+            ExecutorLost: if the cluster cannot be reached any more.
+
+        """
+        try:
+            value = await self.ref
+        except Exception as exc:
+            raise _translated(exc, "fetch") from exc
+        self.stats.fetched += 1
+        self.stats.fetched_bytes += self.size
+        return value
+
+
+class _Unheld:
+    """The executor as a call cache sees it: every output comes back here, whole."""
+
+    def __init__(self, executor: RayExecutor) -> None:
+        self._executor = executor
+
+    async def call(
+        self,
+        tool: Tool,
+        arguments: Mapping[str, Any],
+        *,
+        times: CallTimes | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  (the tool's own: see Tool.call)
+    ) -> Any:
+        return await self._executor._call(tool, arguments, times, timeout, None)
 
 
 _RELOAD = object()

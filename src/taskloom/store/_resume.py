@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from taskloom._held import is_held_text
 from taskloom._ids import TaskId
 from taskloom.engine import Run, RunResult, TaskStatus, open_run
 from taskloom.engine._execute import ToolsLike, as_tools
@@ -87,8 +88,12 @@ def restore_tasks(
             run.restore_element(
                 record.id, status, output=record.output, error=_error(record, status)
             )
+    lost = _lost_outputs(records, tools, parts)
     for record in _dependencies_first(records):
         if record.id in parts:
+            continue
+        if record.id in lost:
+            _restore_lost(run, record, tools)
             continue
         status = _kept(record, tools)
         if status is None:
@@ -96,6 +101,43 @@ def restore_tasks(
         else:
             run.restore(record.task, status, output=record.output, error=_error(record, status))
     run.add_all(t for t in planned if t.id not in recorded)
+
+
+def _lost_outputs(
+    records: Sequence[TaskRecord], tools: Mapping[str, Tool], parts: set[TaskId]
+) -> set[TaskId]:
+    """Done tasks whose output was held by an executor (a Ray object store) and is gone.
+
+    Only those that a task still to run takes: the store has their
+    placeholder, not their value, and the process that held it has ended.
+    """
+    held = {
+        r.id for r in records if r.status == "done" and r.id not in parts and is_held_text(r.output)
+    }
+    if not held:
+        return set()
+    return {
+        d
+        for r in records
+        if r.id not in parts and _kept(r, tools) is None
+        for d in r.task.dependencies
+        if d in held
+    }
+
+
+def _restore_lost(run: Run, record: TaskRecord, tools: Mapping[str, Tool]) -> None:
+    """A task whose held output is gone: called again if idempotent, else failed saying why."""
+    tool = tools.get(record.task.tool)
+    if tool is not None and tool.policy.idempotent:
+        run.add(record.task)
+        return
+    error = RecordedFailure(
+        record.id,
+        "OutputLost",
+        f"its output ({record.output}) was kept by the process that ran it, which has "
+        "ended; it is not idempotent, so it was not called again",
+    )
+    run.restore(record.task, TaskStatus.FAILED, output=None, error=error)
 
 
 def _enclosing(task_id: str) -> list[str]:
