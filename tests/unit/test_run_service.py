@@ -186,3 +186,19 @@ async def test_the_runs_of_a_service_share_a_tool_s_limit(tmp_path: Path) -> Non
                 await stream_text(svc, run_id)
         assert all(store.load(i).status == "completed" for i in ids)
     assert peak == 2  # each run alone would have had the whole limit: 10 across five
+
+
+async def test_every_run_calls_its_tools_through_the_services_executor(tmp_path: Path) -> None:
+    from taskloom.testing import RecordingExecutor
+
+    executor = RecordingExecutor()
+    replies = ['1. shout("q")\n2. join()<END_OF_PLAN>', "Thought: ok.\nAction: Finish($1)"]
+    with Store.open(tmp_path / "s.sqlite3") as store:
+        async with service(store, replies, executor=executor) as svc:
+            plan_run = await svc.start_plan('1. shout("p")', RunOptions())
+            await stream_text(svc, plan_run)
+            question = await svc.start_question("shout q", RunOptions())
+            await stream_text(svc, question)
+        assert store.load(plan_run).status == "completed"
+        assert store.load(question).status == "answered"
+    assert executor.calls == [("shout", {"text": "p"}), ("shout", {"text": "q"})]
