@@ -187,3 +187,13 @@ async def test_resume_makes_again_a_held_output_that_is_gone_or_fails_its_task(
     assert lost.status is TaskStatus.FAILED
     assert "was kept by the process that ran it, which has ended" in str(lost.error)
     assert result.tasks[TaskId("5")].status is TaskStatus.SKIPPED
+
+
+async def test_a_map_over_a_held_output_fails_saying_its_items_are_not_here() -> None:
+    plan = taskloom.Plan.parse("1. text(1000)\n2. size($1[*])")
+    result = await taskloom.execute(plan, tools=TOOLS, executor=HoldingExecutor(hold_over=100))
+    task = result.tasks[TaskId("2")]
+    assert task.status is TaskStatus.FAILED
+    assert "<str of 1,000 bytes, held in a test's store> (a map needs its items here)" in str(
+        task.error
+    )

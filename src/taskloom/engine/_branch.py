@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpleeval
 
+from taskloom._held import Held
 from taskloom._ids import TaskId
 from taskloom.engine import _subplan as subplan
 from taskloom.engine import events as ev
@@ -247,6 +248,8 @@ def map_size(bound: Mapping[str, Any], outputs: Mapping[TaskId, HasOutput]) -> i
 def _kind(value: Any) -> str:
     if value is None:
         return "None"
+    if isinstance(value, Held):  # its items are not here: a map fans out on the driver
+        return f"a {value} (a map needs its items here)"
     name = type(value).__name__
     return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
 
