@@ -41,3 +41,17 @@ noop = taskloom.tool(name="noop")(nothing)
 noop_async = taskloom.tool(name="noop_async")(nothing_async)
 count_tool = taskloom.tool(name="count")(count)
 wait_tool = taskloom.tool(name="wait")(wait)
+
+
+def big(megabytes: int) -> str:
+    """A large output: a text of that many million characters."""
+    return "x" * (megabytes * 1_000_000)
+
+
+def size(data: str) -> int:
+    """The length of a text (a dependent of a large output)."""
+    return len(data)
+
+
+big_tool = taskloom.tool(name="big")(big)
+size_tool = taskloom.tool(name="size")(size)

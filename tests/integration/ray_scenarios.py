@@ -46,6 +46,7 @@ TOOLS = [
     rt.length,
     rt.length_async,
     rt.count_items,
+    rt.big_text_async,
 ]
 
 
@@ -178,6 +179,9 @@ async def held(executor: RayExecutor, folder: Path) -> dict[str, Any]:
         task(4, "count_items", taskloom.Ref(TaskId("1"))),  # the wrong type: a clear failure
         task(5, "big_text", 0),  # small: comes back as itself
         task(6, "length", taskloom.Ref(TaskId("5"))),
+        task(7, "big_text_async", 10),  # made on an async actor
+        task(8, "length", taskloom.Ref(TaskId("7"))),
+        task(9, "length_async", taskloom.Ref(TaskId("7"))),
     ]
     before = executor.stats.fetched_bytes
     with taskloom.Store.open(folder / "store.sqlite3") as store:
@@ -193,8 +197,10 @@ async def held(executor: RayExecutor, folder: Path) -> dict[str, Any]:
         "fetched_during_run": executor.stats.fetched_bytes - before,
         "kept": executor.stats.held,
     }
+    for i in ("1", "7"):
+        if isinstance(out["tasks"][i]["output"], Held):
+            out["tasks"][i]["output"] = str(out["tasks"][i]["output"])
     if isinstance(output, Held):
-        out["tasks"]["1"]["output"] = str(output)
         out["held"]["fetched_length"] = len(await output.fetch())
         out["held"]["fetched_after"] = executor.stats.fetched_bytes - before
     return out

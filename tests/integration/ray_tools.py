@@ -119,3 +119,9 @@ async def length_async(data: str) -> dict[str, object]:
 def count_items(items: list[int]) -> int:
     """How many items a list has (a list argument: a text is the wrong type)."""
     return len(items)
+
+
+@taskloom.tool
+async def big_text_async(megabytes: int) -> str:
+    """A large text made on an async actor (it keeps it in the object store itself)."""
+    return "y" * (megabytes * 1_000_000)

@@ -277,11 +277,13 @@ class RayExecutor(Executor):
             plain, names, refs = await self._split(arguments)
         try:
             if sync:
-                remote = self._task(resources).remote
+                ref, second = self._task(resources).remote(
+                    key, packed, dict(plain), hold_over, names, *refs
+                )
             else:
                 actor = self._actor(resources)
-                remote = actor.call.remote
-            ref, second = remote(key, packed, dict(plain), hold_over, names, *refs)
+                ref = actor.call.remote(key, packed, dict(plain), hold_over, names, refs)
+                second = None
         except Exception as exc:
             raise _translated(exc, tool.name) from exc
         if times is not None and times.started_at is None:
@@ -316,7 +318,8 @@ class RayExecutor(Executor):
             if type(outcome) is Kept:
                 self.stats.held += 1
                 self.stats.held_bytes += outcome.size
-                return RayHeld(second, outcome.size, outcome.kind, self.stats)
+                kept = second if outcome.ref is None else outcome.ref
+                return RayHeld(kept, outcome.size, outcome.kind, self.stats)
             return outcome
         return self._failed(tool, fn, how, outcome, times)
 

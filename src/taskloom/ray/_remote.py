@@ -8,12 +8,14 @@ else a stand-in of its name), word that the worker lacks the function, or
 why it could not load it. Ray's own errors (a worker or node that died, a
 cancellation) are Ray's exceptions on the driver.
 
-Every call has two returns. The first is that answer, and the second None;
-but an output larger than the driver's threshold stays in the object store
-as the second return (owned by the driver, kept on this node), and the first
-is only `Kept`: its size and type. A later call that takes it whole gets it
-as one of its own top-level arguments, which Ray fetches to that worker's
-node from this one, never through the driver.
+An output larger than the driver's threshold stays in the object store, and
+the answer is only `Kept`: its size, its type and where it is. A sync tool's
+task has two returns: the answer, and None or the large output (owned by the
+driver, kept on this node); an async actor's call has one, and puts a large
+output in the store itself (owned by the actor, which lives as long as the
+executor). A later call that takes it whole gets it from the node that has
+it, never through the driver: a task as one of its top-level arguments, an
+actor's call by awaiting the references it is given.
 """
 
 from __future__ import annotations
@@ -61,16 +63,17 @@ class Failure:
 
 
 class Kept:
-    """The output is large and stayed in the object store (the call's second return)."""
+    """The output is large and stayed in the object store: as `ref`, or the call's second return."""
 
-    __slots__ = ("kind", "size")
+    __slots__ = ("kind", "ref", "size")
 
-    def __init__(self, size: int, kind: str) -> None:
+    def __init__(self, size: int, kind: str, ref: Any = None) -> None:
         self.size = size
         self.kind = kind
+        self.ref = ref
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Kept, (self.size, self.kind))
+        return (Kept, (self.size, self.kind, self.ref))
 
 
 class _Over(Exception):  # noqa: N818  (a signal inside pickled_size, never seen outside)
@@ -186,7 +189,6 @@ def run_sync(
 class AsyncWorker:
     """An async actor that awaits async tools' calls, many at once on its own event loop."""
 
-    @ray.method(num_returns=2)  # type: ignore[untyped-decorator]
     async def call(
         self,
         key: str,
@@ -194,26 +196,31 @@ class AsyncWorker:
         arguments: Mapping[str, Any],
         hold_over: int | None,
         held: tuple[str, ...],
-        *values: Any,
-    ) -> tuple[Any, Any]:
-        """Await an async tool's function here (see `run_sync` for the rest).
+        refs: list[Any],
+    ) -> Any:
+        """Await an async tool's function here (one return: see the module's docstring).
 
         Returns:
-            The tool's output (or a Failure) and None; or `Kept` and the output.
+            The tool's output (or a Failure); or a `Kept` holding the
+            reference of a large output, put in the object store here.
 
         """
         if packed is not None and not isinstance(packed, Shipped) and key not in _LOADED:
             packed = await packed[0]  # not ray.get: that would block the actor's loop
         fn = _function(key, packed)  # type: ignore[arg-type]
         if type(fn) is Failure:
-            return fn, None
+            return fn
+        values = tuple(await asyncio.gather(*refs)) if refs else ()
         try:
             output = await fn(**_with_held(arguments, held, values))  # type: ignore[operator]
         except asyncio.CancelledError:
             raise  # ray.cancel: the actor's task really stops
         except BaseException as exc:
-            return Failure(RAISED, portable(exc)), None
-        return _returned(output, hold_over)
+            return Failure(RAISED, portable(exc))
+        first, large = _returned(output, hold_over)
+        if type(first) is Kept:
+            first.ref = ray.put(large)  # owned by this actor, which lives as long as the executor
+        return first
 
     def where(self) -> tuple[str, int]:
         """The node id and process id of this actor."""
