@@ -197,3 +197,11 @@ async def test_a_map_over_a_held_output_fails_saying_its_items_are_not_here() ->
     assert "<str of 1,000 bytes, held in a test's store> (a map needs its items here)" in str(
         task.error
     )
+
+
+async def test_a_condition_on_a_held_output_fails_saying_its_value_is_not_here() -> None:
+    plan = taskloom.Plan.parse('1. text(1000)\n2. size("a") if $1 != "x"')
+    result = await taskloom.execute(plan, tools=TOOLS, executor=HoldingExecutor(hold_over=100))
+    task = result.tasks[TaskId("2")]
+    assert task.status is TaskStatus.FAILED
+    assert "a condition needs the value here" in str(task.error)

@@ -300,6 +300,10 @@ def guard_holds(guard: Guard, outputs: Mapping[TaskId, HasOutput]) -> bool:
             names[name] = resolve(ref, outputs)
         except ResolveError as exc:
             raise BranchProblem(str(exc)) from None
+        if isinstance(names[name], Held):  # its value is not here to compare
+            raise BranchProblem(
+                f"{ref} is a {names[name]}; a condition needs the value here"
+            ) from None
     evaluator = simpleeval.SimpleEval(functions=GUARD_FUNCTIONS, names=names)
     try:
         return bool(evaluator.eval(guard.source, previously_parsed=_parsed(guard.source)))
