@@ -37,6 +37,7 @@ from taskloom._ids import RunId, TaskId
 from taskloom.engine import events as ev
 from taskloom.engine._branch import accepts, part_unfinished, parts, through_gate
 from taskloom.engine._budget import Budget
+from taskloom.engine._eventlog import EventLog
 from taskloom.engine._gc import before_burst
 from taskloom.engine._node import (
     Earlier,
@@ -139,7 +140,7 @@ class Run:
         self._outputs: Mapping[TaskId, HasOutput] = (
             ChainMap(self._nodes, self._earlier) if self._earlier else self._nodes  # type: ignore[arg-type]
         )
-        self._events: list[ev.Event] = []
+        self._events = EventLog(self.run_id)
         self._seq = first_seq
         self._before_call = before_call
         self._budget = budget
@@ -223,8 +224,11 @@ class Run:
             raise UserError(f"Run.emit() takes AgentEvent kinds, not {kind!r}")
         if self.finished:
             raise UserError(f"run {self.run_id} has finished: it takes no more events")
-        event = self._emit(kind, **fields)
-        assert isinstance(event, ev.AgentEvent)
+        self._seq += 1
+        event = kind(seq=self._seq, at=time.monotonic(), run_id=self.run_id, **fields)
+        self._events.append(event)
+        for listener in self._listeners:
+            listener(event)
         return event
 
     # -- public: editing ------------------------------------------------------
@@ -407,7 +411,7 @@ class Run:
             run_id=self.run_id,
             status=self._status(),
             tasks=tasks,
-            events=tuple(self._events),
+            events=self._events if finished else self._events.snapshot(),
             started_at=self.started_at,
             finished_at=self.finished_at or time.monotonic(),
             plan_error=self.plan_error,
@@ -921,10 +925,12 @@ class Run:
                 self._share.leave()
             self._emit(ev.RunFinished, status=str(self._status()))
 
-    def _emit(self, kind: type[ev.Event], **fields: Any) -> ev.Event:
-        self._seq += 1
-        event = kind(seq=self._seq, at=time.monotonic(), run_id=self.run_id, **fields)
+    def _emit(self, kind: type[ev.Event], **fields: Any) -> None:
+        self._seq = seq = self._seq + 1
+        if not self._listeners:  # nobody receives it now: built if and when it is read
+            self._events.record(kind, seq, time.monotonic(), fields)
+            return
+        event = kind(seq=seq, at=time.monotonic(), run_id=self.run_id, **fields)
         self._events.append(event)
         for listener in self._listeners:
             listener(event)
-        return event

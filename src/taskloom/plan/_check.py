@@ -113,13 +113,24 @@ def _fit_lone_refs(value: Any, wanted: Any) -> Any:
         ref = value.lone_ref
         return ref if ref is not None and not wants_text(wanted) else value
     if isinstance(value, list):
-        return [_fit_lone_refs(v, _item_type(wanted, i)) for i, v in enumerate(value)]
+        # A plain Ref or literal item stays as it is: its type is only looked up when needed.
+        return [
+            v if type(v) in _AS_IS else _fit_lone_refs(v, _item_type(wanted, i))
+            for i, v in enumerate(value)
+        ]
     if isinstance(value, tuple):
-        return tuple(_fit_lone_refs(v, _item_type(wanted, i)) for i, v in enumerate(value))
+        return tuple(
+            v if type(v) in _AS_IS else _fit_lone_refs(v, _item_type(wanted, i))
+            for i, v in enumerate(value)
+        )
     if isinstance(value, dict):
         inner = _value_type(wanted)
         return {k: _fit_lone_refs(v, inner) for k, v in value.items()}
     return value
+
+
+_AS_IS = frozenset({Ref, str, int, float, bool, type(None)})
+"""Items that `_fit_lone_refs` returns unchanged, whatever the type wanted."""
 
 
 def wants_text(wanted: Any) -> bool:
