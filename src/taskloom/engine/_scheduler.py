@@ -66,6 +66,7 @@ from taskloom.errors import (
 )
 from taskloom.plan import Plan, Task
 from taskloom.plan._check import bind_task
+from taskloom.plan._plan import add_checked
 from taskloom.plan._resolve import HasOutput, ResolveError, resolve
 from taskloom.tools import Tool
 
@@ -275,10 +276,11 @@ class Run:
         """
         ordered = plan.in_dependency_order()
         bound = [bind_task(task, self._tools) for task in ordered]
+        checked = self._fits(ordered)
         self._holding = not self._unlimited
         try:
             for count, (task, arguments) in enumerate(zip(ordered, bound, strict=True), start=1):
-                self._add(task, arguments)
+                self._add(task, arguments, checked=checked)
                 if self._unlimited:
                     self._dispatch()
                     if count % _FEED_BATCH == 0:
@@ -548,7 +550,24 @@ class Run:
 
     # -- adding and linking ---------------------------------------------------
 
-    def _add(self, task: Task, bound: dict[str, Any] | None = None) -> None:
+    def _fits(self, ordered: Sequence[Task]) -> bool:
+        """Whether the tasks of a plan, in dependency order, may join this run's plan unchecked.
+
+        A Plan already refuses a task that references itself or a later task;
+        what is left to check against this run is done here for all of them at
+        once: no id is taken, and every reference names one of them or a task
+        the run has. When this says no, `Plan.add` finds and reports the problem.
+        """
+        ids = {task.id for task in ordered}
+        if len(ids) != len(ordered) or not ids.isdisjoint(self._plan.tasks):
+            return False
+        if not ids.isdisjoint(self._earlier):
+            return False
+        unknown = set().union(*(task.dependencies for task in ordered))
+        unknown -= ids
+        return all(dep in self._plan.tasks or dep in self._earlier for dep in unknown)
+
+    def _add(self, task: Task, bound: dict[str, Any] | None = None, *, checked: bool = False) -> None:
         if not isinstance(task, Task):  # a plan line, say: it must be parsed first
             raise UserError(
                 f"Run.add takes a Task (Plan.parse or PlanParser makes them), "
@@ -558,7 +577,10 @@ class Run:
             raise UserError(f"cannot add task {task.id}: the run no longer accepts tasks")
         if bound is None:
             bound = bind_task(task, self._tools)
-        self._plan.add(task)
+        if checked:  # its id is free and its references known (`_fits`)
+            add_checked(self._plan, task)
+        else:
+            self._plan.add(task)
         node = Node(task, self._tools[task.tool], bound)
         self._nodes[task.id] = node
         self._open += 1
