@@ -141,8 +141,13 @@ def _fan_out(run: Run, node: Node) -> None:
     failed: Node | None = None
     dependencies = tuple(sorted(task.dependencies))
     make = _Elements(task, node.bound)
+    # Usually every input of the map is done, so each element is ready as it is added.
+    done = task.guard is None and all(
+        dep not in run._nodes or run._nodes[dep].status is TaskStatus.DONE
+        for dep in task.dependencies
+    )
     for index in range(size):
-        element = _add_element(run, node, index, dependencies, make)
+        element = _add_element(run, node, index, dependencies, make, done)
         elements.append(element)
         if element.status is TaskStatus.DONE:
             continue
@@ -159,7 +164,12 @@ def _fan_out(run: Run, node: Node) -> None:
 
 
 def _add_element(
-    run: Run, node: Node, index: int, dependencies: tuple[TaskId, ...], make: _Elements
+    run: Run,
+    node: Node,
+    index: int,
+    dependencies: tuple[TaskId, ...],
+    make: _Elements,
+    inputs_done: bool,
 ) -> Node:
     task = make.task(index)
     # Its id was checked free (`_fan_out`) and its references are the map's: no checks again.
@@ -175,7 +185,10 @@ def _add_element(
     if task.dependencies is not node.task.dependencies:  # the map has a condition
         dependencies = tuple(sorted(task.dependencies))
     run._emit(ev.TaskAdded, task_id=task.id, tool=task.tool, dependencies=dependencies, task=task)
-    run._link(element)
+    if inputs_done:  # what `_link` would find: nothing to wait for
+        run._make_ready(element)
+    else:
+        run._link(element)
     return element
 
 

@@ -90,10 +90,14 @@ def _names(tools: Mapping[str, Tool]) -> str:
     return shown
 
 
+_REFS = (Ref, Template)
+_SEQUENCES = (list, tuple)
+
+
 def _holds_refs(value: Any) -> bool:
-    if isinstance(value, Ref | Template):
+    if isinstance(value, _REFS):
         return True
-    if isinstance(value, list | tuple):
+    if isinstance(value, _SEQUENCES):
         for item in value:  # a loop, not any(): this runs once per argument of every task
             if _holds_refs(item):
                 return True

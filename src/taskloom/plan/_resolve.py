@@ -63,6 +63,14 @@ def resolve(value: Any, done: Mapping[TaskId, HasOutput]) -> Any:
 def _follow(ref: Ref, output: Any) -> Any:
     current = output
     for depth, step in enumerate(ref.path):
+        # The usual steps first, without the ABC checks: a list index, a dict key.
+        kind = type(current)
+        if kind is list and type(step) is int and -len(current) <= step < len(current):
+            current = current[step]
+            continue
+        if kind is dict and step in current:
+            current = current[step]
+            continue
         if isinstance(current, Mapping):
             if step not in current and str(step) in current:
                 step = str(step)
