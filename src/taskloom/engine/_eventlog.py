@@ -10,34 +10,58 @@ time from the moment it happened.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, overload
 
 from taskloom._ids import RunId
 from taskloom.engine.events import Event
 
-__all__ = ["EventLog"]
+__all__ = ["EventLog", "build"]
 
 Record = tuple[type[Event], int, float, dict[str, Any]]
 """An event not built yet: its kind, sequence number, time and other fields."""
 
 
+_new = object.__new__
+_FIELDS: dict[type[Event], int] = {}
+"""How many fields each kind of event has, counted when it is first built."""
+
+
+def build(kind: type[Event], seq: int, at: float, run_id: RunId, fields: dict[str, Any]) -> Event:
+    """The event `kind(seq=seq, at=at, run_id=run_id, **fields)`, built in half the time.
+
+    Its fields are set one by one (events are slotted: a name that is not a
+    field raises AttributeError), and a missing one raises TypeError, as the
+    dataclass's own `__init__` would.
+
+    Raises:
+        TypeError: if `fields` lacks one of the kind's fields.
+        AttributeError: if `fields` names one it does not have.
+
+    """
+    count = _FIELDS.get(kind)
+    if count is None:
+        count = _FIELDS[kind] = len(dataclasses.fields(kind))
+    if len(fields) + 3 != count:
+        return kind(seq=seq, at=at, run_id=run_id, **fields)  # raises the dataclass's TypeError
+    event = _new(kind)
+    event.seq, event.at, event.run_id = seq, at, run_id
+    for name, value in fields.items():
+        setattr(event, name, value)
+    return event
+
+
 class EventLog(Sequence[Event]):
     """The events of one run, in sequence order (a read-only sequence)."""
 
-    __slots__ = ("_items", "_run_id")
+    __slots__ = ("_items", "_run_id", "put")
 
     def __init__(self, run_id: RunId, items: list[Event | Record] | None = None) -> None:
         self._run_id = run_id
         self._items: list[Event | Record] = [] if items is None else items
-
-    def record(self, kind: type[Event], seq: int, at: float, fields: dict[str, Any]) -> None:
-        """Keep an event that nobody received yet; it is built when first read."""
-        self._items.append((kind, seq, at, fields))
-
-    def append(self, event: Event) -> None:
-        """Keep an event that was built already."""
-        self._items.append(event)
+        self.put: Callable[[Event | Record], None] = self._items.append
+        """Keep an event: built already, or a `Record` (kind, seq, at, fields) built when read."""
 
     def snapshot(self) -> EventLog:
         """The events so far, in a log that later events do not join."""
@@ -47,7 +71,7 @@ class EventLog(Sequence[Event]):
         item = self._items[index]
         if type(item) is tuple:
             kind, seq, at, fields = item
-            item = self._items[index] = kind(seq=seq, at=at, run_id=self._run_id, **fields)
+            item = self._items[index] = build(kind, seq, at, self._run_id, fields)
         return item  # type: ignore[return-value]
 
     @overload

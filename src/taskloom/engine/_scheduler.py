@@ -38,6 +38,7 @@ from taskloom.engine import events as ev
 from taskloom.engine._branch import accepts, part_unfinished, parts, through_gate
 from taskloom.engine._budget import Budget
 from taskloom.engine._eventlog import EventLog
+from taskloom.engine._eventlog import build as build_event
 from taskloom.engine._gc import before_burst
 from taskloom.engine._node import (
     Earlier,
@@ -227,7 +228,7 @@ class Run:
             raise UserError(f"run {self.run_id} has finished: it takes no more events")
         self._seq += 1
         event = kind(seq=self._seq, at=time.monotonic(), run_id=self.run_id, **fields)
-        self._events.append(event)
+        self._events.put(event)
         for listener in self._listeners:
             listener(event)
         return event
@@ -972,9 +973,9 @@ class Run:
     def _emit(self, kind: type[ev.Event], **fields: Any) -> None:
         self._seq = seq = self._seq + 1
         if not self._listeners:  # nobody receives it now: built if and when it is read
-            self._events.record(kind, seq, time.monotonic(), fields)
+            self._events.put((kind, seq, time.monotonic(), fields))
             return
-        event = kind(seq=seq, at=time.monotonic(), run_id=self.run_id, **fields)
-        self._events.append(event)
+        event = build_event(kind, seq, time.monotonic(), self.run_id, fields)
+        self._events.put(event)
         for listener in self._listeners:
             listener(event)
