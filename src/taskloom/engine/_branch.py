@@ -334,8 +334,8 @@ def _maker(value: Any, refs: dict[int, _Make]) -> _Make | None:
         items = _makers(value, refs)
         return None if items is None else lambda index: _made(items, index)
     if isinstance(value, tuple):
-        items = _makers(value, refs)
-        return None if items is None else lambda index: tuple(_made(items, index))
+        members = _makers(value, refs)
+        return None if members is None else lambda index: tuple(_made(members, index))
     if isinstance(value, Mapping):
         keys = list(value)
         values = _makers(list(value.values()), refs)
@@ -359,9 +359,7 @@ def _ref_maker(ref: Ref) -> _Make:
     return make
 
 
-def _makers(
-    values: Sequence[Any], refs: dict[int, _Make]
-) -> list[tuple[Any, _Make | None]] | None:
+def _makers(values: Sequence[Any], refs: dict[int, _Make]) -> list[tuple[Any, _Make | None]] | None:
     pairs = [(v, _maker(v, refs)) for v in values]
     if all(make is None for _, make in pairs):
         return None

@@ -64,7 +64,12 @@ class CallPolicy:
     @property
     def simple(self) -> bool:
         """One attempt, no timeout, no rate limit: the scheduler's fast path."""
-        return self.timeout is None and self.rate_limit is None and self.attempts == 1
+        # `attempts == 1`, without a second property call: this is read for every task.
+        return (
+            self.timeout is None
+            and self.rate_limit is None
+            and (self.retries == 0 or not self.idempotent)
+        )
 
     @property
     def attempts(self) -> int:
