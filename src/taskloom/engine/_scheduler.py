@@ -281,7 +281,9 @@ class Run(Dispatcher, Settler):
         try:
             for count, (task, arguments) in enumerate(zip(ordered, bound, strict=True), start=1):
                 self._add(task, arguments, checked=checked)
-                if self._unlimited:
+                # Started a batch at a time, in the turn they were added (a budget
+                # is asked task by task, so that it stops the rest being added).
+                if self._unlimited and (count % _FEED_BATCH == 0 or self._budget is not None):
                     self._dispatch()
                     if count % _FEED_BATCH == 0:
                         await anyio.lowlevel.checkpoint()  # let started tasks run

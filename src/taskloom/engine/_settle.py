@@ -57,11 +57,18 @@ class Settler:
         node.output = output
         node.status = TaskStatus.DONE
         self._emit(ev.TaskFinished, task_id=node.task.id, output=output)
-        self._release(node)
+        if self._unlimited:  # `_release`, inlined: no slots to give back
+            if node.finished_at is None:
+                node.finished_at = time.monotonic()
+            self._running -= 1
+            self._open -= 1
+        else:
+            self._release(node)
         assert node.started_at is not None and node.finished_at is not None
         self._stats.observe(node.tool.name, node.finished_at - node.started_at)
+        pending = TaskStatus.PENDING
         for child in node.dependents:
-            if child.status is TaskStatus.PENDING:
+            if child.status is pending:
                 child.waiting -= 1
                 if child.waiting == 0:
                     self._make_ready(child)

@@ -118,6 +118,11 @@ def _fit_lone_refs(value: Any, wanted: Any) -> Any:
         return ref if ref is not None and not wants_text(wanted) else value
     if isinstance(value, list):
         # A plain Ref or literal item stays as it is: its type is only looked up when needed.
+        for v in value:
+            if type(v) not in _AS_IS:
+                break
+        else:
+            return value  # nothing to fit (a list of references, say): no copy
         return [
             v if type(v) in _AS_IS else _fit_lone_refs(v, _item_type(wanted, i))
             for i, v in enumerate(value)

@@ -52,7 +52,11 @@ def resolve(value: Any, done: Mapping[TaskId, HasOutput]) -> Any:
             for part in value.parts
         )
     if isinstance(value, list):
-        return [resolve(v, done) for v in value]
+        # A whole output (`[$1, $2]`) is the usual item: read without a call.
+        return [
+            done[v.task].output if type(v) is Ref and not v.path else resolve(v, done)
+            for v in value
+        ]
     if isinstance(value, tuple):
         return tuple(resolve(v, done) for v in value)
     if isinstance(value, dict):
