@@ -18,7 +18,7 @@ from __future__ import annotations
 import ast
 import functools
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import simpleeval
@@ -141,8 +141,14 @@ def _fan_out(run: Run, node: Node) -> None:
     run._emit(ev.TaskMapped, task_id=task.id, elements=tuple(ids))
     failed: Node | None = None
     dependencies = tuple(sorted(task.dependencies))
+    make = _Elements(task, node.bound)
+    # Usually every input of the map is done, so each element is ready as it is added.
+    done = task.guard is None and all(
+        dep not in run._nodes or run._nodes[dep].status is TaskStatus.DONE
+        for dep in task.dependencies
+    )
     for index in range(size):
-        element = _add_element(run, node, index, dependencies)
+        element = _add_element(run, node, index, dependencies, make, done)
         elements.append(element)
         if element.status is TaskStatus.DONE:
             continue
@@ -158,12 +164,18 @@ def _fan_out(run: Run, node: Node) -> None:
         _collect(run, node)
 
 
-def _add_element(run: Run, node: Node, index: int, dependencies: tuple[TaskId, ...]) -> Node:
-    task = element_task(node.task, index)
+def _add_element(
+    run: Run,
+    node: Node,
+    index: int,
+    dependencies: tuple[TaskId, ...],
+    make: _Elements,
+    inputs_done: bool,
+) -> Node:
+    task = make.task(index)
     # Its id was checked free (`_fan_out`) and its references are the map's: no checks again.
     add_checked(run._plan, task)
-    bound = {k: element_value(v, index) for k, v in node.bound.items()}
-    element = Node(task, node.tool, bound)
+    element = Node(task, node.tool, make.bound(index))
     run._nodes[task.id] = element
     recorded = run._recorded.pop(task.id, None) if run._recorded else None
     if recorded is not None:
@@ -174,7 +186,10 @@ def _add_element(run: Run, node: Node, index: int, dependencies: tuple[TaskId, .
     if task.dependencies is not node.task.dependencies:  # the map has a condition
         dependencies = tuple(sorted(task.dependencies))
     run._emit(ev.TaskAdded, task_id=task.id, tool=task.tool, dependencies=dependencies, task=task)
-    run._link(element)
+    if inputs_done:  # what `_link` would find: nothing to wait for
+        run._make_ready(element)
+    else:
+        run._link(element)
     return element
 
 
@@ -256,29 +271,106 @@ def _kind(value: Any) -> str:
 
 def element_value(value: Any, index: int) -> Any:
     """`value` with each map reference (`$2.names[*].x`) made the reference to item `index`."""
-    if isinstance(value, Ref):
-        if value.each is None:
-            return value
-        return Ref(value.task, (*value.path, index, *value.each))
-    if isinstance(value, Template):
-        return Template(tuple(element_value(part, index) for part in value.parts))
-    if isinstance(value, list):
-        return [element_value(v, index) for v in value]
-    if isinstance(value, tuple):
-        return tuple(element_value(v, index) for v in value)
-    if isinstance(value, Mapping):
-        return {k: element_value(v, index) for k, v in value.items()}
-    return value
+    make = _maker(value, {})
+    return value if make is None else make(index)
 
 
 def element_task(task: Task, index: int) -> Task:
     """Element `index` of map task `task`: the same call on item `index` of its list(s)."""
-    return derived_task(
-        task,
-        element_id(task.id, index),
-        element_value(task.args, index),
-        {k: element_value(v, index) for k, v in task.kwargs.items()},
-    )
+    return _Elements(task, {}).task(index)
+
+
+_Make = Callable[[int], Any]
+"""Gives a value as element `index` of a map has it."""
+
+
+class _Elements:
+    """Makes a map's element tasks and their arguments, one per index.
+
+    Which parts of the arguments hold a map reference is worked out once for
+    the map, not again for each of its (possibly 10,000) elements; a part with
+    none is shared by every element as it is (values are read, never changed:
+    resolving a task's arguments builds new lists and dicts). The element's
+    reference to its item is one object in its task and its arguments.
+    """
+
+    __slots__ = ("_args", "_bound", "_kwargs", "_task")
+
+    def __init__(self, task: Task, bound: Mapping[str, Any]) -> None:
+        refs: dict[int, _Make] = {}
+        self._task = task
+        self._args = _maker(task.args, refs)
+        self._kwargs = [(k, v, _maker(v, refs)) for k, v in task.kwargs.items()]
+        self._bound = [(k, v, _maker(v, refs)) for k, v in bound.items()]
+
+    def task(self, index: int) -> Task:
+        """Element `index`'s task (see `element_task`)."""
+        task = self._task
+        args = task.args if self._args is None else self._args(index)
+        kwargs = {k: v if make is None else make(index) for k, v, make in self._kwargs}
+        return derived_task(task, element_id(task.id, index), args, kwargs)
+
+    def bound(self, index: int) -> dict[str, Any]:
+        """Element `index`'s arguments by parameter name, references not yet resolved."""
+        return {k: v if make is None else make(index) for k, v, make in self._bound}
+
+
+def _maker(value: Any, refs: dict[int, _Make]) -> _Make | None:
+    """How to make `value` for an element (see `element_value`); None: it is the same for all.
+
+    `refs` holds the makers of the map references met so far, by identity, so
+    one reference found in the task and in its bound arguments gives one object.
+    """
+    if isinstance(value, Ref):
+        if value.each is None:
+            return None
+        make = refs.get(id(value))
+        if make is None:
+            make = refs[id(value)] = _ref_maker(value)
+        return make
+    if isinstance(value, Template):
+        parts = _makers(value.parts, refs)
+        if parts is None:
+            return None
+        return lambda index: Template(tuple(_made(parts, index)))
+    if isinstance(value, list):
+        items = _makers(value, refs)
+        return None if items is None else lambda index: _made(items, index)
+    if isinstance(value, tuple):
+        members = _makers(value, refs)
+        return None if members is None else lambda index: tuple(_made(members, index))
+    if isinstance(value, Mapping):
+        keys = list(value)
+        values = _makers(list(value.values()), refs)
+        if values is None:
+            return None
+        return lambda index: dict(zip(keys, _made(values, index), strict=True))
+    return None
+
+
+def _ref_maker(ref: Ref) -> _Make:
+    task, path, each = ref.task, ref.path, ref.each
+    assert each is not None
+    last: list[Any] = [-1, None]  # the last one made: the task's and its arguments' are one
+
+    def make(index: int) -> Ref:
+        if last[0] != index:
+            last[0], last[1] = index, Ref(task, (*path, index, *each))
+        made: Ref = last[1]
+        return made
+
+    return make
+
+
+def _makers(values: Sequence[Any], refs: dict[int, _Make]) -> list[tuple[Any, _Make | None]] | None:
+    pairs = [(v, _maker(v, refs)) for v in values]
+    if all(make is None for _, make in pairs):
+        return None
+    return pairs
+
+
+def _made(pairs: list[tuple[Any, _Make | None]], index: int) -> list[Any]:
+    return [v if make is None else make(index) for v, make in pairs]
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,12 +1,13 @@
 """The scheduler: start every task in the event-loop turn its last input arrives.
 
-There are no levels and no supersteps. When a task settles, `_settle` walks
-its dependents synchronously: each one whose inputs are now complete is
-dispatched at once (an asyncio task of its own), in the same turn. When slots
-are scarce, ready tasks wait in a queue ordered by the longest remaining
-critical path, estimated from each tool's observed durations. A run opened on
-a shared Runtime hands its ready tasks to it instead (`engine/_runtime.py`),
-which starts them in the same turn when the slots they need are free.
+There are no levels and no supersteps. When a task settles, it walks its
+dependents synchronously (`engine/_settle.py`): each one whose inputs are now
+complete is dispatched at once (an asyncio task of its own), in the same turn.
+When slots are scarce, ready tasks wait in a queue ordered by the longest
+remaining critical path, estimated from each tool's observed durations
+(`engine/_dispatch.py`). A run opened on a shared Runtime hands its ready
+tasks to it instead (`engine/_runtime.py`), which starts them in the same turn
+when the slots they need are free.
 
 The tasks running tool calls are the run's own asyncio tasks, not children
 of its anyio task group: `TaskGroup.start_soon` costs about 4 µs more per
@@ -35,10 +36,12 @@ import anyio.lowlevel
 
 from taskloom._ids import RunId, TaskId
 from taskloom.engine import events as ev
-from taskloom.engine._branch import accepts, part_unfinished, parts, through_gate
+from taskloom.engine._branch import accepts, parts, through_gate
 from taskloom.engine._budget import Budget
+from taskloom.engine._dispatch import Dispatcher
+from taskloom.engine._eventlog import EventLog
+from taskloom.engine._eventlog import build as build_event
 from taskloom.engine._executor import Executor, InlineExecutor, held_arguments
-from taskloom.engine._gc import before_burst
 from taskloom.engine._node import (
     Earlier,
     Node,
@@ -47,6 +50,7 @@ from taskloom.engine._node import (
     jsonable,
     task_result,
 )
+from taskloom.engine._settle import Settler
 from taskloom.engine._stats import DurationStats
 from taskloom.engine.result import RunResult, RunStatus, TaskResult, TaskStatus
 from taskloom.errors import (
@@ -54,13 +58,10 @@ from taskloom.errors import (
     BadOutput,
     CallInterrupted,
     CallTimedOut,
-    ConditionFalse,
-    DependencyFailed,
     EditError,
     ExecutorLost,
     PlanError,
     RunError,
-    TaskCancelled,
     TaskInterrupted,
     TaskloomError,
     ToolFailed,
@@ -69,6 +70,7 @@ from taskloom.errors import (
 )
 from taskloom.plan import Plan, Task
 from taskloom.plan._check import bind_task
+from taskloom.plan._plan import add_checked
 from taskloom.plan._resolve import HasOutput, ResolveError, resolve
 from taskloom.tools import Tool
 
@@ -94,7 +96,7 @@ _PLAIN = (float, bool, type(None))
 Not str or int: a lone surrogate or an int of 5,000 digits cannot be written."""
 
 
-class Run:
+class Run(Dispatcher, Settler):
     """One execution of a plan that may grow, shrink and change while it runs.
 
     Create it with `taskloom.open_run()`; `taskloom.execute()` does that for you.
@@ -144,7 +146,7 @@ class Run:
         self._outputs: Mapping[TaskId, HasOutput] = (
             ChainMap(self._nodes, self._earlier) if self._earlier else self._nodes  # type: ignore[arg-type]
         )
-        self._events: list[ev.Event] = []
+        self._events = EventLog(self.run_id)
         self._seq = first_seq
         self._before_call = before_call
         # None: calls run inline (`Tool.call`), with the scheduler's fast path.
@@ -230,8 +232,11 @@ class Run:
             raise UserError(f"Run.emit() takes AgentEvent kinds, not {kind!r}")
         if self.finished:
             raise UserError(f"run {self.run_id} has finished: it takes no more events")
-        event = self._emit(kind, **fields)
-        assert isinstance(event, ev.AgentEvent)
+        self._seq += 1
+        event = kind(seq=self._seq, at=time.monotonic(), run_id=self.run_id, **fields)
+        self._events.put(event)
+        for listener in self._listeners:
+            listener(event)
         return event
 
     # -- public: editing ------------------------------------------------------
@@ -278,11 +283,14 @@ class Run:
         """
         ordered = plan.in_dependency_order()
         bound = [bind_task(task, self._tools) for task in ordered]
+        checked = self._fits(ordered)
         self._holding = not self._unlimited
         try:
             for count, (task, arguments) in enumerate(zip(ordered, bound, strict=True), start=1):
-                self._add(task, arguments)
-                if self._unlimited:
+                self._add(task, arguments, checked=checked)
+                # Started a batch at a time, in the turn they were added (a budget
+                # is asked task by task, so that it stops the rest being added).
+                if self._unlimited and (count % _FEED_BATCH == 0 or self._budget is not None):
                     self._dispatch()
                     if count % _FEED_BATCH == 0:
                         await anyio.lowlevel.checkpoint()  # let started tasks run
@@ -414,7 +422,7 @@ class Run:
             run_id=self.run_id,
             status=self._status(),
             tasks=tasks,
-            events=tuple(self._events),
+            events=self._events if finished else self._events.snapshot(),
             started_at=self.started_at,
             finished_at=self.finished_at or time.monotonic(),
             plan_error=self.plan_error,
@@ -530,28 +538,28 @@ class Run:
             raise UserError(f"cannot restore task {task_id} as {status}: only final states")
         self._recorded[TaskId(task_id)] = (status, output, error, attempts)
 
-    def _admit(self, node: Node) -> bool:
-        """Whether the budget lets this task start now; if not, settle it."""
-        budget = self._budget
-        assert budget is not None
-        if budget.tool_calls is not None and self._calls >= budget.tool_calls:
-            self.exceed("tool_calls")
-            return False
-        if self._deadline_at is not None:
-            expected = self._stats.observed(node.tool.name)
-            if expected is not None and time.monotonic() + expected > self._deadline_at:
-                self.exhausted = self.exhausted or "deadline"
-                self._cancel_node(
-                    node, f"its expected {expected:.3g}s would not end before the deadline"
-                )
-                self._check_done()
-                return False
-        self._calls += 1
-        return True
-
     # -- adding and linking ---------------------------------------------------
 
-    def _add(self, task: Task, bound: dict[str, Any] | None = None) -> None:
+    def _fits(self, ordered: Sequence[Task]) -> bool:
+        """Whether the tasks of a plan, in dependency order, may join this run's plan unchecked.
+
+        A Plan already refuses a task that references itself or a later task;
+        what is left to check against this run is done here for all of them at
+        once: no id is taken, and every reference names one of them or a task
+        the run has. When this says no, `Plan.add` finds and reports the problem.
+        """
+        ids = {task.id for task in ordered}
+        if len(ids) != len(ordered) or not ids.isdisjoint(self._plan.tasks):
+            return False
+        if not ids.isdisjoint(self._earlier):
+            return False
+        unknown = set().union(*(task.dependencies for task in ordered))
+        unknown -= ids
+        return all(dep in self._plan.tasks or dep in self._earlier for dep in unknown)
+
+    def _add(
+        self, task: Task, bound: dict[str, Any] | None = None, *, checked: bool = False
+    ) -> None:
         if not isinstance(task, Task):  # a plan line, say: it must be parsed first
             raise UserError(
                 f"Run.add takes a Task (Plan.parse or PlanParser makes them), "
@@ -561,7 +569,10 @@ class Run:
             raise UserError(f"cannot add task {task.id}: the run no longer accepts tasks")
         if bound is None:
             bound = bind_task(task, self._tools)
-        self._plan.add(task)
+        if checked:  # its id is free and its references known (`_fits`)
+            add_checked(self._plan, task)
+        else:
+            self._plan.add(task)
         node = Node(task, self._tools[task.tool], bound)
         self._nodes[task.id] = node
         self._open += 1
@@ -613,96 +624,6 @@ class Run:
             self._queue.append((0.0, ticket, node))
         else:
             heapq.heappush(self._queue, (-self._ranks.get(node.task.id, 0.0), ticket, node))
-
-    # -- dispatching ----------------------------------------------------------
-
-    def _dispatch(self) -> None:
-        """Start queued tasks while there are free slots."""
-        if self._share is not None:  # on a shared Runtime: it hands the slots out
-            self._share.dispatch()
-            return
-        if self._holding or self._tg is None or not self._queue:
-            return
-        if self._unlimited:
-            queue, self._queue = self._queue, []
-            before_burst(len(queue))
-            for _, ticket, node in queue:
-                if node.queued == ticket and node.status is TaskStatus.READY:
-                    self._start(node)
-            return
-        if not self._fifo and self._ranks is None:
-            self._order_queue()
-        blocked: list[tuple[float, int, Node]] = []
-        while self._queue and (self._limit is None or self._running < self._limit):
-            entry = heapq.heappop(self._queue)
-            node = entry[2]
-            if node.queued != entry[1] or node.status is not TaskStatus.READY:
-                continue
-            tool_limit = node.tool.policy.max_concurrency
-            if tool_limit is not None and self._per_tool.get(node.tool.name, 0) >= tool_limit:
-                blocked.append(entry)
-                continue
-            self._start(node)
-        for entry in blocked:
-            heapq.heappush(self._queue, entry)
-
-    def _order_queue(self) -> None:
-        """Key the queue by longest remaining critical path (largest first)."""
-        ranks = self._ranks = self._remaining_paths()
-        self._queue = [(-ranks[n.task.id], t, n) for _, t, n in self._queue]
-        heapq.heapify(self._queue)
-
-    def _remaining_paths(self) -> dict[TaskId, float]:
-        """For every task, its estimated duration plus the longest chain after it."""
-        ranks: dict[TaskId, float] = {}
-        for task in reversed(self._plan.in_dependency_order()):
-            node = self._nodes[task.id]
-            # A map's elements come after it in the plan but lead into it.
-            after = max((ranks.get(d.task.id, 0.0) for d in node.dependents), default=0.0)
-            rank = ranks[task.id] = self._stats.estimate(node.tool.name) + after
-            for element in node.elements or ():
-                ranks[element.task.id] = rank
-        return ranks
-
-    def _start(self, node: Node) -> None:
-        assert self._tg is not None
-        if self._budget is not None and not self._admit(node):
-            return
-        node.status = TaskStatus.RUNNING
-        node.queued = 0
-        self._running += 1
-        if not self._unlimited:
-            name = node.tool.name
-            self._per_tool[name] = self._per_tool.get(name, 0) + 1
-        assert self.loop is not None
-        host = node.host = self.loop.create_task(self._run_task(node), name=node.task.id)
-        self._hosts[host] = node
-        host.add_done_callback(self._host_done)
-
-    def _host_done(self, host: asyncio.Task[None]) -> None:
-        node = self._hosts.pop(host)
-        node.host = None
-        if host.cancelled():
-            if not node.status.is_final:  # cancelled by someone other than the run
-                self._cancel_node(node, "its asyncio task was cancelled")
-                self._dispatch()
-                self._check_done()
-            return
-        crash = host.exception()
-        if crash is not None:
-            self._crashed(crash)
-
-    def _crashed(self, crash: BaseException) -> None:
-        """A bug or a raising listener: the run stops and open_run raises the first such error."""
-        if self.crash is None:
-            self.crash = crash
-            assert self._tg is not None
-            self._tg.cancel_scope.cancel()
-
-    async def _hosts_ended(self) -> None:
-        """Wait until every task host has returned (after the run finished or was cancelled)."""
-        while self._hosts:
-            await asyncio.wait(list(self._hosts))
 
     # -- running one task -----------------------------------------------------
 
@@ -827,122 +748,12 @@ class Run:
         self._next_call[tool] = slot + 1.0 / per_second
         return slot - now
 
-    # -- settling -------------------------------------------------------------
-
-    def _finish(self, node: Node, output: Any) -> None:
-        node.output = output
-        node.status = TaskStatus.DONE
-        self._emit(ev.TaskFinished, task_id=node.task.id, output=output)
-        self._release(node)
-        assert node.started_at is not None and node.finished_at is not None
-        self._stats.observe(node.tool.name, node.finished_at - node.started_at)
-        for child in node.dependents:
-            if child.status is TaskStatus.PENDING:
-                child.waiting -= 1
-                if child.waiting == 0:
-                    self._make_ready(child)
-        self._dispatch()
-        self._check_done()
-
-    def _fail(self, node: Node, error: RunError) -> None:
-        node.error = error
-        interrupted = type(error) is TaskInterrupted  # its executor's worker died in the call
-        node.status = TaskStatus.INTERRUPTED if interrupted else TaskStatus.FAILED
-        self._emit(ev.TaskFailed, task_id=node.task.id, error=error)
-        self._release(node)
-        self._skip_dependents(node)
-        self._dispatch()
-        self._check_done()
-
-    def _skip(self, node: Node, because: Node) -> None:
-        error: DependencyFailed | ConditionFalse
-        if isinstance(because.error, ConditionFalse):  # the branch was not taken: no failure
-            error = ConditionFalse(node.task.id, because.error.guarded, because.error.condition)
-        else:
-            cause = str(because.error) if because.error else str(because.status)
-            error = DependencyFailed(node.task.id, because.task.id, cause)
-        node.error = error
-        node.status = TaskStatus.SKIPPED
-        node.finished_at = time.monotonic()
-        self._open -= 1
-        self._emit(ev.TaskSkipped, task_id=node.task.id, error=error)
-        self._skip_dependents(node)
-
-    def _skip_dependents(self, node: Node) -> None:
-        not_taken = isinstance(node.error, ConditionFalse)
-        for child in node.dependents:
-            if child.status.is_final:
-                continue
-            if child.elements is not None:  # `node` is an element of the map (or sub-plan) `child`
-                part_unfinished(self, child, node)
-            elif not_taken and child.task.accepts_skipped(node.task.id):
-                if child.status is TaskStatus.PENDING:  # `$N?`: None stands in for the output
-                    child.waiting -= 1
-                    if child.waiting == 0:
-                        self._make_ready(child)
-            else:
-                self._skip(child, node)
-
-    def _settle_unrun(self, node: Node, error: RunError) -> None:
-        """Settle a task that never started: skipped by a condition, or failed before any call."""
-        skipped = isinstance(error, ConditionFalse)
-        node.error = error
-        node.status = TaskStatus.SKIPPED if skipped else TaskStatus.FAILED
-        node.finished_at = time.monotonic()
-        node.queued = 0
-        self._open -= 1
-        self._emit(ev.TaskSkipped if skipped else ev.TaskFailed, task_id=node.task.id, error=error)
-        self._skip_dependents(node)
-
-    def _cancel_node(self, node: Node, reason: str) -> None:
-        was_running = node.status is TaskStatus.RUNNING
-        abandoned = was_running and node.tool.in_thread and self._executor is None
-        error = TaskCancelled(node.task.id, reason, thread_abandoned=abandoned)
-        node.error = error
-        node.status = TaskStatus.CANCELLED
-        node.queued = 0
-        if was_running:
-            if node.host is not None:  # None: the call is settling itself
-                node.host.cancel()
-            self._release(node)
-        else:
-            node.finished_at = time.monotonic()
-            self._open -= 1
-        self._emit(ev.TaskCancelledEvent, task_id=node.task.id, error=error)
-        for child in node.dependents:
-            if not child.status.is_final:
-                self._cancel_node(child, f"task {node.task.id} was cancelled")
-
-    def _release(self, node: Node) -> None:
-        """Give back a running task's slots and count it as settled."""
-        if node.finished_at is None or node.status is TaskStatus.CANCELLED:
-            # Not when a worker thread recorded when the call ended: the time the
-            # loop took to read its result is not the tool's.
-            node.finished_at = time.monotonic()
-        self._running -= 1
-        if not self._unlimited:
-            self._per_tool[node.tool.name] -= 1
-            if self._share is not None:
-                self._share.release(node)
-        self._open -= 1
-
-    def _check_done(self) -> None:
-        if self._closed and self._open == 0 and not self._done.is_set():
-            self.finished_at = max(
-                (n.finished_at for n in self._nodes.values() if n.finished_at is not None),
-                default=time.monotonic(),
-            )
-            if self._deadline_scope is not None:
-                self._deadline_scope.cancel()
-            self._done.set()  # first: a listener that raises cannot keep the run unfinished
-            if self._share is not None:
-                self._share.leave()
-            self._emit(ev.RunFinished, status=str(self._status()))
-
-    def _emit(self, kind: type[ev.Event], **fields: Any) -> ev.Event:
-        self._seq += 1
-        event = kind(seq=self._seq, at=time.monotonic(), run_id=self.run_id, **fields)
-        self._events.append(event)
+    def _emit(self, kind: type[ev.Event], **fields: Any) -> None:
+        self._seq = seq = self._seq + 1
+        if not self._listeners:  # nobody receives it now: built if and when it is read
+            self._events.put((kind, seq, time.monotonic(), fields))
+            return
+        event = build_event(kind, seq, time.monotonic(), self.run_id, fields)
+        self._events.put(event)
         for listener in self._listeners:
             listener(event)
-        return event

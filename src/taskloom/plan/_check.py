@@ -90,10 +90,14 @@ def _names(tools: Mapping[str, Tool]) -> str:
     return shown
 
 
+_REFS = (Ref, Template)
+_SEQUENCES = (list, tuple)
+
+
 def _holds_refs(value: Any) -> bool:
-    if isinstance(value, Ref | Template):
+    if isinstance(value, _REFS):
         return True
-    if isinstance(value, list | tuple):
+    if isinstance(value, _SEQUENCES):
         for item in value:  # a loop, not any(): this runs once per argument of every task
             if _holds_refs(item):
                 return True
@@ -113,13 +117,29 @@ def _fit_lone_refs(value: Any, wanted: Any) -> Any:
         ref = value.lone_ref
         return ref if ref is not None and not wants_text(wanted) else value
     if isinstance(value, list):
-        return [_fit_lone_refs(v, _item_type(wanted, i)) for i, v in enumerate(value)]
+        # A plain Ref or literal item stays as it is: its type is only looked up when needed.
+        for v in value:
+            if type(v) not in _AS_IS:
+                break
+        else:
+            return value  # nothing to fit (a list of references, say): no copy
+        return [
+            v if type(v) in _AS_IS else _fit_lone_refs(v, _item_type(wanted, i))
+            for i, v in enumerate(value)
+        ]
     if isinstance(value, tuple):
-        return tuple(_fit_lone_refs(v, _item_type(wanted, i)) for i, v in enumerate(value))
+        return tuple(
+            v if type(v) in _AS_IS else _fit_lone_refs(v, _item_type(wanted, i))
+            for i, v in enumerate(value)
+        )
     if isinstance(value, dict):
         inner = _value_type(wanted)
         return {k: _fit_lone_refs(v, inner) for k, v in value.items()}
     return value
+
+
+_AS_IS = frozenset({Ref, str, int, float, bool, type(None)})
+"""Items that `_fit_lone_refs` returns unchanged, whatever the type wanted."""
 
 
 def wants_text(wanted: Any) -> bool:

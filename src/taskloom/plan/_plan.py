@@ -210,7 +210,10 @@ class Plan:
         """
         seen: dict[str, None] = {}
         for task in self._tasks.values():
-            if not any(is_input_name(d) for d in task.dependencies):
+            for dep in task.dependencies:  # loops, not any(): this runs over every task
+                if is_input_name(dep):
+                    break
+            else:
                 continue
             written = (task.args, task.kwargs, task.guard.refs if task.guard else ())
             for ref in _refs_in_order(written):

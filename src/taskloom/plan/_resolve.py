@@ -53,7 +53,11 @@ def resolve(value: Any, done: Mapping[TaskId, HasOutput]) -> Any:
             for part in value.parts
         )
     if isinstance(value, list):
-        return [resolve(v, done) for v in value]
+        # A whole output (`[$1, $2]`) is the usual item: read without a call.
+        return [
+            done[v.task].output if type(v) is Ref and not v.path else resolve(v, done)
+            for v in value
+        ]
     if isinstance(value, tuple):
         return tuple(resolve(v, done) for v in value)
     if isinstance(value, dict):
@@ -64,6 +68,14 @@ def resolve(value: Any, done: Mapping[TaskId, HasOutput]) -> Any:
 def _follow(ref: Ref, output: Any) -> Any:
     current = output
     for depth, step in enumerate(ref.path):
+        # The usual steps first, without the ABC checks: a list index, a dict key.
+        kind = type(current)
+        if kind is list and type(step) is int and -len(current) <= step < len(current):
+            current = current[step]
+            continue
+        if kind is dict and step in current:
+            current = current[step]
+            continue
         if isinstance(current, Mapping):
             if step not in current and str(step) in current:
                 step = str(step)

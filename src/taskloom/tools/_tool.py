@@ -66,7 +66,12 @@ class CallPolicy:
     @property
     def simple(self) -> bool:
         """One attempt, no timeout, no rate limit: the scheduler's fast path."""
-        return self.timeout is None and self.rate_limit is None and self.attempts == 1
+        # `attempts == 1`, without a second property call: this is read for every task.
+        return (
+            self.timeout is None
+            and self.rate_limit is None
+            and (self.retries == 0 or not self.idempotent)
+        )
 
     @property
     def attempts(self) -> int:
@@ -168,6 +173,7 @@ class Tool:
         self._validator = self._model.__pydantic_validator__
         self._required = frozenset(n for n, f in fields.items() if f.is_required())
         self._adapters: dict[str, pydantic.TypeAdapter[Any]] = {}
+        self._types = {n: Any if f.annotation is None else f.annotation for n, f in fields.items()}
         _check_schema(self)
 
     def __repr__(self) -> str:
@@ -232,8 +238,7 @@ class Tool:
 
     def parameter_type(self, parameter: str) -> Any:
         """The type hint of a parameter, as the argument schema reads it."""
-        annotation = self._model.model_fields[parameter].annotation
-        return Any if annotation is None else annotation
+        return self._types[parameter]
 
     def check_value(self, parameter: str, value: Any) -> str | None:
         """Validate one literal argument against its parameter's type.
