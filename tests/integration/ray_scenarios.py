@@ -165,6 +165,11 @@ async def node_killed(executor: RayExecutor, cluster: Cluster, second: Any, fold
     async with anyio.create_task_group() as tg:
         tg.start_soon(kill_when_both_kinds_run_there)
         result = await taskloom.execute(plan, tools=TOOLS, executor=executor)
+    # The cluster lists a killed node as alive until its heartbeats time out:
+    # the scenarios after this one start when it knows.
+    deadline = time.monotonic() + 120
+    while second_id in _alive_nodes() and time.monotonic() < deadline:  # noqa: ASYNC110 (polling the cluster: it sends no event)
+        await anyio.sleep(0.2)
     return {**summary(result), **seen, "second_node": second_id}
 
 
@@ -319,6 +324,10 @@ def main() -> None:
     finally:
         cluster.shutdown()
     (work / "out.json").write_text(json.dumps(out))  # not stdout: Ray prints its logs there
+
+
+def _alive_nodes() -> set[str]:
+    return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
 
 
 def _folder(work: Path, name: str) -> Path:
