@@ -12,6 +12,7 @@ short placeholder with the output's size and type, never the value.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from typing import Any
 
 __all__ = ["Held", "held_problem", "is_held_text"]
@@ -19,7 +20,7 @@ __all__ = ["Held", "held_problem", "is_held_text"]
 _HELD_TEXT = re.compile(r"<\w+ of [\d,]+ bytes, held in [^<>]+>")
 
 
-class Held:
+class Held(ABC):
     """A task's output kept elsewhere: its size and type here, the value there."""
 
     __slots__ = ("kind", "size", "where")
@@ -40,6 +41,7 @@ class Held:
         self.where = where
         """Where it is kept."""
 
+    @abstractmethod
     async def fetch(self) -> Any:
         """Bring the value here (all of it: it is large).
 
@@ -47,7 +49,6 @@ class Held:
             The output itself.
 
         """
-        raise NotImplementedError
 
     def stand_in(self) -> Any:
         """An empty value of the output's type, to check an argument's type with.
