@@ -8,7 +8,8 @@ the world tools for its real results, and writes one `taskloom.agent.Example`
 a line to `src/taskloom/tools/world_examples.jsonl`: the question, the plan,
 the results, and the decision — `Finish($N)` for a computed answer,
 `Finish($1.field)` for a looked-up one, `Replan(...)` where the first
-results decide what to look up next. The agent shows the few closest to
+results decide what to look up next, with the next round's plan
+(`next_plan`), which takes the winner by reference. The agent shows the few closest to
 each question.
 """
 
@@ -43,12 +44,17 @@ def _benchmark_questions() -> set[str]:
 
 
 async def _results(calls: Sequence[str]) -> dict[str, Any]:
+    """Every task's output; a task whose condition was false has none."""
     plan = taskloom.Plan.parse(render_plan(calls), tools=WORLD_TOOLS)
     run = await taskloom.execute(plan, tools=WORLD_TOOLS)
-    failed = [t.id for t in run.tasks.values() if t.status != "done"]
+    failed = [
+        t.id
+        for t in run.tasks.values()
+        if t.status != "done" and not (t.status == "skipped" and plan[t.id].guard is not None)
+    ]
     if failed:
         raise SystemExit(f"bank plan failed at tasks {failed}:\n{render_plan(calls)}")
-    return {task_id: task.output for task_id, task in run.tasks.items()}
+    return {task_id: task.output for task_id, task in run.tasks.items() if task.status == "done"}
 
 
 _CHAIN = re.compile(r"\$\d+\.\w+(?:(?: \+ |, )\$\d+\.\w+)+")
@@ -88,18 +94,58 @@ async def build() -> list[dict[str, Any]]:
             if draft.question in taken or draft.question in seen:
                 continue
             seen.add(draft.question)
+            if draft.one_round:
+                examples.append(await _one_round(draft))
+                continue
             calls = [_counting_down(call) for call in draft.calls]
             results = await _results(calls)
             plan = render_plan(calls).rstrip().rsplit("\n", 1)[0]  # without join()
-            examples.append(
-                {
-                    "question": draft.question,
-                    "plan": plan,
-                    "results": results,
-                    "decision": _decision(draft, results),
-                }
-            )
+            example = {
+                "question": draft.question,
+                "plan": plan,
+                "results": results,
+                "decision": _decision(draft, results),
+            }
+            if draft.second_plan:
+                example["next_plan"] = await _next_plan(draft, calls)
+            examples.append(example)
     return examples
+
+
+async def _one_round(draft: Any) -> dict[str, Any]:
+    """A question that needed two rounds, answered in one plan with conditions."""
+    results = await _results(draft.one_round)
+    ran = max(int(i) for i in results)  # the conditional call whose condition held
+    output = results[str(ran)][draft.second_field]
+    if str(output) != str(draft.answer) and not _close(output, draft.answer):
+        raise SystemExit(f"the plan of {draft.question!r} gives {output}, not {draft.answer}")
+    return {
+        "question": draft.question,
+        "plan": render_plan(draft.one_round).rstrip().rsplit("\n", 1)[0],
+        "results": results,
+        "decision": f"Finish(${ran}.{draft.second_field})",
+    }
+
+
+async def _next_plan(draft: Any, calls: Sequence[str]) -> str:
+    """The second round's calls, numbered on from the first's; checked to reach the answer."""
+    first = len(calls) + 1
+    outputs = await _results([*calls, *draft.second_plan])
+    output = outputs[str(first + len(draft.second_plan) - 1)]
+    if draft.second_field is not None:
+        output = output[draft.second_field]
+    if str(output) != str(draft.answer) and not _close(output, draft.answer):
+        raise SystemExit(
+            f"the second plan of {draft.question!r} gives {output}, not {draft.answer}"
+        )
+    return "\n".join(f"{first + i}. {call}" for i, call in enumerate(draft.second_plan))
+
+
+def _close(a: Any, b: Any) -> bool:
+    try:
+        return abs(float(a) - float(b)) <= 0.01 * abs(float(b))
+    except (TypeError, ValueError):
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -69,6 +69,13 @@ class Draft:
     """Replan questions only: a second plan that finishes the job, to check the answer."""
     second_field: str | None = None
     """The field of the second plan's last output that holds the answer."""
+    one_round: tuple[str, ...] = ()
+    """Replan questions that conditions can answer in one plan: that plan's calls
+    (the first calls, then one conditional call per candidate; the scheduler
+    compares). The answer is `second_field` of the call that ran."""
+    second_plan: tuple[str, ...] = ()
+    """Replan questions only: the second plan as a planner writes it, taking the
+    winner from the first results by reference (`city($2.capital)`)."""
 
     @property
     def width(self) -> int:

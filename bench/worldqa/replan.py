@@ -13,6 +13,8 @@ the comparison does not hinge on rounding.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 
 from families import (
@@ -36,10 +38,15 @@ __all__ = ["replans"]
 _CITY_NAMES = sorted(CITIES)
 
 
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
 def _capital_population(
     family: str, question: str, names: list[str], winner: str, which: str
 ) -> Draft:
     capital = country_facts(winner)["capital"]
+    k = names.index(winner) + 1
     return Draft(
         question=question,
         answer=city_facts(capital)["population"],
@@ -49,6 +56,7 @@ def _capital_population(
         second_step=f"city() of the {which} country's capital, and its population",
         second_calls=(tool_call("city", capital),),
         second_field="population",
+        second_plan=(f"city(${k}.capital)",),
     )
 
 
@@ -58,9 +66,13 @@ def _capital_populations(rng: random.Random) -> list[Draft]:
         names, winner = clear_pick(rng, CAPITAL_COUNTRIES, 2, pop)
         a, b = (display(n) for n in names)
         q = f"Which is more populous, {a} or {b}? What is the population of its capital city?"
-        drafts.append(
-            _capital_population("capital_of_most_populous", q, names, winner, "more populous")
+        draft = _capital_population("capital_of_most_populous", q, names, winner, "more populous")
+        one_round = (
+            *draft.calls,
+            "city($1.capital) if $1.population > $2.population",
+            "city($2.capital) if $2.population > $1.population",
         )
+        drafts.append(dataclasses.replace(draft, one_round=one_round))
     for _ in range(3):
         names, winner = clear_pick(rng, CAPITAL_COUNTRIES, 3, pop, largest=False)
         q = (
@@ -85,6 +97,7 @@ def _density_of_largest(rng: random.Random) -> list[Draft]:
     for _ in range(3):
         names, winner = clear_pick(rng, CAPITAL_COUNTRIES, 3, area)
         facts = country_facts(winner)
+        k = names.index(winner) + 1
         q = (
             f"Of {countries_text(names)}, which has the largest area, and what is that "
             "country's population density in people per square kilometre?"
@@ -99,6 +112,7 @@ def _density_of_largest(rng: random.Random) -> list[Draft]:
                 calls=tuple(tool_call("country", n) for n in names),
                 second_step="divide the largest country's population by its area with math()",
                 second_calls=(second,),
+                second_plan=(tool_call("math", f"${k}.population / ${k}.area_km2"),),
             )
         )
     return drafts
@@ -124,6 +138,7 @@ def _distances_after_choice(rng: random.Random) -> list[Draft]:
                 second_step=f"distance() from the most populous city to {hub}",
                 second_calls=(tool_call("distance", winner, hub),),
                 second_field="km",
+                second_plan=(f"distance(${names.index(winner) + 1}.name, {_quoted(hub)})",),
             )
         )
     for n in (3, 4, 4):
@@ -145,6 +160,7 @@ def _distances_after_choice(rng: random.Random) -> list[Draft]:
                 second_step=f"distance() from the largest country's capital to {hub}",
                 second_calls=(tool_call("distance", capital, hub),),
                 second_field="km",
+                second_plan=(f"distance(${names.index(winner) + 1}.capital, {_quoted(hub)})",),
             )
         )
     return drafts
@@ -172,6 +188,12 @@ def _country_of_farther_city(rng: random.Random) -> list[Draft]:
                 second_step="country() of the farther city's country and report its population",
                 second_calls=(tool_call("country", CITIES[winner]),),
                 second_field="population",
+                second_plan=(f"country(${names.index(winner) + 1}.city_b.country)",),
+                one_round=(
+                    *(tool_call("distance", hub, x) for x in names),
+                    "country($1.city_b.country) if $1.km > $2.km",
+                    "country($2.city_b.country) if $2.km > $1.km",
+                ),
             )
         )
     return drafts

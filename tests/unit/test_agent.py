@@ -258,6 +258,41 @@ async def test_a_repeated_cacheable_call_is_not_run_again() -> None:
     assert result.rounds[1].tasks["2"].output == "A"
 
 
+async def test_a_plan_that_writes_a_call_again_ends_there() -> None:
+    calls: list[str] = []
+
+    @tool(cacheable=True)
+    async def lookup(name: str) -> str:
+        """Counts calls."""
+        calls.append(name)
+        return name.upper()
+
+    model = ScriptedModel(
+        [
+            '1. lookup("a")\n2. lookup("b")\n3. lookup("a")\n4. lookup("c")\n5. join()',
+            "Action: Finish(A B)",
+        ]
+    )
+    result = await Agent(tools=[lookup], model=model, grammar=False).run("?")
+    assert sorted(calls) == ["a", "b"]
+    assert list(result.rounds[0].tasks) == ["1", "2"]
+    assert result.plan_attempts[0].valid
+
+
+async def test_a_tool_with_side_effects_may_be_called_twice_in_a_plan() -> None:
+    sent: list[str] = []
+
+    @tool
+    async def send(text: str) -> str:
+        """Has a side effect each time."""
+        sent.append(text)
+        return "sent"
+
+    model = ScriptedModel(['1. send("hi")\n2. send("hi")\n3. join()', "Action: Finish(sent)"])
+    await Agent(tools=[send], model=model, grammar=False).run("?")
+    assert sent == ["hi", "hi"]
+
+
 class WarmableScripted(ScriptedModel):
     """A scripted model that records what it was asked to read ahead."""
 

@@ -167,6 +167,50 @@ def test_joiner_and_react_examples_replay_the_plans_with_their_results() -> None
             "Finish(...) or Replan(...)",
         ),
         (Example(question="q", plan="1. join()"), "no tool calls"),
+        (
+            Example(question="q", plan='1. book("1")', next_plan='2. book("2")'),
+            "follows a Replan decision",
+        ),
+        (
+            Example(
+                question="q",
+                plan='1. book("1")',
+                results={"1": {}},
+                decision="Finish($1)",
+                next_plan='2. book("2")',
+            ),
+            "not a Finish",
+        ),
+        (
+            Example(
+                question="q",
+                plan='1. book("1")',
+                results={"1": {}},
+                decision="Replan(more)",
+                next_plan='3. book("2")',
+            ),
+            "numbered 2, 3",
+        ),
+        (
+            Example(
+                question="q",
+                plan='1. book("1")\n2. book("2")',
+                results={"1": {}},
+                decision="Replan(more)",
+                next_plan="3. book($2.title)",
+            ),
+            "without results: ['2']",
+        ),
+        (
+            Example(
+                question="q",
+                plan='1. book("1")',
+                results={"1": {}},
+                decision="Replan(more)",
+                next_plan="2. book($1.title",
+            ),
+            "next_plan",
+        ),
     ],
 )
 def test_a_bad_example_is_rejected_when_the_agent_is_built(example: Example, problem: str) -> None:
@@ -233,3 +277,66 @@ def test_a_bad_examples_file_is_a_clear_error(tmp_path: Path, text: str, problem
 def test_a_missing_examples_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot read examples"):
         load_examples(tmp_path / "none.jsonl")
+
+
+REPLANNED = Example(
+    question="Which book is longer, A or B? Who wrote it?",
+    plan='1. book("A")\n2. book("B")',
+    results={"1": {"title": "A", "pages": 100}, "2": {"title": "B", "pages": 300}},
+    decision="Replan(the longer book's author)",
+    next_plan="3. book($2.title)",
+)
+
+
+def test_an_example_of_a_new_plan_round_trips_through_json(tmp_path: Path) -> None:
+    path = tmp_path / "examples.jsonl"
+    path.write_text(json.dumps(REPLANNED.to_json()) + "\n")
+    (loaded,) = load_examples(path)
+    assert loaded == REPLANNED
+    assert loaded.next_calls == "3. book($2.title)\n4. join()<END_OF_PLAN>"
+
+
+@pytest.mark.anyio
+async def test_a_new_plan_is_shown_examples_of_new_plans() -> None:
+    first = Example(question="Who wrote A?", plan='1. book("A")')
+    model = ScriptedModel(
+        [
+            '1. book("C")\n2. book("D")\n3. join()',
+            "Thought: need more.\nAction: Replan(the longer book's author)",
+            "3. book($1.title)\n4. join()",
+            "Thought: done.\nAction: Finish($3.author)",
+        ]
+    )
+    agent = Agent(tools=USER_TOOLS, model=model, examples=[first, REPLANNED], grammar=False)
+    result = await agent.run("Which book is longer, C or D? Who wrote it?")
+    assert result.answer == "A"
+    first_plan, replan = model.calls[0], model.calls[2]
+    shown = "\n".join(m.content for m in replan)
+    # The new plan's prompt shows the example's second round, in the request's own form ...
+    assert "3. book($2.title)\n4. join()" in shown
+    assert shown.count("Results so far (usable as $N):") == 2
+    assert "Still needed: the longer book's author." in shown
+    # ... and no first-round example; the first plan was shown those, and not this one's.
+    assert "Who wrote A?" not in shown
+    assert "book($2.title)" not in "\n".join(m.content for m in first_plan)
+
+
+def test_a_condition_that_skipped_a_call_is_shown_as_the_run_shows_it() -> None:
+    example = Example(
+        question="Which is longer, A or B? Its author?",
+        plan='1. book("A")\n2. book("B")\n3. book($1.title) if $1.pages > $2.pages\n'
+        "4. book($2.title) if $2.pages > $1.pages",
+        results={
+            "1": {"title": "A", "pages": 100, "author": "X"},
+            "2": {"title": "B", "pages": 300, "author": "Y"},
+            "4": {"title": "B", "author": "Y"},
+        },
+        decision="Finish($4.author)",
+    )
+    seen = example_observations(example, USER_TOOLS)
+    assert [i for i, _, _ in seen] == ["1", "2", "3", "4"]
+    assert seen[2] == ("3", "book()", "error: condition false: $1.pages > $2.pages")
+    # A record some reader of did not run is shown whole, as in a real round.
+    assert '"author": "X"' in seen[0][2]
+    steps, answer = react_steps(example, USER_TOOLS)
+    assert len(steps) == 3 and answer == "Y"

@@ -189,6 +189,13 @@ GOOD_PLANS = [
     '1. distance("Lyon", "Milan")\n2. convert(-12.5, "degC", "degF")\n3. join()<END_OF_PLAN>',
     '1. math("2 * 3")\n2. math("$1 / 2, \\$5, $1.x[0]: <ok>")\n3. join()<END_OF_PLAN>',
     '1. convert(value=3, from_unit="km", to_unit="mile")\n2. join()<END_OF_PLAN>',
+    # Conditions: the scheduler compares, the model only writes the form.
+    '1. country("Iceland")\n2. country("Chile")\n'
+    "3. city($1.capital) if $1.population > $2.population\n"
+    "4. city($2.capital) if $2.population >= $1.population and $2.area_km2 != 0\n"
+    "5. join()<END_OF_PLAN>",
+    '1. distance("Rome", "Oslo")\n2. convert($1.km, "km", "mile") if $1.km < 2000.5\n'
+    "3. join()<END_OF_PLAN>",
 ]
 
 
@@ -222,6 +229,10 @@ BAD_PLANS = {
     "newline in a string": '1. math("1\n")\n2. join()<END_OF_PLAN>',
     "thought too long": "Thought: " + "x" * 201 + '\n1. country("F")\n2. join()<END_OF_PLAN>',
     "prose line": 'Sure!\n1. country("France")\n2. join()<END_OF_PLAN>',
+    "condition on a later task": '1. country("F")\n2. country("G") if $3.x > 1\n'
+    "3. join()<END_OF_PLAN>",
+    "condition on the first task": '1. country("F") if 1 > 0\n2. join()<END_OF_PLAN>',
+    "condition with prose": '1. country("F")\n2. country("G") if it is big\n3. join()<END_OF_PLAN>',
 }
 
 
@@ -237,6 +248,13 @@ def test_rejected_plans_are_mostly_ones_the_parser_refuses() -> None:
     for name in ("forward reference", "self reference", "reference digit run", "wrong type"):
         with pytest.raises(PlanError):
             Plan.parse(BAD_PLANS[name], tools=WORLD_TOOLS)
+
+
+def test_conditions_can_be_left_out_of_the_grammar(oracle: GrammarOracle) -> None:
+    plain = plan_grammar(WORLD_TOOLS, guards=False)
+    guarded = '1. country("F")\n2. country("G") if $1.population > 3\n3. join()<END_OF_PLAN>'
+    assert not oracle.accepts(plain, guarded)
+    assert oracle.accepts(plain, '1. country("F")\n2. country("G")\n3. join()<END_OF_PLAN>')
 
 
 def test_every_kind_of_parameter(oracle: GrammarOracle) -> None:

@@ -23,7 +23,7 @@ from taskloom._ids import RunId, TaskId
 from taskloom.agent._answer import UnresolvedAnswer, answer_references, render_finish
 from taskloom.agent._decision import Decision, Finish, Replan, parse_decision
 from taskloom.agent._example import Example, check_examples
-from taskloom.agent._feed import feed_tasks, nothing_succeeded, unrepaired
+from taskloom.agent._feed import Repeats, feed_tasks, nothing_succeeded, unrepaired
 from taskloom.agent._grammar import joiner_grammar, plan_grammar
 from taskloom.agent._limits import GrammarLimits
 from taskloom.agent._notional import NOTIONAL_EXAMPLES
@@ -37,7 +37,7 @@ from taskloom.agent._settings import (
     recorded_tools,
     settings,
 )
-from taskloom.agent._shown import Shots, example_observations
+from taskloom.agent._shown import Shots, example_observations, replan_shot
 from taskloom.agent._spend import Spend
 from taskloom.agent.prompts import (
     JoinShot,
@@ -77,6 +77,8 @@ plan example is short, and two of the question's kind keep a small model from
 copying an anchor's form (a sum's order into a difference)."""
 _JOIN_ANCHORS = 1
 _JOIN_SHOTS = 1
+_REPLAN_SHOTS = 2
+"""Examples of a new plan shown when the joiner asks for one: the closest two."""
 
 
 def default_replans(model: ChatModel) -> int:
@@ -240,6 +242,7 @@ class Agent:
         self._sources = given  # where resuming finds the tools again: not the delayed copies
         self.tool_latency = tool_latency
         self.tools: list[Tool] = [t.with_latency(tool_latency) for t in given]
+        self._by_name = {t.name: t for t in self.tools}
         self.examples = check_examples(examples or (), given)
         """The user's worked examples, checked against the tools; empty: notional ones."""
         bank = self.examples or NOTIONAL_EXAMPLES
@@ -255,6 +258,12 @@ class Agent:
             ],
             closest=_JOIN_SHOTS,
             anchors=_JOIN_ANCHORS,
+            fixed=fixed,
+        )
+        self._replan_shots = Shots(
+            [(e, replan_shot(e, given)) for e in bank if e.next_plan is not None],
+            closest=_REPLAN_SHOTS,
+            anchors=0,
             fixed=fixed,
         )
         self.model = model if model is not None else model_from_config()
@@ -668,17 +677,29 @@ class Agent:
             repair: tuple[str, str] | None = None
             for _ in range(self.max_repairs + 1):
                 first_id = _next_id(known | set(run.plan.tasks))
+                # A new plan is shown how new plans go, when there are examples of them.
+                replans = self._replan_shots.for_question(question) if history else []
                 messages = planner_messages(
                     question,
                     self.tools,
-                    examples=self._plan_shots.for_question(question),
+                    examples=[] if replans else self._plan_shots.for_question(question),
+                    replans=replans,
                     history=history[-_MAX_HISTORY:],
                     replan_reason=reason,
                     first_id=first_id,
                     repair=repair,
                 )
+                repeats = Repeats(self._by_name, run)
                 attempt = await self._stream_plan(
-                    messages, run, number, first_id, (known, referable), this, spend, question
+                    messages,
+                    run,
+                    number,
+                    first_id,
+                    (known, referable),
+                    this,
+                    spend,
+                    question,
+                    repeats,
                 )
                 this.attempts.append(attempt)
                 if attempt.valid or spend.exhausted is not None or not run.accepting:
@@ -798,11 +819,13 @@ class Agent:
         this: _Round,
         spend: Spend,
         question: str,
+        repeats: Repeats,
     ) -> PlanAttempt:
         """Stream one plan from the model into the run; each task starts when its line ends.
 
         The model is given the question to copy names from (`copy_from`):
         a model that can (the embedded one) keeps the plan's strings true to it.
+        A call the plan has already written ends it (`Repeats`).
         """
         known, referable = ids  # earlier rounds' task ids; those of them with an output
         held = set(run.plan.tasks)  # accepted from an earlier attempt at this plan
@@ -836,7 +859,11 @@ class Agent:
         spend.attempts += 1
         attempt_no = spend.attempts
 
+        repeated = False
+
         def feed(tasks: list[Task]) -> int:
+            nonlocal repeated
+            tasks, repeated = repeats.cut(tasks, run)
             added = feed_tasks(tasks, run)
             if added:  # the text so far survives a crash
                 text = parser.text
@@ -850,11 +877,11 @@ class Agent:
                         if self._on_plan_text is not None:
                             self._on_plan_text(chunk)
                         added += feed(parser.feed(chunk))
-                        if parser.done or not run.accepting:
+                        if parser.done or repeated or not run.accepting:
                             break
             if limit.cancelled_caught:
                 spend.exhausted = spend.exhausted or "deadline"
-            elif run.accepting:
+            elif run.accepting and not repeated:
                 added += feed(parser.close())
         except PlanError as exc:
             error = str(exc)

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskloom._ids import TaskId
 from taskloom.agent._decision import Finish, parse_decision
 from taskloom.errors import PlanError, UserError
 from taskloom.plan import Plan
-from taskloom.plan.text import END_OF_PLAN, JOIN
+from taskloom.plan.text import END_OF_PLAN, JOIN, PlanParser
 from taskloom.tools import Tool
 
 __all__ = ["Example", "ExampleFile", "check_examples", "load_examples"]
@@ -53,6 +54,10 @@ class Example:
     """The joiner's decision on those results: `Finish(...)` (`$N` and `$N.field`
     name a result) or `Replan(what is missing)`, optionally after a `Thought: ...`
     line. Needs `results`."""
+    next_plan: str | None = None
+    """After a `Replan` decision: the next round's calls, numbered on from the
+    plan's, which may use its results (`3. city($2.capital)`). What a planner
+    asked for a new plan is shown."""
     tools: tuple[Tool, ...] = field(default=(), compare=False)
     """The tools the plan calls, when they are not the agent's own (notional examples)."""
     origin: ExampleFile | None = field(default=None, compare=False, repr=False)
@@ -65,6 +70,18 @@ class Example:
         lines = [line for line in lines if not _JOIN_LINE.match(line)]
         lines = [line for line in lines if not line.startswith("Thought:")]
         lines.append(f"{_count_calls(lines) + 1}. {JOIN}(){END_OF_PLAN}")
+        return "\n".join(lines)
+
+    @property
+    def next_calls(self) -> str | None:
+        """The next round's calls, then the join line: what a replanning planner is shown."""
+        if self.next_plan is None:
+            return None
+        lines = [line.strip() for line in self.next_plan.strip().splitlines() if line.strip()]
+        lines = [line for line in lines if not _JOIN_LINE.match(line)]
+        # The first plan's calls, its join line aside, then these.
+        last = _count_calls(self.calls.splitlines()) - 1 + _count_calls(lines)
+        lines.append(f"{last + 1}. {JOIN}(){END_OF_PLAN}")
         return "\n".join(lines)
 
     @property
@@ -89,6 +106,8 @@ class Example:
             data["results"] = dict(self.results)
         if self.decision is not None:
             data["decision"] = self.decision
+        if self.next_plan is not None:
+            data["next_plan"] = self.next_plan
         return data
 
     @classmethod
@@ -101,7 +120,7 @@ class Example:
         """
         if not isinstance(data, dict):
             raise UserError(f"an example is a JSON object, not {type(data).__name__}")
-        unknown = sorted(set(data) - {"question", "plan", "results", "decision"})
+        unknown = sorted(set(data) - {"question", "plan", "results", "decision", "next_plan"})
         if unknown:
             raise UserError(f"an example has unknown fields: {', '.join(unknown)}")
         for name in ("question", "plan"):
@@ -113,11 +132,17 @@ class Example:
         decision = data.get("decision")
         if decision is not None and not isinstance(decision, str):
             raise UserError("an example's 'decision' is a string: Finish(...) or Replan(...)")
+        next_plan = data.get("next_plan")
+        if next_plan is not None and (not isinstance(next_plan, str) or not next_plan.strip()):
+            raise UserError(
+                "an example's 'next_plan' is a non-empty string: the next round's calls"
+            )
         return cls(
             question=data["question"].strip(),
             plan=data["plan"],
             results={str(k): v for k, v in results.items()} if results is not None else None,
             decision=decision,
+            next_plan=next_plan,
         )
 
 
@@ -199,6 +224,8 @@ def _check(example: Example, tools: Sequence[Tool]) -> None:
         if extra:
             raise UserError(f"results are given for tasks the plan does not have: {extra}")
     if example.decision is None:
+        if example.next_plan is not None:
+            raise UserError("a next_plan follows a Replan decision, and there is no decision")
         return
     if example.results is None:
         raise UserError("a decision needs the results it was made on")
@@ -206,12 +233,34 @@ def _check(example: Example, tools: Sequence[Tool]) -> None:
     if not re.search(r"\b(Finish|Replan)\s*\(", text):
         raise UserError(f"the decision must be Finish(...) or Replan(...), not {text[:40]!r}")
     decision = parse_decision(text)
+    if example.next_plan is not None:
+        if isinstance(decision, Finish):
+            raise UserError("a next_plan follows a Replan decision, not a Finish")
+        _check_next(example, tools, ids)
     if isinstance(decision, Finish):
         if not decision.answer:
             raise UserError("the decision finishes with an empty answer")
         missing = sorted({m for m in _REF.findall(decision.answer)} - set(example.results))
         if missing:
             raise UserError(f"the decision refers to tasks without results: {missing}")
+
+
+def _check_next(example: Example, tools: Sequence[Tool], ids: Sequence[str]) -> None:
+    """The next plan must parse over the first plan's results, numbered on from it."""
+    assert example.next_calls is not None and example.results is not None
+    known = [TaskId(i) for i in ids]
+    try:
+        parser = PlanParser(tools=tools, known=known)
+        plan = [*parser.feed(example.next_calls), *parser.close()]
+    except PlanError as exc:
+        raise UserError(f"its next_plan: {exc}") from exc
+    next_ids = [str(t.id) for t in plan]
+    first = len(ids) + 1
+    if not next_ids or next_ids != [str(i) for i in range(first, first + len(next_ids))]:
+        raise UserError(f"its next_plan's calls must be numbered {first}, {first + 1}, ...")
+    missing = sorted({str(d) for t in plan for d in t.dependencies} - set(example.results))
+    if missing:
+        raise UserError(f"its next_plan refers to tasks without results: {missing}")
 
 
 def _count_calls(lines: Sequence[str]) -> int:

@@ -2,20 +2,55 @@
 
 A plan written again after an error (a repair) may repeat the calls the run
 already holds: the same call is skipped, a changed one rewrites the task if
-it has not started yet.
+it has not started yet. A new call that the plan has already written, of a
+tool whose calls are harmless to repeat, ends the plan (`Repeats`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from taskloom.agent._result import PlanAttempt
 from taskloom.agent.prompts import Observation
 from taskloom.engine import Run, TaskStatus
 from taskloom.errors import PlanError
 from taskloom.plan import Task
+from taskloom.tools import Tool
 
-__all__ = ["feed_tasks", "nothing_succeeded", "unrepaired"]
+__all__ = ["Repeats", "feed_tasks", "nothing_succeeded", "unrepaired"]
+
+
+class Repeats:
+    """The calls a plan has written so far, to see it start writing them again.
+
+    Only calls of tools that are idempotent or cacheable count: calling
+    those twice with the same arguments can only give the same result, so a
+    plan that does it is copying its own lines, and a small model that
+    starts doing so does not stop by itself. A tool with side effects may be
+    meant to run twice. A call an earlier round made may be written again
+    (the call cache answers it): a new plan often restates what it uses.
+    """
+
+    def __init__(self, tools: Mapping[str, Tool], run: Run) -> None:
+        """Start from the tasks the run already holds (an earlier attempt at this plan)."""
+        self._tools = tools
+        self._planned = {task.call_text() for task in run.plan}
+
+    def cut(self, tasks: Sequence[Task], run: Run) -> tuple[list[Task], bool]:
+        """The tasks before the first new one that repeats a call, and whether there was one."""
+        kept: list[Task] = []
+        for task in tasks:
+            if task.id not in run.plan and self._repeats(task):
+                return kept, True
+            self._planned.add(task.call_text())
+            kept.append(task)
+        return kept, False
+
+    def _repeats(self, task: Task) -> bool:
+        tool = self._tools.get(task.tool)
+        if tool is None or not (tool.policy.idempotent or tool.policy.cacheable):
+            return False
+        return task.call_text() in self._planned
 
 
 def feed_tasks(tasks: Iterable[Task], run: Run) -> int:

@@ -113,6 +113,7 @@ def plan_grammar(
     min_tasks: int = 1,
     known_ids: Iterable[int | str] = (),
     limits: GrammarLimits | None = None,
+    guards: bool = True,
 ) -> str:
     """Build a GBNF grammar for plans that call `tools`.
 
@@ -132,6 +133,10 @@ def plan_grammar(
         known_ids: ids of tasks from earlier plans that references may use.
         limits: how long thoughts, strings, numbers and references may be;
             by default `GrammarLimits()`.
+        guards: whether a call may carry a condition on earlier results:
+            `city($2.capital) if $2.population > $1.population`, one or two
+            comparisons of a reference with a reference or a number. The
+            scheduler compares; a small model only copies the form.
 
     Returns:
         The grammar, whose start rule is `root`.
@@ -159,6 +164,8 @@ def plan_grammar(
     for number in range(first_id, last):
         earlier = [*known, *range(first_id, number)]
         call = builder.call_rule(number, earlier)
+        if guards and earlier:
+            call += f" {builder.guard_rule(number, earlier)}?"
         go_on = f'thought? "{number}. " {call} "\\n" step-{number + 1}'
         stop = f'thought? "{number}. {JOIN}()" end'
         may_stop = number - first_id >= min_tasks
@@ -399,6 +406,16 @@ class _PlanRules:
             names.append(name)
         self.rules[f"call-{number}"] = " | ".join(names)
         return f"call-{number}"
+
+    def guard_rule(self, number: int, earlier: Sequence[int]) -> str:
+        """Define the condition task `number` may carry; returns the rule's name."""
+        ids = " | ".join(f'"{i}"' for i in earlier)
+        self.rules[f"gref-{number}"] = f'"$" ({ids}) path'
+        side = f"gref-{number} | num"
+        self.rules[f"cmp-{number}"] = f'gref-{number} " " cmpop " " ({side})'
+        self.rules["cmpop"] = '">" | "<" | ">=" | "<=" | "==" | "!="'
+        self.rules[f"guard-{number}"] = f'" if " cmp-{number} (" and " cmp-{number})?'
+        return f"guard-{number}"
 
     def _string_with_refs(self, number: int) -> None:
         """Define `str-N`: a string of task `number`, with references to earlier tasks.

@@ -25,10 +25,14 @@ def recorded_observation(record: TaskRecord) -> Observation:
 
 
 def fields_used(plan: Plan) -> dict[TaskId, frozenset[str] | None]:
-    """Per referenced task, the top-level fields its dependents read; None for all of it."""
+    """Per referenced task, the top-level fields its dependents read; None for all of it.
+
+    A condition reads the fields it compares, as arguments do.
+    """
     used: dict[TaskId, frozenset[str] | None] = {}
     for task in plan:
-        for ref in iter_refs((task.args, task.kwargs)):
+        guard = task.guard.refs if task.guard is not None else ()
+        for ref in (*iter_refs((task.args, task.kwargs)), *guard):
             known = used.get(ref.task, frozenset())
             if known is None:
                 continue

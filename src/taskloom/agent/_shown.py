@@ -16,16 +16,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from taskloom._ids import TaskId
-from taskloom.agent._decision import Finish, parse_decision
+from taskloom.agent._decision import Finish, Replan, parse_decision
 from taskloom.agent._example import Example
 from taskloom.agent._observations import call_text, fields_used
-from taskloom.agent.prompts import Observation, result_text
+from taskloom.agent.prompts import Observation, ReplanShot, result_text
+from taskloom.errors import ConditionFalse
 from taskloom.plan import Plan, Ref
 from taskloom.plan._model import render_value
 from taskloom.plan._resolve import resolve
 from taskloom.tools import Tool
 
-__all__ = ["Shots", "choose", "closest", "example_observations", "pick_anchors", "react_steps"]
+__all__ = [
+    "Shots",
+    "choose",
+    "closest",
+    "example_observations",
+    "pick_anchors",
+    "react_steps",
+    "replan_shot",
+]
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _TOKEN = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
@@ -174,14 +183,39 @@ def example_observations(example: Example, tools: Sequence[Tool]) -> list[Observ
     by_name = {t.name: t for t in (example.tools or tools)}
     plan = Plan.parse(example.calls, tools=list(by_name.values()))
     used = fields_used(plan)
+    readers: dict[TaskId, list[TaskId]] = {}
+    for task in plan:
+        for dep in task.dependencies:
+            readers.setdefault(dep, []).append(task.id)
     outputs: dict[TaskId, _Output] = {}
     seen: list[Observation] = []
     for task, arguments in _resolved(plan, by_name, results, outputs):
+        if arguments is None:  # its condition was false
+            assert task.guard is not None
+            seen.append((task.id, call_text(task.tool, None), f"error: {skipped(task)}"))
+            continue
         output, fields = results[task.id], used.get(task.id)
-        if fields and isinstance(output, Mapping):
+        # Cut, as a real round's is, only once every task that read it ran.
+        complete = all(r in results for r in readers.get(task.id, ()))
+        if fields and isinstance(output, Mapping) and complete:
             output = {k: v for k, v in output.items() if k == "name" or k in fields}
         seen.append((task.id, call_text(task.tool, arguments), result_text(output)))
     return seen
+
+
+def replan_shot(example: Example, tools: Sequence[Tool]) -> ReplanShot:
+    """The example's second round as a replanning planner is shown it."""
+    assert example.next_calls is not None and example.decision is not None
+    decision = parse_decision(example.decision)
+    reason = decision.reason if isinstance(decision, Replan) else None
+    first = len(Plan.parse(example.calls, tools=list(example.tools or tools))) + 1
+    return ReplanShot(
+        example.question,
+        example_observations(example, tools),
+        reason or "the rest of the answer",
+        first,
+        example.next_calls,
+    )
 
 
 def react_steps(example: Example, tools: Sequence[Tool]) -> tuple[list[tuple[str, str]], str]:
@@ -192,6 +226,8 @@ def react_steps(example: Example, tools: Sequence[Tool]) -> tuple[list[tuple[str
     outputs: dict[TaskId, _Output] = {}
     steps = []
     for task, arguments in _resolved(plan, by_name, results, outputs):
+        if arguments is None:  # its condition was false: ReAct would not have called it
+            continue
         call = f"{task.tool}({', '.join(render_value(v) for v in arguments.values())})"
         steps.append((call, result_text(results[task.id])))
     decision = parse_decision(example.decision or "")
@@ -204,17 +240,28 @@ def _resolved(
     by_name: Mapping[str, Tool],
     results: Mapping[str, Any],
     outputs: dict[TaskId, _Output],
-) -> list[tuple[Any, dict[str, Any]]]:
-    """Each task that has a result, with its arguments resolved from earlier results."""
-    done = []
+) -> list[tuple[Any, dict[str, Any] | None]]:
+    """Each task that has a result, with its arguments resolved from earlier results.
+
+    A task with a condition and no result was skipped by it: its arguments are None.
+    """
+    done: list[tuple[Any, dict[str, Any] | None]] = []
     for task in plan:
         if task.id not in results:
+            if task.guard is not None:
+                done.append((task, None))
+                continue
             break
         bound = by_name[task.tool].bind(task.args, task.kwargs)
         arguments = {k: resolve(v, outputs) for k, v in bound.items()}
         outputs[task.id] = _Output(results[task.id])
         done.append((task, arguments))
     return done
+
+
+def skipped(task: Any) -> str:
+    """Why a task whose condition was false did not run, as the scheduler records it."""
+    return str(ConditionFalse(task.id, task.id, task.guard.text))
 
 
 def _fill(answer: str, outputs: Mapping[TaskId, _Output]) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "JoinShot",
     "Observation",
     "ReActShot",
+    "ReplanShot",
     "joiner_messages",
     "planner_messages",
     "react_messages",
@@ -40,6 +41,19 @@ class JoinShot(NamedTuple):
     question: str
     results: Sequence[Observation]
     reply: str
+
+
+class ReplanShot(NamedTuple):
+    """A worked example of a new plan: question, first results, what was missing, the plan."""
+
+    question: str
+    results: Sequence[Observation]
+    reason: str
+    """What the joiner asked for (the reason of its `Replan`)."""
+    first_id: int
+    """The number of the new plan's first call."""
+    calls: str
+    """The new plan: numbered calls, then the join line."""
 
 
 class ReActShot(NamedTuple):
@@ -122,6 +136,7 @@ def planner_messages(
     replan_reason: str | None = None,
     first_id: int = 1,
     repair: tuple[str, str] | None = None,
+    replans: Sequence[ReplanShot] = (),
 ) -> list[Message]:
     """The planner's conversation.
 
@@ -134,6 +149,8 @@ def planner_messages(
         replan_reason: why the joiner asked for a new plan.
         first_id: the number the new plan's first call must carry.
         repair: (the plan text so far, the PlanError message) to fix.
+        replans: worked examples of a new plan after a first round, shown
+            after `examples`, in the form of the request when it has `history`.
 
     """
     notional = any(e.tools for e in examples)
@@ -141,11 +158,15 @@ def planner_messages(
     for example in examples:
         messages.append(Message("user", _question(example.question, example.tools or None)))
         messages.append(Message("assistant", example.calls))
+    for shot in replans:
+        request = _question(shot.question, None)
+        messages.append(
+            Message("user", request + _still_needed(shot.results, shot.reason, shot.first_id))
+        )
+        messages.append(Message("assistant", shot.calls))
     request = _question(question, tools if notional else None)
     if history:
-        request += "\n\nResults so far (usable as $N):\n" + _observations(history)
-        request += f"\n\nStill needed: {replan_reason or 'the rest of the answer'}."
-        request += f" Number the new calls from {first_id}; do not repeat calls above."
+        request += _still_needed(history, replan_reason, first_id)
     if repair is not None:
         text, error = repair
         request += (
@@ -155,6 +176,16 @@ def planner_messages(
         )
     messages.append(Message("user", request))
     return messages
+
+
+def _still_needed(history: Sequence[Observation], reason: str | None, first_id: int) -> str:
+    """What a request for a new plan adds to its question: the results so far, what is missing."""
+    return (
+        "\n\nResults so far (usable as $N):\n"
+        + _observations(history)
+        + f"\n\nStill needed: {reason or 'the rest of the answer'}."
+        + f" Number the new calls from {first_id}; do not repeat calls above."
+    )
 
 
 def joiner_messages(
