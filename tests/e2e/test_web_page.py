@@ -19,6 +19,7 @@ from web_site import (
     bar,
     expect,
     node,
+    open_gate,
     screenshot,
     serving,
     start_from_form,
@@ -48,7 +49,7 @@ def test_a_run_started_from_the_form_shows_its_tasks_change_state(
     # One edge: 3 needs 1.
     expect(page.locator("#dag path.edges")).to_have_attribute("d", re.compile(r"^M[^M]+$"))
 
-    gate.write_text("21")  # open the gate: task 1 ends, and 3 can start
+    open_gate(gate, "21")  # task 1 ends, and 3 can start
     expect(node(page, "1")).to_have_attribute("data-state", "done")
     expect(node(page, "3")).to_have_attribute("data-state", "done")
     expect(page.locator("#run-status")).to_have_text("completed")
@@ -58,7 +59,7 @@ def test_a_run_started_from_the_form_shows_its_tasks_change_state(
     for task in ("1", "2", "3"):
         expect(bar(page, task)).to_have_attribute("data-state", "done")
     expect(page.locator(f'#runs li[data-run="{run_id}"] .status')).to_have_text("completed")
-    assert site.run(run_id)["status"] == "completed"
+    assert site.settled(run_id)["status"] == "completed"
     screenshot(page, tmp_path / "run.png")
 
 
@@ -115,7 +116,7 @@ def test_cancel_stops_a_running_run(page: Any, site: Site, tmp_path: Path) -> No
     expect(bar(page, "1")).to_have_attribute("data-state", "cancelled")
     expect(page.locator("#cancel-run")).to_be_hidden()
     expect(page.locator(f'#runs li[data-run="{run_id}"] .status')).to_have_text("cancelled")
-    run = site.run(run_id)
+    run = site.settled(run_id)
     assert run["status"] == "cancelled"
     assert {t["id"]: t["status"] for t in run["tasks"]}["1"] == "cancelled"
     screenshot(page, tmp_path / "cancelled.png")
@@ -173,20 +174,12 @@ def test_the_page_says_when_it_has_no_token(browser: Any, site: Site) -> None:
         context.close()
 
 
-def follow_to_end(site: Site, run_id: str) -> None:
-    """Read the run's events through the API until the stream says it ended."""
-    with site.api.stream("GET", f"/v1/runs/{run_id}/events") as stream:
-        for line in stream.iter_lines():
-            if line == "event: end":
-                return
-
-
 def finish_plan(site: Site, plan: str) -> str:
     """Start a plan through the API and follow its events to the end."""
     created = site.api.post("/v1/runs", json={"plan": plan})
     assert created.status_code == 201, created.text
     run_id = str(created.json()["id"])
-    follow_to_end(site, run_id)
+    site.follow_to_end(run_id)
     return run_id
 
 
@@ -258,11 +251,11 @@ def test_the_page_follows_a_run_across_a_server_restart_and_resumes_it(
             assert any(_from_where_it_stopped(*stream) for stream in again), again
             page.click("#resume-run")
             expect(node(page, "1")).to_have_attribute("data-state", "running")
-            gate.write_text("1")
+            open_gate(gate, "1")
             expect(page.locator("#run-status")).to_have_text("completed")
             expect(node(page, "2")).to_have_attribute("data-state", "done")
             expect(page.locator("#resume-run")).to_be_hidden()
-            assert second.run(run_id)["status"] == "completed"
+            assert second.settled(run_id)["status"] == "completed"
             screenshot(page, tmp_path / "resumed.png")
     finally:
         context.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -43,7 +44,7 @@ import taskloom
 
 @taskloom.tool(idempotent=True)
 async def gate(path: str) -> str:
-    """Waits until the file exists (the test opens the gate); returns its text."""
+    """Waits until the file exists (the test opens the gate, whole); returns its text."""
     while not os.path.exists(path):
         await anyio.sleep(0.02)
     with open(path) as f:
@@ -88,6 +89,28 @@ class Site:
         assert answer.status_code == 200, answer.text
         return dict(answer.json())
 
+    def follow_to_end(self, run_id: str) -> str:
+        """Read the run's events through the API until the stream ends; return the end's status.
+
+        The stream ends once the server is done with the run: its end is
+        recorded, and the API no longer answers `running` for it. The page
+        may say how a run ended earlier, from the run's last event.
+        """
+        with self.api.stream("GET", f"/v1/runs/{run_id}/events") as stream:
+            assert stream.status_code == 200, stream.read()
+            lines = stream.iter_lines()
+            for line in lines:
+                if line == "event: end":
+                    data = next(lines)
+                    assert data.startswith("data: "), data
+                    return str(json.loads(data.removeprefix("data: "))["status"])
+        raise AssertionError(f"the events of run {run_id} stopped before their end")
+
+    def settled(self, run_id: str) -> dict[str, Any]:
+        """The run as the API shows it once the server is done with it (see `follow_to_end`)."""
+        self.follow_to_end(run_id)
+        return self.run(run_id)
+
     def taskloom(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run the command line against the server's store."""
         return subprocess.run(
@@ -97,6 +120,17 @@ class Site:
             timeout=START_S,
             check=False,
         )
+
+
+def open_gate(gate: Path, text: str) -> None:
+    """Open a `gate` tool's gate: its file appears with `text` in it, whole.
+
+    Written beside it and renamed into place: a gate that saw the file half
+    written (`write_text` creates it empty first) would return "".
+    """
+    beside = gate.with_name(f".{gate.name}.writing")
+    beside.write_text(text, encoding="utf-8")
+    os.replace(beside, gate)
 
 
 def wait_for_address(process: subprocess.Popen[bytes], log: Path) -> str:
@@ -235,6 +269,7 @@ def assert_same_drawing(page: Any, site: Site, run_id: str, path: Path) -> dict[
         The export's bars, by key ("task 3", "bar planner 0").
 
     """
+    site.follow_to_end(run_id)  # the page may show the end before the store has it all
     traced = site.taskloom("trace", run_id, "--svg", str(path))
     assert traced.returncode == 0, traced.stderr
     (width, height), theirs = _bars_of_svg(path.read_text(encoding="utf-8"))

@@ -43,7 +43,7 @@ async def nap(seconds: float) -> float:
 
 @taskloom.tool(idempotent=True)
 async def gate(path: str) -> str:
-    """Waits until the file exists; returns its text."""
+    """Waits until the file exists (the test opens the gate, whole); returns its text."""
     while not os.path.exists(path):
         await anyio.sleep(0.05)
     with open(path) as f:
@@ -120,6 +120,17 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def open_gate(gate: Path, text: str) -> None:
+    """Open a `gate` tool's gate: its file appears with `text` in it, whole.
+
+    Written beside it and renamed into place: a gate that saw the file half
+    written (`write_text` creates it empty first) would return "".
+    """
+    beside = gate.with_name(f".{gate.name}.writing")
+    beside.write_text(text, encoding="utf-8")
+    os.replace(beside, gate)
 
 
 def read_sse(lines: Iterator[str]) -> Iterator[Event]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from http_api_server import TOOLS, Server, serving, start
+from http_api_server import TOOLS, Server, open_gate, serving, start
 
 from chat_server import chat_server
 
@@ -328,7 +328,7 @@ def test_a_killed_server_restarted_on_its_store_resumes_the_run(
         assert resumed.status_code == 202 and resumed.json() == {"id": run_id, "status": "running"}
         assert second.client.post(f"/v1/runs/{run_id}/resume").status_code == 409
         assert second.client.get(f"/v1/runs/{run_id}").json()["status"] == "running"
-        gate.write_text("opened")
+        open_gate(gate, "opened")
         events = second.events(run_id)
         assert events[-1].data == {"status": "completed"}
         assert seqs(events) == list(range(1, len(events)))  # one numbering across both servers
