@@ -7,6 +7,7 @@ import pytest
 
 from taskloom.agent import Agent
 from taskloom.llm._copying import CopyGuide
+from taskloom.llm._sampling import LineLoops
 from taskloom.testing import ScriptedModel
 
 QUESTION = "What is the distance between Nairobi and Addis Ababa in miles?"
@@ -111,3 +112,27 @@ async def test_the_planner_asks_the_model_to_copy_from_the_question() -> None:
     planner, joiner = model.options
     assert planner.copy_from == QUESTION
     assert joiner.copy_from is None
+
+
+def test_a_line_may_not_repeat_a_run_of_tokens() -> None:
+    loops = LineLoops(size=3)
+    for token in (1, 2, 3, 4, 1, 2):
+        assert loops.banned() == set()
+        loops.advance(token, b"x")
+    # 1 2 came before, followed by 3: a 3 now would repeat the run 1 2 3.
+    assert loops.banned() == {3}
+    loops.advance(9, b"\n")  # a new line starts afresh
+    for token in (1, 2):
+        loops.advance(token, b"x")
+    assert loops.banned() == set()
+
+
+def test_a_sum_of_references_is_no_loop() -> None:
+    # "$1.population + $2.population + $3.population": runs differ by a digit.
+    loops, line = LineLoops(size=8), []
+    for n in range(1, 7):
+        for token in (10, 100 + n, 11, 12, 13, 14):  # "$", digit, ".", "population", " +", " "
+            assert token not in loops.banned()
+            loops.advance(token, b"x")
+            line.append(token)
+    assert len(line) == 36

@@ -33,7 +33,7 @@ import numpy.typing as npt
 from taskloom.llm._checkpoints import DiskCheckpoints
 from taskloom.llm._copying import CopyGuide
 
-__all__ = ["Grammar", "Outcome", "Session", "greedy", "pick", "sampled"]
+__all__ = ["Grammar", "LineLoops", "Outcome", "Session", "greedy", "pick", "sampled"]
 
 Logits = npt.NDArray[np.float32]
 Tokens = npt.NDArray[np.intc]
@@ -44,6 +44,9 @@ Allowed = Callable[[Tokens], npt.NDArray[np.bool_]]
 _TIERS = (64, 1024)
 # llama.cpp's `llama_token_data`: id, logit, p.
 _ENTRY = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+# A run of this many tokens may not come twice in one line of a greedy reply
+# (`LineLoops`): shorter runs repeat in a sum of references ("population + $").
+_LOOP_TOKENS = 8
 # A checkpoint must save evaluating at least this many tokens.
 _MIN_CHECKPOINT_GAIN = 64
 # How many recent prompts to compare a new one with, to place checkpoints:
@@ -98,6 +101,54 @@ def pick(logits: Logits, allowed: Allowed | None) -> int | None:
     if ids.size == 0:
         return None
     return int(ids[int(np.argmax(logits[ids]))])
+
+
+class LineLoops:
+    """The tokens of a reply's current line, to keep greedy decoding out of a loop.
+
+    A small model at temperature 0 can fall into repeating a phrase inside
+    one line ("1.atomic_number: 1.atomic_number: ..."), and nothing but the
+    token budget ends it: the plan's string never closes. A token that would
+    make the line repeat a run of `size` tokens it already holds is set
+    aside for the next best; lines are never that repetitive when the model
+    is not looping.
+    """
+
+    def __init__(self, size: int = _LOOP_TOKENS) -> None:
+        self._size = size
+        self._line: list[int] = []
+
+    def banned(self) -> set[int]:
+        """The tokens that would repeat a run of the line if they came next."""
+        line, head = self._line, self._size - 1
+        if len(line) < self._size:
+            return set()
+        tail = line[-head:]
+        return {
+            line[i + head]
+            for i in range(len(line) - head)
+            if line[i + head - 1] == tail[-1] and line[i : i + head] == tail
+        }
+
+    def advance(self, token: int, piece: bytes) -> None:
+        """Take the token that came next; a newline starts a new line."""
+        if b"\n" in piece:
+            self._line.clear()
+        else:
+            self._line.append(token)
+
+
+def _without(allowed: Allowed | None, banned: set[int]) -> Allowed:
+    """`allowed`, less the banned tokens."""
+    ban = np.fromiter(banned, dtype=np.intc)
+
+    def check(ids: Tokens) -> npt.NDArray[np.bool_]:
+        ok = ~np.isin(ids, ban)
+        if allowed is not None and ok.any():
+            ok &= allowed(ids)
+        return ok
+
+    return check
 
 
 class Grammar:
@@ -188,7 +239,9 @@ def greedy(
 ) -> Generator[str, None, Outcome]:
     """Generate a reply at temperature 0, a token's text at a time.
 
-    Each step evaluates the previous token, then picks the next: a reader
+    Under a grammar, a token that would repeat a run of 8 tokens within a
+    line is passed over for the next best (`LineLoops`). Each step evaluates the previous
+    token, then picks the next: a reader
     that stops early leaves no token evaluated for nothing, and the last
     token sampled is never fed back (as in `llama_cpp.Llama.generate`).
 
@@ -213,6 +266,9 @@ def greedy(
     session.prefill(prompt)
     text = _Text(stop)
     allowed = grammar.allowed if grammar is not None else None
+    # Under a grammar the reply is a plan or a decision, which a loop can only
+    # ruin; free text is left exactly as the model writes it.
+    loops = LineLoops() if grammar is not None else None
     sampled = 0
     previous: int | None = None
     finish = "length"
@@ -226,6 +282,9 @@ def greedy(
             break
         if guide is not None:
             token = guide.steer(logits, token, allowed, session.piece)
+        if loops is not None and token in (banned := loops.banned()):  # a loop: the next best
+            other = pick(logits, _without(allowed, banned))
+            token = token if other is None else other
         sampled += 1
         if token in end_ids or session.is_end(token):
             finish = "stop"
@@ -233,6 +292,8 @@ def greedy(
         if grammar is not None:
             grammar.accept(token)
         data = session.piece(token)
+        if loops is not None:
+            loops.advance(token, data)
         if guide is not None:
             guide.advance(data)
         chunk = text.add(data)
