@@ -4,7 +4,7 @@ from typing import Any
 import anyio
 import pytest
 
-from taskloom import ModelError, tool
+from taskloom import ModelError, Tool, tool
 from taskloom.agent import Agent, Finish, Replan, parse_decision
 from taskloom.agent.prompts import result_values
 from taskloom.agent.react import ReActAgent
@@ -236,8 +236,8 @@ async def test_react_turns_a_bad_call_into_an_observation() -> None:
     assert result.status == "failed" and result.answer is None
 
 
-async def test_a_repeated_cacheable_call_is_not_run_again() -> None:
-    calls: list[str] = []
+def counting_lookup(calls: list[str]) -> Tool:
+    """A cacheable tool that records each call it gets."""
 
     @tool(cacheable=True)
     async def lookup(name: str) -> str:
@@ -245,6 +245,12 @@ async def test_a_repeated_cacheable_call_is_not_run_again() -> None:
         calls.append(name)
         return name.upper()
 
+    return lookup
+
+
+async def test_a_repeated_cacheable_call_is_not_run_again() -> None:
+    calls: list[str] = []
+    lookup = counting_lookup(calls)
     model = ScriptedModel(
         [
             '1. lookup("a")\n2. join()',
@@ -260,13 +266,7 @@ async def test_a_repeated_cacheable_call_is_not_run_again() -> None:
 
 async def test_a_plan_that_writes_a_call_again_ends_there() -> None:
     calls: list[str] = []
-
-    @tool(cacheable=True)
-    async def lookup(name: str) -> str:
-        """Counts calls."""
-        calls.append(name)
-        return name.upper()
-
+    lookup = counting_lookup(calls)
     model = ScriptedModel(
         [
             '1. lookup("a")\n2. lookup("b")\n3. lookup("a")\n4. lookup("c")\n5. join()',

@@ -147,6 +147,13 @@ def test_joiner_and_react_examples_replay_the_plans_with_their_results() -> None
     assert react_steps(boolean, [])[1] == "true"
 
 
+def _then(next_plan: str, *, decision: str = "Replan(more)", plan: str = '1. book("1")') -> Example:
+    """An example of one call with a result, a decision, and the next round's plan."""
+    return Example(
+        question="q", plan=plan, results={"1": {}}, decision=decision, next_plan=next_plan
+    )
+
+
 @pytest.mark.parametrize(
     ("example", "problem"),
     [
@@ -171,46 +178,10 @@ def test_joiner_and_react_examples_replay_the_plans_with_their_results() -> None
             Example(question="q", plan='1. book("1")', next_plan='2. book("2")'),
             "follows a Replan decision",
         ),
-        (
-            Example(
-                question="q",
-                plan='1. book("1")',
-                results={"1": {}},
-                decision="Finish($1)",
-                next_plan='2. book("2")',
-            ),
-            "not a Finish",
-        ),
-        (
-            Example(
-                question="q",
-                plan='1. book("1")',
-                results={"1": {}},
-                decision="Replan(more)",
-                next_plan='3. book("2")',
-            ),
-            "numbered 2, 3",
-        ),
-        (
-            Example(
-                question="q",
-                plan='1. book("1")\n2. book("2")',
-                results={"1": {}},
-                decision="Replan(more)",
-                next_plan="3. book($2.title)",
-            ),
-            "without results: ['2']",
-        ),
-        (
-            Example(
-                question="q",
-                plan='1. book("1")',
-                results={"1": {}},
-                decision="Replan(more)",
-                next_plan="2. book($1.title",
-            ),
-            "next_plan",
-        ),
+        (_then('2. book("2")', decision="Finish($1)"), "not a Finish"),
+        (_then('3. book("2")'), "numbered 2, 3"),
+        (_then("3. book($2.title)", plan='1. book("1")\n2. book("2")'), "without results: ['2']"),
+        (_then("2. book($1.title"), "next_plan"),
     ],
 )
 def test_a_bad_example_is_rejected_when_the_agent_is_built(example: Example, problem: str) -> None:
