@@ -10,7 +10,16 @@ from taskloom._ids import TaskId
 from taskloom._text import clip, short_repr
 from taskloom.errors import Position, UserError
 
-__all__ = ["Guard", "Ref", "Task", "Template", "derived_task", "iter_refs", "render_value"]
+__all__ = [
+    "Guard",
+    "Ref",
+    "Task",
+    "Template",
+    "derived_task",
+    "item_ref",
+    "iter_refs",
+    "render_value",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,21 +184,47 @@ def derived_task(
     `Task()` does are skipped (10,000 elements are added in one loop turn).
     It has no condition (the map's was judged) and is no map.
     """
-    task = object.__new__(Task)
-    put = object.__setattr__
-    put(task, "id", task_id)
-    put(task, "tool", template.tool)
-    put(task, "args", args)
-    put(task, "kwargs", kwargs)
-    put(task, "thought", None)
-    put(task, "position", template.position)
-    put(task, "guard", None)
+    task = _new(Task)
+    _TASK_ID(task, task_id)
+    _TASK_TOOL(task, template.tool)
+    _TASK_ARGS(task, args)
+    _TASK_KWARGS(task, kwargs)
+    _TASK_THOUGHT(task, None)
+    _TASK_POSITION(task, template.position)
+    _TASK_GUARD(task, None)
     dependencies = template.dependencies
     if template.guard is not None:  # the condition's references are not the element's
         dependencies = frozenset(ref.task for ref in iter_refs((args, kwargs)))
-    put(task, "dependencies", dependencies)
-    put(task, "is_map", False)
+    _TASK_DEPENDENCIES(task, dependencies)
+    _TASK_IS_MAP(task, False)
     return task
+
+
+def item_ref(task: TaskId, path: tuple[str | int, ...]) -> Ref:
+    """`Ref(task, path)`, made in half the time: a map makes one per element."""
+    ref = _new(Ref)
+    _REF_TASK(ref, task)
+    _REF_PATH(ref, path)
+    _REF_EACH(ref, None)
+    _REF_OPTIONAL(ref, False)
+    return ref
+
+
+# The slots' own setters: a frozen dataclass's fields set without `__setattr__`'s lookup.
+_new = object.__new__
+_TASK_ID = Task.id.__set__  # type: ignore[attr-defined]
+_TASK_TOOL = Task.tool.__set__  # type: ignore[attr-defined]
+_TASK_ARGS = Task.args.__set__  # type: ignore[attr-defined]
+_TASK_KWARGS = Task.kwargs.__set__  # type: ignore[attr-defined]
+_TASK_THOUGHT = Task.thought.__set__  # type: ignore[attr-defined]
+_TASK_POSITION = Task.position.__set__  # type: ignore[attr-defined]
+_TASK_GUARD = Task.guard.__set__  # type: ignore[attr-defined]
+_TASK_DEPENDENCIES = Task.dependencies.__set__  # type: ignore[attr-defined]
+_TASK_IS_MAP = Task.is_map.__set__  # type: ignore[attr-defined]
+_REF_TASK = Ref.task.__set__  # type: ignore[attr-defined]
+_REF_PATH = Ref.path.__set__  # type: ignore[attr-defined]
+_REF_EACH = Ref.each.__set__  # type: ignore[attr-defined]
+_REF_OPTIONAL = Ref.optional.__set__  # type: ignore[attr-defined]
 
 
 def _check_fields(task: Task) -> None:
