@@ -44,11 +44,25 @@ if TYPE_CHECKING:
 
 __all__ = ["Launch", "flush", "launch", "launchable"]
 
+_UNBOUND: dict[str, Any] = {}
+"""A launched element's `Node.bound` until `flush` makes it: nothing reads it before
+(it is read to resolve arguments, done already, and by a rewrite, refused once started)."""
+
 
 class Launch:
     """The elements of one map that `launch` started and whose events are still to come."""
 
-    __slots__ = ("arguments", "at", "columns", "dependencies", "nodes", "pending")
+    __slots__ = (
+        "added",
+        "arguments",
+        "at",
+        "columns",
+        "dependencies",
+        "make",
+        "nodes",
+        "pending",
+        "started",
+    )
 
     def __init__(
         self,
@@ -56,6 +70,7 @@ class Launch:
         nodes: list[Node],
         arguments: list[dict[str, Any]],
         columns: Columns,
+        make: Elements,
         dependencies: tuple[TaskId, ...],
     ) -> None:
         self.at = at
@@ -66,11 +81,18 @@ class Launch:
         """Each element's validated arguments, as its call gets them."""
         self.columns = columns
         """Each element's arguments before validation, by parameter (see `Columns`)."""
+        self.make = make
+        """Makes each element's arguments as the map's task binds them (`Node.bound`)."""
         self.dependencies = dependencies
         """The ids of the tasks every element depends on, sorted."""
         self.pending = True
         """Its events are still to be emitted: an element that starts leaves its
         `task_started` to `flush`."""
+        self.added = 0
+        """How many of the elements' `task_added` and `task_ready` `flush` emitted
+        (two per element)."""
+        self.started = 0
+        """How many elements `flush` went through for their `task_started`."""
 
 
 def launchable(run: Run, node: Node) -> bool:
@@ -121,7 +143,7 @@ def launch(
         flush(run)  # another map's, launched in this turn: its events come first
     elements = node.elements
     assert elements is not None and run.loop is not None
-    batch = Launch(time.monotonic(), elements, arguments, columns, dependencies)
+    batch = Launch(time.monotonic(), elements, arguments, columns, make, dependencies)
     run._launching = batch
     tool, tasks, nodes = node.tool, run._plan._tasks, run._nodes
     create_task, run_task = run.loop.create_task, run._run_task
@@ -130,7 +152,7 @@ def launch(
     for index, task_id in enumerate(ids):
         task = make.task(index, task_id)
         tasks[task_id] = task  # its id was checked free and its references are the map's
-        element = nodes[task_id] = Node(task, tool, make.bound(index), gate=False)
+        element = nodes[task_id] = Node(task, tool, _UNBOUND, gate=False)
         element.status = running
         element.dependents.append(node)
         elements.append(element)
@@ -158,26 +180,38 @@ def flush(run: Run) -> None:
     """Emit the events of the elements launched last (`launch`): added, ready, started.
 
     Each element that started before now gets its `task_started` here, timed
-    when its call began; one that starts later emits its own.
+    when its call began; one that starts later emits its own. A listener
+    that acts on the run meanwhile (an event it emits flushes again) finds
+    the rest told first: the batch is done with only at the end.
     """
     batch = run._launching
     if batch is None:
         return
-    run._launching = None
-    batch.pending = False
-    emit, at, dependencies = run._emit_at, batch.at, batch.dependencies
-    added, ready, started = ev.TaskAdded, ev.TaskReady, ev.TaskStarted
-    for element in batch.nodes:
-        task = element.task
-        emit(
-            added,
-            at,
-            {"task_id": task.id, "tool": task.tool, "dependencies": dependencies, "task": task},
-        )
-        emit(ready, at, {"task_id": task.id})
-    tool = batch.nodes[0].tool.name if batch.nodes else ""
-    for index, element in enumerate(batch.nodes):
+    emit, at, dependencies, nodes = run._emit_at, batch.at, batch.dependencies, batch.nodes
+    count = len(nodes)
+    while batch.added < 2 * count:  # one step per event: a listener may flush in between
+        step = batch.added
+        batch.added += 1
+        task = nodes[step >> 1].task
+        if step & 1:
+            emit(ev.TaskReady, at, {"task_id": task.id})
+        else:
+            fields = {"task_id": task.id, "tool": task.tool, "dependencies": dependencies}
+            fields["task"] = task
+            emit(ev.TaskAdded, at, fields)
+    while batch.started < count:
+        index = batch.started
+        batch.started += 1
+        element = nodes[index]
+        element.bound = batch.make.bound(index)
         element.arguments = batch.columns.row(index)
         if element.started_at is not None:
-            fields = {"task_id": element.task.id, "tool": tool, "arguments": batch.arguments[index]}
-            emit(started, element.started_at, fields)
+            fields = {
+                "task_id": element.task.id,
+                "tool": element.tool.name,
+                "arguments": batch.arguments[index],
+            }
+            emit(ev.TaskStarted, element.started_at, fields)
+    batch.pending = False
+    if run._launching is batch:
+        run._launching = None

@@ -289,7 +289,7 @@ class Tool:
         Returns:
             One dict of validated arguments per call, in order; None when the
             arguments of some call are bad (`validate` each call to learn which
-            and why) or cannot be checked together.
+            and why).
 
         """
         if count == 0:
@@ -301,7 +301,7 @@ class Tool:
             if name in varying or name in same:
                 adapter = self._column(name)
                 if adapter is None:
-                    return None
+                    return self._validate_each(varying, same, count)
                 values = varying[name] if name in varying else [same[name]] * count
                 try:
                     columns.append(adapter.validate_python(values))
@@ -309,8 +309,8 @@ class Tool:
                     return None
             elif _shared_default(field):  # `validate` gives the default itself to every call
                 columns.append([field.default] * count)
-            else:
-                return None
+            else:  # a copy of it to each (or a missing argument: each call says so)
+                return self._validate_each(varying, same, count)
         names = list(self._model.model_fields)
         if len(names) == 1:  # the usual map: one parameter, its items
             many = [{names[0]: value} for value in columns[0]]
