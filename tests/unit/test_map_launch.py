@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pydantic
 import pytest
 
@@ -42,7 +43,7 @@ async def now(item: int, scale: int = 10) -> int:
 @tool(name="later")
 async def later(item: int, scale: int = 10) -> int:
     """Returns after one checkpoint."""
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     return item * scale
 
 
@@ -236,7 +237,7 @@ class RecordingJournal:
         """Nothing to subscribe to."""
 
     async def before_call(self, task_id: TaskId) -> None:
-        await anyio.sleep(0)  # a write off the loop, say
+        await anyio.lowlevel.checkpoint()  # a write off the loop, say
         self.log.append(("durable", task_id))
 
     async def close(self, result: RunResult) -> None:
@@ -299,7 +300,9 @@ async def test_a_map_with_something_to_wait_for_takes_the_ordinary_path(
         return 2 * item
 
     plan = Plan.parse("1. items(4)\n2. step($1[*])\n")
-    result = await execute(plan, tools=[items, step], max_concurrency=options.get("max_concurrency"))
+    result = await execute(
+        plan, tools=[items, step], max_concurrency=options.get("max_concurrency")
+    )
     assert launches == []
     assert result.tasks[TaskId("2")].output == [0, 2, 4, 6]
 
@@ -415,9 +418,7 @@ async def test_a_listener_that_raises_on_a_launched_element_stops_the_run(
             raise Refused("no")
 
     with pytest.raises(Refused):
-        await execute(
-            Plan.parse("1. items(3)\n2. later($1[*])\n"), tools=TOOLS, on_event=listener
-        )
+        await execute(Plan.parse("1. items(3)\n2. later($1[*])\n"), tools=TOOLS, on_event=listener)
     assert launches == ["2"]
 
 

@@ -196,8 +196,12 @@ def flush(run: Run) -> None:
         if step & 1:
             emit(ev.TaskReady, at, {"task_id": task.id})
         else:
-            fields = {"task_id": task.id, "tool": task.tool, "dependencies": dependencies}
-            fields["task"] = task
+            fields = {
+                "task_id": task.id,
+                "tool": task.tool,
+                "dependencies": dependencies,
+                "task": task,
+            }
             emit(ev.TaskAdded, at, fields)
     while batch.started < count:
         index = batch.started

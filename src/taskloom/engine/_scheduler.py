@@ -649,7 +649,9 @@ class Run(Dispatcher, Settler):
         if launched is not None:  # a map's element, its arguments checked (`engine/_launch.py`)
             assert arguments is not None
             if not launched.pending:  # else `flush` emits its start, timed below
-                self._emit(ev.TaskStarted, task_id=node.task.id, tool=tool.name, arguments=arguments)
+                self._emit(
+                    ev.TaskStarted, task_id=node.task.id, tool=tool.name, arguments=arguments
+                )
         else:
             checked = self._arguments(node)
             if isinstance(checked, BadArguments):

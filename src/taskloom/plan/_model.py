@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,21 +210,26 @@ def item_ref(task: TaskId, path: tuple[str | int, ...]) -> Ref:
     return ref
 
 
-# The slots' own setters: a frozen dataclass's fields set without `__setattr__`'s lookup.
+def _slot(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """The setter of a slot of `cls`: a frozen dataclass's field set without `__setattr__`."""
+    setter: Callable[[Any, Any], None] = vars(cls)[name].__set__
+    return setter
+
+
 _new = object.__new__
-_TASK_ID = Task.id.__set__  # type: ignore[attr-defined]
-_TASK_TOOL = Task.tool.__set__  # type: ignore[attr-defined]
-_TASK_ARGS = Task.args.__set__  # type: ignore[attr-defined]
-_TASK_KWARGS = Task.kwargs.__set__  # type: ignore[attr-defined]
-_TASK_THOUGHT = Task.thought.__set__  # type: ignore[attr-defined]
-_TASK_POSITION = Task.position.__set__  # type: ignore[attr-defined]
-_TASK_GUARD = Task.guard.__set__  # type: ignore[attr-defined]
-_TASK_DEPENDENCIES = Task.dependencies.__set__  # type: ignore[attr-defined]
-_TASK_IS_MAP = Task.is_map.__set__  # type: ignore[attr-defined]
-_REF_TASK = Ref.task.__set__  # type: ignore[attr-defined]
-_REF_PATH = Ref.path.__set__  # type: ignore[attr-defined]
-_REF_EACH = Ref.each.__set__  # type: ignore[attr-defined]
-_REF_OPTIONAL = Ref.optional.__set__  # type: ignore[attr-defined]
+_TASK_ID = _slot(Task, "id")
+_TASK_TOOL = _slot(Task, "tool")
+_TASK_ARGS = _slot(Task, "args")
+_TASK_KWARGS = _slot(Task, "kwargs")
+_TASK_THOUGHT = _slot(Task, "thought")
+_TASK_POSITION = _slot(Task, "position")
+_TASK_GUARD = _slot(Task, "guard")
+_TASK_DEPENDENCIES = _slot(Task, "dependencies")
+_TASK_IS_MAP = _slot(Task, "is_map")
+_REF_TASK = _slot(Ref, "task")
+_REF_PATH = _slot(Ref, "path")
+_REF_EACH = _slot(Ref, "each")
+_REF_OPTIONAL = _slot(Ref, "optional")
 
 
 def _check_fields(task: Task) -> None:

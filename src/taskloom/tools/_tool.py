@@ -341,10 +341,11 @@ class Tool:
             field = self._model.model_fields[parameter]
             adapter: pydantic.TypeAdapter[list[Any]] | None = None
             if field.alias is None and field.validation_alias is None:
-                item = Annotated[Any if field.annotation is None else field.annotation, field]
+                hint = Any if field.annotation is None else field.annotation
+                column: Any = list[Annotated[hint, field]]  # type: ignore[valid-type]
                 config = pydantic.ConfigDict(arbitrary_types_allowed=True)
                 try:
-                    adapter = pydantic.TypeAdapter(list[item], config=config)  # type: ignore[valid-type]
+                    adapter = pydantic.TypeAdapter(column, config=config)
                 except (pydantic.PydanticUserError, TypeError):
                     adapter = None
             self._columns[parameter] = adapter
