@@ -652,6 +652,7 @@ class Run(Dispatcher, Settler):
                 self._emit(
                     ev.TaskStarted, task_id=node.task.id, tool=tool.name, arguments=arguments
                 )
+            inline = True  # launched only so: an async tool, simple, nothing to write first
         else:
             checked = self._arguments(node)
             if isinstance(checked, BadArguments):
@@ -659,19 +660,20 @@ class Run(Dispatcher, Settler):
                 return
             arguments = checked
             self._emit(ev.TaskStarted, task_id=node.task.id, tool=tool.name, arguments=arguments)
-        if self._before_call is not None and not tool.policy.idempotent:
-            try:
-                await self._before_call(node.task.id)
-            except TaskloomError as exc:
-                if node.status is TaskStatus.RUNNING:
-                    node.host = None  # settle without cancelling ourselves
-                    self._cancel_node(node, f"not called: {exc}")
-                    self._dispatch()
-                    self._check_done()
-                return
-            if node.status is not TaskStatus.RUNNING:
-                return  # cancelled while its start was being written
-        if tool.is_async and tool.policy.simple and self._executor is None:
+            if self._before_call is not None and not tool.policy.idempotent:
+                try:
+                    await self._before_call(node.task.id)
+                except TaskloomError as exc:
+                    if node.status is TaskStatus.RUNNING:
+                        node.host = None  # settle without cancelling ourselves
+                        self._cancel_node(node, f"not called: {exc}")
+                        self._dispatch()
+                        self._check_done()
+                    return
+                if node.status is not TaskStatus.RUNNING:
+                    return  # cancelled while its start was being written
+            inline = tool.is_async and tool.policy.simple and self._executor is None
+        if inline:
             # The common case, inlined: one coroutine less per task.
             node.attempts = 1
             # Timed from the call itself: after its arguments, the journal's
