@@ -282,9 +282,11 @@ def main() -> None:
             "`RunResult.critical_path_s` (the measured durations); LangGraph's is the "
             "planned one (its run reports none). Target: makespan at most 1.02 x CP + 5 ms. "
             "`list to last start`: from the source's output to the start of the last of "
-            "the 10,000 calls; every element is added, then started, one after another in "
-            "the loop turns after the list arrives, so an element with a long sleep that "
-            "starts late adds up to that much to the makespan.",
+            "the 10,000 calls (its `task_started` time: when its call began). The map's "
+            "elements are added and their calls started in the turn the list arrives, "
+            "their events told after their first steps (`engine/_launch.py`); still, each "
+            "call's first step runs after the ones before it, so an element with a long "
+            "sleep that starts late adds up to that much to the makespan.",
         ],
     )
 

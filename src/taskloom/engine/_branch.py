@@ -28,12 +28,13 @@ from taskloom._ids import TaskId
 from taskloom.engine import _subplan as subplan
 from taskloom.engine import events as ev
 from taskloom.engine._gc import before_burst
+from taskloom.engine._launch import launch, launchable
 from taskloom.engine._node import Node
 from taskloom.engine.result import TaskStatus
 from taskloom.errors import ConditionError, ConditionFalse, MapFailed
 from taskloom.plan import Guard, Ref, Task, Template
 from taskloom.plan._args import GUARD_FUNCTIONS
-from taskloom.plan._model import derived_task, iter_refs
+from taskloom.plan._model import derived_task, item_ref, iter_refs
 from taskloom.plan._plan import add_checked
 from taskloom.plan._resolve import HasOutput, ResolveError, resolve
 from taskloom.plan._subplan import SubplanTool
@@ -141,12 +142,14 @@ def _fan_out(run: Run, node: Node) -> None:
     run._emit(ev.TaskMapped, task_id=task.id, elements=tuple(ids))
     failed: Node | None = None
     dependencies = tuple(sorted(task.dependencies))
-    make = _Elements(task, node.bound)
+    make = Elements(task, node.bound)
     # Usually every input of the map is done, so each element is ready as it is added.
     done = task.guard is None and all(
         dep not in run._nodes or run._nodes[dep].status is TaskStatus.DONE
         for dep in task.dependencies
     )
+    if done and size and launchable(run, node) and launch(run, node, ids, make, dependencies):
+        return  # added and started, their events to follow (`engine/_launch.py`)
     for index in range(size):
         element = _add_element(run, node, index, dependencies, make, done)
         elements.append(element)
@@ -169,7 +172,7 @@ def _add_element(
     node: Node,
     index: int,
     dependencies: tuple[TaskId, ...],
-    make: _Elements,
+    make: Elements,
     inputs_done: bool,
 ) -> Node:
     task = make.task(index)
@@ -277,14 +280,39 @@ def element_value(value: Any, index: int) -> Any:
 
 def element_task(task: Task, index: int) -> Task:
     """Element `index` of map task `task`: the same call on item `index` of its list(s)."""
-    return _Elements(task, {}).task(index)
+    return Elements(task, {}).task(index)
 
 
 _Make = Callable[[int], Any]
 """Gives a value as element `index` of a map has it."""
 
 
-class _Elements:
+class Columns:
+    """A map's arguments before validation, for every element at once.
+
+    A parameter either has a value per element (`varying`: the items of the
+    list it maps over, say) or one value for all (`same`).
+    """
+
+    __slots__ = ("names", "same", "varying")
+
+    def __init__(
+        self, names: list[str], varying: dict[str, Sequence[Any]], same: dict[str, Any]
+    ) -> None:
+        self.names = names
+        """The parameters given, in the order the task binds them."""
+        self.varying = varying
+        """Per parameter that differs between elements: its value for each, in order."""
+        self.same = same
+        """Per other parameter: its value, the same for every element."""
+
+    def row(self, index: int) -> dict[str, Any]:
+        """Element `index`'s arguments by parameter name, as `Run._arguments` resolves them."""
+        varying, same = self.varying, self.same
+        return {n: varying[n][index] if n in varying else same[n] for n in self.names}
+
+
+class Elements:
     """Makes a map's element tasks and their arguments, one per index.
 
     Which parts of the arguments hold a map reference is worked out once for
@@ -303,12 +331,36 @@ class _Elements:
         self._kwargs = [(k, v, _maker(v, refs)) for k, v in task.kwargs.items()]
         self._bound = [(k, v, _maker(v, refs)) for k, v in bound.items()]
 
-    def task(self, index: int) -> Task:
-        """Element `index`'s task (see `element_task`)."""
+    def task(self, index: int, task_id: TaskId | None = None) -> Task:
+        """Element `index`'s task (see `element_task`), under `task_id` if it was made already."""
         task = self._task
         args = task.args if self._args is None else self._args(index)
         kwargs = {k: v if make is None else make(index) for k, v, make in self._kwargs}
-        return derived_task(task, element_id(task.id, index), args, kwargs)
+        return derived_task(task, task_id or element_id(task.id, index), args, kwargs)
+
+    def columns(self, outputs: Mapping[TaskId, HasOutput], size: int) -> Columns | None:
+        """Every element's arguments, resolved: the list a parameter maps over is read once.
+
+        Returns:
+            The arguments of the `size` elements; None if a reference of some
+            element does not resolve (resolving each element's own says which).
+
+        """
+        names: list[str] = []
+        varying: dict[str, Sequence[Any]] = {}
+        same: dict[str, Any] = {}
+        try:
+            for name, value, make in self._bound:
+                names.append(name)
+                if make is None:
+                    same[name] = resolve(value, outputs)
+                elif type(value) is Ref and value.each == ():  # `$2.names[*]`: item i is [i]
+                    varying[name] = resolve(Ref(value.task, value.path), outputs)
+                else:
+                    varying[name] = [resolve(make(index), outputs) for index in range(size)]
+        except ResolveError:
+            return None
+        return Columns(names, varying, same)
 
     def bound(self, index: int) -> dict[str, Any]:
         """Element `index`'s arguments by parameter name, references not yet resolved."""
@@ -355,7 +407,7 @@ def _ref_maker(ref: Ref) -> _Make:
 
     def make(index: int) -> Ref:
         if last[0] != index:
-            last[0], last[1] = index, Ref(task, (*path, index, *each))
+            last[0], last[1] = index, item_ref(task, (*path, index, *each))
         made: Ref = last[1]
         return made
 

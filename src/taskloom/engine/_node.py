@@ -53,7 +53,14 @@ class Node:
         "waiting",
     )
 
-    def __init__(self, task: Task, tool: Tool, bound: dict[str, Any]) -> None:
+    def __init__(
+        self, task: Task, tool: Tool, bound: dict[str, Any], *, gate: bool | None = None
+    ) -> None:
+        """Record `task`, to be called with `tool` on `bound` once its inputs exist.
+
+        `gate` is `gated(task, tool)` when the caller knows it (a map's
+        elements have no gate); None works it out.
+        """
         self.task = task
         self.tool = tool
         self.bound = bound
@@ -72,7 +79,7 @@ class Node:
         """The asyncio task running the call, while it runs; cancelling it stops the call."""
         self.queued = 0
         """Non-zero while the node sits in the ready queue: its queue ticket."""
-        self.gated = gated(task, tool)
+        self.gated = gated(task, tool) if gate is None else gate
         """A condition, a map or a sub-plan stands between its inputs and its call
         (`through_gate`)."""
         self.elements: list[Node] | None = None

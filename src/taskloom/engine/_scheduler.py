@@ -42,6 +42,7 @@ from taskloom.engine._dispatch import Dispatcher
 from taskloom.engine._eventlog import EventLog
 from taskloom.engine._eventlog import build as build_event
 from taskloom.engine._executor import Executor, InlineExecutor, held_arguments
+from taskloom.engine._launch import Launch, flush
 from taskloom.engine._node import (
     Earlier,
     Node,
@@ -148,6 +149,8 @@ class Run(Dispatcher, Settler):
         )
         self._events = EventLog(self.run_id)
         self._seq = first_seq
+        # A map's elements started before their events were emitted (`engine/_launch.py`).
+        self._launching: Launch | None = None
         self._before_call = before_call
         # None: calls run inline (`Tool.call`), with the scheduler's fast path.
         self._executor = None if type(executor) is InlineExecutor else executor
@@ -208,6 +211,8 @@ class Run(Dispatcher, Settler):
     @property
     def events(self) -> Sequence[ev.Event]:
         """Every event so far, in order."""
+        if self._launching is not None:
+            flush(self)
         return self._events
 
     def subscribe(self, listener: EventListener) -> None:
@@ -232,6 +237,8 @@ class Run(Dispatcher, Settler):
             raise UserError(f"Run.emit() takes AgentEvent kinds, not {kind!r}")
         if self.finished:
             raise UserError(f"run {self.run_id} has finished: it takes no more events")
+        if self._launching is not None:
+            flush(self)
         self._seq += 1
         event = kind(seq=self._seq, at=time.monotonic(), run_id=self.run_id, **fields)
         self._events.put(event)
@@ -411,6 +418,8 @@ class Run(Dispatcher, Settler):
 
     def result(self) -> RunResult:
         """The run's result: final once `wait()` returned, else a snapshot of now."""
+        if self._launching is not None:
+            flush(self)
         finished = self._done.is_set()
         tasks: Mapping[TaskId, TaskResult]
         if finished:
@@ -627,29 +636,44 @@ class Run(Dispatcher, Settler):
 
     # -- running one task -----------------------------------------------------
 
-    async def _run_task(self, node: Node) -> None:
+    async def _run_task(
+        self,
+        node: Node,
+        arguments: dict[str, Any] | None = None,
+        launched: Launch | None = None,
+    ) -> None:
         # Cancelling one task cancels its asyncio task (see `_cancel_node`);
         # a cancel scope per task would cost a sixth of the per-task budget.
         # That CancelledError ends the host; `_host_done` expects it.
-        arguments = self._arguments(node)
-        if isinstance(arguments, BadArguments):
-            self._fail(node, arguments)
-            return
-        self._emit(ev.TaskStarted, task_id=node.task.id, tool=node.tool.name, arguments=arguments)
         tool = node.tool
-        if self._before_call is not None and not tool.policy.idempotent:
-            try:
-                await self._before_call(node.task.id)
-            except TaskloomError as exc:
-                if node.status is TaskStatus.RUNNING:
-                    node.host = None  # settle without cancelling ourselves
-                    self._cancel_node(node, f"not called: {exc}")
-                    self._dispatch()
-                    self._check_done()
+        if launched is not None:  # a map's element, its arguments checked (`engine/_launch.py`)
+            assert arguments is not None
+            if not launched.pending:  # else `flush` emits its start, timed below
+                self._emit(
+                    ev.TaskStarted, task_id=node.task.id, tool=tool.name, arguments=arguments
+                )
+            inline = True  # launched only so: an async tool, simple, nothing to write first
+        else:
+            checked = self._arguments(node)
+            if isinstance(checked, BadArguments):
+                self._fail(node, checked)
                 return
-            if node.status is not TaskStatus.RUNNING:
-                return  # cancelled while its start was being written
-        if tool.is_async and tool.policy.simple and self._executor is None:
+            arguments = checked
+            self._emit(ev.TaskStarted, task_id=node.task.id, tool=tool.name, arguments=arguments)
+            if self._before_call is not None and not tool.policy.idempotent:
+                try:
+                    await self._before_call(node.task.id)
+                except TaskloomError as exc:
+                    if node.status is TaskStatus.RUNNING:
+                        node.host = None  # settle without cancelling ourselves
+                        self._cancel_node(node, f"not called: {exc}")
+                        self._dispatch()
+                        self._check_done()
+                    return
+                if node.status is not TaskStatus.RUNNING:
+                    return  # cancelled while its start was being written
+            inline = tool.is_async and tool.policy.simple and self._executor is None
+        if inline:
             # The common case, inlined: one coroutine less per task.
             node.attempts = 1
             # Timed from the call itself: after its arguments, the journal's
@@ -749,11 +773,24 @@ class Run(Dispatcher, Settler):
         return slot - now
 
     def _emit(self, kind: type[ev.Event], **fields: Any) -> None:
+        if self._launching is not None:  # the launched elements' events come first
+            flush(self)
         self._seq = seq = self._seq + 1
         if not self._listeners:  # nobody receives it now: built if and when it is read
             self._events.put((kind, seq, time.monotonic(), fields))
             return
         event = build_event(kind, seq, time.monotonic(), self.run_id, fields)
+        self._events.put(event)
+        for listener in self._listeners:
+            listener(event)
+
+    def _emit_at(self, kind: type[ev.Event], at: float, fields: dict[str, Any]) -> None:
+        """`_emit` of what happened at `at` (no later than now), told now (`_launch.flush`)."""
+        self._seq = seq = self._seq + 1
+        if not self._listeners:
+            self._events.put((kind, seq, at, fields))
+            return
+        event = build_event(kind, seq, at, self.run_id, fields)
         self._events.put(event)
         for listener in self._listeners:
             listener(event)

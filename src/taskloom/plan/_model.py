@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +10,16 @@ from taskloom._ids import TaskId
 from taskloom._text import clip, short_repr
 from taskloom.errors import Position, UserError
 
-__all__ = ["Guard", "Ref", "Task", "Template", "derived_task", "iter_refs", "render_value"]
+__all__ = [
+    "Guard",
+    "Ref",
+    "Task",
+    "Template",
+    "derived_task",
+    "item_ref",
+    "iter_refs",
+    "render_value",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,21 +184,52 @@ def derived_task(
     `Task()` does are skipped (10,000 elements are added in one loop turn).
     It has no condition (the map's was judged) and is no map.
     """
-    task = object.__new__(Task)
-    put = object.__setattr__
-    put(task, "id", task_id)
-    put(task, "tool", template.tool)
-    put(task, "args", args)
-    put(task, "kwargs", kwargs)
-    put(task, "thought", None)
-    put(task, "position", template.position)
-    put(task, "guard", None)
+    task = _new(Task)
+    _TASK_ID(task, task_id)
+    _TASK_TOOL(task, template.tool)
+    _TASK_ARGS(task, args)
+    _TASK_KWARGS(task, kwargs)
+    _TASK_THOUGHT(task, None)
+    _TASK_POSITION(task, template.position)
+    _TASK_GUARD(task, None)
     dependencies = template.dependencies
     if template.guard is not None:  # the condition's references are not the element's
         dependencies = frozenset(ref.task for ref in iter_refs((args, kwargs)))
-    put(task, "dependencies", dependencies)
-    put(task, "is_map", False)
+    _TASK_DEPENDENCIES(task, dependencies)
+    _TASK_IS_MAP(task, False)
     return task
+
+
+def item_ref(task: TaskId, path: tuple[str | int, ...]) -> Ref:
+    """`Ref(task, path)`, made in half the time: a map makes one per element."""
+    ref = _new(Ref)
+    _REF_TASK(ref, task)
+    _REF_PATH(ref, path)
+    _REF_EACH(ref, None)
+    _REF_OPTIONAL(ref, False)
+    return ref
+
+
+def _slot(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """The setter of a slot of `cls`: a frozen dataclass's field set without `__setattr__`."""
+    setter: Callable[[Any, Any], None] = vars(cls)[name].__set__
+    return setter
+
+
+_new = object.__new__
+_TASK_ID = _slot(Task, "id")
+_TASK_TOOL = _slot(Task, "tool")
+_TASK_ARGS = _slot(Task, "args")
+_TASK_KWARGS = _slot(Task, "kwargs")
+_TASK_THOUGHT = _slot(Task, "thought")
+_TASK_POSITION = _slot(Task, "position")
+_TASK_GUARD = _slot(Task, "guard")
+_TASK_DEPENDENCIES = _slot(Task, "dependencies")
+_TASK_IS_MAP = _slot(Task, "is_map")
+_REF_TASK = _slot(Ref, "task")
+_REF_PATH = _slot(Ref, "path")
+_REF_EACH = _slot(Ref, "each")
+_REF_OPTIONAL = _slot(Ref, "optional")
 
 
 def _check_fields(task: Task) -> None:

@@ -10,10 +10,11 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, overload
+from typing import Annotated, Any, Protocol, overload
 
 import anyio
 import pydantic
+from pydantic.fields import FieldInfo
 
 from taskloom._text import clip, quoted, short_repr
 from taskloom.errors import CallTimedOut, ToolDefinitionError
@@ -173,6 +174,7 @@ class Tool:
         self._validator = self._model.__pydantic_validator__
         self._required = frozenset(n for n, f in fields.items() if f.is_required())
         self._adapters: dict[str, pydantic.TypeAdapter[Any]] = {}
+        self._columns: dict[str, pydantic.TypeAdapter[list[Any]] | None] = {}
         self._types = {n: Any if f.annotation is None else f.annotation for n, f in fields.items()}
         _check_schema(self)
 
@@ -272,6 +274,82 @@ class Tool:
         # The model's own field dict, not copied: callers only read it.
         fields: dict[str, Any] = model.__dict__
         return fields
+
+    def validate_many(
+        self, varying: Mapping[str, Sequence[Any]], same: Mapping[str, Any], count: int
+    ) -> list[dict[str, Any]] | None:
+        """Check and coerce the arguments of `count` calls at once (a map's elements).
+
+        Call `i` has `varying[name][i]` for each name in `varying` and the
+        value in `same` for each other name given. Each call's dict is what
+        `validate` gives for its arguments, its own copy of every value that
+        `validate` copies; with the tool's own schema, each parameter is
+        checked for all the calls in one pass.
+
+        Returns:
+            One dict of validated arguments per call, in order; None when the
+            arguments of some call are bad (`validate` each call to learn which
+            and why).
+
+        """
+        if count == 0:
+            return []
+        if type(self).validate is not Tool.validate:  # another schema: call by call
+            return self._validate_each(varying, same, count)
+        columns: list[Sequence[Any]] = []
+        for name, field in self._model.model_fields.items():
+            if name in varying or name in same:
+                adapter = self._column(name)
+                if adapter is None:
+                    return self._validate_each(varying, same, count)
+                values = varying[name] if name in varying else [same[name]] * count
+                try:
+                    columns.append(adapter.validate_python(values))
+                except pydantic.ValidationError:
+                    return None
+            elif _shared_default(field):  # `validate` gives the default itself to every call
+                columns.append([field.default] * count)
+            else:  # a copy of it to each (or a missing argument: each call says so)
+                return self._validate_each(varying, same, count)
+        names = list(self._model.model_fields)
+        if len(names) == 1:  # the usual map: one parameter, its items
+            many = [{names[0]: value} for value in columns[0]]
+        else:
+            many = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+        # Checked once against the tool's own validation: any difference and each is validated.
+        try:
+            first = self.validate({**same, **{k: v[0] for k, v in varying.items()}})
+            alike = first == many[0] and all(type(first[k]) is type(many[0][k]) for k in names)
+        except Exception:  # a value's own `==` may raise (an array's): compare no further
+            alike = False
+        return many if alike else self._validate_each(varying, same, count)
+
+    def _validate_each(
+        self, varying: Mapping[str, Sequence[Any]], same: Mapping[str, Any], count: int
+    ) -> list[dict[str, Any]] | None:
+        try:
+            return [
+                self.validate({**same, **{k: v[i] for k, v in varying.items()}})
+                for i in range(count)
+            ]
+        except ValueError:
+            return None
+
+    def _column(self, parameter: str) -> pydantic.TypeAdapter[list[Any]] | None:
+        """Validates a list of values of `parameter` as the tool's model validates one."""
+        if parameter not in self._columns:
+            field = self._model.model_fields[parameter]
+            adapter: pydantic.TypeAdapter[list[Any]] | None = None
+            if field.alias is None and field.validation_alias is None:
+                hint = Any if field.annotation is None else field.annotation
+                column: Any = list[Annotated[hint, field]]  # type: ignore[valid-type]
+                config = pydantic.ConfigDict(arbitrary_types_allowed=True)
+                try:
+                    adapter = pydantic.TypeAdapter(column, config=config)
+                except (pydantic.PydanticUserError, TypeError):
+                    adapter = None
+            self._columns[parameter] = adapter
+        return self._columns[parameter]
 
     def with_latency(self, seconds: float) -> Tool:
         """A copy of this tool that waits `seconds` before every call.
@@ -475,6 +553,17 @@ def _arguments_model(fn: Callable[..., Any], tool_name: str) -> type[pydantic.Ba
         fields[param.name] = (hints[param.name], default)
     config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     return pydantic.create_model(f"{tool_name}_arguments", __config__=config, **fields)
+
+
+def _shared_default(field: FieldInfo) -> bool:
+    """Whether pydantic gives a missing argument this field's default itself (not a copy)."""
+    if field.is_required() or field.default_factory is not None or field.validate_default:
+        return False
+    try:
+        hash(field.default)  # pydantic copies a default that cannot be hashed
+    except TypeError:
+        return False
+    return True
 
 
 def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
