@@ -9,15 +9,18 @@ near tie.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from taskloom import Plan
 from taskloom.agent._grammar import joiner_grammar, plan_grammar
 from taskloom.llm import Completion, Local, Message, bundled_model_path
+from taskloom.llm._sampling import LineLoops
 from taskloom.tools.world import WORLD_TOOLS
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -60,15 +63,24 @@ def local() -> Iterator[Local]:
     model._fast_greedy = True
 
 
-async def both(local: Local, messages: list[Message], **options: object) -> tuple[Completion, ...]:
-    """The reply of llama-cpp-python's sampler, then of the fast path."""
+async def both(
+    local: Local, messages: list[Message], *, loop_guard: bool = False, **options: object
+) -> tuple[Completion, ...]:
+    """The reply of llama-cpp-python's sampler, then of the fast path.
+
+    The fast path's loop guard (`LineLoops`) is off unless asked for: with it
+    off, the fast path must pick exactly the tokens the slow one does.
+    """
     replies = []
     for fast in (False, True):
         local._fast_greedy = fast
         await local.load()
         assert local._loaded is not None
         local._loaded.llama.reset()  # evaluate the whole prompt afresh
-        replies.append(await local.complete(messages, **options))  # type: ignore[arg-type]
+        with contextlib.ExitStack() as stack:
+            if not loop_guard:
+                stack.enter_context(mock.patch.object(LineLoops, "banned", return_value=set()))
+            replies.append(await local.complete(messages, **options))  # type: ignore[arg-type]
     local._fast_greedy = True
     return tuple(replies)
 
